@@ -1,0 +1,56 @@
+/*
+ * rfs_backend.h - internal: the CPU decode backends (scalar, AVX2, AVX-512)
+ * and the scalar pieces they share.  Not part of the public API.
+ *
+ * A backend decodes one rANS plane stream (32 initial states, then 16-bit
+ * words) into n plane bytes, and interleaves W planes back into elements,
+ * undoing the transform.  A SIMD backend runs its fast loop only while a
+ * whole step of 32 symbols and 32 words (the most one step can take) remain,
+ * then hands its states to rfs_rans_tail, the bounds-checked scalar tail.
+ */
+#ifndef RFS_BACKEND_H
+#define RFS_BACKEND_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "rfs_tile.h"
+
+/* Decode n symbols from a plane stream.  dec is a valid 4096-entry table. */
+typedef rfs_err (*rfs_rans_plane_fn)(uint8_t *out, size_t n, const uint8_t *stream,
+                                     size_t stream_size, const uint32_t *dec);
+/* dst[i*W + b] = byte b of untransform(element i built from planes[b][i]). */
+typedef void (*rfs_interleave_fn)(uint8_t *dst, const uint8_t *const planes[RFS_MAX_WIDTH],
+                                  size_t n, unsigned width, rfs_transform xf);
+
+typedef struct rfs_backend {
+    const char *name;
+    rfs_rans_plane_fn rans_plane;
+    rfs_interleave_fn interleave;
+} rfs_backend;
+
+extern const rfs_backend rfs_backend_scalar;
+extern const rfs_backend rfs_backend_avx2;
+extern const rfs_backend rfs_backend_avx512;
+
+/* The process-wide default: cpuid, overridden by RANSFS_CPU (once). */
+const rfs_backend *rfs_backend_default(void);
+/* By name ("scalar", "avx2", "avx512", "auto"); NULL if unknown/unsupported. */
+const rfs_backend *rfs_backend_by_name(const char *name);
+
+/* Load and range-check the 32 initial states.  RFS_E_TRUNCATED/RFS_E_STATE. */
+rfs_err rfs_rans_load_states(uint32_t x[RFS_LANES], const uint8_t *stream, size_t stream_size);
+
+/*
+ * Continue decoding at symbol i (a multiple of 32) with states x and the
+ * word cursor *wpos into words[0..nwords): the checked scalar loop.  Then
+ * checks that every word was used and every state is back at L.
+ */
+rfs_err rfs_rans_tail(uint32_t x[RFS_LANES], uint8_t *out, size_t i, size_t n,
+                      const uint8_t *words, size_t wpos, size_t nwords, const uint32_t *dec);
+
+/* Scalar interleave (also the SIMD backends' tail). */
+void rfs_interleave_scalar(uint8_t *dst, const uint8_t *const planes[RFS_MAX_WIDTH], size_t n,
+                           unsigned width, rfs_transform xf);
+
+#endif

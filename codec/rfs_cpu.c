@@ -1,0 +1,62 @@
+/*
+ * rfs_cpu.c - choose the CPU decode backend once per process: the best one
+ * cpuid allows, unless RANSFS_CPU=scalar|avx2|avx512 says otherwise.
+ */
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "rfs_backend.h"
+
+int rfs_cpu_supports(const char *name)
+{
+    if (!strcmp(name, "scalar") || !strcmp(name, "auto"))
+        return 1;
+    __builtin_cpu_init();
+    if (!strcmp(name, "avx2"))
+        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("bmi2");
+    if (!strcmp(name, "avx512"))
+        return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+               __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
+               __builtin_cpu_supports("avx2") && __builtin_cpu_supports("bmi2");
+    return 0;
+}
+
+static const rfs_backend *backend_best(void)
+{
+    if (rfs_cpu_supports("avx512"))
+        return &rfs_backend_avx512;
+    if (rfs_cpu_supports("avx2"))
+        return &rfs_backend_avx2;
+    return &rfs_backend_scalar;
+}
+
+const rfs_backend *rfs_backend_by_name(const char *name)
+{
+    if (!name || !rfs_cpu_supports(name))
+        return NULL;
+    if (!strcmp(name, "auto"))
+        return backend_best();
+    if (!strcmp(name, "avx512"))
+        return &rfs_backend_avx512;
+    if (!strcmp(name, "avx2"))
+        return &rfs_backend_avx2;
+    return &rfs_backend_scalar;
+}
+
+static const rfs_backend *default_backend;
+static pthread_once_t default_once = PTHREAD_ONCE_INIT;
+
+static void default_init(void)
+{
+    const char *env = getenv("RANSFS_CPU");
+    const rfs_backend *b = env && *env ? rfs_backend_by_name(env) : NULL;
+    /* An unknown or unsupported override falls back to the best path. */
+    default_backend = b ? b : backend_best();
+}
+
+const rfs_backend *rfs_backend_default(void)
+{
+    pthread_once(&default_once, default_init);
+    return default_backend;
+}

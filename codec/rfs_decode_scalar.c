@@ -1,0 +1,94 @@
+/*
+ * rfs_decode_scalar.c - the scalar decode backend, and the bounds-checked
+ * pieces every backend shares (state loading, the tail loop, interleave).
+ *
+ * The step is rfs_lane_decode from rfs_rans_lane.h: x = D(x), then a lane
+ * below L takes the next word.  Taking words one lane at a time in
+ * ascending lane order is the same as the ballot/popcount rule of
+ * docs/format.md 1.5.
+ */
+#include <string.h>
+
+#include "rfs_backend.h"
+#include "rfs_internal.h"
+#include "rfs_rans_lane.h"
+
+rfs_err rfs_rans_load_states(uint32_t x[RFS_LANES], const uint8_t *stream, size_t stream_size)
+{
+    if (stream_size < RFS_STATES_SIZE)
+        return RFS_E_TRUNCATED;
+    for (unsigned j = 0; j < RFS_LANES; j++) {
+        x[j] = rfs_ld32(stream + 4 * j);
+        if (x[j] < RFS_RANS_L || x[j] >= RFS_RANS_HI)
+            return RFS_E_STATE;
+    }
+    return RFS_OK;
+}
+
+rfs_err rfs_rans_tail(uint32_t x[RFS_LANES], uint8_t *out, size_t i, size_t n,
+                      const uint8_t *words, size_t wpos, size_t nwords, const uint32_t *dec)
+{
+    for (; i < n; i += RFS_LANES) {
+        unsigned m = n - i < RFS_LANES ? (unsigned)(n - i) : RFS_LANES;
+        uint32_t need = 0;
+        for (unsigned j = 0; j < m; j++) {
+            x[j] = rfs_lane_decode(x[j], dec, &out[i + j]);
+            need |= (uint32_t)rfs_lane_needs_word(x[j]) << j;
+        }
+        unsigned cnt = rfs_lane_popc(need);
+        if (nwords - wpos < cnt)
+            return RFS_E_OVERRUN;
+        for (unsigned j = 0; j < m; j++)
+            if (need >> j & 1)
+                x[j] = rfs_lane_refill(
+                    x[j], rfs_ld16(words + 2 * (wpos + rfs_lane_word_index(need, j))));
+        wpos += cnt;
+    }
+    if (wpos != nwords)
+        return RFS_E_TRAILING;
+    for (unsigned j = 0; j < RFS_LANES; j++)
+        if (x[j] != RFS_RANS_L)
+            return RFS_E_FINAL_STATE;
+    return RFS_OK;
+}
+
+/* Fast loop: whole steps while a full step's worth of words (32) remains,
+ * so no lane can run past the end; the checked tail does the rest. */
+static rfs_err rans_plane_scalar(uint8_t *out, size_t n, const uint8_t *stream,
+                                 size_t stream_size, const uint32_t *dec)
+{
+    uint32_t x[RFS_LANES];
+    rfs_err err = rfs_rans_load_states(x, stream, stream_size);
+    if (err != RFS_OK)
+        return err;
+    const uint8_t *words = stream + RFS_STATES_SIZE;
+    size_t nwords = (stream_size - RFS_STATES_SIZE) / 2, wpos = 0, i = 0;
+    for (; i + RFS_LANES <= n && nwords - wpos >= RFS_LANES; i += RFS_LANES) {
+        for (unsigned j = 0; j < RFS_LANES; j++) {
+            uint32_t xj = rfs_lane_decode(x[j], dec, &out[i + j]);
+            if (rfs_lane_needs_word(xj))
+                xj = rfs_lane_refill(xj, rfs_ld16(words + 2 * wpos++));
+            x[j] = xj;
+        }
+    }
+    return rfs_rans_tail(x, out, i, n, words, wpos, nwords, dec);
+}
+
+void rfs_interleave_scalar(uint8_t *dst, const uint8_t *const planes[RFS_MAX_WIDTH], size_t n,
+                           unsigned width, rfs_transform xf)
+{
+    if (width == 1) {
+        memcpy(dst, planes[0], n);
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        uint32_t t = 0;
+        for (unsigned p = 0; p < width; p++)
+            t |= (uint32_t)planes[p][i] << (8 * p);
+        uint32_t v = rfs_xf_undo(t, width, xf);
+        for (unsigned p = 0; p < width; p++)
+            dst[i * width + p] = (uint8_t)(v >> (8 * p));
+    }
+}
+
+const rfs_backend rfs_backend_scalar = {"scalar", rans_plane_scalar, rfs_interleave_scalar};

@@ -1,0 +1,143 @@
+/*
+ * rfs_image.h - read a ransfs image (format v1, docs/format.md).
+ *
+ * An image holds a directory tree.  File bytes are stored in extents: RAW
+ * (bytes kept as they are, at an image offset) or UNITS (a run of
+ * independently decodable units: tensor tiles coded by rfs_tile.h, or zstd
+ * blocks).  Units are numbered 0..n_units-1 across the whole image, so a
+ * cache can key decoded units by that number.
+ *
+ * Contract:
+ *  - rfs_image_open validates every metadata section (bounds, checksums,
+ *    cross references) before returning; a truncated or inconsistent image
+ *    is refused with a precise reason.  Unit payloads are checked (XXH3) each
+ *    time they are decoded.
+ *  - Memory: the image owns its metadata; names and link targets returned
+ *    point into it and live until rfs_image_close.
+ *  - Threads: an open rfs_image is read-only and may be used by any number
+ *    of threads at once.  An rfs_rctx (decode scratch) is used by one thread
+ *    at a time: make one per thread.
+ *  - Errors: rfs_err codes from rfs_tile.h; no printing, no FUSE, no CUDA.
+ *  - Inode numbers are 1..n_inodes; 1 is the root directory.  They are a
+ *    stable property of the image.
+ */
+#ifndef RFS_IMAGE_H
+#define RFS_IMAGE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "rfs_tile.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define RFS_ROOT_INO 1u
+
+typedef struct rfs_image rfs_image;
+typedef struct rfs_rctx rfs_rctx;
+
+typedef struct rfs_stat {
+    uint64_t ino;
+    uint32_t mode;       /* st_mode: type bits and permissions */
+    uint32_t nlink;
+    uint64_t size;       /* file size; link target length; dir entry count */
+    int64_t mtime_sec;
+    uint32_t mtime_nsec;
+} rfs_stat;
+
+typedef struct rfs_image_summary {
+    uint64_t image_bytes;   /* size of the image file */
+    uint64_t content_bytes; /* sum of all regular file sizes */
+    uint64_t n_inodes;
+    uint64_t n_units;
+    uint32_t unit_max;      /* largest decoded unit, bytes */
+    uint32_t tile_size;     /* tile size of the image, decoded bytes */
+} rfs_image_summary;
+
+/*
+ * Open and validate an image.  On failure *img is NULL and, when why is
+ * non-NULL, a one-line reason naming the failed check is written to it
+ * (e.g. "tile index checksum mismatch").
+ */
+rfs_err rfs_image_open(rfs_image **img, const char *path, char *why, size_t why_cap);
+void rfs_image_close(rfs_image *img);
+void rfs_image_get_summary(const rfs_image *img, rfs_image_summary *sum);
+/* The open file descriptor of the image (for splicing RAW extents). */
+int rfs_image_fd(const rfs_image *img);
+
+/* ------------------------------------------------------------ namespace */
+
+rfs_err rfs_image_stat(const rfs_image *img, uint64_t ino, rfs_stat *st);
+/* Child of directory parent named name.  Errors: RFS_E_NOENT, RFS_E_NOTDIR. */
+rfs_err rfs_image_lookup(const rfs_image *img, uint64_t parent, const char *name, uint64_t *ino);
+/* Resolve a '/'-separated path from the root ("" or "/" is the root). */
+rfs_err rfs_image_lookup_path(const rfs_image *img, const char *path, uint64_t *ino);
+/* Number of entries of a directory (without "." and ".."). */
+rfs_err rfs_image_dir_count(const rfs_image *img, uint64_t dir, uint64_t *count);
+/* Entry idx (0-based, sorted by name) of a directory. */
+rfs_err rfs_image_dir_entry(const rfs_image *img, uint64_t dir, uint64_t idx, uint64_t *child,
+                            const char **name);
+/* Target of a symlink (NUL-terminated).  Errors: RFS_E_INVAL if not a link. */
+rfs_err rfs_image_readlink(const rfs_image *img, uint64_t ino, const char **target);
+
+/* ------------------------------------------------------------ file data */
+
+/* Where the bytes at one file offset come from. */
+typedef struct rfs_span {
+    uint64_t length;    /* bytes from off that this span covers (> 0) */
+    int is_raw;         /* 1: stored as is, at image offset raw_off */
+    uint64_t raw_off;
+    uint64_t unit;      /* otherwise: the unit holding them ... */
+    uint32_t unit_off;  /* ... at this offset of its decoded bytes */
+    uint32_t unit_size; /* decoded size of that unit */
+} rfs_span;
+
+/*
+ * Map file offset off (< file size) of regular file ino to a span; O(log
+ * extents).  Errors: RFS_E_NOENT, RFS_E_ISDIR, RFS_E_INVAL (off >= size).
+ */
+rfs_err rfs_image_map(const rfs_image *img, uint64_t ino, uint64_t off, rfs_span *span);
+
+/* Per-thread decode scratch (tile decoder, zstd context, buffers). */
+rfs_rctx *rfs_rctx_create(const rfs_image *img);
+void rfs_rctx_destroy(rfs_rctx *ctx);
+/* The tile decoder inside ctx, e.g. to force a CPU backend. */
+rfs_dec *rfs_rctx_decoder(rfs_rctx *ctx);
+
+typedef enum rfs_unit_kind { RFS_UNIT_TILE = 0, RFS_UNIT_ZSTD = 1 } rfs_unit_kind;
+
+/* Everything needed to decode a unit elsewhere (e.g. on a GPU). */
+typedef struct rfs_unit_src {
+    rfs_unit_kind kind;
+    const uint8_t *data;          /* encoded bytes, inside the image mapping */
+    uint32_t size;                /* encoded size */
+    uint32_t decoded_size;
+    uint64_t xxh3;                /* expected XXH3-64 of the encoded bytes */
+    const rfs_table_set *shared;  /* tile's tensor tables (NULL if none) */
+} rfs_unit_src;
+
+rfs_err rfs_image_unit_source(const rfs_image *img, uint64_t unit, rfs_unit_src *src);
+/* 1 when the XXH3 of the unit's encoded bytes matches the index. */
+int rfs_image_unit_verify(const rfs_unit_src *src);
+
+/*
+ * Verify and decode unit into dst (dst_cap >= its decoded size).
+ * Errors: RFS_E_CHECKSUM, any tile decode error, RFS_E_ZSTD.
+ */
+rfs_err rfs_image_unit_decode(const rfs_image *img, rfs_rctx *ctx, uint64_t unit, void *dst,
+                              size_t dst_cap, size_t *dst_size);
+
+/*
+ * Read len bytes of file ino at off into buf, decoding only the units it
+ * touches (no cache).  *got is less than len only at end of file.
+ */
+rfs_err rfs_image_read(const rfs_image *img, rfs_rctx *ctx, uint64_t ino, uint64_t off,
+                       size_t len, void *buf, size_t *got);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,126 @@
+/*
+ * rfs_table.c - normalised order-0 frequency tables: build from counts,
+ * serialise, parse (untrusted) and build the decode lookup.
+ */
+#include <string.h>
+
+#include "rfs_internal.h"
+#include "rfs_tile.h"
+
+/* Fill start[] and the decode lookup from freq[]; the sum must be 2^12. */
+static void table_build_lookup(rfs_table *t)
+{
+    uint32_t start = 0;
+    for (unsigned s = 0; s < 256; s++) {
+        uint32_t f = t->freq[s];
+        t->start[s] = (uint16_t)start;
+        uint32_t entry = s | (f - 1u) << 8 | start << 20;
+        for (uint32_t k = 0; k < f; k++)
+            t->dec[start + k] = entry;
+        start += f;
+    }
+}
+
+/* Index of the largest value in f[] among symbols with f > floor_. */
+static int table_largest(const uint16_t *f, const uint64_t *counts, unsigned floor_)
+{
+    int best = -1;
+    for (unsigned s = 0; s < 256; s++) {
+        if (f[s] <= floor_)
+            continue;
+        if (best < 0 || counts[s] > counts[best])
+            best = (int)s;
+    }
+    return best;
+}
+
+rfs_err rfs_table_from_counts(rfs_table *t, const uint64_t counts[256])
+{
+    uint64_t total = 0;
+    for (unsigned s = 0; s < 256; s++)
+        total += counts[s];
+    if (total == 0)
+        return RFS_E_ARG;
+
+    /* Scale with rounding, keep every present symbol >= 1, then move the
+     * rounding error onto the most frequent symbols, where a change of one
+     * costs the fewest bits.  Integer-only, so output is deterministic. */
+    int32_t sum = 0;
+    for (unsigned s = 0; s < 256; s++) {
+        uint64_t f = 0;
+        if (counts[s]) {
+            f = (counts[s] * RFS_PROB_SCALE + total / 2) / total;
+            if (f == 0)
+                f = 1;
+        }
+        t->freq[s] = (uint16_t)f;
+        sum += (int32_t)f;
+    }
+    while (sum > (int32_t)RFS_PROB_SCALE) {
+        int s = table_largest(t->freq, counts, 1);
+        t->freq[s]--;
+        sum--;
+    }
+    if (sum < (int32_t)RFS_PROB_SCALE) {
+        int s = table_largest(t->freq, counts, 0);
+        t->freq[s] = (uint16_t)(t->freq[s] + (RFS_PROB_SCALE - (uint32_t)sum));
+    }
+    table_build_lookup(t);
+    return RFS_OK;
+}
+
+rfs_err rfs_table_write(uint8_t *dst, size_t dst_cap, size_t *written, const rfs_table *t)
+{
+    uint8_t buf[RFS_TABLE_MAX_SIZE];
+    size_t k = 32;
+    memset(buf, 0, 32);
+    for (unsigned s = 0; s < 256; s++) {
+        uint16_t f = t->freq[s];
+        if (!f)
+            continue;
+        buf[s >> 3] |= (uint8_t)(1u << (s & 7));
+        if (f < 128) {
+            buf[k++] = (uint8_t)f;
+        } else {
+            buf[k++] = (uint8_t)(0x80 | (f >> 8));
+            buf[k++] = (uint8_t)f;
+        }
+    }
+    if (k > dst_cap)
+        return RFS_E_DST_SMALL;
+    memcpy(dst, buf, k);
+    *written = k;
+    return RFS_OK;
+}
+
+rfs_err rfs_table_parse(rfs_table *t, const uint8_t *src, size_t src_size, size_t *used)
+{
+    if (src_size < 32)
+        return RFS_E_TRUNCATED;
+    size_t k = 32;
+    uint32_t sum = 0;
+    for (unsigned s = 0; s < 256; s++) {
+        uint32_t f = 0;
+        if (src[s >> 3] >> (s & 7) & 1) {
+            if (k >= src_size)
+                return RFS_E_TRUNCATED;
+            f = src[k++];
+            if (f & 0x80) {
+                if (k >= src_size)
+                    return RFS_E_TRUNCATED;
+                f = (f & 0x7f) << 8 | src[k++];
+                if (f < 128)
+                    return RFS_E_TABLE; /* non-canonical two-byte form */
+            }
+            if (f == 0 || f > RFS_PROB_SCALE)
+                return RFS_E_TABLE;
+        }
+        t->freq[s] = (uint16_t)f;
+        sum += f;
+    }
+    if (sum != RFS_PROB_SCALE)
+        return RFS_E_TABLE;
+    table_build_lookup(t);
+    *used = k;
+    return RFS_OK;
+}

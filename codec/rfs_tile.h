@@ -1,0 +1,203 @@
+/*
+ * rfs_tile.h - the ransfs tile codec.
+ *
+ * A tile is a run of n elements of width W (1, 2 or 4 bytes) from one
+ * tensor.  The encoder splits the (optionally transformed) elements into W
+ * byte planes and stores each plane RAW, CONST or rANS-coded (32 interleaved
+ * 32-bit states, 16-bit renormalisation, 12-bit probabilities), whichever is
+ * smallest.  docs/format.md is the normative description of the bytes.
+ *
+ * Contract:
+ *  - Memory: contexts (rfs_enc, rfs_dec) are created once, own their scratch
+ *    buffers, and are reused for any number of tiles without allocating.
+ *    The caller owns every src/dst buffer.  rfs_table objects are owned by
+ *    whoever created them and are read-only once built.
+ *  - Threads: no global mutable state beyond a once-initialised CPU backend
+ *    choice.  A context is used by one thread at a time; use one per thread.
+ *    A built rfs_table may be shared by any number of threads.
+ *  - Errors: every function returns an rfs_err; RFS_OK is 0.  A decoder given
+ *    any byte string returns an error or the exact original bytes: it never
+ *    reads or writes out of bounds and always terminates.
+ *  - No printing, no FUSE, no CUDA here.
+ */
+#ifndef RFS_TILE_H
+#define RFS_TILE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* rANS parameters fixed by format v1 (see docs/format.md, "rANS"). */
+#define RFS_LANES 32u               /* interleaved states per plane */
+#define RFS_PROB_BITS 12u           /* probabilities sum to 2^12 */
+#define RFS_PROB_SCALE (1u << RFS_PROB_BITS)
+#define RFS_RANS_L (1u << 15)       /* state range is [L, 2^31) */
+#define RFS_RANS_HI (1u << 31)
+#define RFS_TILE_HDR_SIZE 8u        /* fixed part of a tile header */
+#define RFS_PLANE_DESC_SIZE 8u      /* one per plane, after the header */
+#define RFS_STATES_SIZE (RFS_LANES * 4u)
+#define RFS_MAX_WIDTH 4u
+
+/* Stable error codes: values are never renumbered, only appended. */
+typedef enum rfs_err {
+    RFS_OK = 0,
+    RFS_E_NOMEM = 1,       /* allocation failed */
+    RFS_E_ARG = 2,         /* invalid argument from the caller */
+    RFS_E_TRUNCATED = 3,   /* input ends before its header says it does */
+    RFS_E_HEADER = 4,      /* bad tile header: width, transform, mode, reserved */
+    RFS_E_TABLE = 5,       /* frequency table malformed or does not sum to 2^12 */
+    RFS_E_STATE = 6,       /* an initial rANS state outside [2^15, 2^31) */
+    RFS_E_OVERRUN = 7,     /* rANS stream needs more words than it has */
+    RFS_E_TRAILING = 8,    /* bytes left after the last plane or stream */
+    RFS_E_FINAL_STATE = 9, /* a stream did not end in the state it began */
+    RFS_E_DST_SMALL = 10,  /* destination buffer too small */
+    RFS_E_NO_SHARED = 11,  /* tile needs a shared table that was not given */
+    RFS_E_TOO_BIG = 12,    /* tile larger than the context was made for */
+    /* image-level errors (rfs_image.h) */
+    RFS_E_IO = 20,         /* read/open/mmap of the image failed (errno kept) */
+    RFS_E_MAGIC = 21,      /* not a ransfs image */
+    RFS_E_VERSION = 22,    /* unsupported format version or feature flag */
+    RFS_E_CORRUPT = 23,    /* an offset, length or field is inconsistent */
+    RFS_E_CHECKSUM = 24,   /* XXH3 of a section or tile does not match */
+    RFS_E_NOENT = 25,      /* no such path / inode */
+    RFS_E_NOTDIR = 26,     /* not a directory */
+    RFS_E_ISDIR = 27,      /* is a directory */
+    RFS_E_INVAL = 28,      /* operation does not apply (e.g. readlink of a file) */
+    RFS_E_ZSTD = 29,       /* zstd block failed to decode */
+} rfs_err;
+
+/* A short constant English description of an error code. */
+const char *rfs_strerror(rfs_err err);
+
+/* Element transforms, recorded per tile. */
+typedef enum rfs_transform {
+    RFS_XF_NONE = 0,
+    /* Rotate each W-byte element left by 1 bit.  For bf16 and fp32 the top
+     * byte becomes the pure 8-bit exponent; the sign moves to bit 0. */
+    RFS_XF_ROT1 = 1,
+    RFS_XF_COUNT = 2,
+} rfs_transform;
+
+/* Plane storage modes, recorded per plane. */
+typedef enum rfs_plane_mode {
+    RFS_PM_RAW = 0,         /* n bytes stored */
+    RFS_PM_CONST = 1,       /* one byte repeated n times, no payload */
+    RFS_PM_RANS_TILE = 2,   /* rANS with a frequency table in the payload */
+    RFS_PM_RANS_SHARED = 3, /* rANS with the tensor's shared table for this plane */
+    RFS_PM_COUNT = 4,
+} rfs_plane_mode;
+
+/*
+ * A normalised order-0 frequency table (sum exactly 2^12, every present
+ * symbol >= 1) with its decode lookup.  dec[slot] packs
+ *   bits 0..7 symbol, bits 8..19 freq-1, bits 20..31 cumulative start.
+ */
+typedef struct rfs_table {
+    uint16_t freq[256];
+    uint16_t start[256];
+    uint32_t dec[RFS_PROB_SCALE];
+} rfs_table;
+
+/* Shared tables of one tensor: plane[p] is NULL where none exists. */
+typedef struct rfs_table_set {
+    const rfs_table *plane[RFS_MAX_WIDTH];
+} rfs_table_set;
+
+/*
+ * Build a normalised table from a histogram of counts (total > 0).
+ * Returns RFS_E_ARG when all counts are zero.
+ */
+rfs_err rfs_table_from_counts(rfs_table *t, const uint64_t counts[256]);
+
+/*
+ * Parse a serialised table (docs/format.md "Frequency table") from src and
+ * build its decode lookup.  *used receives the bytes consumed.
+ * Errors: RFS_E_TRUNCATED, RFS_E_TABLE.
+ */
+rfs_err rfs_table_parse(rfs_table *t, const uint8_t *src, size_t src_size, size_t *used);
+
+/*
+ * Serialise t into dst.  *written receives the bytes produced (at most
+ * RFS_TABLE_MAX_SIZE).  Errors: RFS_E_DST_SMALL.
+ */
+#define RFS_TABLE_MAX_SIZE (32u + 2u * 256u)
+rfs_err rfs_table_write(uint8_t *dst, size_t dst_cap, size_t *written, const rfs_table *t);
+
+/* Histogram of byte plane p of n transformed elements (counts are added). */
+void rfs_plane_histogram(uint64_t counts[256], const void *src, size_t n, unsigned width,
+                         rfs_transform xf, unsigned plane);
+
+/*
+ * Pick the transform that minimises the estimated order-0 coded size of
+ * n elements of the given width (ROT1 is only considered for W = 2, 4).
+ */
+rfs_transform rfs_transform_choose(const void *src, size_t n, unsigned width);
+
+/* ---------------------------------------------------------------- encode */
+
+typedef struct rfs_enc rfs_enc;
+
+typedef struct rfs_tile_params {
+    unsigned width;              /* 1, 2 or 4 */
+    rfs_transform transform;     /* applied before planes are split */
+    const rfs_table_set *shared; /* optional: tensor tables usable per plane */
+    int raw_only;                /* store every plane RAW (for comparisons) */
+} rfs_tile_params;
+
+/* Create an encoder for tiles of up to max_tile_bytes decoded bytes. */
+rfs_enc *rfs_enc_create(size_t max_tile_bytes);
+void rfs_enc_destroy(rfs_enc *enc);
+
+/* Worst-case encoded size of a tile of src_size bytes. */
+size_t rfs_tile_bound(size_t src_size, unsigned width);
+
+/*
+ * Encode src_size bytes (a multiple of p->width) into dst.
+ * Errors: RFS_E_ARG, RFS_E_TOO_BIG, RFS_E_DST_SMALL.
+ * Output is a deterministic function of (src, params, shared tables).
+ */
+rfs_err rfs_tile_encode(rfs_enc *enc, uint8_t *dst, size_t dst_cap, size_t *dst_size,
+                        const void *src, size_t src_size, const rfs_tile_params *p);
+
+/* ---------------------------------------------------------------- decode */
+
+typedef struct rfs_dec rfs_dec;
+
+/* Create a decoder for tiles of up to max_tile_bytes decoded bytes. */
+rfs_dec *rfs_dec_create(size_t max_tile_bytes);
+void rfs_dec_destroy(rfs_dec *dec);
+
+/*
+ * Force the CPU path of this context: "scalar", "avx2", "avx512" or "auto".
+ * Returns RFS_E_ARG when the name is unknown or the CPU lacks the path.
+ * Without a call the path is chosen once per process by cpuid, overridden by
+ * the environment variable RANSFS_CPU=scalar|avx2|avx512.
+ */
+rfs_err rfs_dec_set_backend(rfs_dec *dec, const char *name);
+const char *rfs_dec_backend(const rfs_dec *dec);
+
+/* 1 when this CPU (and build) can run the named backend. */
+int rfs_cpu_supports(const char *name);
+
+/*
+ * Read a tile's header: width, element count and transform, without
+ * decoding.  Errors: RFS_E_TRUNCATED, RFS_E_HEADER.
+ */
+rfs_err rfs_tile_info(const uint8_t *src, size_t src_size, unsigned *width, uint32_t *n_elems,
+                      rfs_transform *xf);
+
+/*
+ * Decode one tile into dst (the original bytes).  *dst_size receives n*W.
+ * shared may be NULL when the tile uses no shared table.
+ * Errors: any of RFS_E_TRUNCATED .. RFS_E_TOO_BIG.
+ */
+rfs_err rfs_tile_decode(rfs_dec *dec, void *dst, size_t dst_cap, size_t *dst_size,
+                        const uint8_t *src, size_t src_size, const rfs_table_set *shared);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

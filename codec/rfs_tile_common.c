@@ -1,0 +1,103 @@
+/*
+ * rfs_tile_common.c - pieces used by both encoder and decoder: error
+ * strings, tile header inspection, plane histograms, transform choice.
+ */
+#include <math.h>
+#include <string.h>
+
+#include "rfs_internal.h"
+#include "rfs_tile.h"
+
+const char *rfs_strerror(rfs_err err)
+{
+    switch (err) {
+    case RFS_OK: return "success";
+    case RFS_E_NOMEM: return "out of memory";
+    case RFS_E_ARG: return "invalid argument";
+    case RFS_E_TRUNCATED: return "truncated input";
+    case RFS_E_HEADER: return "bad tile header";
+    case RFS_E_TABLE: return "bad frequency table";
+    case RFS_E_STATE: return "rANS initial state out of range";
+    case RFS_E_OVERRUN: return "rANS stream overrun";
+    case RFS_E_TRAILING: return "trailing garbage after stream";
+    case RFS_E_FINAL_STATE: return "rANS final state mismatch";
+    case RFS_E_DST_SMALL: return "destination buffer too small";
+    case RFS_E_NO_SHARED: return "tile needs a shared table that is missing";
+    case RFS_E_TOO_BIG: return "tile larger than the context allows";
+    case RFS_E_IO: return "I/O error";
+    case RFS_E_MAGIC: return "not a ransfs image (bad magic)";
+    case RFS_E_VERSION: return "unsupported image version or feature";
+    case RFS_E_CORRUPT: return "image metadata is inconsistent";
+    case RFS_E_CHECKSUM: return "checksum mismatch";
+    case RFS_E_NOENT: return "no such file or directory";
+    case RFS_E_NOTDIR: return "not a directory";
+    case RFS_E_ISDIR: return "is a directory";
+    case RFS_E_INVAL: return "invalid operation for this inode";
+    case RFS_E_ZSTD: return "zstd block failed to decode";
+    }
+    return "unknown error";
+}
+
+rfs_err rfs_tile_info(const uint8_t *src, size_t src_size, unsigned *width, uint32_t *n_elems,
+                      rfs_transform *xf)
+{
+    if (src_size < RFS_TILE_HDR_SIZE)
+        return RFS_E_TRUNCATED;
+    if (!rfs_width_xf_valid(src[0], src[1]) || src[2] != RFS_PROB_BITS || src[3] != 0)
+        return RFS_E_HEADER;
+    *width = src[0];
+    *xf = (rfs_transform)src[1];
+    *n_elems = rfs_ld32(src + 4);
+    return RFS_OK;
+}
+
+void rfs_plane_histogram(uint64_t counts[256], const void *src, size_t n, unsigned width,
+                         rfs_transform xf, unsigned plane)
+{
+    const uint8_t *s = src;
+    if (xf == RFS_XF_NONE) {
+        for (size_t i = 0; i < n; i++)
+            counts[s[i * width + plane]]++;
+        return;
+    }
+    for (size_t i = 0; i < n; i++)
+        counts[(rfs_xf_apply(rfs_ld_elem(s, i, width), width, xf) >> (8 * plane)) & 0xff]++;
+}
+
+/* Order-0 entropy of a histogram, in bytes. */
+static double hist_entropy_bytes(const uint64_t counts[256])
+{
+    uint64_t total = 0;
+    double bits = 0;
+    for (unsigned s = 0; s < 256; s++)
+        total += counts[s];
+    for (unsigned s = 0; s < 256; s++)
+        if (counts[s])
+            bits -= (double)counts[s] * log2((double)counts[s] / (double)total);
+    return bits / 8;
+}
+
+/* Estimated coded size of n elements under transform xf: each plane costs
+ * the smaller of its entropy and storing it raw. */
+static double xf_estimate(const uint8_t *src, size_t n, unsigned width, rfs_transform xf)
+{
+    double total = 0;
+    for (unsigned p = 0; p < width; p++) {
+        uint64_t counts[256] = {0};
+        rfs_plane_histogram(counts, src, n, width, xf, p);
+        double e = hist_entropy_bytes(counts);
+        total += e < (double)n ? e : (double)n;
+    }
+    return total;
+}
+
+rfs_transform rfs_transform_choose(const void *src, size_t n, unsigned width)
+{
+    if (width < 2 || n == 0)
+        return RFS_XF_NONE;
+    /* A sample of up to 1 Mi elements decides; ties go to NONE. */
+    size_t m = n < (1u << 20) ? n : (1u << 20);
+    double none = xf_estimate(src, m, width, RFS_XF_NONE);
+    double rot = xf_estimate(src, m, width, RFS_XF_ROT1);
+    return rot < none ? RFS_XF_ROT1 : RFS_XF_NONE;
+}

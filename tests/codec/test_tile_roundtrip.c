@@ -1,0 +1,192 @@
+/*
+ * Round-trip of the tile codec for W = 1, 2, 4 over data kinds and lengths
+ * that stress the lane logic (0, 1, 31, 32, 33, 4095, 65537 elements), with
+ * every CPU backend this machine supports giving the original bytes.
+ */
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "testutil.h"
+
+static const size_t lengths[] = {0, 1, 31, 32, 33, 4095, 65537};
+#define N_LENGTHS (sizeof(lengths) / sizeof(lengths[0]))
+
+typedef enum kind {
+    K_RANDOM, K_ZERO, K_SINGLE, K_SKEW2, K_GAUSS, K_SPECIAL, K_COUNT
+} kind;
+
+static uint64_t g_seed;
+
+/* Fill n elements of width w with data of the given kind. */
+static void fill(uint8_t *buf, size_t n, unsigned w, kind k, tu_rng *r)
+{
+    for (size_t i = 0; i < n; i++) {
+        uint32_t v = 0;
+        switch (k) {
+        case K_RANDOM: v = (uint32_t)tu_next(r); break;
+        case K_ZERO: v = 0; break;
+        case K_SINGLE: v = 0x3f80a5c3u; break;
+        case K_SKEW2: v = (tu_next(r) % 100000) == 0 ? 0xffffffffu : 0x01010101u; break;
+        case K_GAUSS: {
+            float f = (float)(tu_gauss(r) * 0.02);
+            if (w == 4)
+                memcpy(&v, &f, 4);
+            else if (w == 2)
+                v = (i & 1) ? tu_f32_to_bf16(f) : tu_f32_to_fp16(f);
+            else
+                v = (uint32_t)(int8_t)lrint(f * 2000);
+            break;
+        }
+        case K_SPECIAL: {
+            /* NaN payloads, +-Inf, -0, denormals, in every width. */
+            static const uint32_t f32[] = {0x7fc00001u, 0xffbfffffu, 0x7f800000u, 0xff800000u,
+                                           0x80000000u, 0x00000001u, 0x807fffffu, 0x7f7fffffu};
+            static const uint32_t h16[] = {0x7e01u, 0xfd55u, 0x7c00u, 0xfc00u,
+                                           0x8000u, 0x0001u, 0x83ffu, 0x7f81u};
+            v = w == 4 ? f32[tu_next(r) & 7] : h16[tu_next(r) & 7];
+            break;
+        }
+        default: break;
+        }
+        memcpy(buf + i * w, &v, w);
+    }
+}
+
+static void test_kinds(void **state)
+{
+    (void)state;
+    static const unsigned widths[] = {1, 2, 4};
+    tu_rng r = {g_seed};
+    for (unsigned wi = 0; wi < 3; wi++) {
+        unsigned w = widths[wi];
+        for (kind k = 0; k < K_COUNT; k++) {
+            for (size_t li = 0; li < N_LENGTHS; li++) {
+                size_t n = lengths[li];
+                uint8_t *buf = malloc(n * w + 1);
+                fill(buf, n, w, k, &r);
+                for (unsigned xf = 0; xf < RFS_XF_COUNT; xf++)
+                    if (xf == RFS_XF_NONE || w > 1)
+                        tu_roundtrip(buf, n * w, w, (rfs_transform)xf, NULL);
+                tu_roundtrip(buf, n * w, w, rfs_transform_choose(buf, n, w), NULL);
+                free(buf);
+            }
+        }
+    }
+}
+
+/* Expected sizes: constant data is CONST planes, random data stays RAW,
+ * gaussian bf16 compresses its exponent plane. */
+static void test_mode_choice(void **state)
+{
+    (void)state;
+    tu_rng r = {g_seed ^ 1};
+    size_t n = 65536;
+    uint8_t *buf = malloc(n * 4);
+    fill(buf, n, 4, K_ZERO, &r);
+    assert_int_equal(tu_roundtrip(buf, n * 4, 4, RFS_XF_NONE, NULL), 8 + 4 * 8);
+    fill(buf, n, 2, K_RANDOM, &r);
+    assert_int_equal(tu_roundtrip(buf, n * 2, 2, RFS_XF_NONE, NULL), 8 + 2 * 8 + n * 2);
+    for (size_t i = 0; i < n; i++) {
+        uint16_t b = tu_f32_to_bf16((float)(tu_gauss(&r) * 0.02));
+        memcpy(buf + 2 * i, &b, 2);
+    }
+    assert_int_equal(rfs_transform_choose(buf, n, 2), RFS_XF_ROT1);
+    size_t sz = tu_roundtrip(buf, n * 2, 2, RFS_XF_ROT1, NULL);
+    assert_true(sz < n * 2 * 0.72); /* exponent plane ~2.6 bits of 8 */
+    free(buf);
+}
+
+/* A shared table built from a whole tensor codes its tiles (RANS_SHARED),
+ * and a tile with a symbol the shared table lacks falls back correctly. */
+static void test_shared_table(void **state)
+{
+    (void)state;
+    tu_rng r = {g_seed ^ 2};
+    size_t n = 1 << 18;
+    uint16_t *v = malloc(n * 2);
+    for (size_t i = 0; i < n; i++)
+        v[i] = tu_f32_to_bf16((float)(tu_gauss(&r) * 0.02));
+    static rfs_table t1;
+    uint64_t counts[256] = {0};
+    rfs_plane_histogram(counts, v, n, 2, RFS_XF_ROT1, 1);
+    assert_int_equal(rfs_table_from_counts(&t1, counts), RFS_OK);
+    rfs_table_set set = {{NULL, &t1, NULL, NULL}};
+    for (size_t off = 0; off < n; off += 32768)
+        tu_roundtrip(v + off, 65536, 2, RFS_XF_ROT1, &set);
+    v[5] = 0x7f80; /* +Inf: exponent byte 0xff, absent from the table */
+    tu_roundtrip(v, 65536, 2, RFS_XF_ROT1, &set);
+    free(v);
+}
+
+/* Reusing one context for many tiles of different widths and sizes. */
+static void test_context_reuse(void **state)
+{
+    (void)state;
+    tu_rng r = {g_seed ^ 3};
+    size_t cap = 1 << 16;
+    rfs_enc *e = rfs_enc_create(cap);
+    rfs_dec *d = rfs_dec_create(cap);
+    uint8_t *src = malloc(cap), *enc = malloc(rfs_tile_bound(cap, 1)), *out = malloc(cap);
+    for (int it = 0; it < 200; it++) {
+        unsigned w = 1u << (tu_next(&r) % 3);
+        size_t n = (tu_next(&r) % (cap / w + 1));
+        fill(src, n, w, (kind)(tu_next(&r) % K_COUNT), &r);
+        rfs_tile_params p = {w, w > 1 ? RFS_XF_ROT1 : RFS_XF_NONE, NULL, 0};
+        size_t es = 0, got = 0;
+        assert_int_equal(rfs_tile_encode(e, enc, rfs_tile_bound(cap, 1), &es, src, n * w, &p),
+                         RFS_OK);
+        assert_int_equal(rfs_tile_decode(d, out, cap, &got, enc, es, NULL), RFS_OK);
+        assert_int_equal(got, n * w);
+        assert_memory_equal(out, src, n * w);
+    }
+    /* Too big for the context, bad widths, odd sizes. */
+    size_t es = 0;
+    rfs_tile_params p = {2, RFS_XF_NONE, NULL, 0};
+    assert_int_equal(rfs_tile_encode(e, enc, cap, &es, src, cap + 2, &p), RFS_E_TOO_BIG);
+    assert_int_equal(rfs_tile_encode(e, enc, cap, &es, src, 3, &p), RFS_E_ARG);
+    p.width = 3;
+    assert_int_equal(rfs_tile_encode(e, enc, cap, &es, src, 3, &p), RFS_E_ARG);
+    p.width = 1;
+    p.transform = RFS_XF_ROT1;
+    assert_int_equal(rfs_tile_encode(e, enc, cap, &es, src, 3, &p), RFS_E_ARG);
+    free(src);
+    free(enc);
+    free(out);
+    rfs_enc_destroy(e);
+    rfs_dec_destroy(d);
+}
+
+/* Raw-only mode stores every plane as is. */
+static void test_raw_only(void **state)
+{
+    (void)state;
+    uint8_t src[64] = {0}, enc[256], out[64];
+    size_t es = 0, got = 0;
+    rfs_enc *e = rfs_enc_create(64);
+    rfs_dec *d = rfs_dec_create(64);
+    rfs_tile_params p = {4, RFS_XF_NONE, NULL, 1};
+    assert_int_equal(rfs_tile_encode(e, enc, sizeof(enc), &es, src, 64, &p), RFS_OK);
+    assert_int_equal(es, 8 + 32 + 64);
+    assert_int_equal(rfs_tile_decode(d, out, 64, &got, enc, es, NULL), RFS_OK);
+    assert_memory_equal(out, src, 64);
+    assert_int_equal(rfs_tile_decode(d, out, 63, &got, enc, es, NULL), RFS_E_DST_SMALL);
+    rfs_enc_destroy(e);
+    rfs_dec_destroy(d);
+}
+
+int main(void)
+{
+    g_seed = tu_seed("codec_tile_roundtrip");
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_kinds),         cmocka_unit_test(test_mode_choice),
+        cmocka_unit_test(test_shared_table),  cmocka_unit_test(test_context_reuse),
+        cmocka_unit_test(test_raw_only),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,46 @@
+/*
+ * testutil.h - data generators and helpers shared by the codec tests:
+ * seeded random data, fp16/bf16 conversion, round-trip through every CPU
+ * backend, and loading F32 tensors from a safetensors file.
+ */
+#ifndef RFS_TESTUTIL_H
+#define RFS_TESTUTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "rfs_tile.h"
+
+/* Seeded xorshift64* generator; tests print their seed. */
+typedef struct tu_rng {
+    uint64_t s;
+} tu_rng;
+uint64_t tu_next(tu_rng *r);
+double tu_gauss(tu_rng *r);
+/* Seed from RFS_TEST_SEED if set, else a fixed default; printed once. */
+uint64_t tu_seed(const char *test);
+
+uint16_t tu_f32_to_bf16(float f);
+uint16_t tu_f32_to_fp16(float f);
+
+/* The CPU backends this machine supports (NULL-terminated). */
+const char *const *tu_backends(void);
+
+/*
+ * Encode src (size bytes, width w) and decode it with every supported
+ * backend; fails the current cmocka test on any error or byte difference.
+ * Returns the encoded size.
+ */
+size_t tu_roundtrip(const void *src, size_t size, unsigned w, rfs_transform xf,
+                    const rfs_table_set *shared);
+
+/*
+ * Load all F32 tensors of a safetensors file, concatenated, into a new
+ * buffer (*n floats).  Returns NULL when the file cannot be read.
+ */
+float *tu_load_safetensors_f32(const char *path, size_t *n);
+
+/* Read a whole file; NULL when absent. */
+uint8_t *tu_read_file(const char *path, size_t *size);
+
+#endif
