@@ -62,17 +62,19 @@ static inline __m256i lanes_decode(__m256i x, const int *dec, __m256i *e)
     return _mm256_add_epi32(_mm256_mullo_epi32(fm1, xh), rest);
 }
 
-/* Refill the lanes of x that fell below L from words[*wpos..], in lane order. */
+/* Refill the lanes of x that fell below L from words[*wpos..], in lane order.
+ * x < 2^31, so x - L is negative exactly when x < L: its sign bits are the
+ * refill mask for both movmskps and blendvps (no compare needed). */
 static inline __m256i lanes_refill(__m256i x, const uint8_t *words, size_t *wpos)
 {
-    const __m256i lo = _mm256_set1_epi32((int)RFS_LANE_L);
-    __m256i need = _mm256_cmpgt_epi32(lo, x); /* x < 2^31: signed compare is fine */
-    unsigned m = (unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(need));
+    __m256 need = _mm256_castsi256_ps(_mm256_sub_epi32(x, _mm256_set1_epi32((int)RFS_LANE_L)));
+    unsigned m = (unsigned)_mm256_movemask_ps(need);
     __m256i w = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(words + 2 * *wpos)));
     __m256i idx = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)&refill_lut[m]));
     __m256i xr = _mm256_or_si256(_mm256_slli_epi32(x, 16), _mm256_permutevar8x32_epi32(w, idx));
     *wpos += (size_t)_mm_popcnt_u32(m);
-    return _mm256_blendv_epi8(x, xr, need);
+    return _mm256_castps_si256(
+        _mm256_blendv_ps(_mm256_castsi256_ps(x), _mm256_castsi256_ps(xr), need));
 }
 
 /* Pack the symbol bytes of four entry vectors (lanes 0..31) into 32 bytes. */
