@@ -10,7 +10,8 @@ CMAKE_ARGS ?=
 # Debian 12 packages the build, the tests and the benchmarks need.
 DEB_PKGS = build-essential cmake pkg-config libfuse3-dev fuse3 libcmocka-dev \
            libzstd-dev libxxhash-dev libhtscodecs-dev libcjson-dev \
-           python3 python3-numpy squashfs-tools squashfuse attr zstd
+           python3 python3-numpy squashfs-tools squashfuse attr zstd \
+           clang libclang-rt-14-dev
 
 .PHONY: all deps configure build test demo clean asan
 
