@@ -12,6 +12,8 @@
  *    cross references) before returning; a truncated or inconsistent image
  *    is refused with a precise reason.  Unit payloads are checked (XXH3) each
  *    time they are decoded.
+ *  - The image file is mapped read-only and must not be modified or
+ *    truncated while open (images are immutable once built).
  *  - Memory: the image owns its metadata; names and link targets returned
  *    point into it and live until rfs_image_close.
  *  - Threads: an open rfs_image is read-only and may be used by any number

@@ -8,8 +8,9 @@ set -uo pipefail
 secs=${1:-60}
 top=$(cd "$(dirname "$0")/../.." && pwd)
 build=$top/${2:-build-fuzz}
+mkdir -p "$build"
 CC=clang cmake -S "$top" -B "$build" -DCMAKE_BUILD_TYPE=Debug -DRFS_FUZZ=ON \
-    -DRFS_CUDA=OFF -DRFS_SANITIZE=address,undefined > "$build.configure.log" || exit 1
+    -DRFS_CUDA=OFF -DRFS_SANITIZE=address,undefined > "$build/configure.log" || exit 1
 fail=0
 for src in "$top"/tests/fuzz/fuzz_*.c; do
   t=$(basename "$src" .c)

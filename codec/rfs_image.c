@@ -1,0 +1,645 @@
+/*
+ * rfs_image.c - open and validate a ransfs image (docs/format.md Part 2),
+ * and answer namespace and mapping queries from the validated metadata.
+ *
+ * Design note.  The image is mapped read-only (MAP_SHARED, PROT_READ); the
+ * image file must not be modified or truncated while it is open (a
+ * truncation under the mapping gives SIGBUS).  At open every metadata
+ * section is checksummed and decoded field by field into native arrays
+ * owned by rfs_image, and every cross reference is checked once, so that
+ * the query functions afterwards need no checks beyond their arguments.
+ * Unit payloads stay in the mapping and are checksummed on every decode
+ * (rfs_image_read.c).
+ *
+ * Validation order: superblock, section table (back to back after the data
+ * region, each length = count * record size, XXH3-64), records (reserved
+ * bytes, kinds), names, directory tree, units, extents, tensors, totals.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <xxhash.h>
+
+#include "rfs_image_format.h"
+#include "rfs_image_internal.h"
+
+/* ----------------------------------------------------------- helpers */
+
+static rfs_err fail(char *why, size_t why_cap, rfs_err err, const char *fmt, ...)
+{
+    if (why && why_cap) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(why, why_cap, fmt, ap);
+        va_end(ap);
+    }
+    return err;
+}
+
+#define FAIL(err, ...) fail(why, why_cap, err, __VA_ARGS__)
+
+/* 1 when [off, off+len) lies inside [0, size). */
+static int range_ok(uint64_t off, uint64_t len, uint64_t size)
+{
+    return off <= size && len <= size - off;
+}
+
+/* A NUL-terminated string of len bytes at pool offset off, no NUL inside. */
+static int pool_str_ok(const rfs_image *img, uint64_t off, uint64_t len)
+{
+    if (!range_ok(off, len + 1, img->names_len))
+        return 0;
+    const char *s = img->names + off;
+    return s[len] == '\0' && memchr(s, '\0', len) == NULL;
+}
+
+/* ------------------------------------------------------- superblock */
+
+static rfs_err sb_parse(rfs_image *img, char *why, size_t why_cap)
+{
+    const uint8_t *p = img->map;
+    if (img->map_size < RFS_IMG_SB_SIZE)
+        return FAIL(img->map_size >= RFS_IMG_MAGIC_SIZE &&
+                            memcmp(p, RFS_IMG_MAGIC, RFS_IMG_MAGIC_SIZE) != 0
+                        ? RFS_E_MAGIC
+                        : RFS_E_TRUNCATED,
+                    "image is %llu bytes, shorter than the %u-byte superblock",
+                    (unsigned long long)img->map_size, RFS_IMG_SB_SIZE);
+    if (memcmp(p, RFS_IMG_MAGIC, RFS_IMG_MAGIC_SIZE) != 0)
+        return FAIL(RFS_E_MAGIC, "bad magic: not a ransfs image");
+    if (rfs_le32(p + 8) != RFS_IMG_VERSION)
+        return FAIL(RFS_E_VERSION, "unsupported image version %u (this reader: %u)",
+                    rfs_le32(p + 8), RFS_IMG_VERSION);
+    if (rfs_le32(p + 12) & ~RFS_IMG_FEATURES_KNOWN)
+        return FAIL(RFS_E_VERSION, "unknown feature flags 0x%x", rfs_le32(p + 12));
+    if (XXH3_64bits(p, RFS_IMG_SB_CSUM_OFF) != rfs_le64(p + RFS_IMG_SB_CSUM_OFF))
+        return FAIL(RFS_E_CHECKSUM, "superblock checksum mismatch");
+    if (rfs_le32(p + 16) != RFS_IMG_SB_SIZE)
+        return FAIL(RFS_E_CORRUPT, "superblock size %u, expected %u", rfs_le32(p + 16),
+                    RFS_IMG_SB_SIZE);
+    for (size_t i = RFS_IMG_SECT_TABLE_OFF + RFS_SECT_COUNT * RFS_IMG_SECT_ENTRY_SIZE;
+         i < RFS_IMG_SB_CSUM_OFF; i++)
+        if (p[i])
+            return FAIL(RFS_E_CORRUPT, "superblock reserved byte %zu is not zero", i);
+    if (rfs_le32(p + 28))
+        return FAIL(RFS_E_CORRUPT, "superblock reserved field is not zero");
+    img->tile_size = rfs_le32(p + 20);
+    img->unit_max = rfs_le32(p + 24);
+    img->image_size = rfs_le64(p + 32);
+    img->content_bytes = rfs_le64(p + 40);
+    img->data_off = rfs_le64(p + 48);
+    img->data_len = rfs_le64(p + 56);
+    uint32_t ts = img->tile_size;
+    if (ts < RFS_IMG_TILE_MIN || ts > RFS_IMG_TILE_MAX || (ts & (ts - 1)))
+        return FAIL(RFS_E_CORRUPT, "tile size %u is not a power of two in [64 KiB, 4 MiB]", ts);
+    if (img->unit_max > ts)
+        return FAIL(RFS_E_CORRUPT, "largest unit %u exceeds the tile size %u", img->unit_max, ts);
+    if (img->image_size != img->map_size)
+        return FAIL(img->image_size > img->map_size ? RFS_E_TRUNCATED : RFS_E_CORRUPT,
+                    "image is %llu bytes but the superblock says %llu (%s)",
+                    (unsigned long long)img->map_size, (unsigned long long)img->image_size,
+                    img->image_size > img->map_size ? "truncated" : "trailing bytes");
+    if (img->data_off != RFS_IMG_SB_SIZE || !range_ok(img->data_off, img->data_len, img->map_size))
+        return FAIL(RFS_E_CORRUPT, "data region [%llu, +%llu) is outside the image",
+                    (unsigned long long)img->data_off, (unsigned long long)img->data_len);
+    return RFS_OK;
+}
+
+static const char *const sect_names[RFS_SECT_COUNT] = {
+    "inode table", "directory table", "extent table", "unit index",
+    "tensor table", "dimension table", "frequency table blob", "name pool"};
+static const uint32_t sect_rec[RFS_SECT_COUNT] = {RFS_INODE_SIZE,  RFS_DIRENT_SIZE,
+                                                   RFS_EXTENT_SIZE, RFS_UNIT_SIZE,
+                                                   RFS_TENSOR_SIZE, RFS_DIM_SIZE,
+                                                   0,               0};
+
+static rfs_err sect_parse(rfs_image *img, char *why, size_t why_cap)
+{
+    uint64_t expect = img->data_off + img->data_len;
+    for (int s = 0; s < RFS_SECT_COUNT; s++) {
+        const uint8_t *e = img->map + RFS_IMG_SECT_TABLE_OFF + s * RFS_IMG_SECT_ENTRY_SIZE;
+        rfs_sect *sc = &img->sect[s];
+        sc->off = rfs_le64(e);
+        sc->len = rfs_le64(e + 8);
+        sc->count = rfs_le64(e + 16);
+        sc->xxh3 = rfs_le64(e + 24);
+        if (sc->off != expect || !range_ok(sc->off, sc->len, img->map_size))
+            return FAIL(RFS_E_CORRUPT, "%s at [%llu, +%llu) is not where expected (%llu) or "
+                        "runs past the end of the image", sect_names[s],
+                        (unsigned long long)sc->off, (unsigned long long)sc->len,
+                        (unsigned long long)expect);
+        if (sect_rec[s] ? sc->count > sc->len / sect_rec[s] || sc->len != sc->count * sect_rec[s]
+                        : sc->count != 0)
+            return FAIL(RFS_E_CORRUPT, "%s length %llu does not match its count %llu",
+                        sect_names[s], (unsigned long long)sc->len,
+                        (unsigned long long)sc->count);
+        if (XXH3_64bits(img->map + sc->off, sc->len) != sc->xxh3)
+            return FAIL(RFS_E_CHECKSUM, "%s checksum mismatch", sect_names[s]);
+        expect = sc->off + sc->len;
+    }
+    if (expect != img->map_size)
+        return FAIL(RFS_E_CORRUPT, "%llu bytes after the last section",
+                    (unsigned long long)(img->map_size - expect));
+    return RFS_OK;
+}
+
+/* ------------------------------------------------------ decode records */
+
+static void *alloc_array(uint64_t n, size_t size)
+{
+    return calloc(n ? n : 1, size);
+}
+
+static rfs_err records_load(rfs_image *img, char *why, size_t why_cap)
+{
+    const rfs_sect *sc = img->sect;
+    img->n_inodes = sc[RFS_SECT_INODES].count;
+    img->n_dirents = sc[RFS_SECT_DIRENTS].count;
+    img->n_extents = sc[RFS_SECT_EXTENTS].count;
+    img->n_units = sc[RFS_SECT_UNITS].count;
+    img->n_tensors = sc[RFS_SECT_TENSORS].count;
+    img->n_dims = sc[RFS_SECT_DIMS].count;
+    if (img->n_inodes < 1 || img->n_inodes > UINT32_MAX)
+        return FAIL(RFS_E_CORRUPT, "inode count %llu out of range",
+                    (unsigned long long)img->n_inodes);
+    if (img->n_tensors >= RFS_IMG_NO_TENSOR)
+        return FAIL(RFS_E_CORRUPT, "too many tensors");
+    img->inodes = alloc_array(img->n_inodes, sizeof *img->inodes);
+    img->dirents = alloc_array(img->n_dirents, sizeof *img->dirents);
+    img->extents = alloc_array(img->n_extents, sizeof *img->extents);
+    img->units = alloc_array(img->n_units, sizeof *img->units);
+    img->tensors = alloc_array(img->n_tensors, sizeof *img->tensors);
+    img->dims = alloc_array(img->n_dims, sizeof *img->dims);
+    img->names_len = sc[RFS_SECT_NAMES].len;
+    img->names = malloc(img->names_len ? img->names_len : 1);
+    img->nlink = alloc_array(img->n_inodes, sizeof *img->nlink);
+    if (!img->inodes || !img->dirents || !img->extents || !img->units || !img->tensors ||
+        !img->dims || !img->names || !img->nlink)
+        return FAIL(RFS_E_NOMEM, "out of memory loading metadata");
+    memcpy(img->names, img->map + sc[RFS_SECT_NAMES].off, img->names_len);
+
+    const uint8_t *p = img->map + sc[RFS_SECT_INODES].off;
+    for (uint64_t i = 0; i < img->n_inodes; i++, p += RFS_INODE_SIZE) {
+        if (!rfs_inode_reserved_ok(p))
+            return FAIL(RFS_E_CORRUPT, "inode %llu: reserved field is not zero",
+                        (unsigned long long)i + 1);
+        rfs_inode_load(&img->inodes[i], p);
+    }
+    p = img->map + sc[RFS_SECT_DIRENTS].off;
+    for (uint64_t i = 0; i < img->n_dirents; i++, p += RFS_DIRENT_SIZE) {
+        if (!rfs_dirent_reserved_ok(p))
+            return FAIL(RFS_E_CORRUPT, "directory entry %llu: reserved field is not zero",
+                        (unsigned long long)i);
+        rfs_dirent_load(&img->dirents[i], p);
+    }
+    p = img->map + sc[RFS_SECT_EXTENTS].off;
+    for (uint64_t i = 0; i < img->n_extents; i++, p += RFS_EXTENT_SIZE) {
+        if (!rfs_extent_reserved_ok(p))
+            return FAIL(RFS_E_CORRUPT, "extent %llu: reserved field is not zero",
+                        (unsigned long long)i);
+        rfs_extent_load(&img->extents[i], p);
+    }
+    p = img->map + sc[RFS_SECT_UNITS].off;
+    for (uint64_t i = 0; i < img->n_units; i++, p += RFS_UNIT_SIZE) {
+        if (!rfs_unit_reserved_ok(p))
+            return FAIL(RFS_E_CORRUPT, "unit %llu: reserved field is not zero",
+                        (unsigned long long)i);
+        rfs_unit_load(&img->units[i], p);
+    }
+    p = img->map + sc[RFS_SECT_TENSORS].off;
+    for (uint64_t i = 0; i < img->n_tensors; i++, p += RFS_TENSOR_SIZE)
+        rfs_tensor_load(&img->tensors[i], p);
+    p = img->map + sc[RFS_SECT_DIMS].off;
+    for (uint64_t i = 0; i < img->n_dims; i++, p += RFS_DIM_SIZE)
+        img->dims[i] = rfs_le64(p);
+    return RFS_OK;
+}
+
+/* ------------------------------------------------------ directory tree */
+
+static int name_ok(const char *s, size_t len)
+{
+    if (len == 0 || len > RFS_IMG_NAME_MAX || memchr(s, '/', len))
+        return 0;
+    return !(len == 1 && s[0] == '.') && !(len == 2 && s[0] == '.' && s[1] == '.');
+}
+
+static rfs_err inode_check(rfs_image *img, uint64_t i, char *why, size_t why_cap)
+{
+    const rfs_inode_rec *r = &img->inodes[i];
+    unsigned long long ino = i + 1;
+    if (r->mode & ~(uint32_t)(S_IFMT | 07777))
+        return FAIL(RFS_E_CORRUPT, "inode %llu: unknown mode bits 0x%x", ino, r->mode);
+    if (r->mtime_nsec >= 1000000000u)
+        return FAIL(RFS_E_CORRUPT, "inode %llu: mtime nanoseconds %u out of range", ino,
+                    r->mtime_nsec);
+    switch (r->mode & S_IFMT) {
+    case S_IFDIR:
+        if (r->size != r->count || !range_ok(r->first, r->count, img->n_dirents))
+            return FAIL(RFS_E_CORRUPT, "inode %llu: directory entries [%llu, +%llu) out of range",
+                        ino, (unsigned long long)r->first, (unsigned long long)r->count);
+        return RFS_OK;
+    case S_IFREG:
+        if (!range_ok(r->first, r->count, img->n_extents))
+            return FAIL(RFS_E_CORRUPT, "inode %llu: extents [%llu, +%llu) out of range", ino,
+                        (unsigned long long)r->first, (unsigned long long)r->count);
+        return RFS_OK;
+    case S_IFLNK:
+        if (r->count != 0 || r->size == 0 || r->size > RFS_IMG_LINK_MAX ||
+            !pool_str_ok(img, r->first, r->size))
+            return FAIL(RFS_E_CORRUPT, "inode %llu: bad symlink target", ino);
+        return RFS_OK;
+    default:
+        return FAIL(RFS_E_CORRUPT, "inode %llu: unsupported file type 0%o", ino,
+                    r->mode & S_IFMT);
+    }
+}
+
+/* Entries of one directory: valid children, valid names, strictly sorted. */
+static rfs_err dir_check(rfs_image *img, uint64_t i, uint32_t *parents, char *why,
+                         size_t why_cap)
+{
+    const rfs_inode_rec *r = &img->inodes[i];
+    const char *prev = NULL;
+    for (uint64_t k = r->first; k < r->first + r->count; k++) {
+        const rfs_dirent_rec *d = &img->dirents[k];
+        if (d->ino < 2 || d->ino > img->n_inodes)
+            return FAIL(RFS_E_CORRUPT, "directory entry %llu: inode %u out of range",
+                        (unsigned long long)k, d->ino);
+        if (!pool_str_ok(img, d->name_off, d->name_len) ||
+            !name_ok(img->names + d->name_off, d->name_len))
+            return FAIL(RFS_E_CORRUPT, "directory entry %llu: bad name", (unsigned long long)k);
+        const char *name = img->names + d->name_off;
+        if (prev && strcmp(prev, name) >= 0)
+            return FAIL(RFS_E_CORRUPT, "directory %llu: entries not sorted or duplicated at "
+                        "\"%s\"", (unsigned long long)i + 1, name);
+        prev = name;
+        if (++parents[d->ino - 1] > 1)
+            return FAIL(RFS_E_CORRUPT, "inode %u is linked from more than one entry", d->ino);
+        if (S_ISDIR(img->inodes[d->ino - 1].mode))
+            img->nlink[i]++;
+    }
+    return RFS_OK;
+}
+
+/* Every inode reachable from the root exactly once: the tree has no cycle. */
+static rfs_err tree_check(rfs_image *img, const uint32_t *parents, char *why, size_t why_cap)
+{
+    uint32_t *queue = malloc(img->n_inodes * sizeof *queue);
+    if (!queue)
+        return FAIL(RFS_E_NOMEM, "out of memory checking the directory tree");
+    uint64_t head = 0, tail = 0;
+    queue[tail++] = RFS_ROOT_INO;
+    while (head < tail) {
+        const rfs_inode_rec *r = &img->inodes[queue[head++] - 1];
+        if (!S_ISDIR(r->mode))
+            continue;
+        for (uint64_t k = r->first; k < r->first + r->count && tail < img->n_inodes; k++)
+            queue[tail++] = img->dirents[k].ino;
+    }
+    free(queue);
+    (void)parents;
+    if (tail != img->n_inodes)
+        return FAIL(RFS_E_CORRUPT, "directory tree: %llu of %llu inodes reachable from the root",
+                    (unsigned long long)tail, (unsigned long long)img->n_inodes);
+    return RFS_OK;
+}
+
+static rfs_err namespace_check(rfs_image *img, char *why, size_t why_cap)
+{
+    rfs_err err = RFS_OK;
+    uint32_t *parents = calloc(img->n_inodes, sizeof *parents);
+    if (!parents)
+        return FAIL(RFS_E_NOMEM, "out of memory checking the directory tree");
+    if (!S_ISDIR(img->inodes[0].mode)) {
+        err = FAIL(RFS_E_CORRUPT, "root inode is not a directory");
+        goto out;
+    }
+    for (uint64_t i = 0; i < img->n_inodes; i++) {
+        img->nlink[i] = S_ISDIR(img->inodes[i].mode) ? 2 : 1;
+        if ((err = inode_check(img, i, why, why_cap)))
+            goto out;
+    }
+    for (uint64_t i = 0; i < img->n_inodes; i++)
+        if (S_ISDIR(img->inodes[i].mode) && (err = dir_check(img, i, parents, why, why_cap)))
+            goto out;
+    if (img->n_dirents != img->n_inodes - 1) {
+        err = FAIL(RFS_E_CORRUPT, "%llu directory entries for %llu inodes",
+                   (unsigned long long)img->n_dirents, (unsigned long long)img->n_inodes);
+        goto out;
+    }
+    err = tree_check(img, parents, why, why_cap);
+out:
+    free(parents);
+    return err;
+}
+
+/* ------------------------------------------------------ units, extents */
+
+static rfs_err units_check(rfs_image *img, char *why, size_t why_cap)
+{
+    uint32_t max = 0;
+    for (uint64_t u = 0; u < img->n_units; u++) {
+        const rfs_unit_rec *r = &img->units[u];
+        unsigned long long uu = u;
+        if (r->size == 0 || !range_ok(r->off - img->data_off, r->size, img->data_len) ||
+            r->off < img->data_off)
+            return FAIL(RFS_E_CORRUPT, "unit %llu: bytes [%llu, +%u) outside the data region", uu,
+                        (unsigned long long)r->off, r->size);
+        if (r->decoded_size == 0 || r->decoded_size > img->unit_max)
+            return FAIL(RFS_E_CORRUPT, "unit %llu: decoded size %u out of range", uu,
+                        r->decoded_size);
+        if (r->kind == RFS_UNIT_ZSTD) {
+            if (r->tensor != RFS_IMG_NO_TENSOR)
+                return FAIL(RFS_E_CORRUPT, "unit %llu: zstd block names a tensor", uu);
+        } else if (r->kind == RFS_UNIT_TILE) {
+            if (r->tensor >= img->n_tensors)
+                return FAIL(RFS_E_CORRUPT, "unit %llu: tensor %u out of range", uu, r->tensor);
+        } else {
+            return FAIL(RFS_E_CORRUPT, "unit %llu: unknown kind %u", uu, r->kind);
+        }
+        if (r->decoded_size > max)
+            max = r->decoded_size;
+    }
+    if (max != img->unit_max)
+        return FAIL(RFS_E_CORRUPT, "largest unit is %u bytes, superblock says %u", max,
+                    img->unit_max);
+    return RFS_OK;
+}
+
+static rfs_err extent_check(const rfs_image *img, uint64_t e, char *why, size_t why_cap)
+{
+    const rfs_extent_rec *x = &img->extents[e];
+    unsigned long long ee = e;
+    if (x->length == 0)
+        return FAIL(RFS_E_CORRUPT, "extent %llu: empty", ee);
+    if (x->kind == RFS_EXT_RAW) {
+        if (x->stride != 0 || x->src < img->data_off ||
+            !range_ok(x->src - img->data_off, x->length, img->data_len))
+            return FAIL(RFS_E_CORRUPT, "extent %llu: raw bytes outside the data region", ee);
+        if (x->length > img->tile_size)
+            return FAIL(RFS_E_CORRUPT, "extent %llu: raw extent of %llu bytes exceeds the tile "
+                        "size", ee, (unsigned long long)x->length);
+        return RFS_OK;
+    }
+    if (x->kind != RFS_EXT_UNITS || x->xxh3 != 0)
+        return FAIL(RFS_E_CORRUPT, "extent %llu: unknown kind %u or non-zero checksum", ee,
+                    x->kind);
+    if (x->stride == 0 || x->stride > img->unit_max)
+        return FAIL(RFS_E_CORRUPT, "extent %llu: unit stride %u out of range", ee, x->stride);
+    uint64_t n = (x->length - 1) / x->stride + 1;
+    if (!range_ok(x->src, n, img->n_units))
+        return FAIL(RFS_E_CORRUPT, "extent %llu: units [%llu, +%llu) out of range", ee,
+                    (unsigned long long)x->src, (unsigned long long)n);
+    uint8_t kind = img->units[x->src].kind;
+    for (uint64_t k = 0; k < n; k++) {
+        const rfs_unit_rec *u = &img->units[x->src + k];
+        uint64_t want = k + 1 < n ? x->stride : x->length - (n - 1) * x->stride;
+        if (u->decoded_size != want || u->kind != kind)
+            return FAIL(RFS_E_CORRUPT, "extent %llu: unit %llu decodes to %u bytes, expected "
+                        "%llu", ee, (unsigned long long)(x->src + k), u->decoded_size,
+                        (unsigned long long)want);
+    }
+    return RFS_OK;
+}
+
+/* The extents of each regular file tile it exactly: 0, e0.len, ... size. */
+static rfs_err files_check(rfs_image *img, char *why, size_t why_cap)
+{
+    rfs_err err;
+    for (uint64_t e = 0; e < img->n_extents; e++)
+        if ((err = extent_check(img, e, why, why_cap)))
+            return err;
+    uint64_t total = 0;
+    for (uint64_t i = 0; i < img->n_inodes; i++) {
+        const rfs_inode_rec *r = &img->inodes[i];
+        if (!S_ISREG(r->mode))
+            continue;
+        uint64_t pos = 0;
+        for (uint64_t e = r->first; e < r->first + r->count; e++) {
+            const rfs_extent_rec *x = &img->extents[e];
+            if (x->file_off != pos || x->length > UINT64_MAX - pos)
+                return FAIL(RFS_E_CORRUPT, "inode %llu: extent %llu starts at %llu, expected %llu",
+                            (unsigned long long)i + 1, (unsigned long long)e,
+                            (unsigned long long)x->file_off, (unsigned long long)pos);
+            pos += x->length;
+        }
+        if (pos != r->size)
+            return FAIL(RFS_E_CORRUPT, "inode %llu: extents cover %llu bytes, size is %llu",
+                        (unsigned long long)i + 1, (unsigned long long)pos,
+                        (unsigned long long)r->size);
+        total += r->size;
+    }
+    if (total != img->content_bytes)
+        return FAIL(RFS_E_CORRUPT, "files hold %llu bytes, superblock says %llu",
+                    (unsigned long long)total, (unsigned long long)img->content_bytes);
+    return RFS_OK;
+}
+
+/* ------------------------------------------------------------ tensors */
+
+static rfs_err tensor_fields_check(const rfs_image *img, uint64_t t, char *why, size_t why_cap)
+{
+    const rfs_tensor_rec *r = &img->tensors[t];
+    unsigned long long tt = t;
+    unsigned w = rfs_dtype_width(r->dtype);
+    if (w == 0 || r->width != w)
+        return FAIL(RFS_E_CORRUPT, "tensor %llu: bad dtype %u / width %u", tt, r->dtype, r->width);
+    if (r->transform >= RFS_XF_COUNT || (r->transform == RFS_XF_ROT1 && w == 1))
+        return FAIL(RFS_E_CORRUPT, "tensor %llu: bad transform %u", tt, r->transform);
+    if ((r->shared_mask >> w) || (r->flags & ~RFS_TENSOR_F_ALIAS))
+        return FAIL(RFS_E_CORRUPT, "tensor %llu: bad plane mask or flags", tt);
+    if (!pool_str_ok(img, r->name_off, r->name_len) || r->name_len == 0)
+        return FAIL(RFS_E_CORRUPT, "tensor %llu: bad name", tt);
+    if (r->ino < 1 || r->ino > img->n_inodes || !S_ISREG(img->inodes[r->ino - 1].mode))
+        return FAIL(RFS_E_CORRUPT, "tensor %llu: inode %u is not a regular file", tt, r->ino);
+    if (!range_ok(r->dims_off, r->ndim, img->n_dims))
+        return FAIL(RFS_E_CORRUPT, "tensor %llu: dimensions out of range", tt);
+    uint64_t prod = 1;
+    for (unsigned k = 0; k < r->ndim; k++) {
+        uint64_t d = img->dims[r->dims_off + k];
+        if (d && prod > UINT64_MAX / d)
+            return FAIL(RFS_E_CORRUPT, "tensor %llu: shape overflows", tt);
+        prod *= d;
+    }
+    if (prod != r->n_elems || r->n_elems == 0 || r->n_elems > UINT64_MAX / w)
+        return FAIL(RFS_E_CORRUPT, "tensor %llu: shape gives %llu elements, record says %llu", tt,
+                    (unsigned long long)prod, (unsigned long long)r->n_elems);
+    if (r->tile_size != img->tile_size)
+        return FAIL(RFS_E_CORRUPT, "tensor %llu: tile size %u differs from the image's %u", tt,
+                    r->tile_size, img->tile_size);
+    uint64_t bytes = r->n_elems * w;
+    if (r->n_units != (bytes - 1) / r->tile_size + 1 || !range_ok(r->first_unit, r->n_units,
+                                                                  img->n_units))
+        return FAIL(RFS_E_CORRUPT, "tensor %llu: tiles [%llu, +%u) wrong count or out of range",
+                    tt, (unsigned long long)r->first_unit, r->n_units);
+    return RFS_OK;
+}
+
+/* The tiles of tensor t: units owned by t (or by the tensor t aliases). */
+static rfs_err tensor_units_check(const rfs_image *img, uint64_t t, char *why, size_t why_cap)
+{
+    const rfs_tensor_rec *r = &img->tensors[t];
+    uint64_t bytes = r->n_elems * r->width;
+    uint32_t owner = img->units[r->first_unit].tensor;
+    const rfs_tensor_rec *o = owner < img->n_tensors ? &img->tensors[owner] : NULL;
+    int alias = (r->flags & RFS_TENSOR_F_ALIAS) != 0;
+    if (!o || (alias ? owner >= t || (o->flags & RFS_TENSOR_F_ALIAS) || o->dtype != r->dtype ||
+                           o->first_unit != r->first_unit || o->n_elems != r->n_elems ||
+                           r->shared_mask || r->table_len
+                     : owner != t))
+        return FAIL(RFS_E_CORRUPT, "tensor %llu: tiles owned by tensor %u", (unsigned long long)t,
+                    owner);
+    for (uint32_t k = 0; k < r->n_units; k++) {
+        const rfs_unit_rec *u = &img->units[r->first_unit + k];
+        uint64_t want = k + 1 < r->n_units ? r->tile_size : bytes - (uint64_t)k * r->tile_size;
+        if (u->kind != RFS_UNIT_TILE || u->tensor != owner || u->decoded_size != want)
+            return FAIL(RFS_E_CORRUPT, "tensor %llu: unit %llu is not its tile %u",
+                        (unsigned long long)t, (unsigned long long)(r->first_unit + k), k);
+    }
+    return RFS_OK;
+}
+
+static rfs_err tensor_tables_build(rfs_image *img, uint64_t t, rfs_table **next, char *why,
+                                   size_t why_cap)
+{
+    const rfs_tensor_rec *r = &img->tensors[t];
+    const uint8_t *blob = img->map + img->sect[RFS_SECT_TABLES].off;
+    uint64_t blob_len = img->sect[RFS_SECT_TABLES].len;
+    if (!range_ok(r->table_off, r->table_len, blob_len) || (!r->shared_mask != !r->table_len))
+        return FAIL(RFS_E_CORRUPT, "tensor %llu: shared tables out of range",
+                    (unsigned long long)t);
+    uint64_t pos = r->table_off, end = r->table_off + r->table_len;
+    for (unsigned p = 0; p < r->width; p++) {
+        if (!(r->shared_mask >> p & 1))
+            continue;
+        size_t used = 0;
+        rfs_table *tab = (*next)++;
+        rfs_err err = rfs_table_parse(tab, blob + pos, end - pos, &used);
+        if (err)
+            return FAIL(RFS_E_CORRUPT, "tensor %llu: shared table of plane %u: %s",
+                        (unsigned long long)t, p, rfs_strerror(err));
+        img->tsets[t].plane[p] = tab;
+        pos += used;
+    }
+    if (pos != end)
+        return FAIL(RFS_E_CORRUPT, "tensor %llu: %llu bytes after its shared tables",
+                    (unsigned long long)t, (unsigned long long)(end - pos));
+    return RFS_OK;
+}
+
+static rfs_err tensors_check(rfs_image *img, char *why, size_t why_cap)
+{
+    rfs_err err;
+    uint64_t n_tables = 0;
+    for (uint64_t t = 0; t < img->n_tensors; t++) {
+        if ((err = tensor_fields_check(img, t, why, why_cap)))
+            return err;
+        n_tables += (unsigned)__builtin_popcount(img->tensors[t].shared_mask);
+    }
+    uint64_t owned = 0, tiles = 0;
+    for (uint64_t t = 0; t < img->n_tensors; t++) {
+        if ((err = tensor_units_check(img, t, why, why_cap)))
+            return err;
+        if (!(img->tensors[t].flags & RFS_TENSOR_F_ALIAS))
+            owned += img->tensors[t].n_units;
+    }
+    /* Owners' ranges are disjoint (each unit names one owner), so this
+     * says every tile unit lies in its owner's range. */
+    for (uint64_t u = 0; u < img->n_units; u++)
+        tiles += img->units[u].kind == RFS_UNIT_TILE;
+    if (owned != tiles)
+        return FAIL(RFS_E_CORRUPT, "%llu tile units but tensors own %llu",
+                    (unsigned long long)tiles, (unsigned long long)owned);
+    img->tables = alloc_array(n_tables, sizeof *img->tables);
+    img->tsets = alloc_array(img->n_tensors, sizeof *img->tsets);
+    if (!img->tables || !img->tsets)
+        return FAIL(RFS_E_NOMEM, "out of memory for shared tables");
+    rfs_table *next = img->tables;
+    for (uint64_t t = 0; t < img->n_tensors; t++)
+        if ((err = tensor_tables_build(img, t, &next, why, why_cap)))
+            return err;
+    return RFS_OK;
+}
+
+/* -------------------------------------------------------- open, close */
+
+rfs_err rfs_image_open(rfs_image **out, const char *path, char *why, size_t why_cap)
+{
+    rfs_err err;
+    struct stat st;
+    *out = NULL;
+    if (why && why_cap)
+        why[0] = '\0';
+    rfs_image *img = calloc(1, sizeof *img);
+    if (!img)
+        return FAIL(RFS_E_NOMEM, "out of memory");
+    img->fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (img->fd < 0 || fstat(img->fd, &st) != 0) {
+        err = FAIL(RFS_E_IO, "cannot open: %s", strerror(errno));
+        goto fail;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        err = FAIL(RFS_E_IO, "not a regular file");
+        goto fail;
+    }
+    img->map_size = (uint64_t)st.st_size;
+    if (img->map_size > 0) {
+        void *m = mmap(NULL, img->map_size, PROT_READ, MAP_SHARED, img->fd, 0);
+        if (m == MAP_FAILED) {
+            err = FAIL(RFS_E_IO, "cannot map: %s", strerror(errno));
+            goto fail;
+        }
+        img->map = m;
+    }
+    if ((err = sb_parse(img, why, why_cap)) || (err = sect_parse(img, why, why_cap)) ||
+        (err = records_load(img, why, why_cap)) || (err = namespace_check(img, why, why_cap)) ||
+        (err = units_check(img, why, why_cap)) || (err = files_check(img, why, why_cap)) ||
+        (err = tensors_check(img, why, why_cap)))
+        goto fail;
+    *out = img;
+    return RFS_OK;
+fail:
+    rfs_image_close(img);
+    return err;
+}
+
+void rfs_image_close(rfs_image *img)
+{
+    if (!img)
+        return;
+    if (img->map)
+        munmap((void *)img->map, img->map_size);
+    if (img->fd >= 0)
+        close(img->fd);
+    free(img->inodes);
+    free(img->dirents);
+    free(img->extents);
+    free(img->units);
+    free(img->tensors);
+    free(img->dims);
+    free(img->names);
+    free(img->nlink);
+    free(img->tables);
+    free(img->tsets);
+    free(img);
+}
+
+void rfs_image_get_summary(const rfs_image *img, rfs_image_summary *sum)
+{
+    sum->image_bytes = img->image_size;
+    sum->content_bytes = img->content_bytes;
+    sum->n_inodes = img->n_inodes;
+    sum->n_units = img->n_units;
+    sum->unit_max = img->unit_max;
+    sum->tile_size = img->tile_size;
+}
+
+int rfs_image_fd(const rfs_image *img) { return img->fd; }

@@ -1,0 +1,35 @@
+/*
+ * rfs_image_internal.h - the rfs_image struct shared by rfs_image.c (open,
+ * validate) and rfs_image_read.c (queries, decode).  Not a public header.
+ * Everything here is filled once by rfs_image_open and read-only after.
+ */
+#ifndef RFS_IMAGE_INTERNAL_H
+#define RFS_IMAGE_INTERNAL_H
+
+#include "rfs_image.h"
+#include "rfs_image_format.h"
+
+struct rfs_image {
+    int fd;
+    const uint8_t *map; /* the whole image, PROT_READ */
+    uint64_t map_size;
+
+    uint32_t tile_size, unit_max;
+    uint64_t image_size, content_bytes, data_off, data_len;
+    rfs_sect sect[RFS_SECT_COUNT];
+
+    uint64_t n_inodes, n_dirents, n_extents, n_units, n_tensors, n_dims;
+    rfs_inode_rec *inodes; /* inode i+1 at index i */
+    rfs_dirent_rec *dirents;
+    rfs_extent_rec *extents;
+    rfs_unit_rec *units;
+    rfs_tensor_rec *tensors;
+    uint64_t *dims;
+    char *names; /* copy of the name pool: every name is NUL-terminated */
+    uint64_t names_len;
+    uint32_t *nlink;       /* per inode: 1, or 2 + subdirectories */
+    rfs_table *tables;     /* all parsed shared tables */
+    rfs_table_set *tsets;  /* per tensor, pointing into tables */
+};
+
+#endif

@@ -1,0 +1,57 @@
+/*
+ * rfs_pack.h - build a ransfs image from a directory tree (the writer
+ * behind ransfs-mkimage).  docs/format.md Part 2 describes the bytes.
+ *
+ * Contract:
+ *  - rfs_pack walks SOURCE, plans every file (safetensors tensors and raw
+ *    tensor files become tiled tensors; other bytes become zstd blocks, or
+ *    raw where zstd does not shrink them), encodes on n_threads threads and
+ *    writes the image to a temporary file beside IMAGE, renamed onto IMAGE
+ *    only on success.  The output is a function of the input tree and the
+ *    options only (not of n_threads, not of the time).
+ *  - The source tree must not change while it is packed.
+ *  - Errors: returns 0, or -1 with one line in err naming the file and what
+ *    is wrong; no temporary file is left behind.  Warnings (skipped special
+ *    files and hard links) go to the warn callback.  No other printing.
+ *  - Not thread-safe itself (it owns its threads); the signal cleanup hook
+ *    covers one rfs_pack call at a time.
+ */
+#ifndef RFS_PACK_H
+#define RFS_PACK_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define RFS_PACK_DEFAULT_TILE (256u << 10)
+#define RFS_PACK_MIN_TENSOR 4096u /* smaller tensors go with the zstd blocks */
+
+typedef struct rfs_pack_opts {
+    const char *source;
+    const char *image;
+    uint32_t tile_size;
+    unsigned n_threads;
+    int raw_codec;   /* --codec=raw: tile planes stored raw */
+    int zstd_level;
+    void (*warn)(void *user, const char *msg);
+    void (*progress)(void *user, uint64_t done, uint64_t total);
+    void *user;
+} rfs_pack_opts;
+
+/* Per-dtype byte counts; index 0 is "other" (zstd blocks and raw bytes). */
+#define RFS_PACK_NCLASS 8
+typedef struct rfs_pack_stats {
+    uint64_t input_bytes, image_bytes;
+    uint64_t files, dirs, symlinks, skipped;
+    uint64_t dup_files, tensors, dup_tensors, units;
+    uint64_t in_by_class[RFS_PACK_NCLASS];  /* unique bytes by dtype (rfs_image_format.h) */
+    uint64_t out_by_class[RFS_PACK_NCLASS]; /* their stored bytes */
+    uint64_t meta_bytes;
+    double seconds;
+} rfs_pack_stats;
+
+int rfs_pack(const rfs_pack_opts *o, rfs_pack_stats *st, char *err, size_t err_cap);
+
+/* Remove the temporary image now (async-signal-safe; for signal handlers). */
+void rfs_pack_cleanup_signal(void);
+
+#endif

@@ -1,0 +1,127 @@
+/*
+ * rfs_pack_internal.h - the packer's plan, shared by rfs_pack_tree.c (walk
+ * the source, load files) and rfs_pack.c (plan, encode, write).
+ *
+ * Nodes are the image's inodes in order: node i is inode i+1, node 0 the
+ * root.  Files are the regular-file nodes; each is cut into regions (a
+ * coded tensor, or a blob of other bytes), regions into chunks (a tile of a
+ * tensor, or a zstd block of a blob), and chunks become units or RAW bytes.
+ */
+#ifndef RFS_PACK_INTERNAL_H
+#define RFS_PACK_INTERNAL_H
+
+#include <stdint.h>
+#include <sys/types.h>
+
+#include <xxhash.h>
+
+#include "rfs_pack.h"
+#include "rfs_image_format.h"
+#include "rfs_tile.h"
+
+typedef struct pk_node {
+    char *name;   /* entry name; "" for the root */
+    char *path;   /* source path */
+    uint32_t mode;
+    int64_t mtime_sec;
+    uint32_t mtime_nsec;
+    uint64_t size;
+    char *link;   /* symlink target */
+    uint32_t *kids; /* child node indices, sorted by name */
+    uint32_t n_kids;
+    int64_t file; /* index into files, or -1 */
+} pk_node;
+
+typedef struct pk_region {
+    uint64_t off, len;
+    int64_t tensor;        /* coded tensor, or -1 for a blob */
+    uint64_t first_chunk;  /* blob: its zstd blocks */
+    uint64_t n_chunks;
+} pk_region;
+
+typedef struct pk_file {
+    uint32_t node;
+    const uint8_t *data;
+    uint64_t size;
+    int mapped;
+    XXH128_hash_t hash;
+    int64_t dup_of;        /* earlier identical file, or -1 */
+    pk_region *reg;
+    size_t n_reg;
+    uint64_t first_extent, n_extents;
+} pk_file;
+
+typedef struct pk_tensor {
+    uint32_t file;
+    char *name;
+    unsigned ndim;
+    uint64_t *dims;
+    uint8_t dtype, width;
+    uint64_t off, len, n_elems;
+    XXH128_hash_t hash;
+    rfs_transform xf;
+    rfs_table *tab[RFS_MAX_WIDTH];
+    rfs_table_set set;
+    int64_t alias_of;      /* earlier identical tensor, or -1 */
+    uint64_t first_chunk;
+    uint32_t n_tiles;
+    uint64_t first_unit;
+    uint8_t used_mask;     /* planes whose shared table some tile uses */
+} pk_tensor;
+
+typedef struct pk_chunk {
+    const uint8_t *src;
+    uint32_t len;
+    int64_t tensor;        /* tile of this tensor, or -1: zstd block */
+    uint64_t img_off;      /* results, filled by the writer */
+    uint32_t out_len;
+    int raw;
+    uint64_t unit;
+} pk_chunk;
+
+typedef struct pk_plan {
+    const rfs_pack_opts *o;
+    pk_node *nodes;
+    size_t n_nodes, cap_nodes;
+    pk_file *files;
+    size_t n_files, cap_files;
+    pk_tensor *tensors;
+    size_t n_tensors, cap_tensors;
+    pk_chunk *chunks;
+    size_t n_chunks, cap_chunks;
+    dev_t skip_dev;        /* the temporary image: never packed */
+    ino_t skip_ino;
+    struct pk_seen *seen;  /* hard-linked files already taken */
+    size_t n_seen, cap_seen;
+    rfs_pack_stats *st;
+    char *err;
+    size_t err_cap;
+} pk_plan;
+
+/* The image being written: data so far, and the unit index. */
+typedef struct pk_out {
+    int fd;
+    uint64_t pos;       /* image offset of the next byte */
+    rfs_unit_rec *units;
+    size_t n_units, cap_units;
+    uint32_t unit_max;
+} pk_out;
+
+/* Grow *arr (of *cap elements of size sz) to hold n+1.  0 or -1. */
+int pk_grow(void *arr, size_t *cap, size_t n, size_t sz);
+/* printf into p->err; returns -1. */
+int pk_fail(pk_plan *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void pk_warn(pk_plan *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Walk o->source into nodes and files, and load every file's bytes. */
+int pk_tree_walk(pk_plan *p);
+void pk_tree_free(pk_plan *p);
+
+/* write(2) all of buf to fd; -1 with p->err on failure. */
+int pk_write_all(pk_plan *p, int fd, const void *buf, size_t len);
+
+/* After the data: write extents, inodes, tensors and every other section,
+ * then the superblock at offset 0. */
+int pk_meta_write(pk_plan *p, pk_out *o);
+
+#endif

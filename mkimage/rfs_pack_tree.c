@@ -1,0 +1,324 @@
+/*
+ * rfs_pack_tree.c - walk the source tree into the packer's nodes and load
+ * the bytes of every regular file (mapped, or read when small so that a
+ * tree of many small files does not run out of mappings).
+ *
+ * Inode numbering: the root is node 0; a directory's entries are read,
+ * sorted by name (strcmp) and appended as consecutive nodes, then its
+ * subdirectories are walked in that order.  So numbering depends only on
+ * the tree.  Special files and extra names of a hard-linked file are
+ * skipped with a warning.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "rfs_pack_internal.h"
+
+#define PK_READ_MAX (64u << 10) /* files below this are read, not mapped */
+
+struct pk_seen {
+    dev_t dev;
+    ino_t ino;
+};
+
+int pk_grow(void *arr, size_t *cap, size_t n, size_t sz)
+{
+    void **a = arr;
+    if (n < *cap)
+        return 0;
+    size_t nc = *cap ? *cap * 2 : 16;
+    void *na = realloc(*a, nc * sz);
+    if (!na)
+        return -1;
+    memset((char *)na + *cap * sz, 0, (nc - *cap) * sz);
+    *a = na;
+    *cap = nc;
+    return 0;
+}
+
+int pk_fail(pk_plan *p, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(p->err, p->err_cap, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+void pk_warn(pk_plan *p, const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    if (p->o->warn)
+        p->o->warn(p->o->user, msg);
+}
+
+static char *path_join(const char *dir, const char *name)
+{
+    size_t a = strlen(dir), b = strlen(name);
+    char *s = malloc(a + b + 2);
+    if (!s)
+        return NULL;
+    memcpy(s, dir, a);
+    s[a] = '/';
+    memcpy(s + a + 1, name, b + 1);
+    return s;
+}
+
+static int64_t node_add(pk_plan *p, const char *name, char *path, const struct stat *sb)
+{
+    if (p->n_nodes >= UINT32_MAX - 1 ||
+        pk_grow(&p->nodes, &p->cap_nodes, p->n_nodes, sizeof *p->nodes)) {
+        free(path);
+        return pk_fail(p, "%s: too many files or out of memory", name);
+    }
+    pk_node *n = &p->nodes[p->n_nodes];
+    n->name = strdup(name);
+    n->path = path;
+    n->mode = sb->st_mode & (S_IFMT | 07777);
+    n->mtime_sec = sb->st_mtim.tv_sec;
+    n->mtime_nsec = (uint32_t)sb->st_mtim.tv_nsec;
+    n->file = -1;
+    if (!n->name)
+        return pk_fail(p, "out of memory");
+    return (int64_t)p->n_nodes++;
+}
+
+/* A hard-linked file seen before?  Records it otherwise. */
+static int seen_before(pk_plan *p, const struct stat *sb)
+{
+    for (size_t i = 0; i < p->n_seen; i++)
+        if (p->seen[i].dev == sb->st_dev && p->seen[i].ino == sb->st_ino)
+            return 1;
+    if (pk_grow(&p->seen, &p->cap_seen, p->n_seen, sizeof *p->seen) == 0)
+        p->seen[p->n_seen++] = (struct pk_seen){sb->st_dev, sb->st_ino};
+    return 0;
+}
+
+/* 1 when this entry is packed, 0 when skipped (warned). */
+static int entry_wanted(pk_plan *p, const char *path, const struct stat *sb)
+{
+    if (sb->st_dev == p->skip_dev && sb->st_ino == p->skip_ino)
+        return 0;
+    if (S_ISREG(sb->st_mode) && sb->st_nlink > 1 && seen_before(p, sb)) {
+        pk_warn(p, "%s: hard link to a file already packed: skipped", path);
+        p->st->skipped++;
+        return 0;
+    }
+    if (!S_ISREG(sb->st_mode) && !S_ISDIR(sb->st_mode) && !S_ISLNK(sb->st_mode)) {
+        pk_warn(p, "%s: special file (device, fifo or socket): skipped", path);
+        p->st->skipped++;
+        return 0;
+    }
+    return 1;
+}
+
+static int load_file(pk_plan *p, pk_node *n)
+{
+    if (pk_grow(&p->files, &p->cap_files, p->n_files, sizeof *p->files))
+        return pk_fail(p, "out of memory");
+    pk_file *f = &p->files[p->n_files];
+    memset(f, 0, sizeof *f);
+    f->node = (uint32_t)(n - p->nodes);
+    f->dup_of = -1;
+    n->file = (int64_t)p->n_files++;
+    int fd = open(n->path, O_RDONLY | O_CLOEXEC);
+    struct stat sb;
+    if (fd < 0 || fstat(fd, &sb) != 0) {
+        int e = errno;
+        if (fd >= 0)
+            close(fd);
+        return pk_fail(p, "%s: cannot read: %s", n->path, strerror(e));
+    }
+    f->size = n->size = (uint64_t)sb.st_size;
+    int rc = 0;
+    if (f->size == 0) {
+        f->data = NULL;
+    } else if (f->size < PK_READ_MAX) {
+        uint8_t *buf = malloc(f->size);
+        ssize_t got = buf ? pread(fd, buf, f->size, 0) : -1;
+        if (got != (ssize_t)f->size) {
+            free(buf);
+            rc = pk_fail(p, "%s: cannot read: %s", n->path, got < 0 ? strerror(errno) : "short read");
+        }
+        f->data = buf;
+    } else {
+        void *m = mmap(NULL, f->size, PROT_READ, MAP_PRIVATE, fd, 0);
+        if (m == MAP_FAILED)
+            rc = pk_fail(p, "%s: cannot map: %s", n->path, strerror(errno));
+        else
+            f->data = m, f->mapped = 1;
+    }
+    close(fd);
+    return rc;
+}
+
+static int name_cmp(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static void names_free(char **names, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(names[i]);
+    free(names);
+}
+
+/* Read and sort the names of directory path. */
+static int dir_names(pk_plan *p, const char *path, char ***names, size_t *n)
+{
+    DIR *d = opendir(path);
+    if (!d)
+        return pk_fail(p, "%s: cannot read directory: %s", path, strerror(errno));
+    size_t cap = 0;
+    struct dirent *de;
+    *names = NULL;
+    *n = 0;
+    while ((errno = 0, de = readdir(d))) {
+        if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+            continue;
+        if (pk_grow(names, &cap, *n, sizeof **names) || !((*names)[*n] = strdup(de->d_name))) {
+            errno = ENOMEM;
+            break;
+        }
+        (*n)++;
+    }
+    int e = errno;
+    closedir(d);
+    if (e) {
+        names_free(*names, *n);
+        *names = NULL;
+        return pk_fail(p, "%s: cannot read directory: %s", path, strerror(e));
+    }
+    if (*n)
+        qsort(*names, *n, sizeof **names, name_cmp);
+    return 0;
+}
+
+static int entry_add(pk_plan *p, uint32_t dir, const char *name)
+{
+    char *path = path_join(p->nodes[dir].path, name);
+    struct stat sb;
+    if (!path)
+        return pk_fail(p, "out of memory");
+    if (lstat(path, &sb) != 0) {
+        int e = errno;
+        pk_fail(p, "%s: cannot stat: %s", path, strerror(e));
+        free(path);
+        return -1;
+    }
+    if (!entry_wanted(p, path, &sb)) {
+        free(path);
+        return 0;
+    }
+    int64_t k = node_add(p, name, path, &sb);
+    if (k < 0)
+        return -1;
+    pk_node *n = &p->nodes[k];
+    pk_node *d = &p->nodes[dir];
+    d->kids[d->n_kids++] = (uint32_t)k;
+    if (S_ISLNK(sb.st_mode)) {
+        char buf[4097];
+        ssize_t len = readlink(n->path, buf, sizeof buf - 1);
+        if (len <= 0 || len > 4095)
+            return pk_fail(p, "%s: cannot read symlink: %s", n->path,
+                           len < 0 ? strerror(errno) : "target empty or too long");
+        buf[len] = '\0';
+        n->size = (uint64_t)len;
+        if (!(n->link = strdup(buf)))
+            return pk_fail(p, "out of memory");
+        p->st->symlinks++;
+    } else if (S_ISREG(sb.st_mode)) {
+        p->st->files++;
+        return load_file(p, n);
+    } else {
+        p->st->dirs++;
+    }
+    return 0;
+}
+
+static int walk_dir(pk_plan *p, uint32_t dir)
+{
+    char **names = NULL;
+    size_t n = 0;
+    if (dir_names(p, p->nodes[dir].path, &names, &n))
+        return -1;
+    int rc = 0;
+    p->nodes[dir].kids = calloc(n ? n : 1, sizeof(uint32_t));
+    if (!p->nodes[dir].kids)
+        rc = pk_fail(p, "out of memory");
+    for (size_t i = 0; i < n && rc == 0; i++)
+        rc = entry_add(p, dir, names[i]);
+    names_free(names, n);
+    p->nodes[dir].size = p->nodes[dir].n_kids;
+    for (uint32_t i = 0; i < p->nodes[dir].n_kids && rc == 0; i++) {
+        uint32_t k = p->nodes[dir].kids[i];
+        if (S_ISDIR(p->nodes[k].mode))
+            rc = walk_dir(p, k);
+    }
+    return rc;
+}
+
+int pk_tree_walk(pk_plan *p)
+{
+    struct stat sb;
+    const char *src = p->o->source;
+    if (stat(src, &sb) != 0)
+        return pk_fail(p, "%s: cannot read source: %s", src, strerror(errno));
+    if (S_ISDIR(sb.st_mode)) {
+        char *path = strdup(src);
+        if (!path || node_add(p, "", path, &sb) < 0)
+            return pk_fail(p, "out of memory");
+        p->st->dirs++;
+        return walk_dir(p, 0);
+    }
+    if (!S_ISREG(sb.st_mode))
+        return pk_fail(p, "%s: source is neither a directory nor a regular file", src);
+    /* A single file: the root is a directory holding it. */
+    struct stat root = sb;
+    root.st_mode = S_IFDIR | 0755;
+    char *slash = strrchr(src, '/');
+    const char *base = slash ? slash + 1 : src;
+    char *dir = slash ? strndup(src, (size_t)(slash - src) + (slash == src)) : strdup(".");
+    if (!dir || node_add(p, "", dir, &root) < 0)
+        return pk_fail(p, "out of memory");
+    if (!(p->nodes[0].kids = calloc(1, sizeof(uint32_t))))
+        return pk_fail(p, "out of memory");
+    p->nodes[0].size = 1;
+    if (access(src, R_OK) != 0)
+        return pk_fail(p, "%s: cannot read source: %s", src, strerror(errno));
+    return entry_add(p, 0, base);
+}
+
+void pk_tree_free(pk_plan *p)
+{
+    for (size_t i = 0; i < p->n_files; i++) {
+        pk_file *f = &p->files[i];
+        if (f->mapped)
+            munmap((void *)f->data, f->size);
+        else
+            free((void *)f->data);
+        free(f->reg);
+    }
+    for (size_t i = 0; i < p->n_nodes; i++) {
+        free(p->nodes[i].name);
+        free(p->nodes[i].path);
+        free(p->nodes[i].link);
+        free(p->nodes[i].kids);
+    }
+    free(p->nodes);
+    free(p->files);
+    free(p->seen);
+}

@@ -1,0 +1,456 @@
+#!/usr/bin/python3
+"""Tool-level tests of ransfs-mkimage, ransfs-fsck and ransfs-dump.
+
+usage: image_tools.py BINDIR TEST [ARGS]
+
+Tests (each a CTest case image_*):
+  roundtrip DIR       mkimage DIR, fsck --extract, compare the trees
+  corpus DIR          the same on the full corpus; exit 77 (skip) when absent
+  raw DIR             raw layer_N.f32/.fp16/.bf16 files derived from DIR's
+                      safetensors, round-tripped
+  synthetic           edge cases: tile boundaries, empty files, zero-element
+                      tensors, nested dirs, symlinks, json, duplicates, ...
+  determinism DIR     -j1, -j2 and -j4 give identical bytes
+  bad_input           every malformed input: message, exit status, no file left
+  signal              SIGINT while packing leaves no file behind
+  fsck_corrupt DIR    a flipped data byte is reported by fsck with the file
+
+Comparison covers type, content, permission bits, mtime (ns) and symlink
+targets of every entry.  Only the standard library and numpy are used.
+"""
+import json
+import os
+import random
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+SKIP = 77
+TILE = 262144
+
+
+class Fail(Exception):
+    pass
+
+
+def check(cond, msg):
+    if not cond:
+        raise Fail(msg)
+
+
+def run(args, expect=0):
+    p = subprocess.run(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    if expect is not None and p.returncode != expect:
+        raise Fail("%s: exit %d (wanted %d)\nstdout: %s\nstderr: %s" %
+                   (" ".join(args), p.returncode, expect, p.stdout[-2000:], p.stderr[-2000:]))
+    return p
+
+
+def tree(root):
+    """path -> (type, perm, mtime_ns, content or link target) for the tree."""
+    out = {}
+    for dirpath, dirs, files in os.walk(root):
+        for name in dirs + files:
+            full = os.path.join(dirpath, name)
+            rel = os.path.relpath(full, root)
+            st = os.lstat(full)
+            if os.path.islink(full):
+                out[rel] = ("l", None, st.st_mtime_ns, os.readlink(full))
+            elif os.path.isdir(full):
+                out[rel] = ("d", st.st_mode & 0o7777, st.st_mtime_ns, None)
+            elif os.path.isfile(full):
+                with open(full, "rb") as f:
+                    out[rel] = ("f", st.st_mode & 0o7777, st.st_mtime_ns, f.read())
+    st = os.stat(root)
+    out["."] = ("d", st.st_mode & 0o7777, st.st_mtime_ns, None)
+    return out
+
+
+def compare(a, b, skip=()):
+    ta, tb = tree(a), tree(b)
+    for k in skip:
+        ta.pop(k, None)
+    check(sorted(ta) == sorted(tb), "entries differ: only in source %s, only in copy %s" %
+          (sorted(set(ta) - set(tb))[:5], sorted(set(tb) - set(ta))[:5]))
+    for k in ta:
+        x, y = ta[k], tb[k]
+        check(x[0] == y[0], "%s: type %s vs %s" % (k, x[0], y[0]))
+        check(x[3] == y[3], "%s: content or link target differs" % k)
+        if x[0] != "l":
+            check(x[1] == y[1], "%s: mode %o vs %o" % (k, x[1], y[1]))
+        check(x[2] == y[2], "%s: mtime %d vs %d" % (k, x[2], y[2]))
+    return len(ta)
+
+
+def roundtrip(b, src, work, extra=(), skip=()):
+    img = os.path.join(work, "t.img")
+    out = os.path.join(work, "out")
+    shutil.rmtree(out, ignore_errors=True)
+    p = run([b("ransfs-mkimage"), "--json", *extra, src, img])
+    summary = json.loads(p.stdout)
+    for key in ("input_bytes", "image_bytes", "ratio", "files", "tensors", "seconds"):
+        check(key in summary, "--json lacks %s" % key)
+    run([b("ransfs-fsck"), "-q", img, "--extract", out])
+    n = compare(src, out, skip)
+    d = json.loads(run([b("ransfs-dump"), "--json", img]).stdout)
+    check(d["totals"]["image_bytes"] == os.path.getsize(img), "dump: image size")
+    run([b("ransfs-dump"), img])
+    print("round trip %s: %d entries, %d -> %d bytes (ratio %.4f), %d tensors" %
+          (src, n, summary["input_bytes"], summary["image_bytes"], summary["ratio"],
+           summary["tensors"]))
+    return img, summary
+
+
+# ---------------------------------------------------------------- data
+
+def st_write(path, tensors, pad=0, meta=True):
+    """Write a safetensors file; tensors: list of (name, dtype, shape, bytes)."""
+    hdr, blob = {}, bytearray()
+    if meta:
+        hdr["__metadata__"] = {"format": "pt"}
+    for name, dtype, shape, data in tensors:
+        hdr[name] = {"dtype": dtype, "shape": list(shape),
+                     "data_offsets": [len(blob), len(blob) + len(data)]}
+        blob += data
+        blob += b"\0" * pad
+    h = json.dumps(hdr).encode()
+    h += b" " * (-len(h) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(h)) + h + bytes(blob))
+
+
+def st_read_f32(path):
+    with open(path, "rb") as f:
+        n = struct.unpack("<Q", f.read(8))[0]
+        hdr = json.loads(f.read(n))
+        data = f.read()
+    out = []
+    for k, v in hdr.items():
+        if k != "__metadata__" and v["dtype"] == "F32":
+            b, e = v["data_offsets"]
+            out.append((b, np.frombuffer(data[b:e], dtype="<f4")))
+    return [a for _, a in sorted(out, key=lambda t: t[0])]
+
+
+def to_bf16(a):
+    """float32 -> bfloat16 bits, round to nearest even (NaN kept quiet)."""
+    u = a.astype("<f4").view("<u4").astype(np.uint64)
+    r = (u + 0x7FFF + ((u >> 16) & 1)) >> 16
+    nan = np.isnan(a)
+    r[nan] = (u[nan] >> 16) | 0x40
+    return r.astype("<u2")
+
+
+def gaussian(rng, n, std=0.02):
+    return (rng.standard_normal(n) * std).astype("<f4")
+
+
+def make_synthetic(root, rng):
+    os.makedirs(os.path.join(root, "a", "b", "c", "d"))
+    os.makedirs(os.path.join(root, "empty-dir"))
+    g = gaussian(rng, 3 * TILE // 4 + 5)
+    special = np.array([np.nan, np.inf, -np.inf, -0.0, 1e-45, -1e-40, 3.4e38], dtype="<f4")
+    tensors = [
+        ("embed.weight", "BF16", [TILE // 2 + 3], to_bf16(gaussian(rng, TILE // 2 + 3)).tobytes()),
+        ("lm_head.weight", "BF16", [TILE // 2 + 3], None),  # tied: same bytes as embed
+        ("exact_tile", "F16", [TILE // 2], gaussian(rng, TILE // 2).astype("<f2").tobytes()),
+        ("tile_minus_1", "U8", [TILE - 1], rng.integers(0, 7, TILE - 1, dtype=np.uint8).tobytes()),
+        ("tile_plus_1", "I8", [TILE + 1], rng.integers(-3, 3, TILE + 1, dtype=np.int8).tobytes()),
+        ("f32.multi", "F32", [len(g)], g.tobytes()),
+        ("specials", "F32", [64, 7], np.tile(special, 64).tobytes()),
+        ("zeros", "F32", [4096], bytes(4 * 4096)),
+        ("const", "F16", [5000], np.full(5000, 0.5, dtype="<f2").tobytes()),
+        ("empty", "F32", [0, 16], b""),
+        ("scalar", "F32", [], struct.pack("<f", 1.5)),
+        ("fp8", "F8_E4M3", [9000], rng.integers(0, 256, 9000, dtype=np.uint8).tobytes()),
+        ("fp8b", "F8_E5M2", [5000], rng.integers(60, 70, 5000, dtype=np.uint8).tobytes()),
+        ("ids", "I64", [700], np.arange(700, dtype="<i8").tobytes()),
+        ("f64", "F64", [600], rng.standard_normal(600).tobytes()),
+    ]
+    tensors[1] = (tensors[1][0], tensors[1][1], tensors[1][2], tensors[0][3])
+    st_write(os.path.join(root, "model.safetensors"), tensors)
+    st_write(os.path.join(root, "a", "padded.safetensors"),
+             [(n, d, s, b) for n, d, s, b in tensors if n in ("f32.multi", "zeros", "ids")], pad=8)
+    # an identical copy of a shard, and a copy in another dir
+    shutil.copy(os.path.join(root, "model.safetensors"), os.path.join(root, "a", "b", "copy.safetensors"))
+    gl = gaussian(rng, TILE // 2 + 1)
+    gl.astype("<f2").tofile(os.path.join(root, "a", "layer_0.fp16"))
+    to_bf16(gl).tofile(os.path.join(root, "a", "layer_0.bf16"))
+    gl.tofile(os.path.join(root, "a", "b", "layer_0.f32"))
+    gl[:1000].tofile(os.path.join(root, "a", "b", "layer_1.fp32"))
+    gl[:10].tofile(os.path.join(root, "a", "b", "tiny.f32"))
+    open(os.path.join(root, "a", "empty.fp16"), "wb").close()
+    open(os.path.join(root, "empty.txt"), "wb").close()
+    with open(os.path.join(root, "config.json"), "w") as f:
+        json.dump({"hidden_size": 4096, "num_layers": 32, "torch_dtype": "bfloat16"}, f, indent=2)
+    vocab = {"tok%d" % i: i for i in range(60000)}
+    with open(os.path.join(root, "tokenizer.json"), "w") as f:
+        json.dump({"model": {"vocab": vocab}}, f)
+    with open(os.path.join(root, "a", "b", "c", "d", "random.bin"), "wb") as f:
+        f.write(rng.integers(0, 256, 3 * TILE + 17, dtype=np.uint8).tobytes())
+    with open(os.path.join(root, "a", "b", "c", "README.md"), "w") as f:
+        f.write("# synthetic\n" * 100)
+    os.symlink("config.json", os.path.join(root, "link-to-config"))
+    os.symlink("a/b", os.path.join(root, "link-to-dir"))
+    os.symlink("/nonexistent/target", os.path.join(root, "a", "dangling"))
+    os.symlink("../../" + "x" * 200, os.path.join(root, "a", "b", "long-link"))
+    os.chmod(os.path.join(root, "config.json"), 0o600)
+    os.chmod(os.path.join(root, "a", "layer_0.fp16"), 0o755)
+    os.chmod(os.path.join(root, "a", "b", "c", "README.md"), 0o444)
+    os.chmod(os.path.join(root, "empty-dir"), 0o700)
+    # mtimes with nanoseconds, set bottom-up so directories keep theirs
+    t = 1700000000
+    for i, (dirpath, dirs, files) in enumerate(sorted(os.walk(root), key=lambda w: -len(w[0]))):
+        for j, name in enumerate(sorted(files + dirs)):
+            os.utime(os.path.join(dirpath, name), ns=(t * 10**9, (t - i * 1000 - j) * 10**9 + 123456789 + j),
+                     follow_symlinks=False)
+        os.utime(dirpath, ns=(t * 10**9, (t - 5000 - i) * 10**9 + 987654321))
+
+
+# ---------------------------------------------------------------- tests
+
+def t_roundtrip(b, work, src):
+    roundtrip(b, src, work)
+    roundtrip(b, src, work, ("--codec=raw",))
+    roundtrip(b, src, work, ("--tile-size", "64K", "-j", "2"))
+
+
+def t_corpus(b, work, src):
+    if not os.path.isdir(src):
+        print("SKIP: corpus %s not present" % src)
+        return SKIP
+    img, s = roundtrip(b, src, work)
+    check(s["ratio"] < 0.9, "corpus ratio %.4f unexpectedly poor" % s["ratio"])
+
+
+def t_raw(b, work, src):
+    st = os.path.join(src, "model.safetensors")
+    if not os.path.exists(st):
+        print("SKIP: %s not present" % st)
+        return SKIP
+    d = os.path.join(work, "raw")
+    os.makedirs(d)
+    arrays = st_read_f32(st)
+    for i, a in enumerate(arrays):
+        a.tofile(os.path.join(d, "layer_%d.f32" % i))
+        a.astype("<f2").tofile(os.path.join(d, "layer_%d.fp16" % i))
+        to_bf16(a).tofile(os.path.join(d, "layer_%d.bf16" % i))
+    img, s = roundtrip(b, d, work)
+    check(s["tensors"] > 0, "no tensors coded")
+    by = s["by_dtype"]
+    for k in ("F16", "BF16", "F32"):
+        check(k in by, "no %s tensors coded" % k)
+        print("  %s: ratio %.4f" % (k, by[k]["stored_bytes"] / by[k]["input_bytes"]))
+
+
+def t_synthetic(b, work, _):
+    rng = np.random.default_rng(1234)
+    src = os.path.join(work, "src")
+    make_synthetic(src, rng)
+    img, s = roundtrip(b, src, work)
+    check(s["duplicate_files"] >= 1, "identical shard not stored once")
+    check(s["duplicate_tensors"] >= 1, "tied tensor not stored once")
+    roundtrip(b, src, work, ("--tile-size", "65536"))
+    roundtrip(b, src, work, ("--tile-size", "4M", "--codec=raw"))
+    # a single file as SOURCE
+    one = os.path.join(src, "model.safetensors")
+    img = os.path.join(work, "one.img")
+    out = os.path.join(work, "one")
+    run([b("ransfs-mkimage"), "-q", one, img])
+    run([b("ransfs-fsck"), "-q", img, "--extract", out])
+    with open(one, "rb") as f, open(os.path.join(out, "model.safetensors"), "rb") as g:
+        check(f.read() == g.read(), "single-file source differs")
+    # special files and hard links: warned, skipped
+    os.mkfifo(os.path.join(src, "a", "fifo"))
+    os.link(os.path.join(src, "config.json"), os.path.join(src, "a", "zz-hardlink.json"))
+    p = run([b("ransfs-mkimage"), "-q", src, img])
+    check("fifo: special file" in p.stderr, "no warning for a fifo: " + p.stderr)
+    check("zz-hardlink.json: hard link" in p.stderr, "no warning for a hard link: " + p.stderr)
+    out2 = os.path.join(work, "out2")
+    run([b("ransfs-fsck"), "-q", img, "--extract", out2])
+    check(not os.path.exists(os.path.join(out2, "a", "fifo")), "fifo was packed")
+    check(not os.path.exists(os.path.join(out2, "a", "zz-hardlink.json")), "hard link was packed")
+
+
+def t_determinism(b, work, src):
+    if not os.path.isdir(src):
+        return SKIP
+    imgs = []
+    for j in ("1", "2", "4"):
+        img = os.path.join(work, "j%s.img" % j)
+        run([b("ransfs-mkimage"), "-q", "-j", j, src, img])
+        with open(img, "rb") as f:
+            imgs.append(f.read())
+    check(imgs[0] == imgs[1] == imgs[2], "images differ between -j1, -j2 and -j4")
+    syn = os.path.join(work, "syn")
+    make_synthetic(syn, np.random.default_rng(7))
+    a, c = os.path.join(work, "s1.img"), os.path.join(work, "s4.img")
+    run([b("ransfs-mkimage"), "-q", "-j1", "--tile-size", "64K", syn, a])
+    run([b("ransfs-mkimage"), "-q", "-j4", "--tile-size", "64K", syn, c])
+    with open(a, "rb") as f, open(c, "rb") as g:
+        check(f.read() == g.read(), "synthetic images differ between -j1 and -j4")
+    print("determinism: ok (%d bytes)" % len(imgs[0]))
+
+
+def leftovers(d):
+    return [n for n in os.listdir(d) if n.startswith("out.img")]
+
+
+def expect_error(b, work, src, needle, status=1, image=None, extra=()):
+    img = image or os.path.join(work, "outdir", "out.img")
+    if image is None:
+        os.makedirs(os.path.dirname(img), exist_ok=True)
+    p = run([b("ransfs-mkimage"), "-q", *extra, src, img], expect=status)
+    lines = p.stderr.strip().splitlines()
+    check(len(lines) == 1, "want one error line, got: %r" % p.stderr)
+    check(needle in lines[0], "error %r lacks %r" % (lines[0], needle))
+    check(lines[0].startswith("ransfs-mkimage: "), "error lacks the program name")
+    if image is None:
+        check(leftovers(os.path.dirname(img)) == [], "left behind: %s" % leftovers(os.path.dirname(img)))
+    print("ok: %s" % lines[0])
+
+
+def bad_st(work, name, raw=None, header=None, data=b""):
+    d = os.path.join(work, name)
+    os.makedirs(d)
+    path = os.path.join(d, "model.safetensors")
+    with open(path, "wb") as f:
+        if raw is not None:
+            f.write(raw)
+        else:
+            h = header.encode() if isinstance(header, str) else json.dumps(header).encode()
+            f.write(struct.pack("<Q", len(h)) + h + data)
+    return d, path
+
+
+def t_bad_input(b, work, _):
+    expect_error(b, work, os.path.join(work, "missing"), "missing: cannot read source")
+    d, p = bad_st(work, "badjson", header='{"a": {"dtype": "F32", ')
+    expect_error(b, work, d, p + ": safetensors header is not a valid JSON object")
+    d, p = bad_st(work, "range", header={"w": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}},
+                  data=bytes(8))
+    expect_error(b, work, d, p + ": tensor 'w': data_offsets [0, 16] out of range")
+    d, p = bad_st(work, "overlap", header={
+        "a": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]},
+        "b": {"dtype": "F32", "shape": [4], "data_offsets": [8, 24]}}, data=bytes(24))
+    expect_error(b, work, d, p + ": tensors 'a' and 'b' overlap")
+    d, p = bad_st(work, "unsorted", header={"a": {"dtype": "F32", "shape": [2], "data_offsets": [16, 8]}},
+                  data=bytes(24))
+    expect_error(b, work, d, p + ": tensor 'a': data_offsets [16, 8] are unsorted")
+    d, p = bad_st(work, "hdrlen", raw=struct.pack("<Q", 1000) + b"{}")
+    expect_error(b, work, d, p + ": safetensors header length 1000 runs past the end of the file")
+    d, p = bad_st(work, "short", raw=b"\x01\x02")
+    expect_error(b, work, d, p + ": too short for a safetensors header")
+    d, p = bad_st(work, "shape", header={"a": {"dtype": "F16", "shape": [3], "data_offsets": [0, 8]}},
+                  data=bytes(8))
+    expect_error(b, work, d, p + ": tensor 'a': 8 bytes do not match shape x F16")
+    d, p = bad_st(work, "noobj", header='[1, 2, 3]')
+    expect_error(b, work, d, p + ": safetensors header is not a valid JSON object")
+    d = os.path.join(work, "odd")
+    os.makedirs(d)
+    with open(os.path.join(d, "layer_3.fp16"), "wb") as f:
+        f.write(bytes(4097))
+    expect_error(b, work, d, os.path.join(d, "layer_3.fp16") + ": size 4097 is not a multiple of the 2-byte")
+    with open(os.path.join(d, "x.f32"), "wb") as f:
+        f.write(bytes(4 * 100 + 2))
+    expect_error(b, work, os.path.join(d, "x.f32"), "x.f32: size 402 is not a multiple of the 4-byte")
+    good = os.path.join(work, "good")
+    os.makedirs(good)
+    with open(os.path.join(good, "f.txt"), "w") as f:
+        f.write("hello\n")
+    expect_error(b, work, good, "nonexistent-dir/x.img: cannot create the image",
+                 image=os.path.join(work, "nonexistent-dir", "x.img"))
+    expect_error(b, work, good, "tile size 1000 is not a power of two", extra=("--tile-size", "1000"))
+    expect_error(b, work, good, "tile size 8388608 is not a power of two", extra=("--tile-size", "8M"))
+    if os.geteuid() != 0:
+        locked = os.path.join(work, "locked")
+        os.makedirs(locked)
+        with open(os.path.join(locked, "secret"), "w") as f:
+            f.write("x")
+        os.chmod(os.path.join(locked, "secret"), 0)
+        expect_error(b, work, locked, "secret: cannot read")
+        ro = os.path.join(work, "ro")
+        os.makedirs(ro)
+        os.chmod(ro, 0o555)
+        expect_error(b, work, good, "cannot create the image", image=os.path.join(ro, "x.img"))
+    else:
+        print("note: running as root, permission cases skipped")
+    p = run([b("ransfs-mkimage")], expect=2)
+    check("usage" in p.stderr, "no usage text")
+    p = run([b("ransfs-fsck"), os.path.join(good, "f.txt")], expect=1)
+    check("bad magic" in p.stderr or "shorter than" in p.stderr, p.stderr)
+
+
+def t_signal(b, work, _):
+    src = os.path.join(work, "big")
+    os.makedirs(src)
+    rng = np.random.default_rng(5)
+    for i in range(8):
+        gaussian(rng, 4 << 20).tofile(os.path.join(src, "layer_%d.f32" % i))
+    out = os.path.join(work, "outdir")
+    os.makedirs(out)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        p = subprocess.Popen([b("ransfs-mkimage"), "-q", "-j1", src, os.path.join(out, "out.img")],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        time.sleep(0.4)
+        p.send_signal(sig)
+        p.wait()
+        check(p.returncode != 0, "mkimage finished before the signal; make the input bigger")
+        check(os.listdir(out) == [], "left behind after %s: %s" % (sig, os.listdir(out)))
+    print("signal: ok")
+
+
+def t_fsck_corrupt(b, work, src):
+    img = os.path.join(work, "c.img")
+    run([b("ransfs-mkimage"), "-q", src, img])
+    info = json.loads(run([b("ransfs-dump"), "--json", img]).stdout)
+    size = os.path.getsize(img)
+    with open(img, "rb") as f:
+        data = bytearray(f.read())
+    # a byte in the data region (after the 512-byte superblock, inside the tensors)
+    pos = 512 + (size - info["totals"]["metadata_bytes"]) // 2
+    data[pos] ^= 0x40
+    bad = os.path.join(work, "bad.img")
+    with open(bad, "wb") as f:
+        f.write(data)
+    p = run([b("ransfs-fsck"), bad], expect=1)
+    check("checksum" in p.stderr and "model.safetensors" in p.stderr, p.stderr)
+    p = run([b("ransfs-fsck"), bad, "--extract", os.path.join(work, "x")], expect=1)
+    # metadata corruption: refused at open
+    data[pos] ^= 0x40
+    data[size - 3] ^= 1
+    with open(bad, "wb") as f:
+        f.write(data)
+    p = run([b("ransfs-fsck"), bad], expect=1)
+    check("checksum mismatch" in p.stderr, p.stderr)
+    print("fsck: %s" % p.stderr.strip())
+
+
+TESTS = {"roundtrip": t_roundtrip, "corpus": t_corpus, "raw": t_raw, "synthetic": t_synthetic,
+         "determinism": t_determinism, "bad_input": t_bad_input, "signal": t_signal,
+         "fsck_corrupt": t_fsck_corrupt}
+
+
+def main():
+    bindir, name = sys.argv[1], sys.argv[2]
+    arg = sys.argv[3] if len(sys.argv) > 3 else None
+    work = tempfile.mkdtemp(prefix="rfs-image-%s-" % name)
+    rc = 1
+    try:
+        rc = TESTS[name](lambda tool: os.path.join(bindir, tool), work, arg) or 0
+    except Fail as e:
+        print("FAIL: %s" % e)
+    finally:
+        subprocess.run(["chmod", "-R", "u+rwx", work])
+        shutil.rmtree(work, ignore_errors=True)
+    sys.exit(rc)
+
+
+if __name__ == "__main__":
+    main()
