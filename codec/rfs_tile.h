@@ -67,6 +67,7 @@ typedef enum rfs_err {
     RFS_E_ISDIR = 27,      /* is a directory */
     RFS_E_INVAL = 28,      /* operation does not apply (e.g. readlink of a file) */
     RFS_E_ZSTD = 29,       /* zstd block failed to decode */
+    RFS_E_GPU = 30,        /* no usable GPU, or a CUDA call failed */
 } rfs_err;
 
 /* A short constant English description of an error code. */

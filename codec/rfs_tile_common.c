@@ -34,6 +34,7 @@ const char *rfs_strerror(rfs_err err)
     case RFS_E_ISDIR: return "is a directory";
     case RFS_E_INVAL: return "invalid operation for this inode";
     case RFS_E_ZSTD: return "zstd block failed to decode";
+    case RFS_E_GPU: return "no usable GPU, or a CUDA call failed";
     }
     return "unknown error";
 }
