@@ -139,6 +139,8 @@ int rfs_st_parse(rfs_st_header *h, const uint8_t *head, uint64_t file_size, char
         }
 out:
     cJSON_Delete(root);
+    if (rc)
+        rfs_st_free(h); /* on failure the caller has nothing to free */
     return rc;
 }
 

@@ -39,7 +39,7 @@ typedef struct rfs_st_header {
  * Parse the header of a safetensors file of file_size bytes whose first
  * head_size bytes are in head (head_size >= min(file_size, 8 + N) is needed;
  * pass the whole mapped file).  Returns 0, or -1 with a one-line reason in
- * why (without the file name).
+ * why (without the file name); on failure h holds nothing to free.
  */
 int rfs_st_parse(rfs_st_header *h, const uint8_t *head, uint64_t file_size, char *why,
                  size_t why_cap);

@@ -1,0 +1,85 @@
+/*
+ * rfs_batch.h - batch decode: many units of an image into caller buffers.
+ *
+ * The daemon sends every group of missing units (the misses of one read, or
+ * one prefetch window) through this interface.  A backend is a small struct
+ * of function pointers, so the CPU implementation below and a GPU one
+ * (cuda/, optional) plug in the same way; the daemon picks per batch:
+ * the GPU when present and the batch holds at least its min_bytes of decoded
+ * data, else the CPU.
+ *
+ * Contract (for every backend):
+ *  - decode() is blocking: it returns when every item has its err and
+ *    dst_size set.  One failing item never stops the others.  Items are
+ *    verified (XXH3) and decoded exactly like rfs_image_unit_decode: an item
+ *    gets RFS_OK and the exact bytes, or an error; never wrong bytes.
+ *  - decode() may be called by many threads at once on one backend.
+ *  - Memory: the caller owns items and dst buffers (host memory, dst_cap >=
+ *    the unit's decoded size) for the duration of the call; the backend owns
+ *    its own state, freed by close().
+ *  - A backend should drop its mapping of the encoded bytes it has read
+ *    (madvise MADV_DONTNEED on the image pages, see rfs_batch_cpu.c), or the
+ *    image's pages accumulate in the daemon's RSS.
+ *  - A backend that hits an internal failure (e.g. a CUDA error) must still
+ *    produce correct results, e.g. by decoding on the CPU, and may report
+ *    the failure through its own log.
+ *  - No FUSE here.
+ */
+#ifndef RFS_BATCH_H
+#define RFS_BATCH_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "rfs_image.h"
+#include "rfs_hist.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct rfs_batch_item {
+    uint64_t unit;   /* in: unit number (rfs_image.h) */
+    void *dst;       /* in: where the decoded bytes go */
+    size_t dst_cap;  /* in: capacity of dst */
+    size_t dst_size; /* out: decoded bytes written */
+    rfs_err err;     /* out: RFS_OK, or why this unit failed */
+} rfs_batch_item;
+
+typedef struct rfs_batch {
+    const char *name; /* "cpu", "cuda", ... for stats and logs */
+    void *self;       /* backend state */
+    /*
+     * Decode items[0..n).  background = 1 for prefetch: the backend may
+     * give it lower priority than demand reads.
+     */
+    void (*decode)(void *self, rfs_batch_item *items, size_t n, int background);
+    /* The daemon sends a batch here only when it holds >= min_bytes. */
+    size_t min_bytes;
+    /* Free the backend (no decode may be running). */
+    void (*close)(void *self);
+} rfs_batch;
+
+struct rfs_pool;
+
+/*
+ * The CPU backend: items spread over pool's workers and the calling thread,
+ * each thread with its own rfs_rctx (created on first use, destroyed when
+ * the thread exits or at close).  Each unit's decode time in nanoseconds is
+ * added to hist when hist is non-NULL.  img, pool and hist must outlive the
+ * backend.  Errors: RFS_E_NOMEM.
+ */
+rfs_err rfs_batch_cpu_open(rfs_batch *b, const rfs_image *img, struct rfs_pool *pool,
+                           rfs_hist *hist);
+
+/*
+ * The GPU backend, provided by cuda/ when it is built (RFS_HAVE_GPU): fills
+ * b or returns an error with a one-line reason in why (no device, driver too
+ * old, ...).  Declared here so that fs/ needs no CUDA header.
+ */
+rfs_err rfs_gpu_batch_open(rfs_batch *b, const rfs_image *img, char *why, size_t why_cap);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

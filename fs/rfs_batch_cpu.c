@@ -1,0 +1,176 @@
+/*
+ * rfs_batch_cpu.c - the CPU batch-decode backend (see rfs_batch.h).
+ *
+ * Each thread that decodes (pool workers and FUSE threads taking part in
+ * rfs_pool_for) needs its own rfs_rctx.  They are made on first use, found
+ * again through a pthread key, destroyed by the key's destructor when the
+ * thread exits, and the ones still alive at close are destroyed there (all
+ * contexts are on a list for that).
+ */
+#include "rfs_batch.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "rfs_pool.h"
+
+typedef struct cpu_ctx {
+    struct cpu_ctx *prev, *next;
+    struct cpu_backend *owner;
+    rfs_rctx *rctx;
+} cpu_ctx;
+
+typedef struct cpu_backend {
+    const rfs_image *img;
+    rfs_pool *pool;
+    rfs_hist *hist;
+    pthread_key_t key;
+    pthread_mutex_t mu;
+    cpu_ctx *all; /* every live context */
+} cpu_backend;
+
+static void ctx_unlink(cpu_backend *cb, cpu_ctx *c)
+{
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        cb->all = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+}
+
+/* pthread key destructor: the thread is exiting. */
+static void ctx_thread_exit(void *arg)
+{
+    cpu_ctx *c = arg;
+    cpu_backend *cb = c->owner;
+    pthread_mutex_lock(&cb->mu);
+    ctx_unlink(cb, c);
+    pthread_mutex_unlock(&cb->mu);
+    rfs_rctx_destroy(c->rctx);
+    free(c);
+}
+
+static rfs_rctx *ctx_get(cpu_backend *cb)
+{
+    cpu_ctx *c = pthread_getspecific(cb->key);
+    if (c)
+        return c->rctx;
+    c = calloc(1, sizeof(*c));
+    if (!c)
+        return NULL;
+    c->owner = cb;
+    c->rctx = rfs_rctx_create(cb->img);
+    if (!c->rctx || pthread_setspecific(cb->key, c) != 0) {
+        rfs_rctx_destroy(c->rctx);
+        free(c);
+        return NULL;
+    }
+    pthread_mutex_lock(&cb->mu);
+    c->next = cb->all;
+    if (cb->all)
+        cb->all->prev = c;
+    cb->all = c;
+    pthread_mutex_unlock(&cb->mu);
+    return c->rctx;
+}
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/*
+ * Drop the mapping of a unit's encoded bytes once decoded.  The image is
+ * mapped MAP_SHARED, so its pages would otherwise pile up in the daemon's RSS
+ * (as file pages) until the whole image is resident.  The pages stay in the
+ * page cache; a later decode maps them again (minor fault), and a neighbour
+ * decoding the shared edge page at the same time simply refaults.
+ */
+static void unmap_source(const rfs_image *img, uint64_t unit)
+{
+    const long page = sysconf(_SC_PAGESIZE);
+    rfs_unit_src src;
+    uintptr_t lo, hi;
+    if (rfs_image_unit_source(img, unit, &src) != RFS_OK || src.size == 0)
+        return;
+    lo = (uintptr_t)src.data & ~(uintptr_t)(page - 1);
+    hi = ((uintptr_t)src.data + src.size + (uintptr_t)page - 1) & ~(uintptr_t)(page - 1);
+    madvise((void *)lo, hi - lo, MADV_DONTNEED);
+}
+
+typedef struct cpu_job {
+    cpu_backend *cb;
+    rfs_batch_item *items;
+} cpu_job;
+
+static void cpu_decode_one(void *arg, size_t i)
+{
+    cpu_job *job = arg;
+    rfs_batch_item *it = &job->items[i];
+    rfs_rctx *ctx = ctx_get(job->cb);
+    uint64_t t0;
+    it->dst_size = 0;
+    if (!ctx) {
+        it->err = RFS_E_NOMEM;
+        return;
+    }
+    t0 = now_ns();
+    it->err = rfs_image_unit_decode(job->cb->img, ctx, it->unit, it->dst, it->dst_cap,
+                                    &it->dst_size);
+    if (job->cb->hist && it->err == RFS_OK)
+        rfs_hist_add(job->cb->hist, now_ns() - t0);
+    unmap_source(job->cb->img, it->unit);
+}
+
+static void cpu_decode(void *self, rfs_batch_item *items, size_t n, int background)
+{
+    cpu_job job = {self, items};
+    rfs_pool_for(job.cb->pool, background ? RFS_PRIO_LOW : RFS_PRIO_HIGH, n, cpu_decode_one,
+                 &job);
+}
+
+static void cpu_close(void *self)
+{
+    cpu_backend *cb = self;
+    if (!cb)
+        return;
+    /* Contexts of threads that are still alive (e.g. this one). */
+    while (cb->all) {
+        cpu_ctx *c = cb->all;
+        ctx_unlink(cb, c);
+        rfs_rctx_destroy(c->rctx);
+        free(c);
+    }
+    pthread_setspecific(cb->key, NULL);
+    pthread_key_delete(cb->key);
+    pthread_mutex_destroy(&cb->mu);
+    free(cb);
+}
+
+rfs_err rfs_batch_cpu_open(rfs_batch *b, const rfs_image *img, struct rfs_pool *pool,
+                           rfs_hist *hist)
+{
+    cpu_backend *cb = calloc(1, sizeof(*cb));
+    if (!cb)
+        return RFS_E_NOMEM;
+    if (pthread_key_create(&cb->key, ctx_thread_exit) != 0) {
+        free(cb);
+        return RFS_E_NOMEM;
+    }
+    pthread_mutex_init(&cb->mu, NULL);
+    cb->img = img;
+    cb->pool = pool;
+    cb->hist = hist;
+    b->name = "cpu";
+    b->self = cb;
+    b->decode = cpu_decode;
+    b->min_bytes = 0;
+    b->close = cpu_close;
+    return RFS_OK;
+}

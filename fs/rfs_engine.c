@@ -1,0 +1,533 @@
+/*
+ * rfs_engine.c - read path, prefetch and statistics (see rfs_engine.h).
+ *
+ * Design note: a read of [off, off+len)
+ *  1. walks the file's spans (rfs_image_map): RAW spans become image-range
+ *     pieces (merged when contiguous); unit spans take a cache reference,
+ *     creating the entry when absent (this read then owns its decode);
+ *  2. decodes all owned units as one batch (CPU pool with the calling
+ *     thread taking part, or the GPU for large batches) and publishes them;
+ *  3. only then waits for units that other threads are decoding (an owner
+ *     never waits before publishing, so two readers can't deadlock);
+ *  4. points the memory pieces into the cached buffers.
+ * Prefetch reserves the absent units of a range and decodes them as one
+ * low-priority batch on a pool worker.  Pool workers never wait on the
+ * cache, so every in-flight entry is always making progress.
+ */
+#include "rfs_engine.h"
+
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "rfs_pool.h"
+
+#define RFS_PREFETCH_MIN (1u << 20)
+
+struct rfs_engine {
+    const rfs_image *img;
+    rfs_image_summary sum;
+    rfs_cache *cache;
+    rfs_pool *pool;
+    rfs_batch cpu;
+    rfs_batch gpu;
+    int have_gpu;
+    rfs_hist decode_ns;
+    uint64_t prefetch_min, prefetch_max, prefetch_cap;
+    void (*log)(void *, const char *);
+    void *log_ctx;
+    atomic_int stopping;
+    atomic_uchar *bad_logged; /* one bit per unit */
+    atomic_uint_least64_t bytes_served, raw_bytes, reads, read_errors;
+    atomic_uint_least64_t tiles_decoded, decode_errors, decoded_bytes;
+    atomic_uint_least64_t gpu_batches, gpu_units;
+    atomic_uint_least64_t prefetch_batches, prefetch_inflight;
+};
+
+/* ------------------------------------------------------------ lifecycle */
+
+static rfs_err open_gpu(rfs_engine *eng, rfs_gpu_mode mode, char *why, size_t why_cap)
+{
+    if (mode == RFS_GPU_OFF)
+        return RFS_OK;
+#ifdef RFS_HAVE_GPU
+    char gwhy[200] = "";
+    if (rfs_gpu_batch_open(&eng->gpu, eng->img, gwhy, sizeof(gwhy)) == RFS_OK) {
+        eng->have_gpu = 1;
+        return RFS_OK;
+    }
+    if (mode == RFS_GPU_ON) {
+        snprintf(why, why_cap, "gpu=on but no usable GPU: %s", gwhy);
+        return RFS_E_ARG;
+    }
+    return RFS_OK;
+#else
+    if (mode == RFS_GPU_ON) {
+        snprintf(why, why_cap, "gpu=on but this build has no GPU support");
+        return RFS_E_ARG;
+    }
+    return RFS_OK;
+#endif
+}
+
+static unsigned online_cpus(void)
+{
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (unsigned)n : 1u;
+}
+
+static void set_prefetch_limits(rfs_engine *eng, const rfs_engine_opts *o)
+{
+    uint64_t max = o->prefetch_max;
+    /* Never let prefetch push more than a quarter of the cache around. */
+    if (max > o->cache_bytes / 4)
+        max = o->cache_bytes / 4;
+    eng->prefetch_max = max;
+    eng->prefetch_min = RFS_PREFETCH_MIN > max ? max : RFS_PREFETCH_MIN;
+    eng->prefetch_cap = max * 2;
+}
+
+rfs_err rfs_engine_create(rfs_engine **out, const rfs_image *img, const rfs_engine_opts *o,
+                          char *why, size_t why_cap)
+{
+    rfs_engine *eng = calloc(1, sizeof(*eng));
+    rfs_err err = RFS_E_NOMEM;
+    *out = NULL;
+    if (!eng)
+        goto fail;
+    eng->img = img;
+    rfs_image_get_summary(img, &eng->sum);
+    eng->log = o->log;
+    eng->log_ctx = o->log_ctx;
+    set_prefetch_limits(eng, o);
+    eng->bad_logged = calloc(eng->sum.n_units / 8 + 1, 1);
+    eng->cache = rfs_cache_create(o->cache_bytes);
+    eng->pool = rfs_pool_create(o->threads ? o->threads : online_cpus());
+    if (!eng->bad_logged || !eng->cache || !eng->pool)
+        goto fail;
+    err = rfs_batch_cpu_open(&eng->cpu, img, eng->pool, &eng->decode_ns);
+    if (err != RFS_OK)
+        goto fail;
+    err = open_gpu(eng, o->gpu, why, why_cap);
+    if (err != RFS_OK)
+        goto fail;
+    *out = eng;
+    return RFS_OK;
+fail:
+    if (err == RFS_E_NOMEM)
+        snprintf(why, why_cap, "out of memory starting the read engine");
+    rfs_engine_destroy(eng);
+    return err;
+}
+
+void rfs_engine_destroy(rfs_engine *eng)
+{
+    if (!eng)
+        return;
+    atomic_store(&eng->stopping, 1);
+    rfs_pool_destroy(eng->pool); /* queued prefetch jobs see stopping */
+    if (eng->have_gpu)
+        eng->gpu.close(eng->gpu.self);
+    if (eng->cpu.close)
+        eng->cpu.close(eng->cpu.self);
+    rfs_cache_destroy(eng->cache);
+    free(eng->bad_logged);
+    free(eng);
+}
+
+const rfs_image *rfs_engine_image(const rfs_engine *eng)
+{
+    return eng->img;
+}
+
+uint64_t rfs_engine_prefetch_min(const rfs_engine *eng)
+{
+    return eng->prefetch_min;
+}
+
+uint64_t rfs_engine_prefetch_max(const rfs_engine *eng)
+{
+    return eng->prefetch_max;
+}
+
+/* ------------------------------------------------------------ decoding */
+
+/* Decode a batch on the GPU when it is big enough, else on the CPU. */
+static void batch_decode(rfs_engine *eng, rfs_batch_item *items, size_t n, int background)
+{
+    size_t bytes = 0, ok = 0;
+    for (size_t i = 0; i < n; i++)
+        bytes += items[i].dst_cap;
+    if (eng->have_gpu && bytes >= eng->gpu.min_bytes) {
+        eng->gpu.decode(eng->gpu.self, items, n, background);
+        atomic_fetch_add(&eng->gpu_batches, 1);
+        atomic_fetch_add(&eng->gpu_units, n);
+    } else {
+        eng->cpu.decode(eng->cpu.self, items, n, background);
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (items[i].err == RFS_OK && items[i].dst_size != items[i].dst_cap)
+            items[i].err = RFS_E_CORRUPT; /* index and unit disagree on size */
+        if (items[i].err == RFS_OK)
+            ok++;
+    }
+    atomic_fetch_add(&eng->tiles_decoded, ok);
+    atomic_fetch_add(&eng->decoded_bytes, bytes);
+    atomic_fetch_add(&eng->decode_errors, n - ok);
+}
+
+static void item_for(rfs_batch_item *it, rfs_centry *e)
+{
+    it->unit = rfs_centry_unit(e);
+    it->dst = rfs_centry_data(e);
+    it->dst_cap = rfs_centry_size(e);
+    it->dst_size = 0;
+    it->err = RFS_OK;
+}
+
+static void log_bad_unit(rfs_engine *eng, uint64_t ino, uint64_t unit, rfs_err err)
+{
+    unsigned char bit = (unsigned char)(1u << (unit & 7));
+    char line[256];
+    if (unit / 8 > eng->sum.n_units / 8)
+        return;
+    if (atomic_fetch_or(&eng->bad_logged[unit / 8], bit) & bit)
+        return;
+    if (!eng->log)
+        return;
+    snprintf(line, sizeof(line), "unit %llu (file inode %llu) cannot be read: %s",
+             (unsigned long long)unit, (unsigned long long)ino, rfs_strerror(err));
+    eng->log(eng->log_ctx, line);
+}
+
+/* ------------------------------------------------------------ readv */
+
+void rfs_readv_init(rfs_readv *rv)
+{
+    memset(rv, 0, sizeof(*rv));
+    rv->pieces = rv->inline_pieces;
+    rv->cap_pieces = RFS_READV_INLINE;
+    rv->refs = rv->inline_refs;
+    rv->cap_refs = RFS_READV_INLINE;
+}
+
+/* Grow an array that starts inline; 0 on success. */
+static int grow(void **arr, size_t *cap, size_t elem, const void *inline_arr)
+{
+    size_t ncap = *cap * 2;
+    void *n = malloc(ncap * elem);
+    if (!n)
+        return -1;
+    memcpy(n, *arr, *cap * elem);
+    if (*arr != inline_arr)
+        free(*arr);
+    *arr = n;
+    *cap = ncap;
+    return 0;
+}
+
+static rfs_err add_piece(rfs_readv *rv, const rfs_piece *p)
+{
+    rfs_piece *last = rv->n_pieces ? &rv->pieces[rv->n_pieces - 1] : NULL;
+    if (p->ref < 0 && last && last->ref < 0 && last->raw_off + last->len == p->raw_off) {
+        last->len += p->len;
+        return RFS_OK;
+    }
+    if (rv->n_pieces == rv->cap_pieces &&
+        grow((void **)&rv->pieces, &rv->cap_pieces, sizeof(rfs_piece), rv->inline_pieces))
+        return RFS_E_NOMEM;
+    rv->pieces[rv->n_pieces++] = *p;
+    return RFS_OK;
+}
+
+/* Reference unit (decoded size size) for rv; *idx receives its ref index. */
+static rfs_err add_ref(rfs_engine *eng, rfs_readv *rv, uint64_t unit, size_t size, long *idx)
+{
+    rfs_readv_ref *last = rv->n_refs ? &rv->refs[rv->n_refs - 1] : NULL;
+    int owned;
+    if (last && rfs_centry_unit(last->e) == unit) {
+        *idx = (long)rv->n_refs - 1;
+        return RFS_OK;
+    }
+    if (rv->n_refs == rv->cap_refs &&
+        grow((void **)&rv->refs, &rv->cap_refs, sizeof(rfs_readv_ref), rv->inline_refs))
+        return RFS_E_NOMEM;
+    rfs_centry *e = rfs_cache_acquire(eng->cache, unit, size, &owned);
+    if (!e)
+        return RFS_E_NOMEM;
+    rv->refs[rv->n_refs].e = e;
+    rv->refs[rv->n_refs].owned = owned;
+    *idx = (long)rv->n_refs++;
+    return RFS_OK;
+}
+
+/* Step 1: pieces and references for [off, off+len). */
+static rfs_err plan_read(rfs_engine *eng, uint64_t ino, uint64_t off, size_t len, rfs_readv *rv)
+{
+    uint64_t pos = off, end = off + len;
+    while (pos < end) {
+        rfs_span sp;
+        rfs_piece p = {NULL, 0, 0, -1};
+        rfs_err err = rfs_image_map(eng->img, ino, pos, &sp);
+        if (err != RFS_OK)
+            return err;
+        if (sp.length == 0)
+            return RFS_E_CORRUPT;
+        p.len = sp.length < end - pos ? (size_t)sp.length : (size_t)(end - pos);
+        if (sp.is_raw) {
+            p.raw_off = sp.raw_off;
+            rv->has_raw = 1;
+        } else {
+            if (sp.unit_size == 0 || sp.unit_off > sp.unit_size ||
+                p.len > sp.unit_size - sp.unit_off)
+                return RFS_E_CORRUPT;
+            err = add_ref(eng, rv, sp.unit, sp.unit_size, &p.ref);
+            if (err != RFS_OK)
+                return err;
+            p.raw_off = sp.unit_off;
+        }
+        err = add_piece(rv, &p);
+        if (err != RFS_OK)
+            return err;
+        pos += p.len;
+    }
+    return RFS_OK;
+}
+
+/* Step 2: decode and publish the units this read owns. */
+static rfs_err decode_owned(rfs_engine *eng, rfs_readv *rv)
+{
+    rfs_batch_item stack[RFS_READV_INLINE], *items = stack;
+    size_t n = 0;
+    for (size_t i = 0; i < rv->n_refs; i++)
+        n += rv->refs[i].owned;
+    if (n == 0)
+        return RFS_OK;
+    if (n > RFS_READV_INLINE && !(items = malloc(n * sizeof(*items)))) {
+        for (size_t i = 0; i < rv->n_refs; i++)
+            if (rv->refs[i].owned)
+                rfs_cache_publish(eng->cache, rv->refs[i].e, RFS_E_NOMEM);
+        return RFS_E_NOMEM;
+    }
+    n = 0;
+    for (size_t i = 0; i < rv->n_refs; i++)
+        if (rv->refs[i].owned)
+            item_for(&items[n++], rv->refs[i].e);
+    batch_decode(eng, items, n, 0);
+    n = 0;
+    for (size_t i = 0; i < rv->n_refs; i++)
+        if (rv->refs[i].owned)
+            rfs_cache_publish(eng->cache, rv->refs[i].e, items[n++].err);
+    if (items != stack)
+        free(items);
+    return RFS_OK;
+}
+
+/* Step 3: wait for every unit; the first error wins, each bad unit is logged. */
+static rfs_err wait_all(rfs_engine *eng, uint64_t ino, rfs_readv *rv)
+{
+    rfs_err first = RFS_OK;
+    for (size_t i = 0; i < rv->n_refs; i++) {
+        rfs_err err = rfs_cache_wait(eng->cache, rv->refs[i].e);
+        if (err == RFS_OK)
+            continue;
+        if (err != RFS_E_NOMEM)
+            log_bad_unit(eng, ino, rfs_centry_unit(rv->refs[i].e), err);
+        if (first == RFS_OK)
+            first = err;
+    }
+    return first;
+}
+
+rfs_err rfs_engine_read(rfs_engine *eng, uint64_t ino, uint64_t off, size_t len, rfs_readv *rv)
+{
+    rfs_err err;
+    uint64_t raw = 0;
+    rv->n_pieces = rv->n_refs = 0;
+    rv->bytes = 0;
+    rv->has_raw = 0;
+    atomic_fetch_add(&eng->reads, 1);
+    err = plan_read(eng, ino, off, len, rv);
+    if (err != RFS_OK) {
+        /* Entries this read created must still be published. */
+        for (size_t i = 0; i < rv->n_refs; i++)
+            if (rv->refs[i].owned)
+                rfs_cache_publish(eng->cache, rv->refs[i].e, RFS_E_NOMEM);
+        goto fail;
+    }
+    err = decode_owned(eng, rv);
+    if (err == RFS_OK)
+        err = wait_all(eng, ino, rv);
+    if (err != RFS_OK)
+        goto fail;
+    for (size_t i = 0; i < rv->n_pieces; i++) {
+        rfs_piece *p = &rv->pieces[i];
+        if (p->ref >= 0)
+            p->mem = (const uint8_t *)rfs_centry_data(rv->refs[p->ref].e) + p->raw_off;
+        else
+            raw += p->len;
+    }
+    if (raw)
+        atomic_fetch_add(&eng->raw_bytes, raw);
+    rv->bytes = len;
+    return RFS_OK;
+fail:
+    atomic_fetch_add(&eng->read_errors, 1);
+    rfs_readv_release(eng, rv);
+    return err;
+}
+
+void rfs_readv_release(rfs_engine *eng, rfs_readv *rv)
+{
+    for (size_t i = 0; i < rv->n_refs; i++)
+        rfs_cache_release(eng->cache, rv->refs[i].e);
+    if (rv->pieces != rv->inline_pieces)
+        free(rv->pieces);
+    if (rv->refs != rv->inline_refs)
+        free(rv->refs);
+    rfs_readv_init(rv);
+}
+
+void rfs_engine_note_served(rfs_engine *eng, size_t bytes)
+{
+    atomic_fetch_add(&eng->bytes_served, bytes);
+}
+
+/* ------------------------------------------------------------ prefetch */
+
+typedef struct pf_job {
+    rfs_engine *eng;
+    size_t n, cap;
+    uint64_t bytes;
+    rfs_centry **entries;
+    rfs_batch_item *items;
+} pf_job;
+
+static void pf_job_free(pf_job *job)
+{
+    free(job->entries);
+    free(job->items);
+    free(job);
+}
+
+static void pf_job_run(void *arg)
+{
+    pf_job *job = arg;
+    rfs_engine *eng = job->eng;
+    int stop = atomic_load(&eng->stopping);
+    if (!stop) {
+        for (size_t i = 0; i < job->n; i++)
+            item_for(&job->items[i], job->entries[i]);
+        batch_decode(eng, job->items, job->n, 1);
+    }
+    for (size_t i = 0; i < job->n; i++) {
+        /* RFS_E_NOMEM: not decoded, the cache drops the entry. */
+        rfs_cache_publish(eng->cache, job->entries[i], stop ? RFS_E_NOMEM : job->items[i].err);
+        rfs_cache_release(eng->cache, job->entries[i]);
+    }
+    atomic_fetch_sub(&eng->prefetch_inflight, job->bytes);
+    pf_job_free(job);
+}
+
+static int pf_job_add(pf_job *job, rfs_centry *e)
+{
+    if (job->n == job->cap) {
+        size_t ncap = job->cap ? job->cap * 2 : 16;
+        rfs_centry **ne = realloc(job->entries, ncap * sizeof(*ne));
+        if (!ne)
+            return -1;
+        job->entries = ne;
+        job->cap = ncap;
+    }
+    job->entries[job->n++] = e;
+    job->bytes += rfs_centry_size(e);
+    return 0;
+}
+
+/* Reserve the absent units of [start, end) into job. */
+static void pf_collect(rfs_engine *eng, pf_job *job, uint64_t ino, uint64_t start, uint64_t end)
+{
+    uint64_t pos = start, last_unit = UINT64_MAX;
+    while (pos < end) {
+        rfs_span sp;
+        if (rfs_image_map(eng->img, ino, pos, &sp) != RFS_OK || sp.length == 0)
+            return;
+        if (!sp.is_raw && sp.unit != last_unit && sp.unit_size > 0) {
+            rfs_centry *e = rfs_cache_reserve(eng->cache, sp.unit, sp.unit_size);
+            last_unit = sp.unit;
+            if (e && pf_job_add(job, e) != 0) {
+                rfs_cache_publish(eng->cache, e, RFS_E_NOMEM);
+                rfs_cache_release(eng->cache, e);
+                return;
+            }
+        }
+        pos += sp.length;
+    }
+}
+
+void rfs_engine_prefetch(rfs_engine *eng, uint64_t ino, uint64_t start, uint64_t end)
+{
+    pf_job *job;
+    if (eng->prefetch_max == 0 || atomic_load(&eng->stopping) ||
+        atomic_load(&eng->prefetch_inflight) >= eng->prefetch_cap)
+        return;
+    job = calloc(1, sizeof(*job));
+    if (!job)
+        return;
+    job->eng = eng;
+    pf_collect(eng, job, ino, start, end);
+    if (job->n == 0) {
+        pf_job_free(job);
+        return;
+    }
+    job->items = calloc(job->n, sizeof(*job->items));
+    atomic_fetch_add(&eng->prefetch_inflight, job->bytes);
+    atomic_fetch_add(&eng->prefetch_batches, 1);
+    if (!job->items || rfs_pool_submit(eng->pool, RFS_PRIO_LOW, pf_job_run, job) != 0) {
+        for (size_t i = 0; i < job->n; i++) {
+            rfs_cache_publish(eng->cache, job->entries[i], RFS_E_NOMEM);
+            rfs_cache_release(eng->cache, job->entries[i]);
+        }
+        atomic_fetch_sub(&eng->prefetch_inflight, job->bytes);
+        pf_job_free(job);
+    }
+}
+
+/* ------------------------------------------------------------ stats */
+
+size_t rfs_engine_stats_json(rfs_engine *eng, char *buf, size_t cap)
+{
+    rfs_cache_stats cs;
+    int n;
+    rfs_cache_get_stats(eng->cache, &cs);
+    n = snprintf(
+        buf, cap,
+        "{\"bytes_served\":%llu,\"raw_bytes_served\":%llu,\"reads\":%llu,\"read_errors\":%llu,"
+        "\"tiles_decoded\":%llu,\"decoded_bytes\":%llu,\"decode_errors\":%llu,"
+        "\"cache_hits\":%llu,\"cache_waits\":%llu,\"cache_misses\":%llu,\"evictions\":%llu,"
+        "\"prefetch_hits\":%llu,\"prefetched_tiles\":%llu,\"prefetch_batches\":%llu,"
+        "\"cache_bytes\":%llu,\"cache_peak_bytes\":%llu,\"cache_budget\":%llu,"
+        "\"cache_over_budget\":%llu,\"cache_entries\":%llu,"
+        "\"decode_us_p50\":%.1f,\"decode_us_p99\":%.1f,"
+        "\"decode_threads\":%u,\"gpu\":\"%s\",\"gpu_batches\":%llu,\"gpu_tiles\":%llu}",
+        (unsigned long long)atomic_load(&eng->bytes_served),
+        (unsigned long long)atomic_load(&eng->raw_bytes),
+        (unsigned long long)atomic_load(&eng->reads),
+        (unsigned long long)atomic_load(&eng->read_errors),
+        (unsigned long long)atomic_load(&eng->tiles_decoded),
+        (unsigned long long)atomic_load(&eng->decoded_bytes),
+        (unsigned long long)atomic_load(&eng->decode_errors), (unsigned long long)cs.hits,
+        (unsigned long long)cs.waits, (unsigned long long)cs.misses,
+        (unsigned long long)cs.evictions, (unsigned long long)cs.prefetch_hits,
+        (unsigned long long)cs.prefetched,
+        (unsigned long long)atomic_load(&eng->prefetch_batches), (unsigned long long)cs.bytes,
+        (unsigned long long)cs.bytes_peak, (unsigned long long)cs.budget,
+        (unsigned long long)cs.over_budget, (unsigned long long)cs.entries,
+        (double)rfs_hist_quantile(&eng->decode_ns, 0.50) / 1000.0,
+        (double)rfs_hist_quantile(&eng->decode_ns, 0.99) / 1000.0, rfs_pool_threads(eng->pool),
+        eng->have_gpu ? eng->gpu.name : "off", (unsigned long long)atomic_load(&eng->gpu_batches),
+        (unsigned long long)atomic_load(&eng->gpu_units));
+    return n < 0 ? 0 : (size_t)n;
+}

@@ -1,0 +1,55 @@
+/*
+ * rfs_fuse.h - the FUSE low-level adapter of ransfs (internal to the daemon).
+ *
+ * Contract:
+ *  - Inode mapping: FUSE inode numbers are the image's inode numbers
+ *    (1 = root = FUSE_ROOT_ID), stable for an image; nothing is allocated
+ *    per lookup, so forget is a no-op.
+ *  - The ops reply exactly once on every path and convert rfs_err to errno
+ *    only here.  Everything that would write answers EROFS.
+ *  - Threads: the ops run on many FUSE threads at once; rfs_fs is read-only
+ *    after rfs_fs_init except for the engine, which is thread-safe.
+ *  - Memory: rfs_fs does not own img or eng; it owns the parent table.
+ */
+#ifndef RFS_FUSE_H
+#define RFS_FUSE_H
+
+#ifndef FUSE_USE_VERSION
+#define FUSE_USE_VERSION 314
+#endif
+#include <fuse_lowlevel.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "rfs_engine.h"
+#include "rfs_image.h"
+
+#define RFS_STATS_XATTR "user.ransfs.stats"
+
+typedef struct rfs_fs {
+    const rfs_image *img;
+    rfs_engine *eng;      /* set once the engine runs (after fork) */
+    uint64_t *parent;     /* parent[ino] of each directory, for ".." */
+    uint64_t n_inodes;
+    uid_t uid;
+    gid_t gid;
+    int direct_io;
+    uint64_t max_readahead; /* bytes offered to the kernel at init */
+    double timeout;         /* entry and attribute timeout, seconds */
+    pthread_mutex_t fh_mu;  /* guards open_files */
+    struct rfs_fh *open_files; /* handles not yet released (freed at exit) */
+} rfs_fs;
+
+extern const struct fuse_lowlevel_ops rfs_fuse_ops;
+
+/* Fill the parent table by walking the tree.  Returns RFS_OK or an error. */
+rfs_err rfs_fs_init(rfs_fs *fs, const rfs_image *img);
+/* Free the parent table and the handles of files still open (the session
+ * ended without their release, e.g. on SIGTERM). */
+void rfs_fs_fini(rfs_fs *fs);
+
+/* errno for an rfs_err (EIO for anything about bad image bytes). */
+int rfs_errno(rfs_err err);
+
+#endif

@@ -1,0 +1,250 @@
+/*
+ * rfs_pool.c - worker pool (see rfs_pool.h).
+ *
+ * Design note.  One mutex guards two FIFO queues (HIGH, LOW).  Decode tasks
+ * take tens to hundreds of microseconds, so a single lock is not contended.
+ * rfs_pool_for() keeps its shared state in a small reference-counted job: the
+ * caller and each helper task take indices from an atomic counter, so the
+ * caller can return as soon as all items are done, even while helper tasks
+ * that found nothing left are still queued behind other work (they then run,
+ * see no index left, drop their reference and exit).
+ */
+#include "rfs_pool.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+
+typedef struct rfs_task {
+    struct rfs_task *next;
+    rfs_task_fn fn;
+    void *arg;
+} rfs_task;
+
+typedef struct rfs_queue {
+    rfs_task *head;
+    rfs_task *tail;
+} rfs_queue;
+
+struct rfs_pool {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    rfs_queue q[2];
+    int stopping;
+    unsigned n_threads;
+    pthread_t *threads;
+};
+
+static void queue_push(rfs_queue *q, rfs_task *t)
+{
+    t->next = NULL;
+    if (q->tail)
+        q->tail->next = t;
+    else
+        q->head = t;
+    q->tail = t;
+}
+
+static rfs_task *queue_pop(rfs_queue *q)
+{
+    rfs_task *t = q->head;
+    if (t) {
+        q->head = t->next;
+        if (!q->head)
+            q->tail = NULL;
+    }
+    return t;
+}
+
+/* Next task, HIGH first; NULL once stopping and both queues are empty. */
+static rfs_task *pool_next(rfs_pool *p)
+{
+    rfs_task *t;
+    pthread_mutex_lock(&p->mu);
+    for (;;) {
+        t = queue_pop(&p->q[RFS_PRIO_HIGH]);
+        if (!t)
+            t = queue_pop(&p->q[RFS_PRIO_LOW]);
+        if (t || p->stopping)
+            break;
+        pthread_cond_wait(&p->cv, &p->mu);
+    }
+    pthread_mutex_unlock(&p->mu);
+    return t;
+}
+
+static void *pool_worker(void *arg)
+{
+    rfs_pool *p = arg;
+    rfs_task *t;
+    while ((t = pool_next(p)) != NULL) {
+        t->fn(t->arg);
+        free(t);
+    }
+    return NULL;
+}
+
+rfs_pool *rfs_pool_create(unsigned n_threads)
+{
+    rfs_pool *p = calloc(1, sizeof(*p));
+    sigset_t all, old;
+    if (!p)
+        return NULL;
+    if (n_threads < 1)
+        n_threads = 1;
+    p->threads = calloc(n_threads, sizeof(*p->threads));
+    if (!p->threads)
+        goto fail;
+    pthread_mutex_init(&p->mu, NULL);
+    pthread_cond_init(&p->cv, NULL);
+    /* Workers inherit a fully blocked mask: signals go to the FUSE loop. */
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, &old);
+    for (unsigned i = 0; i < n_threads; i++) {
+        if (pthread_create(&p->threads[p->n_threads], NULL, pool_worker, p) != 0)
+            break;
+        p->n_threads++;
+    }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (p->n_threads == 0) {
+        pthread_cond_destroy(&p->cv);
+        pthread_mutex_destroy(&p->mu);
+        goto fail;
+    }
+    return p;
+fail:
+    free(p->threads);
+    free(p);
+    return NULL;
+}
+
+void rfs_pool_destroy(rfs_pool *p)
+{
+    if (!p)
+        return;
+    pthread_mutex_lock(&p->mu);
+    p->stopping = 1;
+    pthread_cond_broadcast(&p->cv);
+    pthread_mutex_unlock(&p->mu);
+    for (unsigned i = 0; i < p->n_threads; i++)
+        pthread_join(p->threads[i], NULL);
+    assert(!p->q[0].head && !p->q[1].head);
+    pthread_cond_destroy(&p->cv);
+    pthread_mutex_destroy(&p->mu);
+    free(p->threads);
+    free(p);
+}
+
+unsigned rfs_pool_threads(const rfs_pool *p)
+{
+    return p->n_threads;
+}
+
+int rfs_pool_submit(rfs_pool *p, rfs_prio prio, rfs_task_fn fn, void *arg)
+{
+    rfs_task *t = malloc(sizeof(*t));
+    if (!t)
+        return ENOMEM;
+    t->fn = fn;
+    t->arg = arg;
+    pthread_mutex_lock(&p->mu);
+    if (p->stopping) {
+        pthread_mutex_unlock(&p->mu);
+        free(t);
+        return ESHUTDOWN;
+    }
+    queue_push(&p->q[prio == RFS_PRIO_LOW ? RFS_PRIO_LOW : RFS_PRIO_HIGH], t);
+    pthread_cond_signal(&p->cv);
+    pthread_mutex_unlock(&p->mu);
+    return 0;
+}
+
+/* ------------------------------------------------------------ parallel for */
+
+typedef struct rfs_for_job {
+    atomic_size_t next;  /* next index to hand out */
+    atomic_uint refs;    /* caller + helper tasks not yet finished */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    size_t done;         /* items finished, under mu */
+    size_t n;
+    rfs_for_fn fn;
+    void *arg;
+} rfs_for_job;
+
+static void job_unref(rfs_for_job *job)
+{
+    if (atomic_fetch_sub(&job->refs, 1) == 1) {
+        pthread_cond_destroy(&job->cv);
+        pthread_mutex_destroy(&job->mu);
+        free(job);
+    }
+}
+
+/* Take indices until none are left; returns how many items this thread ran. */
+static size_t job_drain(rfs_for_job *job)
+{
+    size_t ran = 0, i;
+    while ((i = atomic_fetch_add(&job->next, 1)) < job->n) {
+        job->fn(job->arg, i);
+        ran++;
+    }
+    return ran;
+}
+
+static void job_finish(rfs_for_job *job, size_t ran)
+{
+    if (ran == 0)
+        return;
+    pthread_mutex_lock(&job->mu);
+    job->done += ran;
+    if (job->done == job->n)
+        pthread_cond_broadcast(&job->cv);
+    pthread_mutex_unlock(&job->mu);
+}
+
+static void job_helper(void *arg)
+{
+    rfs_for_job *job = arg;
+    job_finish(job, job_drain(job));
+    job_unref(job);
+}
+
+void rfs_pool_for(rfs_pool *p, rfs_prio prio, size_t n, rfs_for_fn fn, void *arg)
+{
+    rfs_for_job *job;
+    size_t helpers;
+    if (n == 0)
+        return;
+    job = n > 1 && p ? malloc(sizeof(*job)) : NULL;
+    if (!job) {
+        for (size_t i = 0; i < n; i++)
+            fn(arg, i);
+        return;
+    }
+    atomic_init(&job->next, 0);
+    atomic_init(&job->refs, 1);
+    pthread_mutex_init(&job->mu, NULL);
+    pthread_cond_init(&job->cv, NULL);
+    job->done = 0;
+    job->n = n;
+    job->fn = fn;
+    job->arg = arg;
+    helpers = n - 1 < p->n_threads ? n - 1 : p->n_threads;
+    for (size_t h = 0; h < helpers; h++) {
+        atomic_fetch_add(&job->refs, 1);
+        if (rfs_pool_submit(p, prio, job_helper, job) != 0) {
+            atomic_fetch_sub(&job->refs, 1);
+            break;
+        }
+    }
+    job_finish(job, job_drain(job));
+    pthread_mutex_lock(&job->mu);
+    while (job->done < job->n)
+        pthread_cond_wait(&job->cv, &job->mu);
+    pthread_mutex_unlock(&job->mu);
+    job_unref(job);
+}

@@ -1,0 +1,60 @@
+/*
+ * rfs_pool.h - a fixed pool of worker threads with two priorities.
+ *
+ * Contract:
+ *  - Tasks are plain function pointers with one argument.  HIGH tasks (the
+ *    decodes a reader is waiting for) always run before LOW tasks
+ *    (prefetch); tasks of one priority run in submission order.
+ *  - rfs_pool_for() is a parallel for in which the calling thread takes part:
+ *    it grabs indices itself, so it never waits on a queue that is busy with
+ *    other work, and it may be called from a pool worker without deadlock.
+ *  - Threads: every function may be called from any thread.  The workers
+ *    block all signals, so SIGINT/SIGTERM reach the FUSE main thread.
+ *  - Memory: the pool owns its threads and queue nodes; the caller owns the
+ *    task arguments and must keep them alive until the task has run.
+ *  - Errors: rfs_pool_create returns NULL when no thread could start;
+ *    rfs_pool_submit returns an errno value.
+ *  - No FUSE, no printing.
+ */
+#ifndef RFS_POOL_H
+#define RFS_POOL_H
+
+#include <stddef.h>
+
+typedef struct rfs_pool rfs_pool;
+
+typedef enum rfs_prio { RFS_PRIO_HIGH = 0, RFS_PRIO_LOW = 1 } rfs_prio;
+
+typedef void (*rfs_task_fn)(void *arg);
+typedef void (*rfs_for_fn)(void *arg, size_t i);
+
+/*
+ * Start n_threads workers (at least 1).  Returns NULL on failure (no
+ * memory, or not even one thread could start).
+ */
+rfs_pool *rfs_pool_create(unsigned n_threads);
+
+/*
+ * Run every task still queued, then stop and join the workers and free the
+ * pool.  No task may be submitted once this has begun.
+ */
+void rfs_pool_destroy(rfs_pool *pool);
+
+/* Number of worker threads. */
+unsigned rfs_pool_threads(const rfs_pool *pool);
+
+/*
+ * Queue fn(arg) to run on a worker.  Returns 0, ENOMEM, or ESHUTDOWN when
+ * the pool is being destroyed (the task then does not run).
+ */
+int rfs_pool_submit(rfs_pool *pool, rfs_prio prio, rfs_task_fn fn, void *arg);
+
+/*
+ * Call fn(arg, i) for every i in [0, n), spread over the calling thread and
+ * up to n-1 workers; returns when all n calls have returned.  Calls for
+ * different i may run at the same time in any order.  Never fails: without
+ * memory or workers the caller does all the work itself.
+ */
+void rfs_pool_for(rfs_pool *pool, rfs_prio prio, size_t n, rfs_for_fn fn, void *arg);
+
+#endif

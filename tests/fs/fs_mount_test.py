@@ -1,0 +1,793 @@
+#!/usr/bin/python3
+"""End-to-end tests of the ransfs mount: real images, real FUSE mounts.
+
+usage: fs_mount_test.py --bin BUILD/bin --src SOURCE_DIR [--corpus DIR] TEST
+
+Each TEST packs its own image with ransfs-mkimage into a temporary
+directory, mounts it with ransfs, checks, and always unmounts
+(fusermount3 -u -z) and deletes the directory.  Needs root or a user
+allowed to mount FUSE, /dev/fuse, and Debian's python3 with numpy.
+Exit 0 = pass, 77 = skipped (CTest SKIP_RETURN_CODE), else fail.
+Random tests print their seed; set RFS_TEST_SEED to replay one.
+"""
+import argparse
+import errno
+import hashlib
+import json
+import mmap
+import os
+import random
+import shutil
+import signal
+import stat
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+import numpy as np
+
+SKIP = 77
+TILE = 262144
+STATS = "user.ransfs.stats"
+
+ARGS = None
+CLEANUPS = []
+
+
+class Skip(Exception):
+    pass
+
+
+def log(*a):
+    print(*a, flush=True)
+
+
+def seed():
+    s = int(os.environ.get("RFS_TEST_SEED", int(time.time() * 1000) % 1000000007))
+    log("seed", s, "(replay with RFS_TEST_SEED=%d)" % s)
+    return s
+
+
+def tool(name):
+    return os.path.join(ARGS.bin, name)
+
+
+def tmpdir():
+    d = tempfile.mkdtemp(prefix="rfs_fs_")
+    CLEANUPS.append(lambda: shutil.rmtree(d, ignore_errors=True))
+    return d
+
+
+def mkimage(src, img, *extra):
+    r = subprocess.run([tool("ransfs-mkimage"), "-q", *extra, src, img],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        raise AssertionError("mkimage failed: " + r.stderr)
+    return img
+
+
+def is_mounted(mnt):
+    mnt = os.path.realpath(mnt)
+    with open("/proc/self/mountinfo") as f:
+        return any(line.split()[4] == mnt for line in f)
+
+
+def unmount(mnt):
+    if is_mounted(mnt):
+        subprocess.run(["fusermount3", "-u", "-z", mnt], capture_output=True)
+
+
+def mount(img, mnt, *opts, check=True):
+    """Mount in the background (daemon); returns the CompletedProcess."""
+    os.makedirs(mnt, exist_ok=True)
+    CLEANUPS.append(lambda: unmount(mnt))
+    cmd = [tool("ransfs"), img, mnt]
+    if opts:
+        cmd += ["-o", ",".join(opts)]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    if check and r.returncode != 0:
+        raise AssertionError("mount failed (%d): %s" % (r.returncode, r.stderr))
+    if check:
+        # The command returns only once the mount answers.
+        assert is_mounted(mnt), "ransfs returned 0 but nothing is mounted"
+    return r
+
+
+def mount_fg(img, mnt, *opts):
+    """Mount with -f in a child process (stderr captured); returns Popen."""
+    os.makedirs(mnt, exist_ok=True)
+    CLEANUPS.append(lambda: unmount(mnt))
+    errf = open(os.path.join(os.path.dirname(mnt), "daemon.err"), "w+")
+    cmd = [tool("ransfs"), "-f", img, mnt] + (["-o", ",".join(opts)] if opts else [])
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=errf)
+    p.errfile = errf
+    CLEANUPS.append(lambda: p.poll() is None and p.kill())
+    for _ in range(500):
+        if is_mounted(mnt):
+            os.statvfs(mnt)
+            return p
+        if p.poll() is not None:
+            break
+        time.sleep(0.01)
+    raise AssertionError("foreground mount did not come up")
+
+
+def daemon_pid(mnt):
+    mnt = os.path.realpath(mnt)
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open("/proc/%s/cmdline" % pid, "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        if argv and os.path.basename(argv[0]) == b"ransfs" and mnt.encode() in argv:
+            return int(pid)
+    raise AssertionError("no ransfs daemon for " + mnt)
+
+
+def stats(mnt):
+    return json.loads(os.getxattr(mnt, STATS))
+
+
+def drop_cache(path):
+    """Drop the page cache of one file, so reads reach the daemon again."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+
+
+def sha(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def compare_trees(src, mnt):
+    """Listing, types, sizes, modes, mtimes, link targets and bytes."""
+    n = 0
+    for root, dirs, files in os.walk(src):
+        rel = os.path.relpath(root, src)
+        mroot = os.path.normpath(os.path.join(mnt, rel))
+        assert sorted(os.listdir(mroot)) == sorted(dirs + files), "listing differs in " + rel
+        for name in dirs + files:
+            a, b = os.path.join(root, name), os.path.join(mroot, name)
+            sa, sb = os.lstat(a), os.lstat(b)
+            assert stat.S_IFMT(sa.st_mode) == stat.S_IFMT(sb.st_mode), "type " + a
+            assert stat.S_IMODE(sa.st_mode) == stat.S_IMODE(sb.st_mode), \
+                "mode %s: %o vs %o" % (a, sa.st_mode, sb.st_mode)
+            if not stat.S_ISDIR(sa.st_mode):
+                assert sa.st_mtime_ns == sb.st_mtime_ns, \
+                    "mtime %s: %d vs %d" % (a, sa.st_mtime_ns, sb.st_mtime_ns)
+            if stat.S_ISLNK(sa.st_mode):
+                assert os.readlink(a) == os.readlink(b), "link " + a
+            elif stat.S_ISREG(sa.st_mode):
+                assert sa.st_size == sb.st_size, "size " + a
+                assert sha(a) == sha(b), "bytes differ: " + a
+                n += 1
+    return n
+
+
+def safetensors_bytes(rng, tensors):
+    """A safetensors file from {name: ndarray} (dtype names per the format)."""
+    header, data, off = {}, [], 0
+    names = {np.dtype("float32"): "F32", np.dtype("float16"): "F16",
+             np.dtype("int32"): "I32", np.dtype("uint16"): "BF16"}
+    for name, a in tensors.items():
+        b = a.tobytes()
+        header[name] = {"dtype": names[a.dtype], "shape": list(a.shape),
+                        "data_offsets": [off, off + len(b)]}
+        data.append(b)
+        off += len(b)
+    h = json.dumps(header).encode()
+    h += b" " * (-len(h) % 8)
+    return struct.pack("<Q", len(h)) + h + b"".join(data)
+
+
+def weights(rng, rows, cols, dtype):
+    """Normal(0, 0.02) weights with some rows scaled and some pruned to zero."""
+    w = rng.normal(0, 0.02, size=(rows, cols)).astype(np.float32)
+    w[rng.random(rows) < 0.05] *= 8.0
+    w[rng.random((rows, cols)) < 0.03] = 0.0
+    if dtype == "bf16":
+        u = w.view(np.uint32)
+        u = ((u + 0x7FFF + ((u >> 16) & 1)) >> 16).astype(np.uint16)
+        return u
+    return w.astype(dtype)
+
+
+def synth_model(d, mb, s):
+    """A safetensors model of about mb MiB plus config.json; returns the dir."""
+    rng = np.random.default_rng(s)
+    os.makedirs(d, exist_ok=True)
+    tensors, total, i = {}, 0, 0
+    while total < mb << 20:
+        rows, cols = int(rng.integers(64, 1024)), int(rng.choice([256, 512, 1024, 1536]))
+        dt = ["bf16", "float32", "float16"][i % 3]
+        t = weights(rng, rows, cols, dt)
+        tensors["layers.%d.weight" % i] = t
+        total += t.nbytes
+        i += 1
+    with open(os.path.join(d, "model.safetensors"), "wb") as f:
+        f.write(safetensors_bytes(rng, tensors))
+    with open(os.path.join(d, "config.json"), "w") as f:
+        json.dump({"model_type": "synthetic", "layers": i}, f)
+    return d
+
+
+def data_tree(base):
+    """tests/data plus the awkward cases: many files, empty, modes, links."""
+    src = os.path.join(base, "src")
+    shutil.copytree(ARGS.src, src, symlinks=True)
+    many = os.path.join(src, "many")
+    os.makedirs(many)
+    for i in range(1500):
+        with open(os.path.join(many, "f%05d.txt" % i), "w") as f:
+            f.write("x" * (i % 37))
+    deep = os.path.join(src, "a", "b", "c", "d")
+    os.makedirs(deep)
+    open(os.path.join(deep, "empty"), "w").close()
+    with open(os.path.join(deep, "exec.sh"), "w") as f:
+        f.write("#!/bin/sh\necho hi\n")
+    os.chmod(os.path.join(deep, "exec.sh"), 0o750)
+    with open(os.path.join(deep, "private"), "wb") as f:
+        f.write(os.urandom(3 * TILE + 17))
+    os.chmod(os.path.join(deep, "private"), 0o600)
+    os.symlink("../../../../many/f00001.txt", os.path.join(deep, "link"))
+    os.symlink("/nonexistent/target", os.path.join(src, "dangling"))
+    synth_model(os.path.join(src, "model"), 6, 1234)
+    return src
+
+
+# ---------------------------------------------------------------- tests
+
+def t_tree():
+    d = tmpdir()
+    src = data_tree(d)
+    img = mkimage(src, os.path.join(d, "img.rfs"))
+    mnt = os.path.join(d, "mnt")
+    mount(img, mnt)
+    n = compare_trees(src, mnt)
+    log("compared %d files" % n)
+    st = os.statvfs(mnt)
+    assert st.f_flag & os.ST_RDONLY
+    assert STATS in os.listxattr(mnt)
+    s = stats(mnt)
+    for k in ("bytes_served", "tiles_decoded", "cache_hits", "cache_misses", "evictions",
+              "prefetch_hits", "decode_us_p50", "decode_us_p99", "gpu_batches"):
+        assert k in s, "stats lack " + k
+    assert s["bytes_served"] > 0 and s["tiles_decoded"] > 0
+    log(json.dumps(s))
+
+
+def t_corpus():
+    if not ARGS.corpus or not os.path.isdir(os.path.join(ARGS.corpus, "human32-st")):
+        log("skipped: shared corpus (../shared/corpus/human32-st) is absent")
+        raise Skip()
+    d = tmpdir()
+    src = os.path.join(d, "src")
+    shutil.copytree(os.path.join(ARGS.corpus, "human32-st"), os.path.join(src, "human32-st"))
+    # A raw layer_N.fp16 directory derived from it (round to nearest even).
+    raw = os.path.join(src, "layers-fp16")
+    os.makedirs(raw)
+    path = os.path.join(src, "human32-st", "model.safetensors")
+    hdr, base = read_safetensors_header(path)
+    n = 0
+    with open(path, "rb") as f:
+        for name, t in hdr.items():
+            if name == "__metadata__" or t["dtype"] != "F32":
+                continue
+            a, b = t["data_offsets"]
+            if b - a < 4096:
+                continue
+            f.seek(base + a)
+            v = np.frombuffer(f.read(b - a), dtype=np.float32).astype(np.float16)
+            v.tofile(os.path.join(raw, "layer_%d.fp16" % n))
+            n += 1
+    img = mkimage(src, os.path.join(d, "img.rfs"))
+    mnt = os.path.join(d, "mnt")
+    mount(img, mnt)
+    log("compared %d files (%d fp16 layers)" % (compare_trees(src, mnt), n))
+    check_safetensors(os.path.join(src, "human32-st", "model.safetensors"),
+                      os.path.join(mnt, "human32-st", "model.safetensors"))
+    log(json.dumps(stats(mnt)))
+
+
+def model_mount(mb=8, *opts, s=99):
+    d = tmpdir()
+    src = synth_model(os.path.join(d, "src"), mb, s)
+    with open(os.path.join(src, "random.bin"), "wb") as f:
+        f.write(np.random.default_rng(s).bytes(2 * TILE + 12345))  # stored raw
+    img = mkimage(src, os.path.join(d, "img.rfs"))
+    mnt = os.path.join(d, "mnt")
+    mount(img, mnt, *opts)
+    return d, src, img, mnt
+
+
+def t_pread():
+    s = seed()
+    rng = random.Random(s)
+    d, src, img, mnt = model_mount(8)
+    for name in ("model.safetensors", "random.bin", "config.json"):
+        a, b = os.path.join(src, name), os.path.join(mnt, name)
+        size = os.path.getsize(a)
+        fa, fb = os.open(a, os.O_RDONLY), os.open(b, os.O_RDONLY)
+        try:
+            for i in range(1500):
+                if i % 100 == 0:
+                    drop_cache(b)
+                kind = rng.random()
+                if kind < 0.4 and size > TILE:   # straddle a tile boundary
+                    off = rng.randrange(1, size // TILE + 1) * TILE - rng.randrange(0, 70000)
+                elif kind < 0.5:                 # near or past the end
+                    off = size - rng.randrange(-100, 5000)
+                else:
+                    off = rng.randrange(0, size)
+                off = max(off, 0)
+                n = rng.choice([0, 1, 3, 4095, 4096, 4097, rng.randrange(0, 3 << 20)])
+                got = os.pread(fb, n, off)
+                want = os.pread(fa, n, off)
+                assert got == want, "%s: pread(%d, %d) differs" % (name, n, off)
+            assert os.pread(fb, 10, size) == b""
+            assert os.pread(fb, 10, size + 12345) == b""
+            assert os.pread(fb, 0, 0) == b""
+            assert os.pread(fb, 10, size - 3) == os.pread(fa, 10, size - 3)
+        finally:
+            os.close(fa)
+            os.close(fb)
+    log(json.dumps(stats(mnt)))
+
+
+def t_pread_direct_io():
+    """With -o direct_io every read reaches the daemon (no page cache)."""
+    s = seed()
+    rng = random.Random(s)
+    d, src, img, mnt = model_mount(4, "direct_io", "cache=4M")
+    a, b = os.path.join(src, "model.safetensors"), os.path.join(mnt, "model.safetensors")
+    size = os.path.getsize(a)
+    with open(a, "rb") as fa, open(b, "rb", buffering=0) as fb:
+        for _ in range(1000):
+            off = rng.randrange(0, size)
+            n = rng.randrange(0, 2 << 20)
+            assert os.pread(fb.fileno(), n, off) == os.pread(fa.fileno(), n, off)
+        fb.seek(0)
+        assert fb.read() == fa.read()
+
+
+def t_mmap():
+    s = seed()
+    rng = random.Random(s)
+    d, src, img, mnt = model_mount(8)
+    for name in ("model.safetensors", "random.bin"):
+        a, b = os.path.join(src, name), os.path.join(mnt, name)
+        size = os.path.getsize(a)
+        with open(a, "rb") as fa, open(b, "rb") as fb:
+            ma = mmap.mmap(fa.fileno(), 0, access=mmap.ACCESS_READ)
+            mb = mmap.mmap(fb.fileno(), 0, access=mmap.ACCESS_READ)
+            for _ in range(2000):              # random pages
+                p = rng.randrange(0, (size + 4095) // 4096) * 4096
+                q = min(size, p + rng.choice([1, 100, 4096, 10000]))
+                assert mb[p:q] == ma[p:q], "mmap random page %d" % p
+            drop_cache(b)
+            for p in range(0, size, 1 << 20):  # sequential
+                assert mb[p:p + (1 << 20)] == ma[p:p + (1 << 20)], "mmap seq %d" % p
+            mb.close()
+            ma.close()
+
+
+def t_numpy():
+    d, src, img, mnt = model_mount(8)
+    a, b = os.path.join(src, "model.safetensors"), os.path.join(mnt, "model.safetensors")
+    assert np.array_equal(np.fromfile(a, dtype=np.uint8), np.fromfile(b, dtype=np.uint8))
+    drop_cache(b)
+    ma, mb = np.memmap(a, dtype=np.uint8, mode="r"), np.memmap(b, dtype=np.uint8, mode="r")
+    assert np.array_equal(ma, mb)
+    assert np.array_equal(ma[::4099], mb[::4099])
+    del ma, mb
+    check_safetensors(a, b)
+
+
+def read_safetensors_header(path):
+    with open(path, "rb") as f:
+        n = struct.unpack("<Q", f.read(8))[0]
+        return json.loads(f.read(n)), 8 + n
+
+
+def check_safetensors(src, mnt_path):
+    """Tensors through the mount equal the source (safetensors if installed)."""
+    try:
+        from safetensors.numpy import load_file  # noqa
+        a, b = load_file(src), load_file(mnt_path)
+        assert a.keys() == b.keys()
+        for k in a:
+            assert np.array_equal(a[k], b[k]), k
+        log("safetensors package: %d tensors equal" % len(a))
+        return
+    except ImportError:
+        pass
+    hdr, base = read_safetensors_header(mnt_path)
+    assert (hdr, base) == read_safetensors_header(src)
+    dt = {"F32": np.float32, "F16": np.float16, "BF16": np.uint16, "I32": np.int32,
+          "I64": np.int64, "U8": np.uint8, "I8": np.int8, "F64": np.float64}
+    with open(src, "rb") as fa, open(mnt_path, "rb") as fb:
+        ma = mmap.mmap(fa.fileno(), 0, access=mmap.ACCESS_READ)
+        mb = mmap.mmap(fb.fileno(), 0, access=mmap.ACCESS_READ)
+        n = 0
+        for name, t in hdr.items():
+            if name == "__metadata__":
+                continue
+            a0, a1 = t["data_offsets"]
+            x = np.frombuffer(ma, dtype=dt[t["dtype"]], count=(a1 - a0) // np.dtype(dt[t["dtype"]]).itemsize, offset=base + a0)
+            y = np.frombuffer(mb, dtype=dt[t["dtype"]], count=x.size, offset=base + a0)
+            assert np.array_equal(x.view(np.uint8), y.view(np.uint8)), name
+            n += 1
+        del x, y
+        ma.close()
+        mb.close()
+    log("safetensors by format: %d tensors equal" % n)
+
+
+def t_concurrent():
+    s = seed()
+    d, src, img, mnt = model_mount(16, "cache=8M")
+    a, b = os.path.join(src, "model.safetensors"), os.path.join(mnt, "model.safetensors")
+    size = os.path.getsize(a)
+    errors = []
+
+    def reader(k):
+        rng = random.Random(s + k)
+        fa, fb = os.open(a, os.O_RDONLY), os.open(b, os.O_RDONLY)
+        try:
+            base = rng.randrange(0, size // 2)  # overlapping windows
+            for i in range(300):
+                if i % 50 == 0:
+                    drop_cache(b)
+                off = base + rng.randrange(0, size // 2)
+                n = rng.randrange(1, 1 << 20)
+                if os.pread(fb, n, off) != os.pread(fa, n, off):
+                    errors.append((k, off, n))
+        except Exception as e:  # noqa
+            errors.append((k, repr(e)))
+        finally:
+            os.close(fa)
+            os.close(fb)
+
+    th = [threading.Thread(target=reader, args=(k,)) for k in range(8)]
+    for t in th:
+        t.start()
+    for t in th:
+        t.join()
+    assert not errors, errors[:5]
+    log(json.dumps(stats(mnt)))
+
+
+def proc_status(pid):
+    out = {}
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            k, _, v = line.partition(":")
+            if v.strip().endswith("kB"):
+                out[k] = int(v.split()[0]) * 1024
+    return out
+
+
+# Fixed overhead beyond the cache budget, documented in docs/mount.md:
+# libfuse buffers and decode scratch per thread, image metadata, heap.
+OVERHEAD = 48 << 20
+
+
+def t_cache_budget():
+    budget = 8 << 20
+    d, src, img, mnt = model_mount(40, "cache=8M")
+    pid = daemon_pid(mnt)
+    b = os.path.join(mnt, "model.safetensors")
+    size = os.path.getsize(b)
+    assert size >= 4 * budget
+    peak = {"anon": 0, "rss": 0}
+    done = threading.Event()
+
+    def sample():
+        while not done.is_set():
+            st = proc_status(pid)
+            peak["anon"] = max(peak["anon"], st.get("RssAnon", 0))
+            peak["rss"] = max(peak["rss"], st.get("VmRSS", 0))
+            time.sleep(0.005)
+
+    th = threading.Thread(target=sample)
+    th.start()
+    try:
+        for _ in range(2):
+            drop_cache(b)
+            with open(b, "rb") as f:
+                while f.read(1 << 20):
+                    pass
+    finally:
+        done.set()
+        th.join()
+    st = proc_status(pid)
+    s = stats(mnt)
+    log("budget %d MiB, read %d MiB: peak RssAnon %.1f MiB, peak VmRSS %.1f MiB, VmHWM %.1f MiB"
+        % (budget >> 20, 2 * size >> 20, peak["anon"] / 2**20, peak["rss"] / 2**20,
+           st["VmHWM"] / 2**20))
+    log(json.dumps(s))
+    assert s["cache_peak_bytes"] <= budget + 8 * (TILE + 4096) * 4, "cache held too much"
+    assert s["evictions"] > 0
+    assert peak["anon"] <= budget + OVERHEAD, "RssAnon above budget + overhead"
+    assert st["VmHWM"] <= budget + OVERHEAD + (16 << 20), "VmHWM above budget + overhead"
+
+
+def t_corrupt():
+    d, src, img, mnt = model_mount(8)
+    bad = os.path.join(d, "bad.rfs")
+    shutil.copy(img, bad)
+    target = 3 * TILE + 1000  # some tile in the middle of model.safetensors
+    out = subprocess.run([tool("fs_unit_locate"), bad, "model.safetensors", str(target)],
+                         capture_output=True, text=True, check=True).stdout.split()
+    unit, at, enc, start, length = (int(x) for x in out)
+    log("corrupting unit %d: image bytes [%d, %d), file range [%d, %d)"
+        % (unit, at, at + enc, start, start + length))
+    with open(bad, "r+b") as f:
+        f.seek(at + enc // 2)
+        old = f.read(1)
+        f.seek(at + enc // 2)
+        f.write(bytes([old[0] ^ 0x5A]))
+    mnt2 = os.path.join(d, "mnt2")
+    p = mount_fg(bad, mnt2)
+    b = os.path.join(mnt2, "model.safetensors")
+    a = os.path.join(src, "model.safetensors")
+    with open(b, "rb", buffering=0) as fb, open(a, "rb") as fa:
+        for off in (start, start + length // 2, start + length - 1):
+            try:
+                os.pread(fb.fileno(), 100, off)
+                raise AssertionError("read of the corrupt unit succeeded at %d" % off)
+            except OSError as e:
+                assert e.errno == errno.EIO, e
+        # The rest of the file still reads (pages away from the bad unit).
+        for off in list(range(0, start - 8192, 65536)) + \
+                list(range(start + length + 8192, os.path.getsize(a), 65536)):
+            assert os.pread(fb.fileno(), 4096, off) == os.pread(fa.fileno(), 4096, off), off
+        try:  # twice: still EIO, logged once
+            os.pread(fb.fileno(), 10, start + 5)
+            raise AssertionError("second read of the corrupt unit succeeded")
+        except OSError as e:
+            assert e.errno == errno.EIO
+    # Other files read.
+    assert sha(os.path.join(mnt2, "random.bin")) == sha(os.path.join(src, "random.bin"))
+    assert sha(os.path.join(mnt2, "config.json")) == sha(os.path.join(src, "config.json"))
+    s = stats(mnt2)
+    assert s["decode_errors"] >= 1
+    unmount(mnt2)
+    p.wait(timeout=10)
+    p.errfile.seek(0)
+    err = p.errfile.read()
+    log("daemon stderr:", err.strip())
+    lines = [l for l in err.splitlines() if "unit %d " % unit in l]
+    assert len(lines) == 1, "expected the bad unit logged once, got %r" % err
+
+
+def t_bad_image():
+    d = tmpdir()
+    src = synth_model(os.path.join(d, "src"), 2, 5)
+    img = mkimage(src, os.path.join(d, "good.rfs"))
+    data = open(img, "rb").read()
+    cases = {
+        "garbage": os.urandom(100000),
+        "empty": b"",
+        "truncated": data[: len(data) // 2],
+        "header": data[:8] + bytes([data[8] ^ 0xFF]) + data[9:],
+        "tail": data[:-64] + bytes(64),
+    }
+    for name, blob in cases.items():
+        path = os.path.join(d, name + ".rfs")
+        with open(path, "wb") as f:
+            f.write(blob)
+        mnt = os.path.join(d, "mnt_" + name)
+        r = mount(path, mnt, check=False)
+        lines = r.stderr.strip().splitlines()
+        log("%-9s rc=%d %s" % (name, r.returncode, r.stderr.strip()))
+        assert r.returncode != 0, name + " mounted"
+        assert not is_mounted(mnt), name + " left a mount"
+        assert len(lines) == 1 and lines[0].startswith("ransfs: %s: " % path), r.stderr
+    r = mount(os.path.join(d, "missing.rfs"), os.path.join(d, "mnt_missing"), check=False)
+    assert r.returncode != 0 and "missing.rfs" in r.stderr
+    r = mount(img, os.path.join(d, "mnt_opt"), "cache=banana", check=False)
+    assert r.returncode != 0 and "cache" in r.stderr
+    r = mount(img, os.path.join(d, "mnt_gpu"), "gpu=on", check=False)
+    if r.returncode != 0:
+        assert len(r.stderr.strip().splitlines()) == 1 and "gpu" in r.stderr, r.stderr
+        log("gpu=on refused:", r.stderr.strip())
+    else:
+        log("gpu=on accepted (GPU build with a device)")
+
+
+def t_erofs():
+    d, src, img, mnt = model_mount(1)
+    f = os.path.join(mnt, "config.json")
+    attempts = [
+        lambda: open(f, "w"),
+        lambda: open(f, "a"),
+        lambda: open(f, "r+"),
+        lambda: open(os.path.join(mnt, "new"), "w"),
+        lambda: os.mkdir(os.path.join(mnt, "dir")),
+        lambda: os.unlink(f),
+        lambda: os.rename(f, os.path.join(mnt, "x")),
+        lambda: os.chmod(f, 0o777),
+        lambda: os.truncate(f, 0),
+        lambda: os.symlink("x", os.path.join(mnt, "ln")),
+        lambda: os.utime(f, None),
+        lambda: os.setxattr(f, "user.x", b"1"),
+    ]
+    for i, op in enumerate(attempts):
+        try:
+            op()
+            raise AssertionError("write attempt %d succeeded" % i)
+        except OSError as e:
+            assert e.errno in (errno.EROFS, errno.EPERM, errno.ENOTSUP), (i, e)
+            if i < 10:
+                assert e.errno == errno.EROFS, (i, e)
+    assert sha(f) == sha(os.path.join(src, "config.json"))
+
+
+READER = r"""
+import os, sys
+fd = os.open(sys.argv[1], os.O_RDONLY)
+size = os.fstat(fd).st_size
+print("reading", flush=True)
+try:
+    while True:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        off = 0
+        while off < size:
+            os.pread(fd, 1 << 20, off)
+            off += 1 << 20
+except OSError as e:
+    print("reader stopped:", e, flush=True)
+"""
+
+
+def start_reader(path):
+    p = subprocess.Popen([sys.executable, "-c", READER, path], stdout=subprocess.PIPE, text=True)
+    CLEANUPS.append(lambda: p.poll() is None and p.kill())
+    assert p.stdout.readline().strip() == "reading"
+    time.sleep(0.3)
+    return p
+
+
+def wait_gone(pid, secs):
+    for _ in range(int(secs * 100)):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        try:  # reap if it is our child (it is not: daemons are reparented)
+            os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            pass
+        try:
+            with open("/proc/%d/stat" % pid) as f:
+                if f.read().split()[2] == "Z":
+                    return True
+        except OSError:
+            return True
+        time.sleep(0.01)
+    return False
+
+
+def t_unmount_busy():
+    d, src, img, mnt = model_mount(8)
+    path = os.path.join(mnt, "model.safetensors")
+    # 1. Lazy unmount while a reader is active returns at once; the daemon
+    #    exits when the reader lets go.
+    pid = daemon_pid(mnt)
+    rd = start_reader(path)
+    t0 = time.time()
+    r = subprocess.run(["fusermount3", "-u", "-z", mnt], capture_output=True, timeout=10)
+    assert r.returncode == 0, r.stderr
+    log("lazy unmount with an active reader returned in %.3f s" % (time.time() - t0))
+    rd.kill()
+    rd.wait()
+    assert wait_gone(pid, 10), "daemon did not exit after unmount"
+    # 2. Plain unmount (umount) of an idle mount.
+    mount(img, mnt)
+    pid = daemon_pid(mnt)
+    r = subprocess.run(["umount", mnt], capture_output=True, timeout=10)
+    assert r.returncode == 0, r.stderr
+    assert wait_gone(pid, 10), "daemon did not exit after umount"
+    # 3. SIGTERM with an active reader: the daemon exits and unmounts.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        mount(img, mnt)
+        pid = daemon_pid(mnt)
+        rd = start_reader(path)
+        os.kill(pid, sig)
+        assert wait_gone(pid, 10), "daemon ignored %s with a reader active" % sig.name
+        out, _ = rd.communicate(timeout=10)
+        log("%s: reader saw: %s" % (sig.name, out.strip()))
+        unmount(mnt)
+
+
+def t_mount_helper():
+    """`mount -t fuse.ransfs IMAGE MNT -o ...` goes through mount.fuse3.
+
+    mount(8) runs helpers with a clean PATH, so the ransfs of this build is
+    tested through mount.fuse3 itself (what mount(8) calls) and through
+    mount(8) with the prog#source form; plain `mount -t fuse.ransfs` is
+    tested too when a ransfs is installed on the system PATH."""
+    if shutil.which("mount.fuse3") is None:
+        log("skipped: mount.fuse3 not installed")
+        raise Skip()
+    d, src, img, mnt0 = model_mount(1)
+    env = dict(os.environ, PATH=ARGS.bin + ":" + os.environ.get("PATH", ""))
+    ways = [
+        ["mount.fuse3", img, "MNT", "-t", "fuse.ransfs", "-o", "cache=64M,allow_other"],
+        ["mount", "-t", "fuse", tool("ransfs") + "#" + img, "MNT", "-o", "cache=64M"],
+    ]
+    if any(os.access(os.path.join(p, "ransfs"), os.X_OK) for p in ("/usr/bin", "/usr/local/bin")):
+        ways.append(["mount", "-t", "fuse.ransfs", img, "MNT", "-o", "cache=64M"])
+    for i, cmd in enumerate(ways):
+        mnt = os.path.join(d, "mnt_helper%d" % i)
+        os.makedirs(mnt)
+        CLEANUPS.append(lambda m=mnt: unmount(m))
+        cmd = [mnt if c == "MNT" else c for c in cmd]
+        r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=60)
+        assert r.returncode == 0, (cmd, r.stderr)
+        assert stats(mnt)["cache_budget"] == 64 << 20
+        assert sha(os.path.join(mnt, "config.json")) == sha(os.path.join(src, "config.json"))
+        with open("/proc/self/mounts") as f:
+            line = [l for l in f if l.split()[1] == os.path.realpath(mnt)][0]
+        log(" ".join(cmd[:3]), "->", line.strip())
+        assert "fuse.ransfs" in line and " ro," in line
+        subprocess.run(["umount", mnt], check=True)
+
+
+TESTS = {name[2:]: fn for name, fn in globals().items() if name.startswith("t_")}
+
+
+def main():
+    global ARGS
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bin", required=True)
+    ap.add_argument("--src", required=True, help="tests/data")
+    ap.add_argument("--corpus")
+    ap.add_argument("test", choices=sorted(TESTS))
+    ARGS = ap.parse_args()
+    ARGS.bin = os.path.abspath(ARGS.bin)
+    if not os.access("/dev/fuse", os.R_OK | os.W_OK):
+        log("skipped: /dev/fuse is not usable here")
+        return SKIP
+    # Sanitizer reports of the daemons (a sanitizer build) go to files: the
+    # daemons' stderr is /dev/null.  Any report fails the test.
+    san = tempfile.mkdtemp(prefix="rfs_fs_san_")
+    for var in ("ASAN_OPTIONS", "UBSAN_OPTIONS", "TSAN_OPTIONS"):
+        os.environ[var] = ":".join(filter(None, [os.environ.get(var, ""),
+                                                 "log_path=%s/%s" % (san, var[:4].lower())]))
+    rc = 0
+    try:
+        TESTS[ARGS.test]()
+        log("PASS", ARGS.test)
+    except Skip:
+        rc = SKIP
+    finally:
+        for fn in reversed(CLEANUPS):
+            try:
+                fn()
+            except Exception as e:  # noqa
+                log("cleanup:", e)
+        time.sleep(0.2)  # let exiting daemons finish their reports
+        for name in sorted(os.listdir(san)):
+            with open(os.path.join(san, name), errors="replace") as f:
+                log("sanitizer report %s:\n%s" % (name, f.read()))
+            rc = 1
+        shutil.rmtree(san, ignore_errors=True)
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())

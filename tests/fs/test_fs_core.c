@@ -1,0 +1,415 @@
+/*
+ * test_fs_core.c - unit tests of the daemon's FUSE-free parts: the decoded
+ * unit cache (budget, single flight, references, eviction), the worker
+ * pool and the sequential-prefetch detector.
+ */
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "rfs_cache.h"
+#include "rfs_hist.h"
+#include "rfs_pool.h"
+#include "rfs_prefetch.h"
+
+/* ------------------------------------------------------------ cache */
+
+static void fill_unit(void *dst, size_t size, uint64_t unit)
+{
+    uint8_t *p = dst;
+    for (size_t i = 0; i < size; i++)
+        p[i] = (uint8_t)(unit * 131 + i * 7);
+}
+
+static int check_unit(const void *src, size_t size, uint64_t unit)
+{
+    const uint8_t *p = src;
+    for (size_t i = 0; i < size; i++)
+        if (p[i] != (uint8_t)(unit * 131 + i * 7))
+            return 0;
+    return 1;
+}
+
+/* Acquire, fill if owner, check, release. */
+static void use_unit(rfs_cache *c, uint64_t unit, size_t size)
+{
+    int owner;
+    rfs_centry *e = rfs_cache_acquire(c, unit, size, &owner);
+    assert_non_null(e);
+    if (owner) {
+        fill_unit(rfs_centry_data(e), size, unit);
+        rfs_cache_publish(c, e, RFS_OK);
+    } else {
+        assert_int_equal(rfs_cache_wait(c, e), RFS_OK);
+    }
+    assert_int_equal(rfs_centry_size(e), size);
+    assert_true(check_unit(rfs_centry_data(e), size, unit));
+    rfs_cache_release(c, e);
+}
+
+static void test_cache_hit_miss(void **state)
+{
+    rfs_cache *c = rfs_cache_create(8u << 20);
+    rfs_cache_stats st;
+    use_unit(c, 1, 256 * 1024);
+    use_unit(c, 1, 256 * 1024);
+    use_unit(c, 2, 100);
+    use_unit(c, 2, 100);
+    rfs_cache_get_stats(c, &st);
+    assert_int_equal(st.misses, 2);
+    assert_int_equal(st.hits, 2);
+    assert_int_equal(st.entries, 2);
+    rfs_cache_destroy(c);
+}
+
+static void test_cache_budget(void **state)
+{
+    const size_t budget = 4u << 20, unit = 256 * 1024;
+    rfs_cache *c = rfs_cache_create(budget);
+    rfs_cache_stats st;
+    /* 64 MiB through a 4 MiB cache, mixed sizes. */
+#define SIZE_OF(u) ((u) % 5 == 0 ? 1000 + (u) : unit - ((u) % 3) * 4096)
+    for (uint64_t u = 0; u < 256; u++)
+        use_unit(c, u, SIZE_OF(u));
+    rfs_cache_get_stats(c, &st);
+    assert_true(st.bytes <= budget);
+    assert_true(st.bytes_peak <= budget);
+    assert_int_equal(st.over_budget, 0);
+    assert_true(st.evictions > 200);
+    /* Re-reading the last few units hits. */
+    use_unit(c, 254, SIZE_OF(254));
+    rfs_cache_get_stats(c, &st);
+    assert_true(st.hits >= 1);
+    rfs_cache_destroy(c);
+}
+
+static void test_cache_pinned_not_evicted(void **state)
+{
+    const size_t unit = 1u << 20;
+    rfs_cache *c = rfs_cache_create(4u << 20);
+    rfs_centry *pinned[6];
+    rfs_cache_stats st;
+    int owner;
+    /* Pin more than the budget: the cache must go over rather than evict. */
+    for (int i = 0; i < 6; i++) {
+        pinned[i] = rfs_cache_acquire(c, (uint64_t)i, unit, &owner);
+        assert_non_null(pinned[i]);
+        assert_true(owner);
+        fill_unit(rfs_centry_data(pinned[i]), unit, (uint64_t)i);
+        rfs_cache_publish(c, pinned[i], RFS_OK);
+    }
+    rfs_cache_get_stats(c, &st);
+    assert_true(st.over_budget > 0);
+    for (int i = 0; i < 6; i++)
+        assert_true(check_unit(rfs_centry_data(pinned[i]), unit, (uint64_t)i));
+    for (int i = 0; i < 6; i++)
+        rfs_cache_release(c, pinned[i]);
+    /* Released: back within budget at once. */
+    rfs_cache_get_stats(c, &st);
+    assert_true(st.bytes <= (4u << 20));
+    rfs_cache_destroy(c);
+}
+
+static void test_cache_failed_unit(void **state)
+{
+    rfs_cache *c = rfs_cache_create(4u << 20);
+    int owner;
+    rfs_centry *e = rfs_cache_acquire(c, 7, 4096, &owner);
+    assert_true(owner);
+    rfs_cache_publish(c, e, RFS_E_CHECKSUM);
+    rfs_cache_release(c, e);
+    /* A corrupt unit stays failed: no second decode. */
+    e = rfs_cache_acquire(c, 7, 4096, &owner);
+    assert_false(owner);
+    assert_int_equal(rfs_cache_wait(c, e), RFS_E_CHECKSUM);
+    rfs_cache_release(c, e);
+    /* "Not decoded" (NOMEM) is forgotten: the next acquire owns it again. */
+    e = rfs_cache_acquire(c, 8, 4096, &owner);
+    assert_true(owner);
+    rfs_cache_publish(c, e, RFS_E_NOMEM);
+    rfs_cache_release(c, e);
+    e = rfs_cache_acquire(c, 8, 4096, &owner);
+    assert_true(owner);
+    rfs_cache_publish(c, e, RFS_OK);
+    rfs_cache_release(c, e);
+    rfs_cache_destroy(c);
+}
+
+static void test_cache_reserve_prefetch(void **state)
+{
+    rfs_cache *c = rfs_cache_create(4u << 20);
+    rfs_cache_stats st;
+    int owner;
+    rfs_centry *e = rfs_cache_reserve(c, 3, 65536), *d;
+    assert_non_null(e);
+    assert_null(rfs_cache_reserve(c, 3, 65536)); /* already there */
+    d = rfs_cache_acquire(c, 3, 65536, &owner);
+    assert_false(owner);
+    fill_unit(rfs_centry_data(e), 65536, 3);
+    rfs_cache_publish(c, e, RFS_OK);
+    rfs_cache_release(c, e);
+    assert_int_equal(rfs_cache_wait(c, d), RFS_OK);
+    assert_true(check_unit(rfs_centry_data(d), 65536, 3));
+    rfs_cache_release(c, d);
+    rfs_cache_get_stats(c, &st);
+    assert_int_equal(st.prefetch_hits, 1);
+    assert_int_equal(st.prefetched, 1);
+    rfs_cache_destroy(c);
+}
+
+/* Single flight under contention: many threads, few units, count decodes. */
+typedef struct sf_ctx {
+    rfs_cache *c;
+    atomic_uint decodes[16];
+    atomic_uint seed;
+    atomic_uint bad; /* cmocka asserts only on the main thread */
+} sf_ctx;
+
+static void *sf_thread(void *arg)
+{
+    sf_ctx *x = arg;
+    unsigned seed = atomic_fetch_add(&x->seed, 1);
+    for (int i = 0; i < 1500; i++) {
+        uint64_t u = (uint64_t)(rand_r(&seed) % 16);
+        size_t size = 70000 + (size_t)u * 1000;
+        int owner;
+        rfs_centry *e = rfs_cache_acquire(x->c, u, size, &owner);
+        if (!e) {
+            atomic_fetch_add(&x->bad, 1);
+            continue;
+        }
+        if (owner) {
+            atomic_fetch_add(&x->decodes[u], 1);
+            fill_unit(rfs_centry_data(e), size, u);
+            rfs_cache_publish(x->c, e, RFS_OK);
+        } else if (rfs_cache_wait(x->c, e) != RFS_OK) {
+            atomic_fetch_add(&x->bad, 1);
+        }
+        if (!check_unit(rfs_centry_data(e), size, u))
+            atomic_fetch_add(&x->bad, 1);
+        rfs_cache_release(x->c, e);
+    }
+    return NULL;
+}
+
+static void run_single_flight(size_t budget, int expect_once)
+{
+    sf_ctx x;
+    pthread_t t[8];
+    unsigned seed = (unsigned)time(NULL);
+    memset(&x, 0, sizeof(x));
+    x.c = rfs_cache_create(budget);
+    atomic_init(&x.seed, seed);
+    printf("single flight: seed %u budget %zu\n", seed, budget);
+    for (int i = 0; i < 8; i++)
+        pthread_create(&t[i], NULL, sf_thread, &x);
+    for (int i = 0; i < 8; i++)
+        pthread_join(t[i], NULL);
+    assert_int_equal(atomic_load(&x.bad), 0);
+    for (int u = 0; u < 16; u++) {
+        if (expect_once)
+            assert_int_equal(atomic_load(&x.decodes[u]), 1);
+        else
+            assert_true(atomic_load(&x.decodes[u]) >= 1);
+    }
+    rfs_cache_destroy(x.c);
+}
+
+static void test_cache_single_flight(void **state)
+{
+    run_single_flight(64u << 20, 1); /* everything fits: each unit decoded once */
+    run_single_flight(1u << 20, 0);  /* constant eviction: still never wrong */
+}
+
+static void test_cache_charge_classes(void **state)
+{
+    /* Large buffers are rounded to at most 25% over. */
+    for (size_t s = 65537; s < (64u << 20); s = s * 5 / 4 + 4097) {
+        size_t ch = rfs_cache_charge(s);
+        assert_true(ch >= s);
+        assert_true(ch <= s + s / 4 + 4096 + 256);
+    }
+    assert_true(rfs_cache_charge(1) < 256);
+}
+
+/* ------------------------------------------------------------ pool */
+
+typedef struct pool_ctx {
+    atomic_uint hits[1000];
+    atomic_uint total;
+} pool_ctx;
+
+static void pool_for_fn(void *arg, size_t i)
+{
+    pool_ctx *x = arg;
+    atomic_fetch_add(&x->hits[i], 1);
+    atomic_fetch_add(&x->total, 1);
+}
+
+static void pool_task(void *arg)
+{
+    atomic_fetch_add((atomic_uint *)arg, 1);
+}
+
+static void test_pool_for(void **state)
+{
+    rfs_pool *p = rfs_pool_create(4);
+    static pool_ctx x;
+    assert_non_null(p);
+    assert_int_equal(rfs_pool_threads(p), 4);
+    for (size_t n = 0; n <= 1000; n += n < 10 ? 1 : 197) {
+        memset(&x, 0, sizeof(x));
+        rfs_pool_for(p, RFS_PRIO_HIGH, n, pool_for_fn, &x);
+        assert_int_equal(atomic_load(&x.total), n);
+        for (size_t i = 0; i < n; i++)
+            assert_int_equal(atomic_load(&x.hits[i]), 1);
+    }
+    rfs_pool_destroy(p);
+}
+
+/* rfs_pool_for from inside pool tasks must not deadlock (prefetch does it). */
+typedef struct nested_ctx {
+    rfs_pool *p;
+    atomic_uint done;
+} nested_ctx;
+
+static void nested_inner(void *arg, size_t i)
+{
+    usleep(100);
+}
+
+static void nested_task(void *arg)
+{
+    nested_ctx *x = arg;
+    rfs_pool_for(x->p, RFS_PRIO_LOW, 16, nested_inner, NULL);
+    atomic_fetch_add(&x->done, 1);
+}
+
+static void test_pool_nested(void **state)
+{
+    nested_ctx x;
+    x.p = rfs_pool_create(2);
+    atomic_init(&x.done, 0);
+    for (int i = 0; i < 20; i++)
+        assert_int_equal(rfs_pool_submit(x.p, RFS_PRIO_LOW, nested_task, &x), 0);
+    rfs_pool_destroy(x.p); /* runs every queued task first */
+    assert_int_equal(atomic_load(&x.done), 20);
+}
+
+static void test_pool_submit_drain(void **state)
+{
+    rfs_pool *p = rfs_pool_create(3);
+    atomic_uint n;
+    atomic_init(&n, 0);
+    for (int i = 0; i < 500; i++)
+        assert_int_equal(rfs_pool_submit(p, i % 2 ? RFS_PRIO_LOW : RFS_PRIO_HIGH, pool_task, &n),
+                         0);
+    rfs_pool_destroy(p);
+    assert_int_equal(atomic_load(&n), 500);
+}
+
+/* ------------------------------------------------------------ prefetch */
+
+static void test_prefetch_sequential(void **state)
+{
+    rfs_prefetch pf;
+    uint64_t s, e, off = 0, issued_to = 0;
+    const uint64_t size = 1ull << 30, req = 128 * 1024;
+    int issues = 0;
+    rfs_prefetch_init(&pf, 1u << 20, 32u << 20);
+    for (; off < (256u << 20); off += req) {
+        if (rfs_prefetch_note(&pf, off, req, size, &s, &e)) {
+            assert_true(s >= off + req);
+            assert_true(e > s);
+            assert_true(e - (off + req) <= (32u << 20));
+            assert_true(s >= issued_to); /* never the same bytes twice */
+            issued_to = e;
+            issues++;
+        }
+    }
+    assert_true(issues > 5);
+    assert_int_equal(pf.window, 32u << 20);
+    /* Always ahead of the reader. */
+    assert_true(issued_to > off);
+}
+
+static void test_prefetch_gaps_and_jumps(void **state)
+{
+    rfs_prefetch pf;
+    uint64_t s, e;
+    const uint64_t size = 1ull << 30;
+    rfs_prefetch_init(&pf, 1u << 20, 16u << 20);
+    /* A safetensors loader: header, then tensors with small gaps. */
+    assert_false(rfs_prefetch_note(&pf, 0, 4096, size, &s, &e));
+    assert_true(rfs_prefetch_note(&pf, 8192, 1 << 20, size, &s, &e));
+    assert_true(pf.streak >= 2);
+    /* Slightly out of order (async readahead): still sequential. */
+    rfs_prefetch_note(&pf, 4096, 4096, size, &s, &e);
+    assert_true(pf.streak >= 3);
+    /* A far jump resets. */
+    assert_false(rfs_prefetch_note(&pf, 900u << 20, 4096, size, &s, &e));
+    assert_int_equal(pf.streak, 0);
+    assert_int_equal(pf.window, 1u << 20);
+    /* Random 4 KiB reads never prefetch. */
+    unsigned seed = 12345;
+    int got = 0;
+    for (int i = 0; i < 1000; i++) {
+        uint64_t off = ((uint64_t)rand_r(&seed) * 4096) % size;
+        got += rfs_prefetch_note(&pf, off, 4096, size, &s, &e);
+    }
+    assert_true(got < 10);
+    /* Near the end of file: clamp. */
+    rfs_prefetch_init(&pf, 1u << 20, 16u << 20);
+    rfs_prefetch_note(&pf, 0, 1 << 20, 3u << 20, &s, &e);
+    assert_true(rfs_prefetch_note(&pf, 1 << 20, 1 << 20, 3u << 20, &s, &e));
+    assert_true(e <= (3u << 20));
+    /* Disabled. */
+    rfs_prefetch_init(&pf, 1u << 20, 0);
+    for (int i = 0; i < 10; i++)
+        assert_false(rfs_prefetch_note(&pf, (uint64_t)i << 20, 1 << 20, size, &s, &e));
+}
+
+/* ------------------------------------------------------------ histogram */
+
+static void test_hist(void **state)
+{
+    static rfs_hist h;
+    memset(&h, 0, sizeof(h));
+    assert_int_equal(rfs_hist_quantile(&h, 0.5), 0);
+    for (uint64_t v = 1; v <= 1000; v++)
+        rfs_hist_add(&h, v * 1000);
+    uint64_t p50 = rfs_hist_quantile(&h, 0.5), p99 = rfs_hist_quantile(&h, 0.99);
+    assert_true(p50 > 500000 * 0.85 && p50 < 500000 * 1.15);
+    assert_true(p99 > 990000 * 0.85 && p99 < 990000 * 1.15);
+    assert_int_equal(rfs_hist_count(&h), 1000);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_cache_hit_miss),
+        cmocka_unit_test(test_cache_budget),
+        cmocka_unit_test(test_cache_pinned_not_evicted),
+        cmocka_unit_test(test_cache_failed_unit),
+        cmocka_unit_test(test_cache_reserve_prefetch),
+        cmocka_unit_test(test_cache_single_flight),
+        cmocka_unit_test(test_cache_charge_classes),
+        cmocka_unit_test(test_pool_for),
+        cmocka_unit_test(test_pool_nested),
+        cmocka_unit_test(test_pool_submit_drain),
+        cmocka_unit_test(test_prefetch_sequential),
+        cmocka_unit_test(test_prefetch_gaps_and_jumps),
+        cmocka_unit_test(test_hist),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
