@@ -62,6 +62,14 @@ rfs_err rfs_image_extent_info(const rfs_image *img, uint64_t ino, uint64_t idx,
  */
 rfs_err rfs_image_raw_verify(const rfs_image *img, uint64_t ino, uint64_t off);
 
+/*
+ * Offset in the image file of the encoded bytes of unit `unit` (they are
+ * rfs_unit_src.size bytes long; rfs_image_unit_source gives their address
+ * in the mapping instead).  For tools and tests that inspect or patch an
+ * image file.  Errors: RFS_E_NOENT when unit >= the unit count.
+ */
+rfs_err rfs_image_unit_offset(const rfs_image *img, uint64_t unit, uint64_t *off);
+
 /* Tensor that owns tile unit `unit`, or -1 (zstd block, or out of range). */
 int64_t rfs_image_unit_tensor(const rfs_image *img, uint64_t unit);
 

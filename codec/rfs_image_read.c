@@ -253,6 +253,14 @@ rfs_err rfs_image_unit_source(const rfs_image *img, uint64_t unit, rfs_unit_src 
     return RFS_OK;
 }
 
+rfs_err rfs_image_unit_offset(const rfs_image *img, uint64_t unit, uint64_t *off)
+{
+    if (unit >= img->n_units)
+        return RFS_E_NOENT;
+    *off = img->units[unit].off;
+    return RFS_OK;
+}
+
 int rfs_image_unit_verify(const rfs_unit_src *src)
 {
     return XXH3_64bits(src->data, src->size) == src->xxh3;

@@ -3,8 +3,9 @@
  *
  * The daemon sends every group of missing units (the misses of one read, or
  * one prefetch window) through this interface.  A backend is a small struct
- * of function pointers, so the CPU implementation below and a GPU one
- * (cuda/, optional) plug in the same way; the daemon picks per batch:
+ * of function pointers, so the CPU implementation below and the GPU one
+ * (rfs_batch_gpu.c over cuda/rfs_gpu.h, optional) plug in the same way; the
+ * daemon picks per batch:
  * the GPU when present and the batch holds at least its min_bytes of decoded
  * data, else the CPU.
  *
@@ -46,6 +47,8 @@ typedef struct rfs_batch_item {
     rfs_err err;     /* out: RFS_OK, or why this unit failed */
 } rfs_batch_item;
 
+struct rfs_batch_stats;
+
 typedef struct rfs_batch {
     const char *name; /* "cpu", "cuda", ... for stats and logs */
     void *self;       /* backend state */
@@ -58,7 +61,20 @@ typedef struct rfs_batch {
     size_t min_bytes;
     /* Free the backend (no decode may be running). */
     void (*close)(void *self);
+    /* Optional (may be NULL): the backend's own counters, for the stats. */
+    void (*get_stats)(void *self, struct rfs_batch_stats *st);
 } rfs_batch;
+
+/* Counters of a backend that has its own device (all since open). */
+typedef struct rfs_batch_stats {
+    uint64_t launches;    /* device launches (a decode call may need several) */
+    uint64_t units_dev;   /* units decoded on the device */
+    uint64_t units_cpu;   /* units of its batches decoded on the CPU instead:
+                           * zstd units, tiles the device refused or flagged,
+                           * and everything after a device failure */
+    uint64_t dev_errors;  /* failed device (CUDA) calls */
+    int usable;           /* 0 once a device failure turned it to the CPU */
+} rfs_batch_stats;
 
 struct rfs_pool;
 
@@ -73,11 +89,42 @@ rfs_err rfs_batch_cpu_open(rfs_batch *b, const rfs_image *img, struct rfs_pool *
                            rfs_hist *hist);
 
 /*
- * The GPU backend, provided by cuda/ when it is built (RFS_HAVE_GPU): fills
- * b or returns an error with a one-line reason in why (no device, driver too
- * old, ...).  Declared here so that fs/ needs no CUDA header.
+ * Drop the daemon's mapping of a unit's encoded bytes once it is decoded
+ * (madvise MADV_DONTNEED on the image pages it covers): they stay in the
+ * page cache, but not in the daemon's RSS.  For every backend; harmless on
+ * a bad unit number.  Thread-safe.
  */
-rfs_err rfs_gpu_batch_open(rfs_batch *b, const rfs_image *img, char *why, size_t why_cap);
+void rfs_batch_drop_source(const rfs_image *img, uint64_t unit);
+
+typedef struct rfs_gpu_batch_opts {
+    /* The CPU backend: zstd units go there, and whole batches once the GPU
+     * has failed.  Required; must outlive the GPU backend. */
+    const rfs_batch *cpu;
+    /* min_bytes of the backend; 0 = RFS_GPU_BATCH_MIN. */
+    size_t min_bytes;
+    /* Called once with one line (no newline) when a CUDA call fails; may
+     * be NULL. */
+    void (*log)(void *log_ctx, const char *line);
+    void *log_ctx;
+} rfs_gpu_batch_opts;
+
+/* Default smallest batch (decoded bytes) worth a trip to the GPU. */
+#define RFS_GPU_BATCH_MIN (8u << 20)
+
+/*
+ * The GPU backend (fs/rfs_batch_gpu.c over cuda/rfs_gpu.h), built only when
+ * the cuda/ target exists (RFS_HAVE_GPU).  One rfs_gpu decoder behind a
+ * lock: concurrent decode() calls take turns on the GPU.  Each unit is
+ * checked (XXH3) on the CPU, then its tile decodes on the GPU; tiles the
+ * GPU refuses or flags decode on the CPU with the CPU decoder's error, zstd
+ * units go to opts->cpu.  A CUDA failure is logged once and every later
+ * batch goes to opts->cpu.  Fills b, or returns RFS_E_GPU with a one-line
+ * reason in why (no device, driver too old, out of device memory), or
+ * RFS_E_NOMEM / RFS_E_ARG.  Its buffers are sized for the image's largest
+ * unit and about 16 MiB batches (docs/gpu.md).
+ */
+rfs_err rfs_gpu_batch_open(rfs_batch *b, const rfs_image *img, const rfs_gpu_batch_opts *opts,
+                           char *why, size_t why_cap);
 
 #ifdef __cplusplus
 }

@@ -92,7 +92,7 @@ static uint64_t now_ns(void)
  * page cache; a later decode maps them again (minor fault), and a neighbour
  * decoding the shared edge page at the same time simply refaults.
  */
-static void unmap_source(const rfs_image *img, uint64_t unit)
+void rfs_batch_drop_source(const rfs_image *img, uint64_t unit)
 {
     const long page = sysconf(_SC_PAGESIZE);
     rfs_unit_src src;
@@ -125,7 +125,7 @@ static void cpu_decode_one(void *arg, size_t i)
                                     &it->dst_size);
     if (job->cb->hist && it->err == RFS_OK)
         rfs_hist_add(job->cb->hist, now_ns() - t0);
-    unmap_source(job->cb->img, it->unit);
+    rfs_batch_drop_source(job->cb->img, it->unit);
 }
 
 static void cpu_decode(void *self, rfs_batch_item *items, size_t n, int background)
@@ -172,5 +172,6 @@ rfs_err rfs_batch_cpu_open(rfs_batch *b, const rfs_image *img, struct rfs_pool *
     b->decode = cpu_decode;
     b->min_bytes = 0;
     b->close = cpu_close;
+    b->get_stats = NULL;
     return RFS_OK;
 }

@@ -42,19 +42,22 @@ struct rfs_engine {
     atomic_uchar *bad_logged; /* one bit per unit */
     atomic_uint_least64_t bytes_served, raw_bytes, reads, read_errors;
     atomic_uint_least64_t tiles_decoded, decode_errors, decoded_bytes;
-    atomic_uint_least64_t gpu_batches, gpu_units;
+    atomic_uint_least64_t gpu_batches;
     atomic_uint_least64_t prefetch_batches, prefetch_inflight;
 };
 
 /* ------------------------------------------------------------ lifecycle */
 
-static rfs_err open_gpu(rfs_engine *eng, rfs_gpu_mode mode, char *why, size_t why_cap)
+static rfs_err open_gpu(rfs_engine *eng, rfs_gpu_mode mode, size_t gpu_min, char *why,
+                        size_t why_cap)
 {
+    (void)gpu_min;
     if (mode == RFS_GPU_OFF)
         return RFS_OK;
 #ifdef RFS_HAVE_GPU
     char gwhy[200] = "";
-    if (rfs_gpu_batch_open(&eng->gpu, eng->img, gwhy, sizeof(gwhy)) == RFS_OK) {
+    rfs_gpu_batch_opts go = {&eng->cpu, gpu_min, eng->log, eng->log_ctx};
+    if (rfs_gpu_batch_open(&eng->gpu, eng->img, &go, gwhy, sizeof(gwhy)) == RFS_OK) {
         eng->have_gpu = 1;
         return RFS_OK;
     }
@@ -110,7 +113,7 @@ rfs_err rfs_engine_create(rfs_engine **out, const rfs_image *img, const rfs_engi
     err = rfs_batch_cpu_open(&eng->cpu, img, eng->pool, &eng->decode_ns);
     if (err != RFS_OK)
         goto fail;
-    err = open_gpu(eng, o->gpu, why, why_cap);
+    err = open_gpu(eng, o->gpu, o->gpu_min_bytes, why, why_cap);
     if (err != RFS_OK)
         goto fail;
     *out = eng;
@@ -163,7 +166,6 @@ static void batch_decode(rfs_engine *eng, rfs_batch_item *items, size_t n, int b
     if (eng->have_gpu && bytes >= eng->gpu.min_bytes) {
         eng->gpu.decode(eng->gpu.self, items, n, background);
         atomic_fetch_add(&eng->gpu_batches, 1);
-        atomic_fetch_add(&eng->gpu_units, n);
     } else {
         eng->cpu.decode(eng->cpu.self, items, n, background);
     }
@@ -497,10 +499,27 @@ void rfs_engine_prefetch(rfs_engine *eng, uint64_t ino, uint64_t start, uint64_t
 
 /* ------------------------------------------------------------ stats */
 
+/* The GPU part of the stats: its batches, then the backend's own counters. */
+static int gpu_stats_json(rfs_engine *eng, char *buf, size_t cap)
+{
+    rfs_batch_stats gs = {0};
+    if (eng->have_gpu && eng->gpu.get_stats)
+        eng->gpu.get_stats(eng->gpu.self, &gs);
+    return snprintf(buf, cap,
+                    "\"gpu\":\"%s\",\"gpu_batches\":%llu,\"gpu_tiles\":%llu,"
+                    "\"gpu_fallback_tiles\":%llu,\"gpu_launches\":%llu,\"gpu_errors\":%llu,"
+                    "\"gpu_usable\":%s}",
+                    eng->have_gpu ? eng->gpu.name : "off",
+                    (unsigned long long)atomic_load(&eng->gpu_batches),
+                    (unsigned long long)gs.units_dev, (unsigned long long)gs.units_cpu,
+                    (unsigned long long)gs.launches, (unsigned long long)gs.dev_errors,
+                    eng->have_gpu && gs.usable ? "true" : "false");
+}
+
 size_t rfs_engine_stats_json(rfs_engine *eng, char *buf, size_t cap)
 {
     rfs_cache_stats cs;
-    int n;
+    int n, g;
     rfs_cache_get_stats(eng->cache, &cs);
     n = snprintf(
         buf, cap,
@@ -511,7 +530,7 @@ size_t rfs_engine_stats_json(rfs_engine *eng, char *buf, size_t cap)
         "\"cache_bytes\":%llu,\"cache_peak_bytes\":%llu,\"cache_budget\":%llu,"
         "\"cache_over_budget\":%llu,\"cache_entries\":%llu,"
         "\"decode_us_p50\":%.1f,\"decode_us_p99\":%.1f,"
-        "\"decode_threads\":%u,\"gpu\":\"%s\",\"gpu_batches\":%llu,\"gpu_tiles\":%llu}",
+        "\"decode_threads\":%u,",
         (unsigned long long)atomic_load(&eng->bytes_served),
         (unsigned long long)atomic_load(&eng->raw_bytes),
         (unsigned long long)atomic_load(&eng->reads),
@@ -526,8 +545,12 @@ size_t rfs_engine_stats_json(rfs_engine *eng, char *buf, size_t cap)
         (unsigned long long)cs.bytes_peak, (unsigned long long)cs.budget,
         (unsigned long long)cs.over_budget, (unsigned long long)cs.entries,
         (double)rfs_hist_quantile(&eng->decode_ns, 0.50) / 1000.0,
-        (double)rfs_hist_quantile(&eng->decode_ns, 0.99) / 1000.0, rfs_pool_threads(eng->pool),
-        eng->have_gpu ? eng->gpu.name : "off", (unsigned long long)atomic_load(&eng->gpu_batches),
-        (unsigned long long)atomic_load(&eng->gpu_units));
-    return n < 0 ? 0 : (size_t)n;
+        (double)rfs_hist_quantile(&eng->decode_ns, 0.99) / 1000.0, rfs_pool_threads(eng->pool));
+    if (n < 0)
+        return 0;
+    if ((size_t)n < cap)
+        g = gpu_stats_json(eng, buf + n, cap - (size_t)n);
+    else
+        g = gpu_stats_json(eng, NULL, 0);
+    return g < 0 ? 0 : (size_t)n + (size_t)g;
 }

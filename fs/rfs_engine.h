@@ -39,9 +39,13 @@ typedef struct rfs_engine_opts {
     unsigned threads;       /* decode workers; 0 = number of CPUs */
     uint64_t prefetch_max;  /* largest prefetch window; 0 disables prefetch */
     rfs_gpu_mode gpu;
-    /* Called with one line (no newline) for each unit that fails, once. */
+    /* Called with one line (no newline) for each unit that fails, once, and
+     * once if the GPU fails (decoding then goes on on the CPU). */
     void (*log)(void *log_ctx, const char *line);
     void *log_ctx;
+    /* Smallest batch (decoded bytes) sent to the GPU; 0 = RFS_GPU_BATCH_MIN.
+     * Smaller batches decode on the CPU. */
+    size_t gpu_min_bytes;
 } rfs_engine_opts;
 
 /* One piece of a read: mem != NULL for decoded bytes, else image bytes. */

@@ -39,12 +39,19 @@
 #define RFS_DEFAULT_PREFETCH (32ull << 20)
 #define RFS_DEFAULT_READAHEAD (1ull << 20)
 
+#ifdef RFS_HAVE_GPU
+#define RFS_GPU_BUILD "cuda"
+#else
+#define RFS_GPU_BUILD "not built"
+#endif
+
 typedef struct rfs_cfg {
     char *image;
     char *cache;
     char *prefetch;
     char *readahead;
     char *gpu;
+    char *gpu_min;
     unsigned threads;
     unsigned uid, gid;
     int uid_set, gid_set;
@@ -55,7 +62,7 @@ typedef struct rfs_cfg {
 typedef struct rfs_main {
     rfs_cfg cfg;
     struct fuse_cmdline_opts opts;
-    uint64_t cache_bytes, prefetch_bytes, readahead_bytes;
+    uint64_t cache_bytes, prefetch_bytes, readahead_bytes, gpu_min_bytes;
     rfs_gpu_mode gpu;
     rfs_image *img;
     rfs_fs fs;
@@ -74,6 +81,7 @@ static const struct fuse_opt rfs_opt_spec[] = {
     OPT("prefetch=%s", prefetch, 0),
     OPT("readahead=%s", readahead, 0),
     OPT("gpu=%s", gpu, 0),
+    OPT("gpu_min=%s", gpu_min, 0),
     OPT("threads=%u", threads, 0),
     OPT("uid=%u", uid, 0),
     OPT("uid=", uid_set, 1),
@@ -98,6 +106,7 @@ static void usage(const char *prog)
            "    -o readahead=SIZE      kernel readahead of the mount, root only (default 1M,\n"
            "                           0 = leave the kernel default)\n"
            "    -o gpu=auto|on|off     decode bulk reads on a GPU (default auto)\n"
+           "    -o gpu_min=SIZE        smallest batch decoded on the GPU (default 8M)\n"
            "    -o uid=N -o gid=N      owner of all files (default: the mounting user)\n"
            "    -o direct_io           bypass the page cache (one-pass streaming; breaks mmap)\n"
            "    SIZE takes K, M, G suffixes (powers of 1024).\n\n",
@@ -173,7 +182,8 @@ static int parse_cfg(rfs_main *m)
     const char *g = m->cfg.gpu ? m->cfg.gpu : "auto";
     if (size_opt("cache", m->cfg.cache, RFS_DEFAULT_CACHE, &m->cache_bytes) ||
         size_opt("prefetch", m->cfg.prefetch, RFS_DEFAULT_PREFETCH, &m->prefetch_bytes) ||
-        size_opt("readahead", m->cfg.readahead, RFS_DEFAULT_READAHEAD, &m->readahead_bytes))
+        size_opt("readahead", m->cfg.readahead, RFS_DEFAULT_READAHEAD, &m->readahead_bytes) ||
+        size_opt("gpu_min", m->cfg.gpu_min, 0, &m->gpu_min_bytes))
         return -1;
     if (m->cache_bytes < (4u << 20)) {
         fprintf(stderr, "ransfs: -o cache=%s is too small (minimum 4M)\n", m->cfg.cache);
@@ -355,6 +365,7 @@ static int start_engine(rfs_main *m)
         .threads = m->cfg.threads,
         .prefetch_max = m->prefetch_bytes,
         .gpu = m->gpu,
+        .gpu_min_bytes = (size_t)m->gpu_min_bytes,
         .log = log_line,
         .log_ctx = m,
     };
@@ -418,6 +429,7 @@ static void free_main(rfs_main *m)
     free(m->cfg.prefetch);
     free(m->cfg.readahead);
     free(m->cfg.gpu);
+    free(m->cfg.gpu_min);
 }
 
 int main(int argc, char **argv)
@@ -436,7 +448,8 @@ int main(int argc, char **argv)
         goto out;
     }
     if (m.cfg.version || m.opts.show_version) {
-        printf("ransfs %s (libfuse %s)\n", RFS_VERSION, fuse_pkgversion());
+        printf("ransfs %s (libfuse %s, GPU decode: %s)\n", RFS_VERSION, fuse_pkgversion(),
+               RFS_GPU_BUILD);
         ret = 0;
         goto out;
     }

@@ -608,6 +608,77 @@ def t_bad_image():
         log("gpu=on accepted (GPU build with a device)")
 
 
+def cuda_device_present():
+    d = "/proc/driver/nvidia/gpus"
+    return os.path.isdir(d) and len(os.listdir(d)) > 0
+
+
+def gpu_build():
+    r = subprocess.run([tool("ransfs"), "--version"], capture_output=True, text=True)
+    return "GPU decode: cuda" in r.stdout
+
+
+def t_gpu_on_refused():
+    """-o gpu=on without a usable GPU (no device, or a build without CUDA):
+    one line naming the problem, non-zero exit, nothing left mounted, both
+    as a daemon (the check runs after the fork) and with -f."""
+    if gpu_build() and cuda_device_present():
+        log("skipped: a CUDA device is present (fs_mount_gpu mounts with gpu=on there)")
+        raise Skip()
+    d = tmpdir()
+    img = mkimage(synth_model(os.path.join(d, "src"), 2, 7), os.path.join(d, "img.rfs"))
+    for fg in (False, True):
+        mnt = os.path.join(d, "mnt_fg" if fg else "mnt")
+        os.makedirs(mnt, exist_ok=True)
+        CLEANUPS.append(lambda m=mnt: unmount(m))
+        cmd = [tool("ransfs")] + (["-f"] if fg else []) + [img, mnt, "-o", "gpu=on"]
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+        lines = r.stderr.strip().splitlines()
+        log("%-6s rc=%d %s" % ("-f" if fg else "daemon", r.returncode, r.stderr.strip()))
+        assert r.returncode != 0, "gpu=on mounted without a GPU"
+        assert not is_mounted(mnt), "gpu=on left a mount"
+        assert len(lines) == 1 and lines[0].startswith("ransfs: ") and "gpu=on" in lines[0], \
+            r.stderr
+    r = mount(img, os.path.join(d, "mnt_bad"), "gpu=maybe", check=False)
+    assert r.returncode != 0 and len(r.stderr.strip().splitlines()) == 1 and "gpu" in r.stderr
+    # gpu=off and gpu=auto mount the same image.
+    for mode in ("off", "auto"):
+        mnt = os.path.join(d, "mnt_" + mode)
+        mount(img, mnt, "gpu=" + mode)
+        assert stats(mnt)["gpu"] == "off"
+        unmount(mnt)
+
+
+def t_gpu():
+    """gpu=auto mounts and reads every byte (on the CPU when there is no
+    usable GPU, silently).  With a CUDA device (and a CUDA build), also
+    gpu=on,gpu_min=1 (every batch to the GPU): every byte, random preads,
+    and the stats show tiles decoded on the GPU and no CUDA error."""
+    has_gpu = gpu_build() and cuda_device_present()
+    d, src, img, mnt = model_mount(8, "gpu=auto")
+    log("gpu=auto: compared %d files" % compare_trees(src, mnt))
+    s = stats(mnt)
+    log(json.dumps(s))
+    if not has_gpu:
+        assert s["gpu"] == "off" and s["gpu_batches"] == 0, s
+        log("gpu=on part skipped: no CUDA device")
+        return
+    mnt2 = os.path.join(d, "mnt_on")
+    mount(img, mnt2, "gpu=on", "gpu_min=1")
+    log("gpu=on: compared %d files" % compare_trees(src, mnt2))
+    rng = random.Random(seed())
+    a, b = os.path.join(src, "model.safetensors"), os.path.join(mnt2, "model.safetensors")
+    size = os.path.getsize(a)
+    with open(a, "rb") as fa, open(b, "rb", buffering=0) as fb:
+        for _ in range(500):
+            off = rng.randrange(size)
+            n = rng.randrange(1, 3 * TILE)
+            assert os.pread(fb.fileno(), n, off) == os.pread(fa.fileno(), n, off), (off, n)
+    s = stats(mnt2)
+    log(json.dumps(s))
+    assert s["gpu"] != "off" and s["gpu_tiles"] > 0 and s["gpu_errors"] == 0 and s["gpu_usable"], s
+
+
 def t_erofs():
     d, src, img, mnt = model_mount(1)
     f = os.path.join(mnt, "config.json")

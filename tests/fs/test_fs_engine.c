@@ -77,7 +77,7 @@ static fixture *open_fixture(size_t cache, uint64_t prefetch, unsigned threads)
     fixture *f = calloc(1, sizeof(*f));
     char why[256] = "";
     rfs_rctx *ctx;
-    rfs_engine_opts o = {cache, threads, prefetch, RFS_GPU_OFF, count_log, f};
+    rfs_engine_opts o = {cache, threads, prefetch, RFS_GPU_OFF, count_log, f, 0};
     assert_int_equal(rfs_image_open(&f->img, g_image, why, sizeof(why)), RFS_OK);
     ctx = rfs_rctx_create(f->img);
     collect(f, ctx, RFS_ROOT_INO);
