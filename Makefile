@@ -13,7 +13,7 @@ DEB_PKGS = build-essential cmake pkg-config libfuse3-dev fuse3 libcmocka-dev \
            python3 python3-numpy squashfs-tools squashfuse attr zstd \
            clang libclang-rt-14-dev bc
 
-.PHONY: all deps configure build test demo clean asan
+.PHONY: all deps configure build test demo clean asan tsan
 
 all: build
 
@@ -38,10 +38,15 @@ test: build
 
 # The whole suite again under AddressSanitizer + UndefinedBehaviorSanitizer.
 asan:
-	$(MAKE) test BUILD=build-asan BUILDTYPE=Debug CMAKE_ARGS="-DRFS_SANITIZE=address,undefined"
+	RFS_LOAD_SECONDS=$${RFS_LOAD_SECONDS:-20} $(MAKE) test BUILD=build-asan BUILDTYPE=Debug \
+	    CMAKE_ARGS="-DRFS_SANITIZE=address,undefined"
+
+# The concurrent read path (cache, engine, real mounts) under ThreadSanitizer.
+tsan: deps
+	bash tests/hardening/tsan.sh build-tsan
 
 demo: build
 	bash tests/demo.sh $(BUILD)
 
 clean:
-	rm -rf build build-asan
+	rm -rf build build-asan build-tsan build-fuzz

@@ -22,6 +22,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "rfs_image_info.h"
 #include "rfs_pool.h"
 
 #define RFS_PREFETCH_MIN (1u << 20)
@@ -40,6 +41,7 @@ struct rfs_engine {
     void *log_ctx;
     atomic_int stopping;
     atomic_uchar *bad_logged; /* one bit per unit */
+    atomic_uint bad_raw_logged; /* damaged RAW extents logged so far */
     atomic_uint_least64_t bytes_served, raw_bytes, reads, read_errors;
     atomic_uint_least64_t tiles_decoded, decode_errors, decoded_bytes;
     atomic_uint_least64_t gpu_batches;
@@ -204,6 +206,18 @@ static void log_bad_unit(rfs_engine *eng, uint64_t ino, uint64_t unit, rfs_err e
     eng->log(eng->log_ctx, line);
 }
 
+/* A damaged RAW extent: logged for the first few only (no per-extent
+ * bitmap; each read of it still fails with EIO). */
+static void log_bad_raw(rfs_engine *eng, uint64_t ino, uint64_t raw_off, rfs_err err)
+{
+    char line[256];
+    if (!eng->log || atomic_fetch_add(&eng->bad_raw_logged, 1) >= 16)
+        return;
+    snprintf(line, sizeof(line), "raw extent at image offset %llu (file inode %llu) cannot be "
+             "read: %s", (unsigned long long)raw_off, (unsigned long long)ino, rfs_strerror(err));
+    eng->log(eng->log_ctx, line);
+}
+
 /* ------------------------------------------------------------ readv */
 
 void rfs_readv_init(rfs_readv *rv)
@@ -279,6 +293,13 @@ static rfs_err plan_read(rfs_engine *eng, uint64_t ino, uint64_t off, size_t len
             return RFS_E_CORRUPT;
         p.len = sp.length < end - pos ? (size_t)sp.length : (size_t)(end - pos);
         if (sp.is_raw) {
+            /* RAW bytes are served from the image file as they are, so
+             * their checksum is this read's only guard against damage. */
+            err = rfs_image_raw_verify(eng->img, ino, pos);
+            if (err != RFS_OK) {
+                log_bad_raw(eng, ino, sp.raw_off, err);
+                return err;
+            }
             p.raw_off = sp.raw_off;
             rv->has_raw = 1;
         } else {
