@@ -4,8 +4,10 @@
  * A tile is a run of n elements of width W (1, 2 or 4 bytes) from one
  * tensor.  The encoder splits the (optionally transformed) elements into W
  * byte planes and stores each plane RAW, CONST or rANS-coded (32 interleaved
- * 32-bit states, 16-bit renormalisation, 12-bit probabilities), whichever is
- * smallest.  docs/format.md is the normative description of the bytes.
+ * 32-bit states, 16-bit renormalisation, 12-bit probabilities): the
+ * smallest, except that a plane rANS would shrink by less than 1/128 stays
+ * RAW (it would decode far slower for nothing).  docs/format.md is the
+ * normative description of the bytes.
  *
  * Contract:
  *  - Memory: contexts (rfs_enc, rfs_dec) are created once, own their scratch

@@ -1,17 +1,45 @@
 /*
  * rfs_tile_enc.c - the tile encoder.
  *
- * Per plane it picks the smallest of CONST, RAW, rANS with a per-tile table
- * and rANS with the tensor's shared table, from exact symbol costs, then
- * codes the plane with 32 interleaved rANS states (ryg_rans style, with
- * reciprocal multiplication instead of a division per symbol).
+ * Per plane it picks among CONST, RAW, rANS with a per-tile table and rANS
+ * with the tensor's shared table, from exact symbol costs, then codes the
+ * plane with 32 interleaved rANS states (ryg_rans style, with reciprocal
+ * multiplication instead of a division per symbol).
+ *
+ * Design note (speed).  A tile goes through: split into planes (and the
+ * transform) by the context's split function (AVX2 or scalar, chosen once
+ * like the decode backend), one byte histogram per plane (four interleaved
+ * count tables, so runs of one symbol do not serialise on one counter),
+ * the plane plan from the histogram alone (no decode lookup is built, no
+ * table is serialised to be measured), then the rANS loop only for planes
+ * that are coded.  The rANS loop is branch-free: a state's low word is
+ * always stored and the word cursor moves by the renormalisation flag, so
+ * the ~50% unpredictable renormalisations of a near-random plane cost no
+ * mispredictions.
  */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "rfs_backend.h"
 #include "rfs_internal.h"
 #include "rfs_tile.h"
+
+/*
+ * A plane is rANS-coded only when that saves more than 1/2^SHIFT of its
+ * raw size; otherwise it is stored RAW.  Why: a rANS plane decodes at
+ * ~1.5-1.8 GB/s per core here, a RAW plane at copy speed, so a plane that
+ * barely compresses costs most of a tile's decode time for nothing.
+ * Measured on the benchmark data (docs/benchmarks.md, "Codec"): the planes
+ * that are nearly incompressible (real bf16 sign+mantissa, real fp16 low
+ * byte, real f32 mantissa bytes) sit at 0.995-1.0 of raw; the synthetic
+ * mantissa planes sit at 0.985-0.99.  1/128 moves the first group to RAW
+ * (real bf16 file +0.04%) and keeps the second (1/64 would cost synthetic
+ * f32 0.54% of ratio, past the 0.3% margin to htscodecs).
+ */
+#ifndef RFS_ENC_RAW_GAIN_SHIFT
+#define RFS_ENC_RAW_GAIN_SHIFT 7
+#endif
 
 /* Per-symbol encode constants (ryg_rans RansEncSymbol, 16-bit renorm). */
 typedef struct enc_sym {
@@ -24,11 +52,14 @@ typedef struct enc_sym {
 
 struct rfs_enc {
     size_t max_bytes;
+    const rfs_enc_backend *be; /* split and SIMD rANS loop */
     uint8_t *planes;     /* max_bytes: plane p of a tile at p*n */
     uint16_t *words;     /* rANS word scratch, filled back to front */
     size_t words_cap;    /* in words */
-    rfs_table table;     /* per-tile table of the plane being coded */
+    rfs_table table;     /* per-tile table of the plane being coded (no dec[]) */
     enc_sym sym[256];
+    uint32_t fs[256];    /* freq | start << 16, for the SIMD loop */
+    uint32_t counts[256];
     double cost[RFS_PROB_SCALE + 1]; /* cost[f] = bits of a symbol of freq f */
 };
 
@@ -38,6 +69,9 @@ rfs_enc *rfs_enc_create(size_t max_tile_bytes)
     if (!e)
         return NULL;
     e->max_bytes = max_tile_bytes;
+    e->be = rfs_enc_backend_default();
+    /* Up to one word per symbol, plus 32 so the branch-free loops may store
+     * up to 8 words below the cursor. */
     e->words_cap = max_tile_bytes + RFS_LANES;
     e->planes = malloc(max_tile_bytes ? max_tile_bytes : 1);
     e->words = malloc(e->words_cap * sizeof(uint16_t));
@@ -67,24 +101,137 @@ size_t rfs_tile_bound(size_t src_size, unsigned width)
     return RFS_TILE_HDR_SIZE + RFS_PLANE_DESC_SIZE * (size_t)(width ? width : 1) + src_size;
 }
 
-/* Split n elements into W planes of transformed bytes. */
-static void split_planes(uint8_t *planes, const uint8_t *src, size_t n, unsigned w,
-                         rfs_transform xf)
+/* ------------------------------------------------------------- split (scalar) */
+
+/* One loop per (width, transform) so the compiler can vectorise each. */
+static void split_w2(uint8_t *restrict p0, uint8_t *restrict p1, const uint8_t *restrict src,
+                     size_t n, int rot)
 {
-    if (w == 1) {
-        memcpy(planes, src, n);
+    if (rot) {
+        for (size_t i = 0; i < n; i++) {
+            uint32_t v = rfs_ld16(src + 2 * i);
+            v = (v << 1) | (v >> 15);
+            p0[i] = (uint8_t)v;
+            p1[i] = (uint8_t)(v >> 8);
+        }
         return;
     }
     for (size_t i = 0; i < n; i++) {
-        uint32_t t = rfs_xf_apply(rfs_ld_elem(src, i, w), w, xf);
-        for (unsigned p = 0; p < w; p++)
-            planes[p * n + i] = (uint8_t)(t >> (8 * p));
+        p0[i] = src[2 * i];
+        p1[i] = src[2 * i + 1];
     }
+}
+
+static void split_w4(uint8_t *restrict planes, const uint8_t *restrict src, size_t n, int rot)
+{
+    uint8_t *restrict p0 = planes, *restrict p1 = planes + n;
+    uint8_t *restrict p2 = planes + 2 * n, *restrict p3 = planes + 3 * n;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t v = rfs_ld32(src + 4 * i);
+        if (rot)
+            v = (v << 1) | (v >> 31);
+        p0[i] = (uint8_t)v;
+        p1[i] = (uint8_t)(v >> 8);
+        p2[i] = (uint8_t)(v >> 16);
+        p3[i] = (uint8_t)(v >> 24);
+    }
+}
+
+void rfs_split_planes_scalar(uint8_t *planes, const uint8_t *src, size_t n, unsigned w,
+                             rfs_transform xf)
+{
+    int rot = xf == RFS_XF_ROT1;
+    if (w == 1)
+        memcpy(planes, src, n);
+    else if (w == 2)
+        split_w2(planes, planes + n, src, n, rot);
+    else
+        split_w4(planes, src, n, rot);
+}
+
+/* ------------------------------------------------------------- histogram */
+
+/* counts[s] = occurrences of s in p[0..n).  Four count tables, so a run of
+ * one symbol does not chain every increment through one memory slot. */
+static void plane_counts(uint32_t counts[256], const uint8_t *p, size_t n)
+{
+    uint32_t c[4][256];
+    memset(c, 0, sizeof(c));
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t v = rfs_ld64(p + i);
+        c[0][v & 0xff]++;
+        c[1][(v >> 8) & 0xff]++;
+        c[2][(v >> 16) & 0xff]++;
+        c[3][(v >> 24) & 0xff]++;
+        c[0][(v >> 32) & 0xff]++;
+        c[1][(v >> 40) & 0xff]++;
+        c[2][(v >> 48) & 0xff]++;
+        c[3][v >> 56]++;
+    }
+    for (; i < n; i++)
+        c[0][p[i]]++;
+    for (unsigned s = 0; s < 256; s++)
+        counts[s] = c[0][s] + c[1][s] + c[2][s] + c[3][s];
+}
+
+/* ------------------------------------------------------------- tables */
+
+/* Index of the largest count among symbols with f > floor_ (first on ties). */
+static int largest_above(const uint16_t *f, const uint32_t *counts, unsigned floor_)
+{
+    int best = -1;
+    for (unsigned s = 0; s < 256; s++)
+        if (f[s] > floor_ && (best < 0 || counts[s] > counts[best]))
+            best = (int)s;
+    return best;
+}
+
+/*
+ * Normalise counts (total > 0) to freq[] summing to 2^12: exactly the
+ * frequencies rfs_table_from_counts gives, without its decode lookup.  Its
+ * one-at-a-time correction always hits the same symbol until that symbol
+ * reaches 1, so the excess is taken from it in one go.
+ */
+static void normalise_freq(uint16_t freq[256], const uint32_t counts[256], uint64_t total)
+{
+    int32_t sum = 0;
+    for (unsigned s = 0; s < 256; s++) {
+        uint64_t f = 0;
+        if (counts[s]) {
+            f = ((uint64_t)counts[s] * RFS_PROB_SCALE + total / 2) / total;
+            if (f == 0)
+                f = 1;
+        }
+        freq[s] = (uint16_t)f;
+        sum += (int32_t)f;
+    }
+    while (sum > (int32_t)RFS_PROB_SCALE) {
+        int s = largest_above(freq, counts, 1);
+        int32_t d = sum - (int32_t)RFS_PROB_SCALE;
+        if (d > freq[s] - 1)
+            d = freq[s] - 1;
+        freq[s] = (uint16_t)(freq[s] - d);
+        sum -= d;
+    }
+    if (sum < (int32_t)RFS_PROB_SCALE) {
+        int s = largest_above(freq, counts, 0);
+        freq[s] = (uint16_t)(freq[s] + (RFS_PROB_SCALE - (uint32_t)sum));
+    }
+}
+
+/* Serialised size of a table (docs/format.md "Frequency table"). */
+static size_t table_size(const uint16_t *freq)
+{
+    size_t k = 32;
+    for (unsigned s = 0; s < 256; s++)
+        k += freq[s] ? 1u + (freq[s] >= 128) : 0u;
+    return k;
 }
 
 /* Estimated bits to code a histogram with table freq[]; huge if a symbol
  * present in counts is absent from the table. */
-static double table_cost_bits(const rfs_enc *e, const uint64_t *counts, const uint16_t *freq)
+static double table_cost_bits(const rfs_enc *e, const uint32_t *counts, const uint16_t *freq)
 {
     double bits = 0;
     for (unsigned s = 0; s < 256; s++)
@@ -92,6 +239,8 @@ static double table_cost_bits(const rfs_enc *e, const uint64_t *counts, const ui
             bits += (double)counts[s] * e->cost[freq[s]];
     return bits;
 }
+
+/* ------------------------------------------------------------- rANS */
 
 static void enc_sym_init(enc_sym *s, uint32_t start, uint32_t freq)
 {
@@ -102,9 +251,7 @@ static void enc_sym_init(enc_sym *s, uint32_t start, uint32_t freq)
         s->rcp_shift = 0;
         s->bias = start + RFS_PROB_SCALE - 1;
     } else {
-        uint32_t shift = 0;
-        while (freq > (1u << shift))
-            shift++;
+        uint32_t shift = 32u - (uint32_t)__builtin_clz(freq - 1); /* ceil(log2(freq)) */
         s->rcp_freq = (uint32_t)(((1ull << (shift + 31)) + freq - 1) / freq);
         s->rcp_shift = (uint16_t)(shift - 1);
         s->bias = start;
@@ -112,30 +259,68 @@ static void enc_sym_init(enc_sym *s, uint32_t start, uint32_t freq)
 }
 
 /*
- * rANS-code n plane bytes with table t into dst: 32 final states, then the
- * words.  Symbols are coded last to first so the decoder runs forwards;
- * within a step lanes go 31..0 and words are written back to front, which
- * puts each step's refill words in ascending lane order (docs/format.md 1.5).
+ * x = C(s, x) with 16-bit renormalisation, branch-free: the low word is
+ * always stored below the cursor, which moves down only when x >= x_max.
  */
+static inline uint16_t *enc_put(uint32_t *xp, uint16_t *ptr, const enc_sym *s)
+{
+    uint32_t x = *xp;
+    uint32_t out = x >= s->x_max;
+    ptr[-1] = (uint16_t)x;
+    ptr -= out;
+    x >>= out << 4;
+    uint32_t q = (uint32_t)(((uint64_t)x * s->rcp_freq) >> 32) >> s->rcp_shift;
+    *xp = x + s->bias + q * s->cmpl_freq;
+    return ptr;
+}
+
+/*
+ * Code plane[0..n), the symbols from index base on, into words ending at
+ * end (written back to front); returns the first word.  Symbols go last to
+ * first so the decoder runs forwards; within a step lanes go 31..0, which
+ * puts each step's refill words in ascending lane order (docs/format.md
+ * 1.5).  At most one word per symbol.  base is a multiple of 32.
+ */
+static uint16_t *rans_encode_words(uint32_t x[RFS_LANES], uint16_t *end, const uint8_t *plane,
+                                   size_t n, const enc_sym *sym, size_t base)
+{
+    uint16_t *ptr = end;
+    size_t i = n;
+    while (i % RFS_LANES) { /* the last, partial step */
+        i--;
+        ptr = enc_put(&x[(base + i) % RFS_LANES], ptr, &sym[plane[i]]);
+    }
+    while (i) {
+        i -= RFS_LANES;
+        const uint8_t *p = plane + i;
+        for (unsigned j = RFS_LANES; j-- > 0;)
+            ptr = enc_put(&x[j], ptr, &sym[p[j]]);
+    }
+    return ptr;
+}
+
+/* rANS-code n plane bytes with table t into dst: 32 final states, then the
+ * words.  RFS_E_DST_SMALL when they do not fit in dst_cap. */
 static rfs_err rans_encode_plane(rfs_enc *e, uint8_t *dst, size_t dst_cap, size_t *written,
                                  const uint8_t *plane, size_t n, const rfs_table *t)
 {
-    for (unsigned s = 0; s < 256; s++)
-        if (t->freq[s])
+    for (unsigned s = 0; s < 256; s++) {
+        if (t->freq[s]) {
             enc_sym_init(&e->sym[s], t->start[s], t->freq[s]);
+            e->fs[s] = t->freq[s] | (uint32_t)t->start[s] << 16;
+        }
+    }
     uint32_t x[RFS_LANES];
     for (unsigned j = 0; j < RFS_LANES; j++)
         x[j] = RFS_RANS_L;
-    uint16_t *end = e->words + e->words_cap, *ptr = end;
-    for (size_t i = n; i-- > 0;) {
-        const enc_sym *s = &e->sym[plane[i]];
-        uint32_t xi = x[i & (RFS_LANES - 1)];
-        if (xi >= s->x_max) {
-            *--ptr = (uint16_t)xi;
-            xi >>= 16;
-        }
-        uint32_t q = (uint32_t)(((uint64_t)xi * s->rcp_freq) >> 32) >> s->rcp_shift;
-        x[i & (RFS_LANES - 1)] = xi + s->bias + q * s->cmpl_freq;
+    uint16_t *end = e->words + e->words_cap, *ptr;
+    size_t whole = n - n % RFS_LANES;
+    if (e->be->rans_steps) {
+        /* the last, partial step in scalar, the whole steps in SIMD */
+        ptr = rans_encode_words(x, end, plane + whole, n - whole, e->sym, whole);
+        ptr = e->be->rans_steps(x, ptr, plane, whole, e->fs);
+    } else {
+        ptr = rans_encode_words(x, end, plane, n, e->sym, 0);
     }
     size_t nwords = (size_t)(end - ptr);
     size_t size = RFS_STATES_SIZE + 2 * nwords;
@@ -143,11 +328,17 @@ static rfs_err rans_encode_plane(rfs_enc *e, uint8_t *dst, size_t dst_cap, size_
         return RFS_E_DST_SMALL;
     for (unsigned j = 0; j < RFS_LANES; j++)
         rfs_st32(dst + 4 * j, x[j]);
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    memcpy(dst + RFS_STATES_SIZE, ptr, 2 * nwords);
+#else
     for (size_t k = 0; k < nwords; k++)
         rfs_st16(dst + RFS_STATES_SIZE + 2 * k, ptr[k]);
+#endif
     *written = size;
     return RFS_OK;
 }
+
+/* ------------------------------------------------------------- plane choice */
 
 /* Plane coding decision. */
 typedef struct plane_plan {
@@ -156,29 +347,28 @@ typedef struct plane_plan {
     const rfs_table *table; /* for the rANS modes */
 } plane_plan;
 
+/* Largest payload a rANS plane of n bytes may have before RAW is kept. */
+static size_t rans_budget(size_t n)
+{
+    return n - (n >> RFS_ENC_RAW_GAIN_SHIFT);
+}
+
 static plane_plan plan_plane(rfs_enc *e, const uint8_t *plane, size_t n, unsigned p,
                              const rfs_tile_params *prm)
 {
     plane_plan pl = {RFS_PM_RAW, 0, NULL};
     if (n == 0 || prm->raw_only)
         return pl;
-    uint64_t counts[256] = {0};
-    for (size_t i = 0; i < n; i++)
-        counts[plane[i]]++;
-    unsigned distinct = 0;
-    for (unsigned s = 0; s < 256; s++)
-        distinct += counts[s] != 0;
-    if (distinct == 1) {
+    plane_counts(e->counts, plane, n);
+    if (e->counts[plane[0]] == n) {
         pl.mode = RFS_PM_CONST;
         pl.value = plane[0];
         return pl;
     }
-    double best = (double)n; /* RAW */
-    rfs_table_from_counts(&e->table, counts);
-    uint8_t tbuf[RFS_TABLE_MAX_SIZE];
-    size_t tsize = 0;
-    rfs_table_write(tbuf, sizeof(tbuf), &tsize, &e->table);
-    double c = (double)(RFS_STATES_SIZE + tsize) + table_cost_bits(e, counts, e->table.freq) / 8;
+    double best = (double)rans_budget(n); /* rANS must come in below this */
+    normalise_freq(e->table.freq, e->counts, n);
+    double c = (double)(RFS_STATES_SIZE + table_size(e->table.freq)) +
+               table_cost_bits(e, e->counts, e->table.freq) / 8;
     if (c < best) {
         best = c;
         pl.mode = RFS_PM_RANS_TILE;
@@ -186,10 +376,17 @@ static plane_plan plan_plane(rfs_enc *e, const uint8_t *plane, size_t n, unsigne
     }
     const rfs_table *sh = prm->shared ? prm->shared->plane[p] : NULL;
     if (sh) {
-        c = (double)RFS_STATES_SIZE + table_cost_bits(e, counts, sh->freq) / 8;
+        c = (double)RFS_STATES_SIZE + table_cost_bits(e, e->counts, sh->freq) / 8;
         if (c < best) {
             pl.mode = RFS_PM_RANS_SHARED;
             pl.table = sh;
+        }
+    }
+    if (pl.mode == RFS_PM_RANS_TILE) {
+        uint32_t start = 0;
+        for (unsigned s = 0; s < 256; s++) {
+            e->table.start[s] = (uint16_t)start;
+            start += e->table.freq[s];
         }
     }
     return pl;
@@ -210,8 +407,8 @@ static rfs_err encode_plane(rfs_enc *e, uint8_t *desc, uint8_t *dst, size_t dst_
         if (err == RFS_OK)
             err = rans_encode_plane(e, dst + tsize, dst_cap - tsize, &ssize, plane, n, pl.table);
         size = tsize + ssize;
-        /* Estimates can be off by a few bytes: RAW whenever it is not larger. */
-        if (err == RFS_E_DST_SMALL || (err == RFS_OK && size >= n))
+        /* Estimates can be off by a few bytes: the same rule on the real size. */
+        if (err == RFS_E_DST_SMALL || (err == RFS_OK && size >= rans_budget(n)))
             pl.mode = RFS_PM_RAW;
         else if (err != RFS_OK)
             return err;
@@ -250,13 +447,15 @@ rfs_err rfs_tile_encode(rfs_enc *e, uint8_t *dst, size_t dst_cap, size_t *dst_si
     dst[2] = RFS_PROB_BITS;
     dst[3] = 0;
     rfs_st32(dst + 4, (uint32_t)n);
-    if (n)
-        split_planes(e->planes, src, n, w, prm->transform);
+    /* W = 1 has nothing to split: code straight from src. */
+    const uint8_t *planes = w == 1 ? (const uint8_t *)src : e->planes;
+    if (n && w > 1)
+        e->be->split(e->planes, src, n, w, prm->transform);
     size_t pos = hdr;
     for (unsigned p = 0; p < w; p++) {
         size_t written = 0;
         rfs_err err = encode_plane(e, dst + RFS_TILE_HDR_SIZE + RFS_PLANE_DESC_SIZE * p,
-                                   dst + pos, dst_cap - pos, &written, e->planes + p * n, n, p,
+                                   dst + pos, dst_cap - pos, &written, planes + p * n, n, p,
                                    prm);
         if (err != RFS_OK)
             return err;
