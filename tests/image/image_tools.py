@@ -388,17 +388,22 @@ def t_bad_input(b, work, _):
 
 
 def t_signal(b, work, _):
+    # Sparse all-zero tensors: cheap to make, and big enough (16 GiB) that
+    # packing them with -j1 takes seconds however fast the encoder gets.
     src = os.path.join(work, "big")
     os.makedirs(src)
-    rng = np.random.default_rng(5)
-    for i in range(8):
-        gaussian(rng, 4 << 20).tofile(os.path.join(src, "layer_%d.f32" % i))
+    for i in range(4):
+        with open(os.path.join(src, "layer_%d.f32" % i), "wb") as f:
+            f.truncate(4 << 30)
     out = os.path.join(work, "outdir")
     os.makedirs(out)
     for sig in (signal.SIGINT, signal.SIGTERM):
         p = subprocess.Popen([b("ransfs-mkimage"), "-q", "-j1", src, os.path.join(out, "out.img")],
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        time.sleep(0.4)
+        # Signal once the temporary image exists, so the packer is mid-write.
+        deadline = time.time() + 30
+        while not os.listdir(out) and p.poll() is None and time.time() < deadline:
+            time.sleep(0.01)
         p.send_signal(sig)
         p.wait()
         check(p.returncode != 0, "mkimage finished before the signal; make the input bigger")
