@@ -1,9 +1,11 @@
 /*
  * fsck_main.c - ransfs-fsck: check an image completely.
- *   ransfs-fsck [-q] IMAGE [--extract DIR]
+ *   ransfs-fsck [-q] [-j N] IMAGE [--extract DIR]
  * Opens the image (which validates all metadata), verifies and decodes
- * every unit and every RAW extent, and reports each problem on one line
- * naming the unit and the file and offset that use it.  --extract DIR then
+ * every unit (on N threads, default: all cores; each with its own decode
+ * context) and every RAW extent, and reports each problem on one line
+ * naming the unit and the file and offset that use it, in unit order
+ * whatever N is.  --extract DIR then
  * writes the tree out (contents, modes, mtimes, symlinks).
  * Exit status: 0 all good; 1 the image is damaged or extraction failed;
  * 2 usage error.
@@ -11,6 +13,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,6 +36,9 @@ typedef struct fsck {
     char **ino_path;    /* path of each inode, for messages */
     uint8_t *buf;
     uint64_t problems;
+    unsigned n_threads;
+    rfs_err *unit_err;  /* result of decoding each unit */
+    atomic_uint_fast64_t next_unit;
     int dirfd;          /* --extract: destination directory */
     const char *dest;
 } fsck;
@@ -79,11 +86,53 @@ static int index_file(void *user, uint64_t ino, const char *path, const rfs_stat
     return 0;
 }
 
+/* Worker: decode units taken in turn from next_unit; NULL or "" on error. */
+static void *units_decode_main(void *arg)
+{
+    fsck *f = arg;
+    rfs_rctx *ctx = rfs_rctx_create(f->img);
+    uint8_t *buf = malloc(f->sum.unit_max ? f->sum.unit_max : 1);
+    uint64_t u;
+    if (!ctx || !buf) {
+        rfs_rctx_destroy(ctx);
+        free(buf);
+        return "";
+    }
+    while ((u = atomic_fetch_add(&f->next_unit, 1)) < f->sum.n_units) {
+        size_t got;
+        f->unit_err[u] = rfs_image_unit_decode(f->img, ctx, u, buf, f->sum.unit_max, &got);
+    }
+    rfs_rctx_destroy(ctx);
+    free(buf);
+    return NULL;
+}
+
+/* Decode every unit on n_threads threads (this one included). */
+static int units_decode(fsck *f)
+{
+    pthread_t th[256];
+    unsigned started = 0, n = f->n_threads > 256 ? 256 : f->n_threads;
+    int rc = 0;
+    atomic_init(&f->next_unit, 0);
+    for (unsigned t = 1; t < n && t < f->sum.n_units; t++, started++)
+        if (pthread_create(&th[started], NULL, units_decode_main, f) != 0)
+            break;
+    if (units_decode_main(f))
+        rc = -1;
+    for (unsigned t = 0; t < started; t++) {
+        void *r;
+        pthread_join(th[t], &r);
+        if (r)
+            rc = -1;
+    }
+    return rc;
+}
+
+/* Report the results in unit order. */
 static void units_check(fsck *f)
 {
     for (uint64_t u = 0; u < f->sum.n_units; u++) {
-        size_t got;
-        rfs_err err = rfs_image_unit_decode(f->img, f->ctx, u, f->buf, f->sum.unit_max, &got);
+        rfs_err err = f->unit_err[u];
         int64_t t = rfs_image_unit_tensor(f->img, u);
         rfs_tensor_info ti;
         char what[512];
@@ -175,6 +224,7 @@ static void fsck_free(fsck *f)
     free(f->ino_path);
     free(f->unit_ino);
     free(f->unit_off);
+    free(f->unit_err);
     free(f->buf);
     rfs_rctx_destroy(f->ctx);
     rfs_image_close(f->img);
@@ -184,22 +234,33 @@ int main(int argc, char **argv)
 {
     static const struct option longopts[] = {{"extract", required_argument, 0, 'x'},
                                              {"quiet", no_argument, 0, 'q'},
+                                             {"threads", required_argument, 0, 'j'},
                                              {"help", no_argument, 0, 'h'},
                                              {0, 0, 0, 0}};
     fsck f = {.dirfd = -1};
     int quiet = 0, c;
-    while ((c = getopt_long(argc, argv, "qhx:", longopts, NULL)) != -1) {
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    f.n_threads = cores > 0 ? (unsigned)cores : 1;
+    while ((c = getopt_long(argc, argv, "qhx:j:", longopts, NULL)) != -1) {
+        char *end;
         if (c == 'x')
             f.dest = optarg;
-        else if (c == 'q')
+        else if (c == 'j') {
+            long j = strtol(optarg, &end, 10);
+            if (*end || j < 1 || j > 256) {
+                fprintf(stderr, "ransfs-fsck: -j %s: want a thread count from 1 to 256\n", optarg);
+                return 2;
+            }
+            f.n_threads = (unsigned)j;
+        } else if (c == 'q')
             quiet = 1;
         else {
-            fputs("usage: ransfs-fsck [-q] IMAGE [--extract DIR]\n", c == 'h' ? stdout : stderr);
+            fputs("usage: ransfs-fsck [-q] [-j N] IMAGE [--extract DIR]\n", c == 'h' ? stdout : stderr);
             return c == 'h' ? 0 : 2;
         }
     }
     if (argc - optind != 1) {
-        fputs("usage: ransfs-fsck [-q] IMAGE [--extract DIR]\n", stderr);
+        fputs("usage: ransfs-fsck [-q] [-j N] IMAGE [--extract DIR]\n", stderr);
         return 2;
     }
     f.image = argv[optind];
@@ -215,13 +276,18 @@ int main(int argc, char **argv)
     f.unit_ino = calloc(f.sum.n_units + 1, sizeof *f.unit_ino);
     f.unit_off = calloc(f.sum.n_units + 1, sizeof *f.unit_off);
     f.ino_path = calloc(f.sum.n_inodes, sizeof *f.ino_path);
+    f.unit_err = calloc(f.sum.n_units + 1, sizeof *f.unit_err);
     int rc = 1;
-    if (!f.ctx || !f.buf || !f.unit_ino || !f.unit_off || !f.ino_path) {
+    if (!f.ctx || !f.buf || !f.unit_ino || !f.unit_off || !f.ino_path || !f.unit_err) {
         fprintf(stderr, "ransfs-fsck: out of memory\n");
         goto out;
     }
     if (rfs_tree_walk(f.img, index_file, &f) != 0) {
         problem(&f, "directory tree too deep to walk");
+        goto out;
+    }
+    if (units_decode(&f) != 0) {
+        fprintf(stderr, "ransfs-fsck: out of memory\n");
         goto out;
     }
     units_check(&f);

@@ -1,19 +1,20 @@
 /*
- * rfs_pack.c - plan, encode and write a ransfs image (see rfs_pack.h and
+ * rfs_pack.c - plan a ransfs image and drive its writing (see rfs_pack.h and
  * docs/format.md Part 2).
  *
- * Design note.  Phases, each either sequential or a parallel loop whose
- * items are independent, so the image never depends on the thread count:
- *   1. walk the tree and load every file (rfs_pack_tree.c);
- *   2. hash every file (parallel), then find identical files (sequential:
- *      sort by hash, confirm with memcmp);
+ * Design note.  The plan needs no file bytes but safetensors headers, so
+ * each data byte is read once, by the stream (rfs_pack_stream.c):
+ *   1. walk the tree, stat every file (rfs_pack_tree.c);
+ *   2. identical files: only files whose size another file shares can be
+ *      identical; those are hashed (parallel, streamed) and confirmed by a
+ *      streamed compare; the earliest copy is kept;
  *   3. cut each distinct file into regions: safetensors tensors and raw
  *      tensor files become coded tensors, the rest blobs;
- *   4. analyse every tensor (parallel): hash, transform, shared tables from
- *      the whole-tensor histogram; find identical tensors (sequential);
- *   5. cut into chunks in file order and encode them in batches (parallel),
- *      writing each batch in chunk order (sequential);
- *   6. build extents and metadata, write them, then the superblock.
+ *   4. cut regions into chunks in file order (tiles of tensors, zstd blocks
+ *      of blobs);
+ *   5. stream: read, analyse, encode and write every chunk in order;
+ *   6. check that no source changed, then build and write the metadata and
+ *      the superblock.
  * The image is a temporary file beside IMAGE, renamed at the end; on error
  * or on a signal it is unlinked.
  */
@@ -72,8 +73,6 @@ static int tmp_create(pk_plan *p, int *fd)
 
 /* ---------------------------------------------------------- parallel for */
 
-typedef void (*pk_job_fn)(void *ctx, unsigned worker, size_t item);
-
 typedef struct pk_par {
     pk_job_fn fn;
     void *ctx;
@@ -97,7 +96,7 @@ static void *par_main(void *arg)
 }
 
 /* fn(ctx, worker, i) for i in [0, n), on up to n_threads threads. */
-static void pk_parallel(unsigned n_threads, size_t n, pk_job_fn fn, void *ctx)
+void pk_parallel(unsigned n_threads, size_t n, pk_job_fn fn, void *ctx)
 {
     pk_par par = {.fn = fn, .ctx = ctx, .n = n};
     atomic_init(&par.next, 0);
@@ -120,10 +119,58 @@ static void pk_parallel(unsigned n_threads, size_t n, pk_job_fn fn, void *ctx)
 
 /* ------------------------------------------------------ files and dedup */
 
+/* Stream file f through XXH3-128 (and, with g, compare it to file g).
+ * 0 equal/hashed, 1 different, -1 error (err set). */
+static int file_scan(pk_plan *p, pk_file *f, pk_file *g, char *err, size_t cap)
+{
+    size_t blk = f->size < (1u << 20) ? (size_t)f->size + 1 : (1u << 20);
+    int fd = -1, gd = -1, rc = -1;
+    uint8_t *a = malloc(blk), *b = g ? malloc(blk) : NULL;
+    XXH3_state_t *h = g ? NULL : XXH3_createState();
+    if (!a || (g ? !b : !h)) {
+        snprintf(err, cap, "out of memory");
+        goto done;
+    }
+    if (pk_src_open(p, f, &fd, err, cap) || (g && pk_src_open(p, g, &gd, err, cap)))
+        goto done;
+    if (h)
+        XXH3_128bits_reset(h);
+    rc = 0;
+    for (uint64_t off = 0; off < f->size && rc == 0; off += blk) {
+        uint64_t n = f->size - off < blk ? f->size - off : blk;
+        if (pk_src_read(p, f, fd, a, off, n, err, cap) ||
+            (g && pk_src_read(p, g, gd, b, off, n, err, cap)))
+            rc = -1;
+        else if (g)
+            rc = memcmp(a, b, n) != 0;
+        else
+            XXH3_128bits_update(h, a, n);
+    }
+    if (rc == 0 && h)
+        f->hash = XXH3_128bits_digest(h);
+done:
+    if (fd >= 0)
+        close(fd);
+    if (gd >= 0)
+        close(gd);
+    XXH3_freeState(h);
+    free(a);
+    free(b);
+    return rc;
+}
+
+typedef struct pk_hjob {
+    pk_plan *p;
+    size_t *idx;
+    char (*err)[512];
+} pk_hjob;
+
 static void file_hash_job(void *ctx, unsigned worker, size_t i)
 {
-    pk_file *f = &((pk_plan *)ctx)->files[i];
-    f->hash = XXH3_128bits(f->data, f->size);
+    (void)worker;
+    pk_hjob *j = ctx;
+    j->err[i][0] = '\0';
+    file_scan(j->p, &j->p->files[j->idx[i]], NULL, j->err[i], sizeof j->err[i]);
 }
 
 static int hash_cmp(XXH128_hash_t a, XXH128_hash_t b)
@@ -137,39 +184,60 @@ static int hash_cmp(XXH128_hash_t a, XXH128_hash_t b)
 
 static pk_plan *g_sort_plan; /* qsort has no context argument in C11 */
 
-static int file_order(const void *a, const void *b)
+static int size_order(const void *a, const void *b)
 {
     const pk_file *x = &g_sort_plan->files[*(const size_t *)a];
     const pk_file *y = &g_sort_plan->files[*(const size_t *)b];
-    int c = hash_cmp(x->hash, y->hash);
-    if (c)
-        return c;
     if (x->size != y->size)
         return x->size < y->size ? -1 : 1;
     return *(const size_t *)a < *(const size_t *)b ? -1 : 1;
 }
 
+/* Files of a size no other file has are unique without reading them; the
+ * others are hashed (in parallel) and the earliest copy kept. */
 static int files_dedup(pk_plan *p)
 {
-    size_t *idx = malloc((p->n_files ? p->n_files : 1) * sizeof *idx);
+    size_t n = 0, *idx = malloc((p->n_files ? p->n_files : 1) * sizeof *idx);
     if (!idx)
         return pk_fail(p, "out of memory");
     for (size_t i = 0; i < p->n_files; i++)
         idx[i] = i;
     g_sort_plan = p;
-    qsort(idx, p->n_files, sizeof *idx, file_order);
-    for (size_t i = 1; i < p->n_files; i++) {
-        pk_file *a = &p->files[idx[i - 1]], *b = &p->files[idx[i]];
-        size_t owner = a->dup_of >= 0 ? (size_t)a->dup_of : idx[i - 1];
-        pk_file *o = &p->files[owner];
-        if (b->size && !hash_cmp(a->hash, b->hash) && a->size == b->size &&
-            memcmp(o->data, b->data, b->size) == 0) {
-            b->dup_of = (int64_t)owner;
-            p->st->dup_files++;
+    qsort(idx, p->n_files, sizeof *idx, size_order);
+    for (size_t i = 0; i < p->n_files; i++) { /* keep the files that share a size */
+        uint64_t sz = p->files[idx[i]].size;
+        if (sz && ((i > 0 && p->files[idx[i - 1]].size == sz) ||
+                   (i + 1 < p->n_files && p->files[idx[i + 1]].size == sz)))
+            idx[n++] = idx[i];
+    }
+    pk_hjob j = {.p = p, .idx = idx, .err = malloc((n ? n : 1) * sizeof *j.err)};
+    int rc = j.err ? 0 : pk_fail(p, "out of memory");
+    if (rc == 0)
+        pk_parallel(p->o->n_threads, n, file_hash_job, &j);
+    for (size_t i = 0; rc == 0 && i < n; i++)
+        if (j.err[i][0])
+            rc = pk_fail(p, "%s", j.err[i]);
+    /* idx is sorted by (size, index): the owner is the earliest equal file. */
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        pk_file *b = &p->files[idx[i]];
+        for (size_t k = i; k-- > 0 && p->files[idx[k]].size == b->size;) {
+            pk_file *a = &p->files[idx[k]];
+            if (a->dup_of >= 0 || hash_cmp(a->hash, b->hash))
+                continue;
+            int d = file_scan(p, b, a, p->err, p->err_cap);
+            if (d < 0)
+                rc = -1;
+            if (d == 0) {
+                b->dup_of = (int64_t)idx[k];
+                p->st->dup_files++;
+            }
+            if (d <= 0)
+                break;
         }
     }
+    free(j.err);
     free(idx);
-    return 0;
+    return rc;
 }
 
 /* ------------------------------------------------------------- regions */
@@ -229,13 +297,46 @@ static int tensor_codable(const rfs_st_tensor *t, int dtype)
            t->ndim <= 255;
 }
 
+/* The first 8 + N bytes of a safetensors file (fewer when it is shorter or
+ * N runs past its end: the parser reports that).  NULL with p->err. */
+static uint8_t *st_head_read(pk_plan *p, const pk_file *f, size_t *len)
+{
+    uint8_t lenb[8];
+    int fd;
+    *len = f->size < 8 ? (size_t)f->size : 8;
+    if (pk_src_open(p, f, &fd, p->err, p->err_cap))
+        return NULL;
+    uint8_t *head = NULL;
+    if (pk_src_read(p, f, fd, lenb, 0, *len, p->err, p->err_cap) == 0) {
+        uint64_t hn = 0;
+        for (unsigned i = 0; *len == 8 && i < 8; i++)
+            hn |= (uint64_t)lenb[i] << (8 * i);
+        if (*len == 8 && hn <= f->size - 8)
+            *len = (size_t)(8 + hn);
+        head = malloc(*len ? *len : 1);
+        if (!head)
+            pk_fail(p, "out of memory");
+        else if (pk_src_read(p, f, fd, head, 0, *len, p->err, p->err_cap)) {
+            free(head);
+            head = NULL;
+        }
+    }
+    close(fd);
+    return head;
+}
+
 static int regions_safetensors(pk_plan *p, pk_file *f, const char *path)
 {
     rfs_st_header h;
     char why[512];
-    size_t cap = 0;
+    size_t cap = 0, head_len;
     int rc = 0;
-    if (rfs_st_parse(&h, f->data, f->size, why, sizeof why)) {
+    uint8_t *head = st_head_read(p, f, &head_len);
+    if (!head)
+        return -1;
+    rc = rfs_st_parse(&h, head, f->size, why, sizeof why);
+    free(head);
+    if (rc) {
         rfs_st_free(&h);
         return pk_fail(p, "%s: %s", path, why);
     }
@@ -298,149 +399,20 @@ static int regions_plan(pk_plan *p, pk_file *f)
     return k < 0 ? -1 : region_add(p, f, &cap, 0, f->size, k);
 }
 
-/* ------------------------------------------------------------- tensors */
-
-typedef struct pk_tjob {
-    pk_plan *p;
-    atomic_int failed;
-} pk_tjob;
-
-/*
- * Histograms of all W byte planes of n transformed elements in one pass
- * (rfs_plane_histogram takes one pass per plane).  Plane p is byte p of
- * T(v), T as in docs/format.md 1.1.
- */
-static void planes_histogram(uint64_t counts[RFS_MAX_WIDTH][256], const uint8_t *src, size_t n,
-                             unsigned w, rfs_transform xf)
-{
-    uint32_t c[RFS_MAX_WIDTH][256];
-    memset(c, 0, sizeof c);
-    for (size_t i = 0; i < n;) {
-        size_t end = n - i > (1u << 30) ? i + (1u << 30) : n; /* no uint32 overflow */
-        if (w == 1) {
-            for (; i < end; i++)
-                c[0][src[i]]++;
-        } else if (w == 2) {
-            for (; i < end; i++) {
-                uint32_t v = (uint32_t)src[2 * i] | (uint32_t)src[2 * i + 1] << 8;
-                if (xf == RFS_XF_ROT1)
-                    v = ((v << 1) | (v >> 15)) & 0xffffu;
-                c[0][v & 0xff]++;
-                c[1][v >> 8]++;
-            }
-        } else {
-            for (; i < end; i++) {
-                const uint8_t *e = src + 4 * i;
-                uint32_t v = (uint32_t)e[0] | (uint32_t)e[1] << 8 | (uint32_t)e[2] << 16 |
-                             (uint32_t)e[3] << 24;
-                if (xf == RFS_XF_ROT1)
-                    v = (v << 1) | (v >> 31);
-                c[0][v & 0xff]++;
-                c[1][(v >> 8) & 0xff]++;
-                c[2][(v >> 16) & 0xff]++;
-                c[3][v >> 24]++;
-            }
-        }
-        for (unsigned p = 0; p < w; p++)
-            for (int s = 0; s < 256; s++) {
-                counts[p][s] += c[p][s];
-                c[p][s] = 0;
-            }
-    }
-}
-
-static void tensor_analyse_job(void *ctx, unsigned worker, size_t i)
-{
-    pk_tjob *j = ctx;
-    pk_plan *p = j->p;
-    pk_tensor *t = &p->tensors[i];
-    const uint8_t *src = p->files[t->file].data + t->off;
-    t->hash = XXH3_128bits(src, t->len);
-    t->xf = rfs_transform_choose(src, t->n_elems, t->width);
-    t->n_tiles = (uint32_t)((t->len - 1) / p->o->tile_size + 1);
-    if (t->n_tiles < 2 || p->o->raw_codec)
-        return;
-    uint64_t counts[RFS_MAX_WIDTH][256];
-    memset(counts, 0, sizeof counts);
-    planes_histogram(counts, src, t->n_elems, t->width, t->xf);
-    for (unsigned pl = 0; pl < t->width && pl < RFS_MAX_WIDTH; pl++) {
-        rfs_table *tab = malloc(sizeof *tab);
-        if (!tab) {
-            atomic_store(&j->failed, 1);
-            return;
-        }
-        if (rfs_table_from_counts(tab, counts[pl]) != RFS_OK) {
-            free(tab);
-            continue;
-        }
-        t->tab[pl] = tab;
-        t->set.plane[pl] = tab;
-    }
-}
-
-static int tensor_order(const void *a, const void *b)
-{
-    const pk_tensor *x = &g_sort_plan->tensors[*(const size_t *)a];
-    const pk_tensor *y = &g_sort_plan->tensors[*(const size_t *)b];
-    int c = hash_cmp(x->hash, y->hash);
-    if (c)
-        return c;
-    if (x->len != y->len)
-        return x->len < y->len ? -1 : 1;
-    if (x->dtype != y->dtype)
-        return x->dtype < y->dtype ? -1 : 1;
-    return *(const size_t *)a < *(const size_t *)b ? -1 : 1;
-}
-
-static const uint8_t *tensor_bytes(const pk_plan *p, const pk_tensor *t)
-{
-    return p->files[t->file].data + t->off;
-}
-
-static int tensors_dedup(pk_plan *p)
-{
-    size_t *idx = malloc((p->n_tensors ? p->n_tensors : 1) * sizeof *idx);
-    if (!idx)
-        return pk_fail(p, "out of memory");
-    for (size_t i = 0; i < p->n_tensors; i++)
-        idx[i] = i;
-    g_sort_plan = p;
-    qsort(idx, p->n_tensors, sizeof *idx, tensor_order);
-    for (size_t i = 1; i < p->n_tensors; i++) {
-        pk_tensor *a = &p->tensors[idx[i - 1]], *b = &p->tensors[idx[i]];
-        size_t owner = a->alias_of >= 0 ? (size_t)a->alias_of : idx[i - 1];
-        pk_tensor *o = &p->tensors[owner];
-        if (!hash_cmp(a->hash, b->hash) && a->len == b->len && a->dtype == b->dtype &&
-            memcmp(tensor_bytes(p, o), tensor_bytes(p, b), b->len) == 0) {
-            b->alias_of = (int64_t)owner;
-            p->st->dup_tensors++;
-        }
-    }
-    free(idx);
-    return 0;
-}
-
-static int tensors_analyse(pk_plan *p)
-{
-    pk_tjob j = {.p = p};
-    atomic_init(&j.failed, 0);
-    pk_parallel(p->o->n_threads, p->n_tensors, tensor_analyse_job, &j);
-    if (atomic_load(&j.failed))
-        return pk_fail(p, "out of memory building frequency tables");
-    return tensors_dedup(p);
-}
-
 /* -------------------------------------------------------------- chunks */
 
-static int chunk_add(pk_plan *p, const uint8_t *src, uint32_t len, int64_t tensor)
+static int chunk_add(pk_plan *p, uint32_t file, uint64_t off, uint32_t len, int64_t tensor)
 {
     if (pk_grow(&p->chunks, &p->cap_chunks, p->n_chunks, sizeof *p->chunks))
         return pk_fail(p, "out of memory");
-    p->chunks[p->n_chunks++] = (pk_chunk){.src = src, .len = len, .tensor = tensor};
+    p->chunks[p->n_chunks++] =
+        (pk_chunk){.file = file, .file_off = off, .len = len, .tensor = tensor};
     return 0;
 }
 
-/* Cut every distinct file's regions into chunks, in file order. */
+/* Cut every distinct file's regions into chunks, in file order.  Tensors
+ * found identical to an earlier one while streaming keep their chunks, marked
+ * skip (nothing is stored for them). */
 static int chunks_plan(pk_plan *p)
 {
     uint32_t ts = p->o->tile_size;
@@ -449,15 +421,15 @@ static int chunks_plan(pk_plan *p)
         for (size_t r = 0; r < f->n_reg; r++) {
             pk_region *g = &f->reg[r];
             pk_tensor *t = g->tensor >= 0 ? &p->tensors[g->tensor] : NULL;
-            if (t && t->alias_of >= 0)
-                continue;
-            if (t)
+            if (t) {
                 t->first_chunk = p->n_chunks;
+                t->n_tiles = (uint32_t)((t->len - 1) / ts + 1);
+            }
             else
                 g->first_chunk = p->n_chunks;
             for (uint64_t o = 0; o < g->len; o += ts) {
                 uint32_t len = (uint32_t)(g->len - o < ts ? g->len - o : ts);
-                if (chunk_add(p, f->data + g->off + o, len, g->tensor))
+                if (chunk_add(p, (uint32_t)fi, g->off + o, len, g->tensor))
                     return -1;
             }
             if (!t)
@@ -465,46 +437,6 @@ static int chunks_plan(pk_plan *p)
         }
     }
     return 0;
-}
-
-/* ------------------------------------------------------------- encoding */
-
-typedef struct pk_worker {
-    rfs_enc *enc;
-    ZSTD_CCtx *zc;
-} pk_worker;
-
-typedef struct pk_batch {
-    pk_plan *p;
-    pk_worker *w;
-    uint8_t **out;     /* per slot: encoded bytes */
-    size_t out_cap;
-    uint64_t first;    /* chunk of slot 0 */
-    atomic_int failed;
-} pk_batch;
-
-static void chunk_encode_job(void *ctx, unsigned worker, size_t slot)
-{
-    pk_batch *b = ctx;
-    pk_plan *p = b->p;
-    pk_chunk *c = &p->chunks[b->first + slot];
-    pk_worker *w = &b->w[worker];
-    uint8_t *out = b->out[slot];
-    if (c->tensor >= 0) {
-        const pk_tensor *t = &p->tensors[c->tensor];
-        rfs_tile_params tp = {.width = t->width, .transform = t->xf,
-                              .shared = t->n_tiles >= 2 ? &t->set : NULL,
-                              .raw_only = p->o->raw_codec};
-        size_t n = 0;
-        if (rfs_tile_encode(w->enc, out, b->out_cap, &n, c->src, c->len, &tp) != RFS_OK)
-            atomic_store(&b->failed, 1);
-        c->out_len = (uint32_t)n;
-        c->raw = 0;
-        return;
-    }
-    size_t n = ZSTD_compressCCtx(w->zc, out, b->out_cap, c->src, c->len, p->o->zstd_level);
-    c->raw = ZSTD_isError(n) || n >= c->len;
-    c->out_len = c->raw ? c->len : (uint32_t)n;
 }
 
 int pk_write_all(pk_plan *p, int fd, const void *buf, size_t len)
@@ -520,97 +452,6 @@ int pk_write_all(pk_plan *p, int fd, const void *buf, size_t len)
         len -= (size_t)n;
     }
     return 0;
-}
-
-/* Which planes of an encoded tile use the tensor's shared table. */
-static uint8_t tile_shared_planes(const uint8_t *tile, unsigned w)
-{
-    uint8_t m = 0;
-    for (unsigned pl = 0; pl < w; pl++)
-        if (tile[RFS_TILE_HDR_SIZE + pl * RFS_PLANE_DESC_SIZE] == RFS_PM_RANS_SHARED)
-            m |= (uint8_t)(1u << pl);
-    return m;
-}
-
-static int chunk_write(pk_plan *p, pk_out *o, pk_chunk *c, const uint8_t *enc)
-{
-    c->img_off = o->pos;
-    int rc = pk_write_all(p, o->fd, c->raw ? c->src : enc, c->out_len);
-    if (rc)
-        return rc;
-    o->pos += c->out_len;
-    int cls = c->tensor >= 0 ? p->tensors[c->tensor].dtype : 0;
-    p->st->in_by_class[cls] += c->len;
-    p->st->out_by_class[cls] += c->out_len;
-    if (c->raw)
-        return 0;
-    if (pk_grow(&o->units, &o->cap_units, o->n_units, sizeof *o->units))
-        return pk_fail(p, "out of memory");
-    c->unit = o->n_units;
-    o->units[o->n_units++] = (rfs_unit_rec){
-        .off = c->img_off, .size = c->out_len, .decoded_size = c->len,
-        .xxh3 = XXH3_64bits(enc, c->out_len),
-        .kind = c->tensor >= 0 ? RFS_UNIT_TILE : RFS_UNIT_ZSTD,
-        .tensor = RFS_IMG_NO_TENSOR};
-    if (c->len > o->unit_max)
-        o->unit_max = c->len;
-    if (c->tensor >= 0) {
-        pk_tensor *t = &p->tensors[c->tensor];
-        if (c == &p->chunks[t->first_chunk])
-            t->first_unit = c->unit;
-        t->used_mask |= tile_shared_planes(enc, t->width);
-    }
-    return 0;
-}
-
-static int encode_all(pk_plan *p, pk_out *o)
-{
-    unsigned nt = p->o->n_threads;
-    size_t slots = (size_t)nt * 8;
-    pk_batch b = {.p = p};
-    atomic_init(&b.failed, 0);
-    b.out_cap = ZSTD_compressBound(p->o->tile_size);
-    for (unsigned w = 1; w <= RFS_MAX_WIDTH; w *= 2)
-        if (rfs_tile_bound(p->o->tile_size, w) > b.out_cap)
-            b.out_cap = rfs_tile_bound(p->o->tile_size, w);
-    b.w = calloc(nt, sizeof *b.w);
-    b.out = calloc(slots, sizeof *b.out);
-    int rc = (!b.w || !b.out) ? pk_fail(p, "out of memory") : 0;
-    for (unsigned w = 0; rc == 0 && w < nt; w++) {
-        b.w[w].enc = rfs_enc_create(p->o->tile_size);
-        b.w[w].zc = ZSTD_createCCtx();
-        if (!b.w[w].enc || !b.w[w].zc)
-            rc = pk_fail(p, "out of memory");
-    }
-    for (size_t s = 0; rc == 0 && s < slots; s++)
-        if (!(b.out[s] = malloc(b.out_cap)))
-            rc = pk_fail(p, "out of memory");
-    uint64_t total = 0, done = 0;
-    for (size_t i = 0; i < p->n_chunks; i++)
-        total += p->chunks[i].len;
-    for (b.first = 0; rc == 0 && b.first < p->n_chunks; b.first += slots) {
-        size_t n = p->n_chunks - b.first < slots ? p->n_chunks - b.first : slots;
-        pk_parallel(nt, n, chunk_encode_job, &b);
-        if (atomic_load(&b.failed)) {
-            rc = pk_fail(p, "internal error: tile encoder failed");
-            break;
-        }
-        for (size_t s = 0; rc == 0 && s < n; s++) {
-            rc = chunk_write(p, o, &p->chunks[b.first + s], b.out[s]);
-            done += p->chunks[b.first + s].len;
-        }
-        if (p->o->progress)
-            p->o->progress(p->o->user, done, total);
-    }
-    for (unsigned w = 0; b.w && w < nt; w++) {
-        rfs_enc_destroy(b.w[w].enc);
-        ZSTD_freeCCtx(b.w[w].zc);
-    }
-    for (size_t s = 0; b.out && s < slots; s++)
-        free(b.out[s]);
-    free(b.w);
-    free(b.out);
-    return rc;
 }
 
 /* Units of tiles name their owning tensor record (the tensor's index). */
@@ -644,14 +485,11 @@ static int plan_all(pk_plan *p)
 {
     if (pk_tree_walk(p))
         return -1;
-    pk_parallel(p->o->n_threads, p->n_files, file_hash_job, p);
     if (files_dedup(p))
         return -1;
     for (size_t i = 0; i < p->n_files; i++)
         if (regions_plan(p, &p->files[i]))
             return -1;
-    if (tensors_analyse(p))
-        return -1;
     return chunks_plan(p);
 }
 
@@ -705,7 +543,9 @@ int rfs_pack(const rfs_pack_opts *o, rfs_pack_stats *st, char *err, size_t err_c
         rc = pk_write_all(&p, out.fd, zero_sb, sizeof zero_sb);
     out.pos = RFS_IMG_SB_SIZE;
     if (rc == 0)
-        rc = encode_all(&p, &out);
+        rc = pk_stream_all(&p, &out);
+    if (rc == 0)
+        rc = pk_src_verify_all(&p);
     if (rc == 0) {
         units_own(&p, &out);
         rc = pk_meta_write(&p, &out);

@@ -5,14 +5,22 @@
  * Contract:
  *  - rfs_pack walks SOURCE, plans every file (safetensors tensors and raw
  *    tensor files become tiled tensors; other bytes become zstd blocks, or
- *    raw where zstd does not shrink them), encodes on n_threads threads and
- *    writes the image to a temporary file beside IMAGE, renamed onto IMAGE
- *    only on success.  The output is a function of the input tree and the
- *    options only (not of n_threads, not of the time).
- *  - The source tree must not change while it is packed.
+ *    raw where zstd does not shrink them), then streams the data: one
+ *    thread reads (pread, never mmap), n_threads encode, one writes, with
+ *    memory bounded by a few groups of about 8 MiB (or one whole tensor,
+ *    when a tensor is bigger).  The image goes to a temporary file beside
+ *    IMAGE, renamed onto IMAGE only on success.  The output is a function
+ *    of the input tree and the options only (not of n_threads, not of the
+ *    time).
+ *  - A source that changes while it is packed is an error, not a wrong
+ *    image: every file is checked (identity, size, mtime) when it is opened
+ *    for reading and once more after all data is written; a read that ends
+ *    early ("truncated during packing") fails at once.
  *  - Errors: returns 0, or -1 with one line in err naming the file and what
- *    is wrong; no temporary file is left behind.  Warnings (skipped special
- *    files and hard links) go to the warn callback.  No other printing.
+ *    is wrong (the image, for a write error such as a full disk); no
+ *    temporary file is left behind.  Warnings (skipped special files and
+ *    hard links) go to the warn callback.  progress is called from a packer
+ *    thread (always the same one).  No other printing.
  *  - Not thread-safe itself (it owns its threads); the signal cleanup hook
  *    covers one rfs_pack call at a time.
  */

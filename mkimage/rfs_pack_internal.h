@@ -1,6 +1,7 @@
 /*
  * rfs_pack_internal.h - the packer's plan, shared by rfs_pack_tree.c (walk
- * the source, load files) and rfs_pack.c (plan, encode, write).
+ * the source, read source bytes), rfs_pack.c (plan), rfs_pack_stream.c
+ * (read, analyse, encode and write the data) and rfs_pack_meta.c.
  *
  * Nodes are the image's inodes in order: node i is inode i+1, node 0 the
  * root.  Files are the regular-file nodes; each is cut into regions (a
@@ -41,10 +42,10 @@ typedef struct pk_region {
 
 typedef struct pk_file {
     uint32_t node;
-    const uint8_t *data;
-    uint64_t size;
-    int mapped;
-    XXH128_hash_t hash;
+    uint64_t size;         /* as stat'ed by the walk; checked again on every read */
+    dev_t dev;             /* identity as stat'ed by the walk */
+    ino_t ino;
+    XXH128_hash_t hash;    /* only for files whose size another file shares */
     int64_t dup_of;        /* earlier identical file, or -1 */
     pk_region *reg;
     size_t n_reg;
@@ -70,13 +71,16 @@ typedef struct pk_tensor {
 } pk_tensor;
 
 typedef struct pk_chunk {
-    const uint8_t *src;
+    uint32_t file;
     uint32_t len;
+    uint64_t file_off;     /* source bytes: [file_off, file_off + len) of file */
     int64_t tensor;        /* tile of this tensor, or -1: zstd block */
     uint64_t img_off;      /* results, filled by the writer */
     uint32_t out_len;
     int raw;
+    int skip;              /* a tile of an aliased tensor: not stored */
     uint64_t unit;
+    uint64_t raw_xxh3;     /* raw chunks: XXH3-64 of the source bytes */
 } pk_chunk;
 
 typedef struct pk_plan {
@@ -107,15 +111,36 @@ typedef struct pk_out {
     uint32_t unit_max;
 } pk_out;
 
+typedef void (*pk_job_fn)(void *ctx, unsigned worker, size_t item);
+/* fn(ctx, worker, i) for i in [0, n), on up to n_threads threads (worker <
+ * n_threads); returns when all are done. */
+void pk_parallel(unsigned n_threads, size_t n, pk_job_fn fn, void *ctx);
+
 /* Grow *arr (of *cap elements of size sz) to hold n+1.  0 or -1. */
 int pk_grow(void *arr, size_t *cap, size_t n, size_t sz);
 /* printf into p->err; returns -1. */
 int pk_fail(pk_plan *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void pk_warn(pk_plan *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
-/* Walk o->source into nodes and files, and load every file's bytes. */
+/* Walk o->source into nodes and files (stat only; no file bytes read). */
 int pk_tree_walk(pk_plan *p);
 void pk_tree_free(pk_plan *p);
+
+/*
+ * Source files are read with pread, never mapped: a file truncated while it
+ * is packed gives an error, not SIGBUS.  pk_src_open opens file f and checks
+ * that it still has the size and mtime the walk saw; pk_src_read reads
+ * exactly len bytes at off.  Both are thread-safe (they touch only err);
+ * errors are one line naming the file, written to err (err_cap bytes).
+ */
+int pk_src_open(const pk_plan *p, const pk_file *f, int *fd, char *err, size_t err_cap);
+int pk_src_read(const pk_plan *p, const pk_file *f, int fd, void *buf, uint64_t off,
+                uint64_t len, char *err, size_t err_cap);
+/* stat every file again after packing: any change or vanished file fails. */
+int pk_src_verify_all(pk_plan *p);
+
+/* Read, analyse, encode and write every chunk (rfs_pack_stream.c). */
+int pk_stream_all(pk_plan *p, pk_out *o);
 
 /* write(2) all of buf to fd; -1 with p->err on failure. */
 int pk_write_all(pk_plan *p, int fd, const void *buf, size_t len);

@@ -88,7 +88,7 @@ static void blob_extents(pk_plan *p, pk_meta *m, const pk_region *g)
             j++;
         }
         if (c->raw)
-            extent_add(m, fo, len, RFS_EXT_RAW, c->img_off, 0, XXH3_64bits(c->src, c->len));
+            extent_add(m, fo, len, RFS_EXT_RAW, c->img_off, 0, c->raw_xxh3);
         else
             extent_add(m, fo, len, RFS_EXT_UNITS, c->unit,
                        j - i == 1 ? c->len : p->o->tile_size, 0);

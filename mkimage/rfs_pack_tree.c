@@ -1,7 +1,8 @@
 /*
- * rfs_pack_tree.c - walk the source tree into the packer's nodes and load
- * the bytes of every regular file (mapped, or read when small so that a
- * tree of many small files does not run out of mappings).
+ * rfs_pack_tree.c - walk the source tree into the packer's nodes and files,
+ * and read source bytes (pread, never mmap: a file truncated under us must
+ * give an error, not SIGBUS, and a tree of many files must not run out of
+ * mappings).  Every read checks that the file is still the one the walk saw.
  *
  * Inode numbering: the root is node 0; a directory's entries are read,
  * sorted by name (strcmp) and appended as consecutive nodes, then its
@@ -16,13 +17,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "rfs_pack_internal.h"
-
-#define PK_READ_MAX (64u << 10) /* files below this are read, not mapped */
 
 struct pk_seen {
     dev_t dev;
@@ -124,7 +122,9 @@ static int entry_wanted(pk_plan *p, const char *path, const struct stat *sb)
     return 1;
 }
 
-static int load_file(pk_plan *p, pk_node *n)
+/* Record a regular file; its bytes are read later (rfs_pack_stream.c), and
+ * an unreadable file fails there, naming itself. */
+static int load_file(pk_plan *p, pk_node *n, const struct stat *sb)
 {
     if (pk_grow(&p->files, &p->cap_files, p->n_files, sizeof *p->files))
         return pk_fail(p, "out of memory");
@@ -132,36 +132,94 @@ static int load_file(pk_plan *p, pk_node *n)
     memset(f, 0, sizeof *f);
     f->node = (uint32_t)(n - p->nodes);
     f->dup_of = -1;
+    f->size = n->size = (uint64_t)sb->st_size;
+    f->dev = sb->st_dev;
+    f->ino = sb->st_ino;
     n->file = (int64_t)p->n_files++;
-    int fd = open(n->path, O_RDONLY | O_CLOEXEC);
+    return 0;
+}
+
+/* Same file, same size, same mtime as the walk saw?  0, or -1 with err. */
+static int src_same(const pk_plan *p, const pk_file *f, const struct stat *sb, char *err,
+                    size_t err_cap)
+{
+    const pk_node *n = &p->nodes[f->node];
+    if (sb->st_dev != f->dev || sb->st_ino != f->ino || !S_ISREG(sb->st_mode))
+        snprintf(err, err_cap, "%s: replaced by another file during packing", n->path);
+    else if ((uint64_t)sb->st_size != f->size)
+        snprintf(err, err_cap, "%s: changed size during packing (%llu bytes, now %llu)", n->path,
+                 (unsigned long long)f->size, (unsigned long long)sb->st_size);
+    else if (sb->st_mtim.tv_sec != n->mtime_sec || (uint32_t)sb->st_mtim.tv_nsec != n->mtime_nsec)
+        snprintf(err, err_cap, "%s: modified during packing", n->path);
+    else
+        return 0;
+    return -1;
+}
+
+int pk_src_open(const pk_plan *p, const pk_file *f, int *fd, char *err, size_t err_cap)
+{
+    const char *path = p->nodes[f->node].path;
     struct stat sb;
-    if (fd < 0 || fstat(fd, &sb) != 0) {
-        int e = errno;
-        if (fd >= 0)
-            close(fd);
-        return pk_fail(p, "%s: cannot read: %s", n->path, strerror(e));
-    }
-    f->size = n->size = (uint64_t)sb.st_size;
-    int rc = 0;
-    if (f->size == 0) {
-        f->data = NULL;
-    } else if (f->size < PK_READ_MAX) {
-        uint8_t *buf = malloc(f->size);
-        ssize_t got = buf ? pread(fd, buf, f->size, 0) : -1;
-        if (got != (ssize_t)f->size) {
-            free(buf);
-            rc = pk_fail(p, "%s: cannot read: %s", n->path, got < 0 ? strerror(errno) : "short read");
-        }
-        f->data = buf;
-    } else {
-        void *m = mmap(NULL, f->size, PROT_READ, MAP_PRIVATE, fd, 0);
-        if (m == MAP_FAILED)
-            rc = pk_fail(p, "%s: cannot map: %s", n->path, strerror(errno));
+    *fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (*fd < 0) {
+        if (errno == ENOENT)
+            snprintf(err, err_cap, "%s: vanished during packing", path);
         else
-            f->data = m, f->mapped = 1;
+            snprintf(err, err_cap, "%s: cannot read: %s", path, strerror(errno));
+        return -1;
     }
-    close(fd);
-    return rc;
+    if (fstat(*fd, &sb) != 0) {
+        snprintf(err, err_cap, "%s: cannot read: %s", path, strerror(errno));
+    } else if (src_same(p, f, &sb, err, err_cap) == 0) {
+        if (f->size >= ((uint64_t)4 << 20)) /* a syscall not worth it for small files */
+            posix_fadvise(*fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+        return 0;
+    }
+    close(*fd);
+    *fd = -1;
+    return -1;
+}
+
+int pk_src_read(const pk_plan *p, const pk_file *f, int fd, void *buf, uint64_t off,
+                uint64_t len, char *err, size_t err_cap)
+{
+    uint8_t *b = buf;
+    uint64_t done = 0;
+    while (done < len) {
+        size_t want = len - done > (1u << 30) ? (1u << 30) : (size_t)(len - done);
+        ssize_t got = pread(fd, b + done, want, (off_t)(off + done));
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got < 0) {
+            snprintf(err, err_cap, "%s: cannot read: %s", p->nodes[f->node].path,
+                     strerror(errno));
+            return -1;
+        }
+        if (got == 0) {
+            snprintf(err, err_cap, "%s: truncated during packing (ends at %llu, %llu expected)",
+                     p->nodes[f->node].path, (unsigned long long)(off + done),
+                     (unsigned long long)f->size);
+            return -1;
+        }
+        done += (uint64_t)got;
+    }
+    return 0;
+}
+
+int pk_src_verify_all(pk_plan *p)
+{
+    for (size_t i = 0; i < p->n_files; i++) {
+        const pk_file *f = &p->files[i];
+        struct stat sb;
+        if (lstat(p->nodes[f->node].path, &sb) != 0) {
+            if (errno == ENOENT)
+                return pk_fail(p, "%s: vanished during packing", p->nodes[f->node].path);
+            return pk_fail(p, "%s: cannot stat: %s", p->nodes[f->node].path, strerror(errno));
+        }
+        if (src_same(p, f, &sb, p->err, p->err_cap))
+            return -1;
+    }
+    return 0;
 }
 
 static int name_cmp(const void *a, const void *b)
@@ -242,7 +300,7 @@ static int entry_add(pk_plan *p, uint32_t dir, const char *name)
         p->st->symlinks++;
     } else if (S_ISREG(sb.st_mode)) {
         p->st->files++;
-        return load_file(p, n);
+        return load_file(p, n, &sb);
     } else {
         p->st->dirs++;
     }
@@ -305,12 +363,7 @@ int pk_tree_walk(pk_plan *p)
 void pk_tree_free(pk_plan *p)
 {
     for (size_t i = 0; i < p->n_files; i++) {
-        pk_file *f = &p->files[i];
-        if (f->mapped)
-            munmap((void *)f->data, f->size);
-        else
-            free((void *)f->data);
-        free(f->reg);
+        free(p->files[i].reg);
     }
     for (size_t i = 0; i < p->n_nodes; i++) {
         free(p->nodes[i].name);

@@ -14,6 +14,14 @@ Tests (each a CTest case image_*):
   bad_input           every malformed input: message, exit status, no file left
   signal              SIGINT while packing leaves no file behind
   fsck_corrupt DIR    a flipped data byte is reported by fsck with the file
+  fsck_threads DIR    fsck -j1 and -j4 print the same, on good and bad images
+  fault_change        a source file truncated, grown, rewritten or deleted
+                      while mkimage runs (stopped with SIGSTOP after its
+                      plan): one error line naming it, no crash, no image
+  fault_unreadable    a file and a directory that cannot be read (as root:
+                      mkimage runs as uid 65534 on a mode-000 file/dir)
+  fault_disk_full     pack into a 2 MiB tmpfs (root; exit 77 when mount
+                      fails): "No space left on device", no file left
 
 Comparison covers type, content, permission bits, mtime (ns) and symlink
 targets of every entry.  Only the standard library and numpy are used.
@@ -437,9 +445,215 @@ def t_fsck_corrupt(b, work, src):
     print("fsck: %s" % p.stderr.strip())
 
 
+def fault_source(work, name, files=12, mb=8):
+    """A tree of f32 layers (files x mb MiB) and a last file 'z-last.f32'."""
+    src = os.path.join(work, name)
+    os.makedirs(src)
+    rng = np.random.default_rng(11)
+    for i in range(files):
+        gaussian(rng, mb << 18).tofile(os.path.join(src, "layer_%02d.f32" % i))
+    gaussian(rng, 1 << 20).tofile(os.path.join(src, "z-last.f32"))
+    return src
+
+
+def run_stopped(b, src, img, action):
+    """Start mkimage -j1; once its plan is done (the temporary image holds the
+    superblock), SIGSTOP it, apply action(), SIGCONT.  Returns (rc, stderr)
+    or None when mkimage finished before it could be stopped."""
+    d = os.path.dirname(img)
+    p = subprocess.Popen([b("ransfs-mkimage"), "-q", "-j1", src, img],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    stopped = False
+    while p.poll() is None:
+        tmps = [n for n in os.listdir(d) if n.startswith(os.path.basename(img) + ".tmp.")]
+        try:
+            if tmps and os.path.getsize(os.path.join(d, tmps[0])) >= 512:
+                p.send_signal(signal.SIGSTOP)
+                stopped = os.path.exists(os.path.join(d, tmps[0]))
+                break
+        except FileNotFoundError:
+            pass
+        time.sleep(0.0005)
+    if stopped:
+        action()
+        p.send_signal(signal.SIGCONT)
+    else:
+        p.send_signal(signal.SIGCONT)
+    err = p.communicate()[1]
+    return (p.returncode, err) if stopped else None
+
+
+def t_fault_change(b, work, _):
+    src = fault_source(work, "src")
+    out = os.path.join(work, "outdir")
+    os.makedirs(out)
+    img = os.path.join(out, "out.img")
+    last = os.path.join(src, "z-last.f32")
+    first = os.path.join(src, "layer_00.f32")
+    size = os.path.getsize(last)
+
+    def truncate():
+        os.truncate(last, size // 3)
+
+    def grow():
+        with open(last, "ab") as f:
+            f.write(bytes(4096))
+
+    def rewrite():  # same size, new bytes, new mtime
+        with open(first, "r+b") as f:
+            f.write(b"\x7f" * 64)
+        st = os.stat(first)
+        os.utime(first, ns=(st.st_atime_ns, st.st_mtime_ns + 1000))
+
+    def vanish():
+        os.unlink(last)
+
+    cases = [("truncate", truncate, last, ("truncated during packing", "changed size")),
+             ("grow", grow, last, ("changed size",)),
+             ("rewrite", rewrite, first, ("modified during packing",)),
+             ("vanish", vanish, last, ("vanished during packing",))]
+    for what, action, victim, needles in cases:
+        backup = os.path.join(work, "backup")
+        shutil.copy2(victim, backup)
+        r = run_stopped(b, src, img, action)
+        check(r is not None, "%s: mkimage finished before it could be stopped" % what)
+        rc, err = r
+        lines = err.strip().splitlines()
+        check(rc == 1, "%s: exit %d (wanted 1; a negative one is a signal): %s" % (what, rc, err))
+        check(len(lines) == 1 and victim in lines[0] and any(n in lines[0] for n in needles),
+              "%s: wanted one line naming %s with %s, got %r" % (what, victim, needles, err))
+        check(os.listdir(out) == [], "%s: left behind: %s" % (what, os.listdir(out)))
+        print("ok %s: %s" % (what, lines[0]))
+        os.replace(backup, victim)
+    run([b("ransfs-mkimage"), "-q", src, img])  # the restored tree packs
+    os.unlink(img)
+    # Cut a file while mkimage is reading it (where a mapped source would
+    # SIGBUS): one 160 MiB file of other bytes (zstd blocks, read a few
+    # groups of 8 MiB ahead of the writer), stopped once 4 MiB of image are
+    # written, cut to 120 MiB.
+    shutil.rmtree(src)
+    os.makedirs(src)
+    big = os.path.join(src, "big.bin")
+    gaussian(np.random.default_rng(12), 40 << 20).tofile(big)
+    p = subprocess.Popen([b("ransfs-mkimage"), "-q", "-j1", src, img],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    stopped = False
+    while p.poll() is None and not stopped:
+        for n in os.listdir(out):
+            try:
+                check(".tmp." in n, "unexpected file %s" % n)
+                if os.path.getsize(os.path.join(out, n)) >= (4 << 20):
+                    p.send_signal(signal.SIGSTOP)
+                    stopped = True
+            except FileNotFoundError:
+                pass
+        time.sleep(0.0005)
+    check(stopped, "mkimage finished before it could be stopped")
+    os.truncate(big, 120 << 20)
+    p.send_signal(signal.SIGCONT)
+    err = p.communicate()[1]
+    lines = err.strip().splitlines()
+    check(p.returncode == 1, "cut while read: exit %d (negative: a signal): %s" % (p.returncode, err))
+    check(len(lines) == 1 and big + ": truncated during packing" in lines[0],
+          "cut while read: got %r" % err)
+    check(os.listdir(out) == [], "cut while read: left behind: %s" % os.listdir(out))
+    print("ok cut while read: %s" % lines[0])
+    print("fault_change: ok")
+
+
+def t_fault_unreadable(b, work, _):
+    """As root, permission bits do not stop reads: mkimage then runs as the
+    unprivileged uid 65534 over a tree it may read except for one file (or
+    one directory) of mode 000 - the realistic case of a model directory
+    with a file from another user."""
+    root = os.geteuid() == 0
+    os.chmod(work, 0o755)
+    kw = {"user": 65534, "group": 65534, "extra_groups": []} if root else {}
+    for what in ("file", "dir"):
+        src = os.path.join(work, "src-" + what)
+        os.makedirs(os.path.join(src, "sub"))
+        with open(os.path.join(src, "config.json"), "w") as f:
+            f.write('{"a": 1}\n')
+        gaussian(np.random.default_rng(3), 1 << 16).tofile(os.path.join(src, "sub", "w.f32"))
+        victim = os.path.join(src, "sub", "w.f32") if what == "file" else os.path.join(src, "sub")
+        os.chmod(victim, 0)
+        out = os.path.join(work, "out-" + what)
+        os.makedirs(out)
+        os.chmod(out, 0o777)
+        p = subprocess.run([b("ransfs-mkimage"), "-q", src, os.path.join(out, "out.img")],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+        lines = p.stderr.strip().splitlines()
+        want = "cannot read directory: Permission denied" if what == "dir" else \
+            "cannot read: Permission denied"
+        check(p.returncode == 1, "%s: exit %d: %s" % (what, p.returncode, p.stderr))
+        check(len(lines) == 1 and lines[0].startswith("ransfs-mkimage: " + victim + ": ") and
+              want in lines[0], "%s: got %r" % (what, p.stderr))
+        check(os.listdir(out) == [], "%s: left behind: %s" % (what, os.listdir(out)))
+        os.chmod(victim, 0o755)
+        print("ok %s: %s" % (what, lines[0]))
+
+
+def t_fault_disk_full(b, work, _):
+    mnt = os.path.join(work, "mnt")
+    os.makedirs(mnt)
+    m = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", mnt],
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if m.returncode != 0:
+        print("SKIP: cannot mount a tmpfs (needs root): %s" % m.stdout.strip())
+        return SKIP
+    try:
+        src = os.path.join(work, "src")
+        os.makedirs(src)
+        rng = np.random.default_rng(4)
+        for i in range(4):
+            gaussian(rng, 1 << 20).tofile(os.path.join(src, "layer_%d.f32" % i))
+        img = os.path.join(mnt, "out.img")
+        for j in ("1", "2"):
+            p = run([b("ransfs-mkimage"), "-q", "-j", j, src, img], expect=1)
+            lines = p.stderr.strip().splitlines()
+            check(len(lines) == 1 and img + ": write failed: No space left on device" in lines[0],
+                  "wanted one ENOSPC line naming %s, got %r" % (img, p.stderr))
+            check(os.listdir(mnt) == [], "left behind: %s" % os.listdir(mnt))
+            print("ok -j%s: %s" % (j, lines[0]))
+        # a small tree still fits: the tmpfs works
+        small = os.path.join(work, "small")
+        os.makedirs(small)
+        gaussian(rng, 1 << 16).tofile(os.path.join(small, "w.f32"))
+        run([b("ransfs-mkimage"), "-q", small, img])
+        run([b("ransfs-fsck"), "-q", img])
+    finally:
+        subprocess.run(["umount", "-l", mnt])
+    print("fault_disk_full: ok")
+
+
+def t_fsck_threads(b, work, src):
+    img = os.path.join(work, "c.img")
+    run([b("ransfs-mkimage"), "-q", src, img])
+    outs = [run([b("ransfs-fsck"), "-j", j, img]).stdout for j in ("1", "2", "4")]
+    check(outs[0] == outs[1] == outs[2], "fsck output differs between -j1, -j2, -j4")
+    info = json.loads(run([b("ransfs-dump"), "--json", img]).stdout)
+    size = os.path.getsize(img)
+    with open(img, "rb") as f:
+        data = bytearray(f.read())
+    data_end = size - info["totals"]["metadata_bytes"]
+    for k in range(1, 6):  # several damaged units
+        data[512 + (data_end - 512) * k // 6] ^= 0x10
+    bad = os.path.join(work, "bad.img")
+    with open(bad, "wb") as f:
+        f.write(data)
+    res = [run([b("ransfs-fsck"), "-j", j, bad], expect=1) for j in ("1", "2", "4")]
+    check(res[0].stdout == res[1].stdout == res[2].stdout and
+          res[0].stderr == res[1].stderr == res[2].stderr,
+          "fsck reports differ between -j1, -j2, -j4:\n%s\n---\n%s" % (res[0].stderr, res[2].stderr))
+    check(res[0].stderr.count("\n") >= 2, "want several damaged units: %r" % res[0].stderr)
+    print("fsck_threads: ok\n%s" % res[0].stderr)
+
+
 TESTS = {"roundtrip": t_roundtrip, "corpus": t_corpus, "raw": t_raw, "synthetic": t_synthetic,
          "determinism": t_determinism, "bad_input": t_bad_input, "signal": t_signal,
-         "fsck_corrupt": t_fsck_corrupt}
+         "fsck_corrupt": t_fsck_corrupt, "fsck_threads": t_fsck_threads,
+         "fault_change": t_fault_change, "fault_unreadable": t_fault_unreadable,
+         "fault_disk_full": t_fault_disk_full}
 
 
 def main():
