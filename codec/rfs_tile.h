@@ -139,6 +139,13 @@ void rfs_plane_histogram(uint64_t counts[256], const void *src, size_t n, unsign
  */
 rfs_transform rfs_transform_choose(const void *src, size_t n, unsigned width);
 
+/*
+ * The same choice from histograms the caller already has: none[p] and
+ * rot[p] count byte plane p of the same n elements under NONE and ROT1.
+ */
+rfs_transform rfs_transform_choose_counts(const uint64_t (*none)[256], const uint64_t (*rot)[256],
+                                          unsigned width, size_t n);
+
 /* ---------------------------------------------------------------- encode */
 
 typedef struct rfs_enc rfs_enc;

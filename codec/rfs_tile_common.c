@@ -78,27 +78,39 @@ static double hist_entropy_bytes(const uint64_t counts[256])
     return bits / 8;
 }
 
-/* Estimated coded size of n elements under transform xf: each plane costs
- * the smaller of its entropy and storing it raw. */
-static double xf_estimate(const uint8_t *src, size_t n, unsigned width, rfs_transform xf)
+/* Estimated coded size of n elements from their plane histograms: each
+ * plane costs the smaller of its entropy and storing it raw. */
+static double planes_estimate(const uint64_t (*counts)[256], unsigned width, size_t n)
 {
     double total = 0;
     for (unsigned p = 0; p < width; p++) {
-        uint64_t counts[256] = {0};
-        rfs_plane_histogram(counts, src, n, width, xf, p);
-        double e = hist_entropy_bytes(counts);
+        double e = hist_entropy_bytes(counts[p]);
         total += e < (double)n ? e : (double)n;
     }
     return total;
+}
+
+rfs_transform rfs_transform_choose_counts(const uint64_t (*none)[256], const uint64_t (*rot)[256],
+                                          unsigned width, size_t n)
+{
+    if (width < 2 || n == 0)
+        return RFS_XF_NONE;
+    /* Ties go to NONE. */
+    return planes_estimate(rot, width, n) < planes_estimate(none, width, n) ? RFS_XF_ROT1
+                                                                            : RFS_XF_NONE;
 }
 
 rfs_transform rfs_transform_choose(const void *src, size_t n, unsigned width)
 {
     if (width < 2 || n == 0)
         return RFS_XF_NONE;
-    /* A sample of up to 1 Mi elements decides; ties go to NONE. */
+    /* A sample of up to 1 Mi elements decides. */
     size_t m = n < (1u << 20) ? n : (1u << 20);
-    double none = xf_estimate(src, m, width, RFS_XF_NONE);
-    double rot = xf_estimate(src, m, width, RFS_XF_ROT1);
-    return rot < none ? RFS_XF_ROT1 : RFS_XF_NONE;
+    uint64_t none[RFS_MAX_WIDTH][256] = {{0}}, rot[RFS_MAX_WIDTH][256] = {{0}};
+    for (unsigned p = 0; p < width; p++) {
+        rfs_plane_histogram(none[p], src, m, width, RFS_XF_NONE, p);
+        rfs_plane_histogram(rot[p], src, m, width, RFS_XF_ROT1, p);
+    }
+    return rfs_transform_choose_counts((const uint64_t (*)[256])none,
+                                       (const uint64_t (*)[256])rot, width, m);
 }

@@ -26,7 +26,6 @@
  */
 #include <errno.h>
 #include <limits.h>
-#include <math.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -350,41 +349,18 @@ static void pair_to_bytes(uint64_t out[256], const uint64_t h[512], rfs_transfor
         out[xf == RFS_XF_ROT1 ? ((x >> 1) << 1 | (x & 1)) & 0xff : x >> 1] += h[x];
 }
 
-/* Order-0 entropy of a histogram, in bytes (as rfs_transform_choose). */
-static double hist_entropy_bytes(const uint64_t counts[256])
-{
-    uint64_t total = 0;
-    double bits = 0;
-    for (unsigned s = 0; s < 256; s++)
-        total += counts[s];
-    for (unsigned s = 0; s < 256; s++)
-        if (counts[s])
-            bits -= (double)counts[s] * log2((double)counts[s] / (double)total);
-    return bits / 8;
-}
-
-static double xf_estimate(uint64_t (*h)[512], unsigned w, size_t n,
-                          rfs_transform xf)
-{
-    double total = 0;
-    for (unsigned p = 0; p < w; p++) {
-        uint64_t counts[256];
-        pair_to_bytes(counts, h[p], xf);
-        double e = hist_entropy_bytes(counts);
-        total += e < (double)n ? e : (double)n;
-    }
-    return total;
-}
-
 /* The transform rfs_transform_choose would pick, from the sample's pair
- * histograms (same estimate, same tie rule: ROT1 only when smaller). */
+ * histograms (it decides on the first PK_XF_SAMPLE elements). */
 static rfs_transform xf_choose(uint64_t (*h)[512], unsigned w, size_t n)
 {
-    if (w < 2 || n == 0)
-        return RFS_XF_NONE;
-    size_t m = n < PK_XF_SAMPLE ? n : PK_XF_SAMPLE;
-    return xf_estimate(h, w, m, RFS_XF_ROT1) < xf_estimate(h, w, m, RFS_XF_NONE) ? RFS_XF_ROT1
-                                                                                 : RFS_XF_NONE;
+    uint64_t none[RFS_MAX_WIDTH][256], rot[RFS_MAX_WIDTH][256];
+    for (unsigned p = 0; p < w; p++) {
+        pair_to_bytes(none[p], h[p], RFS_XF_NONE);
+        pair_to_bytes(rot[p], h[p], RFS_XF_ROT1);
+    }
+    return rfs_transform_choose_counts((const uint64_t (*)[256])none,
+                                       (const uint64_t (*)[256])rot, w,
+                                       n < PK_XF_SAMPLE ? n : PK_XF_SAMPLE);
 }
 
 /* ------------------------------------------------------ phase A: analyse */
