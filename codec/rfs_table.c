@@ -93,7 +93,8 @@ rfs_err rfs_table_write(uint8_t *dst, size_t dst_cap, size_t *written, const rfs
     return RFS_OK;
 }
 
-rfs_err rfs_table_parse(rfs_table *t, const uint8_t *src, size_t src_size, size_t *used)
+rfs_err rfs_table_parse_freq(uint16_t freq[256], const uint8_t *src, size_t src_size,
+                            size_t *used)
 {
     if (src_size < 32)
         return RFS_E_TRUNCATED;
@@ -115,12 +116,19 @@ rfs_err rfs_table_parse(rfs_table *t, const uint8_t *src, size_t src_size, size_
             if (f == 0 || f > RFS_PROB_SCALE)
                 return RFS_E_TABLE;
         }
-        t->freq[s] = (uint16_t)f;
+        freq[s] = (uint16_t)f;
         sum += f;
     }
     if (sum != RFS_PROB_SCALE)
         return RFS_E_TABLE;
-    table_build_lookup(t);
     *used = k;
     return RFS_OK;
+}
+
+rfs_err rfs_table_parse(rfs_table *t, const uint8_t *src, size_t src_size, size_t *used)
+{
+    rfs_err err = rfs_table_parse_freq(t->freq, src, src_size, used);
+    if (err == RFS_OK)
+        table_build_lookup(t);
+    return err;
 }

@@ -122,6 +122,10 @@ rfs_err rfs_table_from_counts(rfs_table *t, const uint64_t counts[256]);
  */
 rfs_err rfs_table_parse(rfs_table *t, const uint8_t *src, size_t src_size, size_t *used);
 
+/* The same checks, frequencies only (no 4096-entry lookup is built). */
+rfs_err rfs_table_parse_freq(uint16_t freq[256], const uint8_t *src, size_t src_size,
+                            size_t *used);
+
 /*
  * Serialise t into dst.  *written receives the bytes produced (at most
  * RFS_TABLE_MAX_SIZE).  Errors: RFS_E_DST_SMALL.

@@ -74,32 +74,15 @@ void rfs_gpu_plan_reset(rfs_gpu_plan *p)
 rfs_err rfs_gpu_table_record(uint32_t rec[RFS_GPU_TABLE_WORDS], const uint8_t *src,
                              size_t src_size, size_t *used)
 {
-    if (src_size < 32)
-        return RFS_E_TRUNCATED;
-    size_t k = 32;
-    uint32_t sum = 0;
+    uint16_t freq[256];
+    rfs_err err = rfs_table_parse_freq(freq, src, src_size, used);
+    if (err != RFS_OK)
+        return err;
+    uint32_t start = 0;
     for (unsigned s = 0; s < 256; s++) {
-        uint32_t f = 0;
-        if (src[s >> 3] >> (s & 7) & 1) {
-            if (k >= src_size)
-                return RFS_E_TRUNCATED;
-            f = src[k++];
-            if (f & 0x80) {
-                if (k >= src_size)
-                    return RFS_E_TRUNCATED;
-                f = (f & 0x7f) << 8 | src[k++];
-                if (f < 128)
-                    return RFS_E_TABLE;
-            }
-            if (f == 0 || f > RFS_PROB_SCALE || sum + f > RFS_PROB_SCALE)
-                return RFS_E_TABLE;
-        }
-        rec[s] = f | (f ? sum : 0) << 16;
-        sum += f;
+        rec[s] = freq[s] | (freq[s] ? start : 0) << 16;
+        start += freq[s];
     }
-    if (sum != RFS_PROB_SCALE)
-        return RFS_E_TABLE;
-    *used = k;
     return RFS_OK;
 }
 
