@@ -2,14 +2,23 @@
  * fuzz_image_open.c - any byte string as an image: rfs_image_open must
  * refuse it or give an image whose whole tree can be walked and read
  * (every unit decoded and checked) without a crash or out-of-bounds access.
+ *
+ * Input: byte 0 bit 0 set = "reseal": recompute the metadata section and
+ * superblock checksums after mutation, so the fuzzer reaches the reader's
+ * structural cross-checks instead of stopping at a checksum (as the
+ * corruption sweep's hd_reseal does).  The rest is the image.
  */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <xxhash.h>
+
 #include "rfs_image.h"
+#include "rfs_image_format.h"
 
 #define MAX_READ (1u << 20)
 
@@ -36,15 +45,38 @@ static void walk(rfs_image *img, rfs_rctx *ctx, uint8_t *buf)
     }
 }
 
+/* Make every section checksum and the superblock checksum match. */
+static void reseal(uint8_t *img, size_t size)
+{
+    if (size < RFS_IMG_SB_SIZE)
+        return;
+    for (unsigned s = 0; s < RFS_SECT_COUNT; s++) {
+        uint8_t *e = img + RFS_IMG_SECT_TABLE_OFF + s * RFS_IMG_SECT_ENTRY_SIZE;
+        uint64_t off = rfs_le64(e), len = rfs_le64(e + 8);
+        if (off <= size && len <= size - off)
+            rfs_put64(e + 24, XXH3_64bits(img + off, len));
+    }
+    rfs_put64(img + RFS_IMG_SB_CSUM_OFF, XXH3_64bits(img, RFS_IMG_SB_CSUM_OFF));
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     static uint8_t *buf;
     if (!buf && !(buf = malloc(MAX_READ)))
         return 0;
-    int fd = memfd_create("fuzz-image", 0);
-    if (fd < 0)
+    if (size < 1)
         return 0;
-    if (write(fd, data, size) == (ssize_t)size) {
+    int resealed = data[0] & 1;
+    uint8_t *img = malloc(size);
+    int fd = img ? memfd_create("fuzz-image", 0) : -1;
+    if (fd < 0) {
+        free(img);
+        return 0;
+    }
+    memcpy(img, data + 1, --size);
+    if (resealed)
+        reseal(img, size);
+    if (write(fd, img, size) == (ssize_t)size) {
         char path[64], why[256];
         snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
         rfs_image *img = NULL;
@@ -57,5 +89,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         }
     }
     close(fd);
+    free(img);
     return 0;
 }
