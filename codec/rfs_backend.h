@@ -7,6 +7,10 @@
  * undoing the transform.  A SIMD backend runs its fast loop only while a
  * whole step of 32 symbols and 32 words (the most one step can take) remain,
  * then hands its states to rfs_rans_tail, the bounds-checked scalar tail.
+ * The fused calls decode all rANS planes of a tile in one call and, for
+ * W = 2 and 4, write the elements themselves: a SIMD backend stores them
+ * straight from its decode loop (no plane buffer, no interleave pass) and
+ * may run several planes' independent step chains in lockstep.
  */
 #ifndef RFS_BACKEND_H
 #define RFS_BACKEND_H
@@ -23,10 +27,54 @@ typedef rfs_err (*rfs_rans_plane_fn)(uint8_t *out, size_t n, const uint8_t *stre
 typedef void (*rfs_interleave_fn)(uint8_t *dst, const uint8_t *const planes[RFS_MAX_WIDTH],
                                   size_t n, unsigned width, rfs_transform xf);
 
+/*
+ * One rANS plane of a multi-plane decode: out, stream, stream_size and dec
+ * as for rfs_rans_plane_fn; err receives that plane's result, exactly what
+ * rfs_rans_plane_fn would return for it alone.
+ */
+typedef struct rfs_plane_job {
+    uint8_t *out;
+    const uint8_t *stream;
+    size_t stream_size;
+    const uint32_t *dec;
+    rfs_err err;
+} rfs_plane_job;
+
+#define RFS_MAX_JOBS RFS_MAX_WIDTH
+
+/* Decode k (1..RFS_MAX_JOBS) planes of n symbols each, together: their
+ * step chains are independent, so a SIMD backend interleaves them. */
+typedef void (*rfs_rans_planes_fn)(rfs_plane_job *jobs, unsigned k, size_t n);
+
+/*
+ * W = 2 with k (1 or 2) rANS planes: decode them and write the elements
+ * (ROT1 undone when xf says so) straight into dst.  With k = 2 jobs[0] is
+ * plane 0 and jobs[1] plane 1; with k = 1 jobs[0] is plane `plane` and the
+ * other plane's n bytes are other.  Each jobs[j].out is n bytes of scratch
+ * (the tail's symbols).  Every err is set as by rfs_rans_planes_fn; dst is
+ * complete only when all are RFS_OK.
+ */
+typedef void (*rfs_rans_w2_fn)(uint8_t *dst, size_t n, rfs_plane_job *jobs, unsigned k,
+                               unsigned plane, const uint8_t *other, rfs_transform xf);
+
+/*
+ * W = 4 with k (1..4) rANS planes: jobs[j] is plane jplane[j] (ascending),
+ * planes[p] the bytes of every plane (for a rANS plane: its job's out, n
+ * bytes of scratch).  Decodes the jobs and writes the elements (ROT1 undone
+ * when xf says so) into dst, the last job straight to elements.  Every err
+ * is set as by rfs_rans_planes_fn; dst is complete only when all are RFS_OK.
+ */
+typedef void (*rfs_rans_w4_fn)(uint8_t *dst, size_t n, rfs_plane_job *jobs, unsigned k,
+                               const unsigned *jplane, const uint8_t *const planes[RFS_MAX_WIDTH],
+                               rfs_transform xf);
+
 typedef struct rfs_backend {
     const char *name;
     rfs_rans_plane_fn rans_plane;
     rfs_interleave_fn interleave;
+    rfs_rans_planes_fn rans_planes;
+    rfs_rans_w2_fn rans_w2;
+    rfs_rans_w4_fn rans_w4;
 } rfs_backend;
 
 extern const rfs_backend rfs_backend_scalar;

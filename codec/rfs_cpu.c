@@ -23,10 +23,11 @@ int rfs_cpu_supports(const char *name)
     return 0;
 }
 
-/* On AMD (Zen 4 measured) the AVX2 decoder beats the AVX-512 one by 4-8%:
- * Zen 4 runs 512-bit and masked ops as two 256-bit halves and its
- * vpexpandd is slower than AVX2's permute; elsewhere AVX-512 is preferred.
- * Both give identical bytes, so the choice only moves speed. */
+/* On AMD (Zen 4 measured) the AVX2 decoder is 0-4% ahead of the AVX-512
+ * one on real weights (1-11% behind where every plane is rANS; see
+ * docs/benchmarks.md): Zen 4 runs 512-bit and masked ops as two 256-bit
+ * halves.  Elsewhere AVX-512 is preferred.  Both give identical bytes, so
+ * the choice only moves speed. */
 static const rfs_backend *backend_best(void)
 {
     __builtin_cpu_init();

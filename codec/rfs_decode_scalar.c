@@ -91,4 +91,50 @@ void rfs_interleave_scalar(uint8_t *dst, const uint8_t *const planes[RFS_MAX_WID
     }
 }
 
-const rfs_backend rfs_backend_scalar = {"scalar", rans_plane_scalar, rfs_interleave_scalar};
+/* The plain forms of the fused calls: the planes one after another, then
+ * interleave. */
+static void rans_planes_scalar(rfs_plane_job *jobs, unsigned k, size_t n)
+{
+    for (unsigned p = 0; p < k; p++)
+        jobs[p].err =
+            rans_plane_scalar(jobs[p].out, n, jobs[p].stream, jobs[p].stream_size, jobs[p].dec);
+}
+
+static int jobs_ok(const rfs_plane_job *jobs, unsigned k)
+{
+    for (unsigned j = 0; j < k; j++)
+        if (jobs[j].err != RFS_OK)
+            return 0;
+    return 1;
+}
+
+static void rans_w2_scalar(uint8_t *dst, size_t n, rfs_plane_job *jobs, unsigned k, unsigned plane,
+                           const uint8_t *other, rfs_transform xf)
+{
+    rans_planes_scalar(jobs, k, n);
+    if (!jobs_ok(jobs, k))
+        return;
+    const uint8_t *planes[RFS_MAX_WIDTH] = {0};
+    if (k == 2) {
+        planes[0] = jobs[0].out;
+        planes[1] = jobs[1].out;
+    } else {
+        planes[plane] = jobs[0].out;
+        planes[plane ^ 1u] = other;
+    }
+    rfs_interleave_scalar(dst, planes, n, 2, xf);
+}
+
+static void rans_w4_scalar(uint8_t *dst, size_t n, rfs_plane_job *jobs, unsigned k,
+                           const unsigned *jplane, const uint8_t *const planes[RFS_MAX_WIDTH],
+                           rfs_transform xf)
+{
+    (void)jplane;
+    rans_planes_scalar(jobs, k, n);
+    if (jobs_ok(jobs, k))
+        rfs_interleave_scalar(dst, planes, n, 4, xf);
+}
+
+const rfs_backend rfs_backend_scalar = {"scalar",           rans_plane_scalar,
+                                        rfs_interleave_scalar, rans_planes_scalar,
+                                        rans_w2_scalar,     rans_w4_scalar};
