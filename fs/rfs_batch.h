@@ -95,6 +95,9 @@ rfs_err rfs_batch_cpu_open(rfs_batch *b, const rfs_image *img, struct rfs_pool *
  * a bad unit number.  Thread-safe.
  */
 void rfs_batch_drop_source(const rfs_image *img, uint64_t unit);
+/* Start reading unit's encoded bytes into the page cache (MADV_WILLNEED),
+ * so a batch's cold reads are issued together rather than fault by fault. */
+void rfs_batch_want_source(const rfs_image *img, uint64_t unit);
 
 typedef struct rfs_gpu_batch_opts {
     /* The CPU backend: zstd units go there, and whole batches once the GPU

@@ -92,16 +92,34 @@ static uint64_t now_ns(void)
  * page cache; a later decode maps them again (minor fault), and a neighbour
  * decoding the shared edge page at the same time simply refaults.
  */
+/* The page-aligned range of the image mapping holding unit's encoded bytes. */
+static int source_pages(const rfs_image *img, uint64_t unit, void **addr, size_t *len)
+{
+    const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    rfs_unit_src src;
+    if (rfs_image_unit_source(img, unit, &src) != RFS_OK || src.size == 0)
+        return 0;
+    uintptr_t lo = (uintptr_t)src.data & ~(page - 1);
+    uintptr_t hi = ((uintptr_t)src.data + src.size + page - 1) & ~(page - 1);
+    *addr = (void *)lo;
+    *len = hi - lo;
+    return 1;
+}
+
 void rfs_batch_drop_source(const rfs_image *img, uint64_t unit)
 {
-    const long page = sysconf(_SC_PAGESIZE);
-    rfs_unit_src src;
-    uintptr_t lo, hi;
-    if (rfs_image_unit_source(img, unit, &src) != RFS_OK || src.size == 0)
-        return;
-    lo = (uintptr_t)src.data & ~(uintptr_t)(page - 1);
-    hi = ((uintptr_t)src.data + src.size + (uintptr_t)page - 1) & ~(uintptr_t)(page - 1);
-    madvise((void *)lo, hi - lo, MADV_DONTNEED);
+    void *addr;
+    size_t len;
+    if (source_pages(img, unit, &addr, &len))
+        madvise(addr, len, MADV_DONTNEED);
+}
+
+void rfs_batch_want_source(const rfs_image *img, uint64_t unit)
+{
+    void *addr;
+    size_t len;
+    if (source_pages(img, unit, &addr, &len))
+        madvise(addr, len, MADV_WILLNEED);
 }
 
 typedef struct cpu_job {
@@ -131,6 +149,11 @@ static void cpu_decode_one(void *arg, size_t i)
 static void cpu_decode(void *self, rfs_batch_item *items, size_t n, int background)
 {
     cpu_job job = {self, items};
+    /* Ask for every unit's encoded bytes at once: on a cold page cache one
+     * read-ahead per unit, issued together, instead of page faults taken
+     * one 4 KiB page at a time while verifying and decoding. */
+    for (size_t i = 0; i < n; i++)
+        rfs_batch_want_source(job.cb->img, items[i].unit);
     rfs_pool_for(job.cb->pool, background ? RFS_PRIO_LOW : RFS_PRIO_HIGH, n, cpu_decode_one,
                  &job);
 }
