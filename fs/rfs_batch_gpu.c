@@ -130,6 +130,8 @@ static void gpu_decode(void *self, rfs_batch_item *items, size_t n, int backgrou
     tmp = malloc(n * sizeof(*tmp));
     if (!u || !gpu_at || !cpu_at || !tmp)
         goto cpu_all;
+    for (size_t i = 0; i < n; i++) /* cold reads issued together, as on the CPU */
+        rfs_batch_want_source(gb->img, items[i].unit);
     for (size_t i = 0; i < n; i++) {
         int r = item_prepare(gb, &items[i], &u[ng]);
         if (r == ITEM_GPU)
