@@ -74,28 +74,28 @@ static rfs_err sb_parse(rfs_image *img, char *why, size_t why_cap)
                     (unsigned long long)img->map_size, RFS_IMG_SB_SIZE);
     if (memcmp(p, RFS_IMG_MAGIC, RFS_IMG_MAGIC_SIZE) != 0)
         return FAIL(RFS_E_MAGIC, "bad magic: not a ransfs image");
-    if (rfs_le32(p + 8) != RFS_IMG_VERSION)
+    if (rfs_ld32(p + 8) != RFS_IMG_VERSION)
         return FAIL(RFS_E_VERSION, "unsupported image version %u (this reader: %u)",
-                    rfs_le32(p + 8), RFS_IMG_VERSION);
-    if (rfs_le32(p + 12) & ~RFS_IMG_FEATURES_KNOWN)
-        return FAIL(RFS_E_VERSION, "unknown feature flags 0x%x", rfs_le32(p + 12));
-    if (XXH3_64bits(p, RFS_IMG_SB_CSUM_OFF) != rfs_le64(p + RFS_IMG_SB_CSUM_OFF))
+                    rfs_ld32(p + 8), RFS_IMG_VERSION);
+    if (rfs_ld32(p + 12) & ~RFS_IMG_FEATURES_KNOWN)
+        return FAIL(RFS_E_VERSION, "unknown feature flags 0x%x", rfs_ld32(p + 12));
+    if (XXH3_64bits(p, RFS_IMG_SB_CSUM_OFF) != rfs_ld64(p + RFS_IMG_SB_CSUM_OFF))
         return FAIL(RFS_E_CHECKSUM, "superblock checksum mismatch");
-    if (rfs_le32(p + 16) != RFS_IMG_SB_SIZE)
-        return FAIL(RFS_E_CORRUPT, "superblock size %u, expected %u", rfs_le32(p + 16),
+    if (rfs_ld32(p + 16) != RFS_IMG_SB_SIZE)
+        return FAIL(RFS_E_CORRUPT, "superblock size %u, expected %u", rfs_ld32(p + 16),
                     RFS_IMG_SB_SIZE);
     for (size_t i = RFS_IMG_SECT_TABLE_OFF + RFS_SECT_COUNT * RFS_IMG_SECT_ENTRY_SIZE;
          i < RFS_IMG_SB_CSUM_OFF; i++)
         if (p[i])
             return FAIL(RFS_E_CORRUPT, "superblock reserved byte %zu is not zero", i);
-    if (rfs_le32(p + 28))
+    if (rfs_ld32(p + 28))
         return FAIL(RFS_E_CORRUPT, "superblock reserved field is not zero");
-    img->tile_size = rfs_le32(p + 20);
-    img->unit_max = rfs_le32(p + 24);
-    img->image_size = rfs_le64(p + 32);
-    img->content_bytes = rfs_le64(p + 40);
-    img->data_off = rfs_le64(p + 48);
-    img->data_len = rfs_le64(p + 56);
+    img->tile_size = rfs_ld32(p + 20);
+    img->unit_max = rfs_ld32(p + 24);
+    img->image_size = rfs_ld64(p + 32);
+    img->content_bytes = rfs_ld64(p + 40);
+    img->data_off = rfs_ld64(p + 48);
+    img->data_len = rfs_ld64(p + 56);
     uint32_t ts = img->tile_size;
     if (ts < RFS_IMG_TILE_MIN || ts > RFS_IMG_TILE_MAX || (ts & (ts - 1)))
         return FAIL(RFS_E_CORRUPT, "tile size %u is not a power of two in [64 KiB, 4 MiB]", ts);
@@ -126,10 +126,10 @@ static rfs_err sect_parse(rfs_image *img, char *why, size_t why_cap)
     for (int s = 0; s < RFS_SECT_COUNT; s++) {
         const uint8_t *e = img->map + RFS_IMG_SECT_TABLE_OFF + s * RFS_IMG_SECT_ENTRY_SIZE;
         rfs_sect *sc = &img->sect[s];
-        sc->off = rfs_le64(e);
-        sc->len = rfs_le64(e + 8);
-        sc->count = rfs_le64(e + 16);
-        sc->xxh3 = rfs_le64(e + 24);
+        sc->off = rfs_ld64(e);
+        sc->len = rfs_ld64(e + 8);
+        sc->count = rfs_ld64(e + 16);
+        sc->xxh3 = rfs_ld64(e + 24);
         if (sc->off != expect || !range_ok(sc->off, sc->len, img->map_size))
             return FAIL(RFS_E_CORRUPT, "%s at [%llu, +%llu) is not where expected (%llu) or "
                         "runs past the end of the image", sect_names[s],
@@ -218,7 +218,7 @@ static rfs_err records_load(rfs_image *img, char *why, size_t why_cap)
         rfs_tensor_load(&img->tensors[i], p);
     p = img->map + sc[RFS_SECT_DIMS].off;
     for (uint64_t i = 0; i < img->n_dims; i++, p += RFS_DIM_SIZE)
-        img->dims[i] = rfs_le64(p);
+        img->dims[i] = rfs_ld64(p);
     return RFS_OK;
 }
 

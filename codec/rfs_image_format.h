@@ -13,6 +13,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "rfs_internal.h"
+
 #define RFS_IMG_MAGIC "RANSFSIM"
 #define RFS_IMG_MAGIC_SIZE 8u
 #define RFS_IMG_VERSION 1u
@@ -111,32 +113,7 @@ typedef struct rfs_tensor_rec {
     uint8_t ndim, dtype, width, transform, shared_mask, flags;
 } rfs_tensor_rec;
 
-/* ------------------------------------------------ little-endian helpers */
-
-static inline uint16_t rfs_le16(const uint8_t *p) { return (uint16_t)(p[0] | (p[1] << 8)); }
-static inline uint32_t rfs_le32(const uint8_t *p)
-{
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-static inline uint64_t rfs_le64(const uint8_t *p)
-{
-    return (uint64_t)rfs_le32(p) | (uint64_t)rfs_le32(p + 4) << 32;
-}
-static inline void rfs_put16(uint8_t *p, uint16_t v)
-{
-    p[0] = (uint8_t)v;
-    p[1] = (uint8_t)(v >> 8);
-}
-static inline void rfs_put32(uint8_t *p, uint32_t v)
-{
-    for (int i = 0; i < 4; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-static inline void rfs_put64(uint8_t *p, uint64_t v)
-{
-    rfs_put32(p, (uint32_t)v);
-    rfs_put32(p + 4, (uint32_t)(v >> 32));
-}
+/* Little-endian load/store: rfs_ld16/32/64 and rfs_st16/32/64 (rfs_internal.h). */
 
 /* Element width of a dtype, 0 when unknown. */
 static inline unsigned rfs_dtype_width(unsigned dt)
@@ -156,52 +133,52 @@ static inline const char *rfs_dtype_name(unsigned dt)
 
 static inline void rfs_inode_load(rfs_inode_rec *r, const uint8_t *p)
 {
-    r->mode = rfs_le32(p);
-    r->mtime_sec = (int64_t)rfs_le64(p + 8);
-    r->mtime_nsec = rfs_le32(p + 16);
-    r->size = rfs_le64(p + 24);
-    r->first = rfs_le64(p + 32);
-    r->count = rfs_le64(p + 40);
+    r->mode = rfs_ld32(p);
+    r->mtime_sec = (int64_t)rfs_ld64(p + 8);
+    r->mtime_nsec = rfs_ld32(p + 16);
+    r->size = rfs_ld64(p + 24);
+    r->first = rfs_ld64(p + 32);
+    r->count = rfs_ld64(p + 40);
 }
 /* Reserved bytes of an inode record: [4,8) and [20,24). */
 static inline int rfs_inode_reserved_ok(const uint8_t *p)
 {
-    return rfs_le32(p + 4) == 0 && rfs_le32(p + 20) == 0;
+    return rfs_ld32(p + 4) == 0 && rfs_ld32(p + 20) == 0;
 }
 static inline void rfs_inode_store(uint8_t *p, const rfs_inode_rec *r)
 {
     memset(p, 0, RFS_INODE_SIZE);
-    rfs_put32(p, r->mode);
-    rfs_put64(p + 8, (uint64_t)r->mtime_sec);
-    rfs_put32(p + 16, r->mtime_nsec);
-    rfs_put64(p + 24, r->size);
-    rfs_put64(p + 32, r->first);
-    rfs_put64(p + 40, r->count);
+    rfs_st32(p, r->mode);
+    rfs_st64(p + 8, (uint64_t)r->mtime_sec);
+    rfs_st32(p + 16, r->mtime_nsec);
+    rfs_st64(p + 24, r->size);
+    rfs_st64(p + 32, r->first);
+    rfs_st64(p + 40, r->count);
 }
 
 static inline void rfs_dirent_load(rfs_dirent_rec *r, const uint8_t *p)
 {
-    r->ino = rfs_le32(p);
-    r->name_len = rfs_le16(p + 4);
-    r->name_off = rfs_le64(p + 8);
+    r->ino = rfs_ld32(p);
+    r->name_len = rfs_ld16(p + 4);
+    r->name_off = rfs_ld64(p + 8);
 }
-static inline int rfs_dirent_reserved_ok(const uint8_t *p) { return rfs_le16(p + 6) == 0; }
+static inline int rfs_dirent_reserved_ok(const uint8_t *p) { return rfs_ld16(p + 6) == 0; }
 static inline void rfs_dirent_store(uint8_t *p, const rfs_dirent_rec *r)
 {
     memset(p, 0, RFS_DIRENT_SIZE);
-    rfs_put32(p, r->ino);
-    rfs_put16(p + 4, r->name_len);
-    rfs_put64(p + 8, r->name_off);
+    rfs_st32(p, r->ino);
+    rfs_st16(p + 4, r->name_len);
+    rfs_st64(p + 8, r->name_off);
 }
 
 static inline void rfs_extent_load(rfs_extent_rec *r, const uint8_t *p)
 {
-    r->file_off = rfs_le64(p);
-    r->length = rfs_le64(p + 8);
-    r->src = rfs_le64(p + 16);
+    r->file_off = rfs_ld64(p);
+    r->length = rfs_ld64(p + 8);
+    r->src = rfs_ld64(p + 16);
     r->kind = p[24];
-    r->stride = rfs_le32(p + 28);
-    r->xxh3 = rfs_le64(p + 32);
+    r->stride = rfs_ld32(p + 28);
+    r->xxh3 = rfs_ld64(p + 32);
 }
 static inline int rfs_extent_reserved_ok(const uint8_t *p)
 {
@@ -210,22 +187,22 @@ static inline int rfs_extent_reserved_ok(const uint8_t *p)
 static inline void rfs_extent_store(uint8_t *p, const rfs_extent_rec *r)
 {
     memset(p, 0, RFS_EXTENT_SIZE);
-    rfs_put64(p, r->file_off);
-    rfs_put64(p + 8, r->length);
-    rfs_put64(p + 16, r->src);
+    rfs_st64(p, r->file_off);
+    rfs_st64(p + 8, r->length);
+    rfs_st64(p + 16, r->src);
     p[24] = r->kind;
-    rfs_put32(p + 28, r->stride);
-    rfs_put64(p + 32, r->xxh3);
+    rfs_st32(p + 28, r->stride);
+    rfs_st64(p + 32, r->xxh3);
 }
 
 static inline void rfs_unit_load(rfs_unit_rec *r, const uint8_t *p)
 {
-    r->off = rfs_le64(p);
-    r->size = rfs_le32(p + 8);
-    r->decoded_size = rfs_le32(p + 12);
-    r->xxh3 = rfs_le64(p + 16);
+    r->off = rfs_ld64(p);
+    r->size = rfs_ld32(p + 8);
+    r->decoded_size = rfs_ld32(p + 12);
+    r->xxh3 = rfs_ld64(p + 16);
     r->kind = p[24];
-    r->tensor = rfs_le32(p + 28);
+    r->tensor = rfs_ld32(p + 28);
 }
 static inline int rfs_unit_reserved_ok(const uint8_t *p)
 {
@@ -234,26 +211,26 @@ static inline int rfs_unit_reserved_ok(const uint8_t *p)
 static inline void rfs_unit_store(uint8_t *p, const rfs_unit_rec *r)
 {
     memset(p, 0, RFS_UNIT_SIZE);
-    rfs_put64(p, r->off);
-    rfs_put32(p + 8, r->size);
-    rfs_put32(p + 12, r->decoded_size);
-    rfs_put64(p + 16, r->xxh3);
+    rfs_st64(p, r->off);
+    rfs_st32(p + 8, r->size);
+    rfs_st32(p + 12, r->decoded_size);
+    rfs_st64(p + 16, r->xxh3);
     p[24] = r->kind;
-    rfs_put32(p + 28, r->tensor);
+    rfs_st32(p + 28, r->tensor);
 }
 
 static inline void rfs_tensor_load(rfs_tensor_rec *r, const uint8_t *p)
 {
-    r->name_off = rfs_le64(p);
-    r->dims_off = rfs_le64(p + 8);
-    r->n_elems = rfs_le64(p + 16);
-    r->first_unit = rfs_le64(p + 24);
-    r->table_off = rfs_le64(p + 32);
-    r->ino = rfs_le32(p + 40);
-    r->n_units = rfs_le32(p + 44);
-    r->tile_size = rfs_le32(p + 48);
-    r->table_len = rfs_le32(p + 52);
-    r->name_len = rfs_le16(p + 56);
+    r->name_off = rfs_ld64(p);
+    r->dims_off = rfs_ld64(p + 8);
+    r->n_elems = rfs_ld64(p + 16);
+    r->first_unit = rfs_ld64(p + 24);
+    r->table_off = rfs_ld64(p + 32);
+    r->ino = rfs_ld32(p + 40);
+    r->n_units = rfs_ld32(p + 44);
+    r->tile_size = rfs_ld32(p + 48);
+    r->table_len = rfs_ld32(p + 52);
+    r->name_len = rfs_ld16(p + 56);
     r->ndim = p[58];
     r->dtype = p[59];
     r->width = p[60];
@@ -263,16 +240,16 @@ static inline void rfs_tensor_load(rfs_tensor_rec *r, const uint8_t *p)
 }
 static inline void rfs_tensor_store(uint8_t *p, const rfs_tensor_rec *r)
 {
-    rfs_put64(p, r->name_off);
-    rfs_put64(p + 8, r->dims_off);
-    rfs_put64(p + 16, r->n_elems);
-    rfs_put64(p + 24, r->first_unit);
-    rfs_put64(p + 32, r->table_off);
-    rfs_put32(p + 40, r->ino);
-    rfs_put32(p + 44, r->n_units);
-    rfs_put32(p + 48, r->tile_size);
-    rfs_put32(p + 52, r->table_len);
-    rfs_put16(p + 56, r->name_len);
+    rfs_st64(p, r->name_off);
+    rfs_st64(p + 8, r->dims_off);
+    rfs_st64(p + 16, r->n_elems);
+    rfs_st64(p + 24, r->first_unit);
+    rfs_st64(p + 32, r->table_off);
+    rfs_st32(p + 40, r->ino);
+    rfs_st32(p + 44, r->n_units);
+    rfs_st32(p + 48, r->tile_size);
+    rfs_st32(p + 52, r->table_len);
+    rfs_st16(p + 56, r->name_len);
     p[58] = r->ndim;
     p[59] = r->dtype;
     p[60] = r->width;

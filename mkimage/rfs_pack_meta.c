@@ -184,7 +184,7 @@ static void tensor_rec_add(pk_plan *p, pk_meta *m, size_t i)
     for (unsigned k = 0; k < t->ndim; k++) {
         uint8_t *d = rec_add(m, RFS_SECT_DIMS, RFS_DIM_SIZE);
         if (d)
-            rfs_put64(d, t->dims[k]);
+            rfs_st64(d, t->dims[k]);
     }
     uint8_t *rec = rec_add(m, RFS_SECT_TENSORS, RFS_TENSOR_SIZE);
     if (rec)
@@ -217,23 +217,23 @@ static void superblock_fill(pk_plan *p, pk_out *o, const rfs_sect *sect, uint8_t
         content += p->files[i].size;
     memset(sb, 0, RFS_IMG_SB_SIZE);
     memcpy(sb, RFS_IMG_MAGIC, RFS_IMG_MAGIC_SIZE);
-    rfs_put32(sb + 8, RFS_IMG_VERSION);
-    rfs_put32(sb + 12, 0);
-    rfs_put32(sb + 16, RFS_IMG_SB_SIZE);
-    rfs_put32(sb + 20, p->o->tile_size);
-    rfs_put32(sb + 24, o->unit_max);
-    rfs_put64(sb + 32, o->pos);
-    rfs_put64(sb + 40, content);
-    rfs_put64(sb + 48, RFS_IMG_SB_SIZE);
-    rfs_put64(sb + 56, sect[0].off - RFS_IMG_SB_SIZE);
+    rfs_st32(sb + 8, RFS_IMG_VERSION);
+    rfs_st32(sb + 12, 0);
+    rfs_st32(sb + 16, RFS_IMG_SB_SIZE);
+    rfs_st32(sb + 20, p->o->tile_size);
+    rfs_st32(sb + 24, o->unit_max);
+    rfs_st64(sb + 32, o->pos);
+    rfs_st64(sb + 40, content);
+    rfs_st64(sb + 48, RFS_IMG_SB_SIZE);
+    rfs_st64(sb + 56, sect[0].off - RFS_IMG_SB_SIZE);
     for (int s = 0; s < RFS_SECT_COUNT; s++) {
         uint8_t *e = sb + RFS_IMG_SECT_TABLE_OFF + s * RFS_IMG_SECT_ENTRY_SIZE;
-        rfs_put64(e, sect[s].off);
-        rfs_put64(e + 8, sect[s].len);
-        rfs_put64(e + 16, sect[s].count);
-        rfs_put64(e + 24, sect[s].xxh3);
+        rfs_st64(e, sect[s].off);
+        rfs_st64(e + 8, sect[s].len);
+        rfs_st64(e + 16, sect[s].count);
+        rfs_st64(e + 24, sect[s].xxh3);
     }
-    rfs_put64(sb + RFS_IMG_SB_CSUM_OFF, XXH3_64bits(sb, RFS_IMG_SB_CSUM_OFF));
+    rfs_st64(sb + RFS_IMG_SB_CSUM_OFF, XXH3_64bits(sb, RFS_IMG_SB_CSUM_OFF));
 }
 
 int pk_meta_write(pk_plan *p, pk_out *o)

@@ -52,11 +52,11 @@ static void reseal(uint8_t *img, size_t size)
         return;
     for (unsigned s = 0; s < RFS_SECT_COUNT; s++) {
         uint8_t *e = img + RFS_IMG_SECT_TABLE_OFF + s * RFS_IMG_SECT_ENTRY_SIZE;
-        uint64_t off = rfs_le64(e), len = rfs_le64(e + 8);
+        uint64_t off = rfs_ld64(e), len = rfs_ld64(e + 8);
         if (off <= size && len <= size - off)
-            rfs_put64(e + 24, XXH3_64bits(img + off, len));
+            rfs_st64(e + 24, XXH3_64bits(img + off, len));
     }
-    rfs_put64(img + RFS_IMG_SB_CSUM_OFF, XXH3_64bits(img, RFS_IMG_SB_CSUM_OFF));
+    rfs_st64(img + RFS_IMG_SB_CSUM_OFF, XXH3_64bits(img, RFS_IMG_SB_CSUM_OFF));
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

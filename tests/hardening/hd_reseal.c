@@ -46,11 +46,11 @@ int main(int argc, char **argv)
     }
     for (unsigned s = 0; s < RFS_SECT_COUNT; s++) {
         unsigned char *e = img + RFS_IMG_SECT_TABLE_OFF + s * RFS_IMG_SECT_ENTRY_SIZE;
-        uint64_t off = rfs_le64(e), len = rfs_le64(e + 8);
+        uint64_t off = rfs_ld64(e), len = rfs_ld64(e + 8);
         if (off <= size && len <= size - off)
-            rfs_put64(e + 24, XXH3_64bits(img + off, len));
+            rfs_st64(e + 24, XXH3_64bits(img + off, len));
     }
-    rfs_put64(img + RFS_IMG_SB_CSUM_OFF, XXH3_64bits(img, RFS_IMG_SB_CSUM_OFF));
+    rfs_st64(img + RFS_IMG_SB_CSUM_OFF, XXH3_64bits(img, RFS_IMG_SB_CSUM_OFF));
     if (!(f = fopen(argv[1], "r+b")) || fwrite(img, 1, RFS_IMG_SB_SIZE, f) != RFS_IMG_SB_SIZE ||
         fclose(f) != 0) {
         fprintf(stderr, "hd_reseal: %s: cannot write the superblock\n", argv[1]);

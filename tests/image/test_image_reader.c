@@ -277,7 +277,7 @@ static void test_truncation(void **state)
     for (size_t c = 0; c < 700 && n < 40; c += 23)
         cuts[n++] = c;
     for (int s = 0; s < RFS_SECT_COUNT; s++) {
-        uint64_t off = rfs_le64(g_buf + RFS_IMG_SECT_TABLE_OFF + s * RFS_IMG_SECT_ENTRY_SIZE);
+        uint64_t off = rfs_ld64(g_buf + RFS_IMG_SECT_TABLE_OFF + s * RFS_IMG_SECT_ENTRY_SIZE);
         cuts[n++] = off - 1;
         cuts[n++] = off;
         cuts[n++] = off + 1;
@@ -307,7 +307,7 @@ static void test_flip_sections(void **state)
     uint8_t *b = malloc(g_size);
     for (int s = 0; s < RFS_SECT_COUNT; s++) {
         const uint8_t *e = g_buf + RFS_IMG_SECT_TABLE_OFF + s * RFS_IMG_SECT_ENTRY_SIZE;
-        uint64_t off = rfs_le64(e), len = rfs_le64(e + 8);
+        uint64_t off = rfs_ld64(e), len = rfs_ld64(e + 8);
         if (len == 0)
             continue;
         uint64_t at[3] = {off, off + len / 2, off + len - 1};
@@ -329,7 +329,7 @@ static void test_flip_sections(void **state)
 
 static void sb_rehash(uint8_t *b)
 {
-    rfs_put64(b + RFS_IMG_SB_CSUM_OFF, XXH3_64bits(b, RFS_IMG_SB_CSUM_OFF));
+    rfs_st64(b + RFS_IMG_SB_CSUM_OFF, XXH3_64bits(b, RFS_IMG_SB_CSUM_OFF));
 }
 
 static void test_magic_version(void **state)
@@ -340,12 +340,12 @@ static void test_magic_version(void **state)
     b[0] = 'X';
     assert_int_equal(open_copy(b, g_size, why, sizeof why), RFS_E_MAGIC);
     memcpy(b, g_buf, g_size);
-    rfs_put32(b + 8, 2);
+    rfs_st32(b + 8, 2);
     sb_rehash(b);
     assert_int_equal(open_copy(b, g_size, why, sizeof why), RFS_E_VERSION);
     assert_non_null(strstr(why, "version 2"));
     memcpy(b, g_buf, g_size);
-    rfs_put32(b + 12, 1);
+    rfs_st32(b + 12, 1);
     sb_rehash(b);
     assert_int_equal(open_copy(b, g_size, why, sizeof why), RFS_E_VERSION);
     memcpy(b, g_buf, g_size);
@@ -353,7 +353,7 @@ static void test_magic_version(void **state)
     sb_rehash(b);
     assert_int_equal(open_copy(b, g_size, why, sizeof why), RFS_E_CORRUPT);
     memcpy(b, g_buf, g_size);
-    rfs_put32(b + 20, TILE + 1);
+    rfs_st32(b + 20, TILE + 1);
     sb_rehash(b);
     assert_int_equal(open_copy(b, g_size, why, sizeof why), RFS_E_CORRUPT);
     assert_int_equal(open_copy(b, 0, why, sizeof why), RFS_E_TRUNCATED);
@@ -370,10 +370,10 @@ static rfs_err crafted(int s, uint64_t rec, size_t rec_size, size_t field, const
     uint8_t *b = malloc(g_size);
     memcpy(b, g_buf, g_size);
     uint8_t *e = b + RFS_IMG_SECT_TABLE_OFF + s * RFS_IMG_SECT_ENTRY_SIZE;
-    uint64_t off = rfs_le64(e), len = rfs_le64(e + 8);
+    uint64_t off = rfs_ld64(e), len = rfs_ld64(e + 8);
     assert_true((rec + 1) * rec_size <= len);
     memcpy(b + off + rec * rec_size + field, val, val_size);
-    rfs_put64(e + 24, XXH3_64bits(b + off, len));
+    rfs_st64(e + 24, XXH3_64bits(b + off, len));
     sb_rehash(b);
     rfs_err err = open_copy(b, g_size, why, why_cap);
     free(b);
@@ -385,7 +385,7 @@ static void expect_corrupt(int s, uint64_t rec, size_t rec_size, size_t field, u
 {
     char why[256] = "";
     uint8_t val[8];
-    rfs_put64(val, v);
+    rfs_st64(val, v);
     rfs_err err = crafted(s, rec, rec_size, field, val, v_size, why, sizeof why);
     if (err != RFS_E_CORRUPT || !strstr(why, needle))
         fail_msg("section %d record %llu field %zu = %llu: got %d \"%s\", wanted \"%s\"", s,
@@ -444,7 +444,7 @@ static void test_payload_corrupt(void **state)
             const uint8_t *e =
                 g_buf + RFS_IMG_SECT_TABLE_OFF + RFS_SECT_UNITS * RFS_IMG_SECT_ENTRY_SIZE;
             rfs_unit_rec u;
-            rfs_unit_load(&u, g_buf + rfs_le64(e) + sp.unit * RFS_UNIT_SIZE);
+            rfs_unit_load(&u, g_buf + rfs_ld64(e) + sp.unit * RFS_UNIT_SIZE);
             at = u.off + u.size / 2;
         }
         b[at] ^= 0x01;
