@@ -174,13 +174,15 @@ static rfs_err records_load(rfs_image *img, char *why, size_t why_cap)
     img->inodes = alloc_array(img->n_inodes, sizeof *img->inodes);
     img->dirents = alloc_array(img->n_dirents, sizeof *img->dirents);
     img->extents = alloc_array(img->n_extents, sizeof *img->extents);
+    img->raw_ok = calloc(img->n_extents ? img->n_extents : 1, sizeof *img->raw_ok);
     img->units = alloc_array(img->n_units, sizeof *img->units);
     img->tensors = alloc_array(img->n_tensors, sizeof *img->tensors);
     img->dims = alloc_array(img->n_dims, sizeof *img->dims);
     img->names_len = sc[RFS_SECT_NAMES].len;
     img->names = malloc(img->names_len ? img->names_len : 1);
     img->nlink = alloc_array(img->n_inodes, sizeof *img->nlink);
-    if (!img->inodes || !img->dirents || !img->extents || !img->units || !img->tensors ||
+    if (!img->inodes || !img->dirents || !img->extents || !img->raw_ok || !img->units ||
+        !img->tensors ||
         !img->dims || !img->names || !img->nlink)
         return FAIL(RFS_E_NOMEM, "out of memory loading metadata");
     memcpy(img->names, img->map + sc[RFS_SECT_NAMES].off, img->names_len);
@@ -622,6 +624,7 @@ void rfs_image_close(rfs_image *img)
     free(img->inodes);
     free(img->dirents);
     free(img->extents);
+    free((void *)img->raw_ok);
     free(img->units);
     free(img->tensors);
     free(img->dims);

@@ -57,7 +57,9 @@ rfs_err rfs_image_extent_info(const rfs_image *img, uint64_t ino, uint64_t idx,
  * extents are at most one tile long).  RFS_OK also when that byte is in a
  * UNITS extent (units are checked when decoded).  rfs_image_read calls it;
  * a caller that serves RAW spans itself (rfs_image_map, then pread/splice
- * on rfs_image_fd) should call it once per extent.
+ * on rfs_image_fd) calls it before serving them.  A match is remembered
+ * for the open image (the image is immutable while open), so each extent
+ * is hashed once; a mismatch is reported every time.  Thread-safe.
  * Errors: RFS_E_CHECKSUM, RFS_E_NOENT, RFS_E_ISDIR, RFS_E_INVAL.
  */
 rfs_err rfs_image_raw_verify(const rfs_image *img, uint64_t ino, uint64_t off);

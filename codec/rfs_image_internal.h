@@ -1,10 +1,14 @@
 /*
  * rfs_image_internal.h - the rfs_image struct shared by rfs_image.c (open,
  * validate) and rfs_image_read.c (queries, decode).  Not a public header.
- * Everything here is filled once by rfs_image_open and read-only after.
+ * Everything here is filled once by rfs_image_open and read-only after,
+ * except raw_ok: a cache of RAW extents whose checksum has matched once
+ * (the image is immutable while open), set with atomic stores.
  */
 #ifndef RFS_IMAGE_INTERNAL_H
 #define RFS_IMAGE_INTERNAL_H
+
+#include <stdatomic.h>
 
 #include "rfs_image.h"
 #include "rfs_image_format.h"
@@ -22,6 +26,7 @@ struct rfs_image {
     rfs_inode_rec *inodes; /* inode i+1 at index i */
     rfs_dirent_rec *dirents;
     rfs_extent_rec *extents;
+    atomic_uchar *raw_ok;  /* per extent: 1 once its XXH3 has matched */
     rfs_unit_rec *units;
     rfs_tensor_rec *tensors;
     uint64_t *dims;

@@ -46,13 +46,24 @@ rfs_err rfs_image_stat(const rfs_image *img, uint64_t ino, rfs_stat *st)
     return RFS_OK;
 }
 
-rfs_err rfs_image_lookup(const rfs_image *img, uint64_t parent, const char *name, uint64_t *ino)
+/* The record of directory dir.  Errors: RFS_E_NOENT, RFS_E_NOTDIR. */
+static rfs_err dir_get(const rfs_image *img, uint64_t dir, const rfs_inode_rec **out)
 {
-    const rfs_inode_rec *r = inode_get(img, parent);
+    const rfs_inode_rec *r = inode_get(img, dir);
     if (!r)
         return RFS_E_NOENT;
     if (!S_ISDIR(r->mode))
         return RFS_E_NOTDIR;
+    *out = r;
+    return RFS_OK;
+}
+
+rfs_err rfs_image_lookup(const rfs_image *img, uint64_t parent, const char *name, uint64_t *ino)
+{
+    const rfs_inode_rec *r;
+    rfs_err err = dir_get(img, parent, &r);
+    if (err)
+        return err;
     uint64_t lo = r->first, hi = r->first + r->count;
     while (lo < hi) {
         uint64_t mid = lo + (hi - lo) / 2;
@@ -94,23 +105,20 @@ rfs_err rfs_image_lookup_path(const rfs_image *img, const char *path, uint64_t *
 
 rfs_err rfs_image_dir_count(const rfs_image *img, uint64_t dir, uint64_t *count)
 {
-    const rfs_inode_rec *r = inode_get(img, dir);
-    if (!r)
-        return RFS_E_NOENT;
-    if (!S_ISDIR(r->mode))
-        return RFS_E_NOTDIR;
-    *count = r->count;
-    return RFS_OK;
+    const rfs_inode_rec *r;
+    rfs_err err = dir_get(img, dir, &r);
+    if (err == RFS_OK)
+        *count = r->count;
+    return err;
 }
 
 rfs_err rfs_image_dir_entry(const rfs_image *img, uint64_t dir, uint64_t idx, uint64_t *child,
                             const char **name)
 {
-    const rfs_inode_rec *r = inode_get(img, dir);
-    if (!r)
-        return RFS_E_NOENT;
-    if (!S_ISDIR(r->mode))
-        return RFS_E_NOTDIR;
+    const rfs_inode_rec *r;
+    rfs_err err = dir_get(img, dir, &r);
+    if (err)
+        return err;
     if (idx >= r->count)
         return RFS_E_NOENT;
     const rfs_dirent_rec *d = &img->dirents[r->first + idx];
@@ -206,7 +214,14 @@ rfs_err rfs_image_raw_verify(const rfs_image *img, uint64_t ino, uint64_t off)
     const rfs_extent_rec *x = extent_find(img, r, off);
     if (x->kind != RFS_EXT_RAW)
         return RFS_OK;
-    return XXH3_64bits(img->map + x->src, x->length) == x->xxh3 ? RFS_OK : RFS_E_CHECKSUM;
+    /* Hash each extent once per open image, not on every read of it. */
+    atomic_uchar *ok = &img->raw_ok[x - img->extents];
+    if (atomic_load_explicit(ok, memory_order_relaxed))
+        return RFS_OK;
+    if (XXH3_64bits(img->map + x->src, x->length) != x->xxh3)
+        return RFS_E_CHECKSUM;
+    atomic_store_explicit(ok, 1, memory_order_relaxed);
+    return RFS_OK;
 }
 
 rfs_rctx *rfs_rctx_create(const rfs_image *img)

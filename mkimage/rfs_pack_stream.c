@@ -248,6 +248,28 @@ static int reader_group(pk_reader *r, pk_slot *sl, const pk_group *g)
     return g->c1 > run ? reader_run(r, sl, run, g->c1, run_pos) : 0;
 }
 
+/* Wait until slot sl reaches state (or the run stops); 1 when stopped. */
+static int slot_wait(pk_stream *s, pk_slot *sl, int state)
+{
+    pthread_mutex_lock(&s->mu);
+    while (sl->state != state && !s->stop)
+        pthread_cond_wait(&s->cv, &s->mu);
+    int stop = s->stop;
+    pthread_mutex_unlock(&s->mu);
+    return stop;
+}
+
+/* Hand slot sl on in state; stop the whole run too when stop is set. */
+static void slot_set(pk_stream *s, pk_slot *sl, int state, int stop)
+{
+    pthread_mutex_lock(&s->mu);
+    sl->state = state;
+    if (stop)
+        s->stop = 1;
+    pthread_cond_broadcast(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+}
+
 static void *reader_main(void *arg)
 {
     pk_stream *s = arg;
@@ -266,10 +288,7 @@ static void *reader_main(void *arg)
             break;
         sl->g = g;
         sl->failed = reader_group(&r, sl, &s->groups[g]) != 0;
-        pthread_mutex_lock(&s->mu);
-        sl->state = SLOT_READ;
-        pthread_cond_broadcast(&s->cv);
-        pthread_mutex_unlock(&s->mu);
+        slot_set(s, sl, SLOT_READ, 0);
         if (sl->failed)
             break;
     }
@@ -683,20 +702,10 @@ static void *writer_main(void *arg)
     pk_stream *s = arg;
     for (size_t g = 0; g < s->n_groups; g++) {
         pk_slot *sl = &s->slot[g % PK_SLOTS];
-        pthread_mutex_lock(&s->mu);
-        while (sl->state != SLOT_ENCODED && !s->stop)
-            pthread_cond_wait(&s->cv, &s->mu);
-        int stop = s->stop;
-        pthread_mutex_unlock(&s->mu);
-        if (stop)
+        if (slot_wait(s, sl, SLOT_ENCODED))
             break;
         int rc = group_write(s, sl);
-        pthread_mutex_lock(&s->mu);
-        sl->state = SLOT_FREE;
-        if (rc)
-            s->stop = 1;
-        pthread_cond_broadcast(&s->cv);
-        pthread_mutex_unlock(&s->mu);
+        slot_set(s, sl, SLOT_FREE, rc != 0);
         if (rc)
             break;
     }
@@ -754,21 +763,13 @@ static int stream_encode(pk_stream *s)
 {
     for (size_t g = 0; g < s->n_groups; g++) {
         pk_slot *sl = &s->slot[g % PK_SLOTS];
-        pthread_mutex_lock(&s->mu);
-        while (sl->state != SLOT_READ && !s->stop)
-            pthread_cond_wait(&s->cv, &s->mu);
-        int stop = s->stop;
-        pthread_mutex_unlock(&s->mu);
-        if (stop)
+        if (slot_wait(s, sl, SLOT_READ))
             return -1; /* the writer failed: its message is in werr */
         if (sl->failed)
             return pk_fail(s->p, "%s", sl->err);
         if (group_encode(s, sl))
             return -1;
-        pthread_mutex_lock(&s->mu);
-        sl->state = SLOT_ENCODED;
-        pthread_cond_broadcast(&s->cv);
-        pthread_mutex_unlock(&s->mu);
+        slot_set(s, sl, SLOT_ENCODED, 0);
     }
     return 0;
 }
