@@ -159,6 +159,12 @@ typedef struct rfs_tile_params {
     rfs_transform transform;     /* applied before planes are split */
     const rfs_table_set *shared; /* optional: tensor tables usable per plane */
     int raw_only;                /* store every plane RAW (for comparisons) */
+    /* Optional: counts[p][b] = occurrences of byte b in plane p of src after
+     * the transform, exactly as the encoder would count them.  A caller that
+     * has already made a histogram pass (the packer does, for the shared
+     * tables) saves the encoder its own.  NULL: the encoder counts.  Wrong
+     * counts give a tile that fails to decode, never a crash. */
+    const uint32_t (*counts)[256];
 } rfs_tile_params;
 
 /* Create an encoder for tiles of up to max_tile_bytes decoded bytes. */

@@ -17,6 +17,7 @@
  * the ~50% unpredictable renormalisations of a near-random plane cost no
  * mispredictions.
  */
+#include <assert.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -173,6 +174,34 @@ static void plane_counts(uint32_t counts[256], const uint8_t *p, size_t n)
         c[0][p[i]]++;
     for (unsigned s = 0; s < 256; s++)
         counts[s] = c[0][s] + c[1][s] + c[2][s] + c[3][s];
+}
+
+/*
+ * The caller's counts of plane p (rfs_tile_params.counts) into counts; 0
+ * when there are none, or when they do not sum to n (then the encoder
+ * counts: the table code below relies on that sum).  Debug builds check
+ * them against a count of their own: a wrong count would code a tile that
+ * does not decode.
+ */
+static int given_counts(uint32_t counts[256], const rfs_tile_params *prm, unsigned p,
+                        const uint8_t *plane, size_t n)
+{
+    if (!prm->counts)
+        return 0;
+    uint64_t sum = 0;
+    for (unsigned s = 0; s < 256; s++)
+        sum += prm->counts[p][s];
+    if (sum != n)
+        return 0;
+    memcpy(counts, prm->counts[p], 256 * sizeof *counts);
+#ifndef NDEBUG
+    uint32_t mine[256];
+    plane_counts(mine, plane, n);
+    assert(memcmp(mine, counts, sizeof mine) == 0);
+#else
+    (void)plane;
+#endif
+    return 1;
 }
 
 /* ------------------------------------------------------------- tables */
@@ -359,7 +388,8 @@ static plane_plan plan_plane(rfs_enc *e, const uint8_t *plane, size_t n, unsigne
     plane_plan pl = {RFS_PM_RAW, 0, NULL};
     if (n == 0 || prm->raw_only)
         return pl;
-    plane_counts(e->counts, plane, n);
+    if (!given_counts(e->counts, prm, p, plane, n))
+        plane_counts(e->counts, plane, n);
     if (e->counts[plane[0]] == n) {
         pl.mode = RFS_PM_CONST;
         pl.value = plane[0];

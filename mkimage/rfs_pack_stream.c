@@ -81,6 +81,7 @@ typedef struct pk_worker {
     rfs_enc *enc;
     ZSTD_CCtx *zc;
     uint64_t head[RFS_MAX_WIDTH][512], all[RFS_MAX_WIDTH][512]; /* tensor_finish */
+    uint32_t counts[RFS_MAX_WIDTH][256];                        /* phase B: one tile's */
 } pk_worker;
 
 typedef struct pk_stream {
@@ -360,12 +361,19 @@ static void pair_hist(uint32_t h[RFS_MAX_WIDTH][512], const uint8_t *src, size_t
             h[p][x] = c[0][p][x] + c[1][p][x] + c[2][p][x] + c[3][p][x];
 }
 
+/* The plane byte that pair index x stands for under transform xf: ROT1
+ * shifts the byte left and brings in the bit below. */
+static unsigned pair_byte(unsigned x, rfs_transform xf)
+{
+    return xf == RFS_XF_ROT1 ? x & 0xff : x >> 1;
+}
+
 /* Byte histogram of one plane under transform xf, from its pair histogram. */
 static void pair_to_bytes(uint64_t out[256], const uint64_t h[512], rfs_transform xf)
 {
     memset(out, 0, 256 * sizeof *out);
     for (unsigned x = 0; x < 512; x++)
-        out[xf == RFS_XF_ROT1 ? ((x >> 1) << 1 | (x & 1)) & 0xff : x >> 1] += h[x];
+        out[pair_byte(x, xf)] += h[x];
 }
 
 /* The transform rfs_transform_choose would pick, from the sample's pair
@@ -389,21 +397,47 @@ static int tensor_shared(const pk_plan *p, const pk_tensor *t)
     return t->n_tiles >= 2 && !p->o->raw_codec;
 }
 
+/* Elements of chunk c (of tensor t) in its pair histogram's head part. */
+static uint64_t tile_head(const pk_tensor *t, const pk_chunk *c)
+{
+    unsigned w = t->width;
+    uint64_t e0 = (c->file_off - t->off) / w, n = c->len / w;
+    uint64_t head = w >= 2 && e0 < PK_XF_SAMPLE ? PK_XF_SAMPLE - e0 : 0;
+    return head > n ? n : head;
+}
+
+/* 1 when chunk c's pair histogram covers all its elements. */
+static int tile_hist_whole(const pk_plan *p, const pk_tensor *t, const pk_chunk *c)
+{
+    return tensor_shared(p, t) || tile_head(t, c) == c->len / t->width;
+}
+
 static void tile_analyse(pk_stream *s, pk_slot *sl, size_t k, const pk_chunk *c,
                          const uint8_t *src)
 {
     const pk_tensor *t = &s->p->tensors[c->tensor];
     unsigned w = t->width;
     sl->th[k] = XXH3_128bits(src, c->len);
-    uint64_t e0 = (c->file_off - t->off) / w, n = c->len / w;
-    uint64_t head = w >= 2 && e0 < PK_XF_SAMPLE ? PK_XF_SAMPLE - e0 : 0;
-    if (head > n)
-        head = n;
+    uint64_t n = c->len / w, head = tile_head(t, c);
     pk_hist *h = &sl->hist[k];
     if (head)
         pair_hist(h->head, src, head, w);
     if (tensor_shared(s->p, t) && n > head)
         pair_hist(h->tail, src + head * w, n - head, w);
+}
+
+/* The tile's byte counts per plane under transform xf, from its pair
+ * histograms (which tile_hist_whole says cover it), for the encoder. */
+static void tile_counts(uint32_t out[RFS_MAX_WIDTH][256], const pk_hist *h, int has_head,
+                        int has_tail, unsigned w, rfs_transform xf)
+{
+    for (unsigned p = 0; p < w; p++) {
+        memset(out[p], 0, sizeof out[p]);
+        for (unsigned x = 0; x < 512; x++) {
+            uint32_t v = (has_head ? h->head[p][x] : 0) + (has_tail ? h->tail[p][x] : 0);
+            out[p][pair_byte(x, xf)] += v;
+        }
+    }
 }
 
 static void blob_compress(pk_stream *s, pk_worker *w, pk_slot *sl, size_t k, pk_chunk *c,
@@ -562,12 +596,19 @@ static void phase_b_job(void *ctx, unsigned worker, size_t k)
     if (c->tensor < 0 || c->skip)
         return;
     const pk_tensor *t = &p->tensors[c->tensor];
+    pk_worker *wk = &s->w[worker];
     rfs_tile_params tp = {.width = t->width, .transform = t->xf,
                           .shared = t->n_tiles >= 2 ? &t->set : NULL,
                           .raw_only = p->o->raw_codec};
+    if (!p->o->raw_codec && tile_hist_whole(p, t, c)) { /* spare the encoder its count */
+        uint64_t head = tile_head(t, c);
+        tile_counts(wk->counts, &sl->hist[k], head > 0, head < c->len / t->width, t->width,
+                    t->xf);
+        tp.counts = (const uint32_t (*)[256])wk->counts;
+    }
     uint8_t *out = sl->out + sl->out_off[k];
     size_t n = 0;
-    if (rfs_tile_encode(s->w[worker].enc, out, rfs_tile_bound(c->len, t->width), &n,
+    if (rfs_tile_encode(wk->enc, out, rfs_tile_bound(c->len, t->width), &n,
                         sl->in + sl->in_off[k], c->len, &tp) != RFS_OK)
         atomic_store(&s->enc_failed, 1);
     c->out_len = (uint32_t)n;

@@ -124,7 +124,7 @@ static int load_synthetic(bench_set *b, const char *dtype, size_t mib)
     b->enc_buf = malloc(n_tiles * bound);
     b->u = calloc(n_tiles, sizeof(*b->u));
     rfs_enc *enc = rfs_enc_create(tile);
-    rfs_tile_params prm = {2, xf, &b->set, 0};
+    rfs_tile_params prm = {.width = 2, .transform = xf, .shared = &b->set};
     for (size_t t = 0; b->enc_buf && b->u && enc && t < n_tiles; t++) {
         size_t off = t * tile, len = n * 2 - off < tile ? n * 2 - off : tile, got = 0;
         uint8_t *dst = b->enc_buf + t * bound;

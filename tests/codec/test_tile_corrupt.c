@@ -42,7 +42,7 @@ static tile make_tile(size_t n, unsigned w)
     }
     rfs_enc *e = rfs_enc_create(t.src_size);
     t.enc = malloc(rfs_tile_bound(t.src_size, w) + 16);
-    rfs_tile_params p = {w, w > 1 ? RFS_XF_ROT1 : RFS_XF_NONE, NULL, 0};
+    rfs_tile_params p = {.width = w, .transform = w > 1 ? RFS_XF_ROT1 : RFS_XF_NONE};
     assert_int_equal(rfs_tile_encode(e, t.enc, rfs_tile_bound(t.src_size, w), &t.size, t.src,
                                      t.src_size, &p),
                      RFS_OK);
@@ -234,7 +234,7 @@ static void test_all_planes_rans(void **state)
                 rfs_enc *e = rfs_enc_create(t.src_size);
                 size_t cap = rfs_tile_bound(t.src_size, w);
                 t.enc = malloc(cap);
-                rfs_tile_params p = {w, (rfs_transform)xf, NULL, 0};
+                rfs_tile_params p = {.width = w, .transform = (rfs_transform)xf};
                 assert_int_equal(rfs_tile_encode(e, t.enc, cap, &t.size, t.src, t.src_size, &p),
                                  RFS_OK);
                 rfs_enc_destroy(e);

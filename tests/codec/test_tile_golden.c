@@ -82,7 +82,7 @@ static int write_golden(const char *dir)
         rfs_transform xf;
         uint8_t *src = golden_input(k, &size, &w, &xf, &shared);
         rfs_table_set set = {{NULL, &shared, NULL, NULL}};
-        rfs_tile_params p = {w, xf, k == 8 ? &set : NULL, 0};
+        rfs_tile_params p = {.width = w, .transform = xf, .shared = k == 8 ? &set : NULL};
         rfs_enc *e = rfs_enc_create(size);
         uint8_t *enc = malloc(rfs_tile_bound(size, w));
         if (rfs_tile_encode(e, enc, rfs_tile_bound(size, w), &es, src, size, &p) != RFS_OK)

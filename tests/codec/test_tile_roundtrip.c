@@ -137,7 +137,7 @@ static void test_context_reuse(void **state)
         unsigned w = 1u << (tu_next(&r) % 3);
         size_t n = (tu_next(&r) % (cap / w + 1));
         fill(src, n, w, (kind)(tu_next(&r) % K_COUNT), &r);
-        rfs_tile_params p = {w, w > 1 ? RFS_XF_ROT1 : RFS_XF_NONE, NULL, 0};
+        rfs_tile_params p = {.width = w, .transform = w > 1 ? RFS_XF_ROT1 : RFS_XF_NONE};
         size_t es = 0, got = 0;
         assert_int_equal(rfs_tile_encode(e, enc, rfs_tile_bound(cap, 1), &es, src, n * w, &p),
                          RFS_OK);
@@ -147,7 +147,7 @@ static void test_context_reuse(void **state)
     }
     /* Too big for the context, bad widths, odd sizes. */
     size_t es = 0;
-    rfs_tile_params p = {2, RFS_XF_NONE, NULL, 0};
+    rfs_tile_params p = {.width = 2, .transform = RFS_XF_NONE};
     assert_int_equal(rfs_tile_encode(e, enc, cap, &es, src, cap + 2, &p), RFS_E_TOO_BIG);
     assert_int_equal(rfs_tile_encode(e, enc, cap, &es, src, 3, &p), RFS_E_ARG);
     p.width = 3;
@@ -170,7 +170,7 @@ static void test_raw_only(void **state)
     size_t es = 0, got = 0;
     rfs_enc *e = rfs_enc_create(64);
     rfs_dec *d = rfs_dec_create(64);
-    rfs_tile_params p = {4, RFS_XF_NONE, NULL, 1};
+    rfs_tile_params p = {.width = 4, .transform = RFS_XF_NONE, .raw_only = 1};
     assert_int_equal(rfs_tile_encode(e, enc, sizeof(enc), &es, src, 64, &p), RFS_OK);
     assert_int_equal(es, 8 + 32 + 64);
     assert_int_equal(rfs_tile_decode(d, out, 64, &got, enc, es, NULL), RFS_OK);
@@ -180,13 +180,60 @@ static void test_raw_only(void **state)
     rfs_dec_destroy(d);
 }
 
+/* Counts of plane p of src (n elements of width w, transform xf). */
+static void plane_counts_ref(uint32_t counts[256], const uint8_t *src, size_t n, unsigned w,
+                             rfs_transform xf, unsigned p)
+{
+    memset(counts, 0, 256 * sizeof *counts);
+    for (size_t i = 0; i < n; i++) {
+        uint32_t v = 0;
+        memcpy(&v, src + i * w, w);
+        if (xf == RFS_XF_ROT1)
+            v = (v << 1 | v >> (8 * w - 1)) & (uint32_t)((1ull << (8 * w)) - 1);
+        counts[(v >> (8 * p)) & 0xff]++;
+    }
+}
+
+/* Counts given by the caller code the same bytes as the encoder's own; counts
+ * that do not sum to the plane's length are ignored (the encoder counts). */
+static void test_given_counts(void **state)
+{
+    (void)state;
+    tu_rng r = {g_seed ^ 5};
+    size_t cap = 1 << 16;
+    rfs_enc *e = rfs_enc_create(cap);
+    size_t bound = rfs_tile_bound(cap, 1);
+    uint8_t *src = malloc(cap), *a = malloc(bound), *b = malloc(bound);
+    uint32_t counts[4][256];
+    for (int it = 0; it < 100; it++) {
+        unsigned w = 1u << (tu_next(&r) % 3);
+        size_t n = tu_next(&r) % (cap / w + 1);
+        fill(src, n, w, (kind)(tu_next(&r) % K_COUNT), &r);
+        rfs_tile_params p = {.width = w, .transform = w > 1 ? RFS_XF_ROT1 : RFS_XF_NONE};
+        size_t sa = 0, sb = 0;
+        assert_int_equal(rfs_tile_encode(e, a, bound, &sa, src, n * w, &p), RFS_OK);
+        for (unsigned pl = 0; pl < w; pl++)
+            plane_counts_ref(counts[pl], src, n, w, p.transform, pl);
+        if (n && it % 4 == 3)
+            counts[0][0] += 1; /* a bad sum: ignored */
+        p.counts = (const uint32_t (*)[256])counts;
+        assert_int_equal(rfs_tile_encode(e, b, bound, &sb, src, n * w, &p), RFS_OK);
+        assert_int_equal(sa, sb);
+        assert_memory_equal(a, b, sa);
+    }
+    free(src);
+    free(a);
+    free(b);
+    rfs_enc_destroy(e);
+}
+
 int main(void)
 {
     g_seed = tu_seed("codec_tile_roundtrip");
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_kinds),         cmocka_unit_test(test_mode_choice),
         cmocka_unit_test(test_shared_table),  cmocka_unit_test(test_context_reuse),
-        cmocka_unit_test(test_raw_only),
+        cmocka_unit_test(test_raw_only),      cmocka_unit_test(test_given_counts),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

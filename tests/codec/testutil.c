@@ -86,7 +86,7 @@ size_t tu_roundtrip(const void *src, size_t size, unsigned w, rfs_transform xf,
     rfs_dec *d = rfs_dec_create(size);
     assert_non_null(e);
     assert_non_null(d);
-    rfs_tile_params p = {w, xf, shared, 0};
+    rfs_tile_params p = {.width = w, .transform = xf, .shared = shared};
     assert_int_equal(rfs_tile_encode(e, enc, cap, &enc_size, src, size, &p), RFS_OK);
     assert_true(enc_size <= cap);
     for (const char *const *b = tu_backends(); *b; b++) {

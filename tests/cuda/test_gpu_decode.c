@@ -120,7 +120,7 @@ static void add_tensor(pending *p, const void *src, size_t size, unsigned w, int
     size_t n = size / w;
     rfs_transform xf = rfs_transform_choose(src, n, w);
     const rfs_table_set *shared = use_shared && n ? tables(p, src, n, w, xf) : NULL;
-    rfs_tile_params prm = {w, xf, shared, 0};
+    rfs_tile_params prm = {.width = w, .transform = xf, .shared = shared};
     tile -= tile % w;
     for (size_t off = 0; off < size || off == 0; off += tile) {
         size_t len = size - off < tile ? size - off : tile, cap = rfs_tile_bound(len, w), got;

@@ -74,7 +74,7 @@ static void add_tensor(corpus *c, const uint8_t *src, size_t size, unsigned w, i
         set = s;
         c->n_sets++;
     }
-    rfs_tile_params prm = {w, xf, set, 0};
+    rfs_tile_params prm = {.width = w, .transform = xf, .shared = set};
     tile -= tile % w;
     for (size_t off = 0; off < size || off == 0; off += tile) {
         size_t len = size - off < tile ? size - off : tile, cap = rfs_tile_bound(len, w), got;

@@ -246,7 +246,7 @@ static void add_tensor(batch *b, const void *src, size_t size, unsigned w, int x
     rfs_transform xf = xf_mode < 0 ? rfs_transform_choose(src, n, w) : (rfs_transform)xf_mode;
     const rfs_table_set *shared = use_shared && n ? tensor_tables(b, src, n, w, xf) : NULL;
     b->open_set = shared != NULL;
-    rfs_tile_params prm = {w, xf, shared, 0};
+    rfs_tile_params prm = {.width = w, .transform = xf, .shared = shared};
     tile -= tile % w;
     for (size_t off = 0; off < size || off == 0; off += tile) {
         size_t len = size - off < tile ? size - off : tile;

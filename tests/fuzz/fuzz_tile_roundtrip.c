@@ -31,7 +31,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (size > MAX_TILE)
         size = MAX_TILE;
     size -= size % w;
-    rfs_tile_params p = {w, xf, NULL, (data[-1] & 8) != 0};
+    rfs_tile_params p = {.width = w, .transform = xf, .raw_only = (data[-1] & 8) != 0};
     size_t csize = 0;
     if (rfs_tile_encode(enc, coded, sizeof(coded), &csize, data, size, &p) != RFS_OK)
         abort();
