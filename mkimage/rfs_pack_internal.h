@@ -116,6 +116,13 @@ typedef void (*pk_job_fn)(void *ctx, unsigned worker, size_t item);
  * n_threads); returns when all are done. */
 void pk_parallel(unsigned n_threads, size_t n, pk_job_fn fn, void *ctx);
 
+/* The same on threads made once (rfs_pack_pool.c), for loops run often:
+ * run returns when fn has run for every item; one caller at a time. */
+typedef struct pk_pool pk_pool;
+pk_pool *pk_pool_create(unsigned n_threads);
+void pk_pool_run(pk_pool *pool, size_t n, pk_job_fn fn, void *ctx);
+void pk_pool_destroy(pk_pool *pool);
+
 /* Grow *arr (of *cap elements of size sz) to hold n+1.  0 or -1. */
 int pk_grow(void *arr, size_t *cap, size_t n, size_t sz);
 /* printf into p->err; returns -1. */

@@ -7,7 +7,7 @@
  * ring of PK_SLOTS group slots:
  *   reader thread: pread the group's bytes into the slot's buffer (large
  *     sequential reads; the source is never mapped);
- *   main thread (+ workers, pk_parallel):
+ *   main thread (+ the pool's workers, pk_pool_run):
  *     A. per chunk, in parallel: blob blocks are zstd-compressed; tensor
  *        tiles get an XXH3-128 and a "pair histogram" (below); the worker
  *        that finishes a tensor's last tile gives it its hash (of its tile
@@ -94,6 +94,7 @@ typedef struct pk_stream {
     pthread_cond_t cv;
     int stop;
     pk_worker *w;
+    pk_pool *pool;             /* runs phases A and B */
     int64_t *dedup;            /* open addressing on the tensor hash */
     size_t dedup_mask;
     pk_slot *cur;              /* slot of the running parallel phase */
@@ -627,7 +628,7 @@ static int group_encode(pk_stream *s, pk_slot *sl)
         if (c->tensor >= 0 && p->tensors[c->tensor].first_chunk == i)
             atomic_init(&sl->pend[i - g->c0], p->tensors[c->tensor].n_tiles);
     }
-    pk_parallel(p->o->n_threads, n, phase_a_job, s);
+    pk_pool_run(s->pool, n, phase_a_job, s);
     if (atomic_load(&s->enc_failed))
         return pk_fail(p, "out of memory building frequency tables");
     for (uint64_t i = g->c0; i < g->c1; i++) { /* in order: the earliest copy is kept */
@@ -636,7 +637,7 @@ static int group_encode(pk_stream *s, pk_slot *sl)
             tensor_dedup(s, (size_t)c->tensor, sl->in + sl->in_off[i - g->c0]))
             return -1;
     }
-    pk_parallel(p->o->n_threads, n, phase_b_job, s);
+    pk_pool_run(s->pool, n, phase_b_job, s);
     if (atomic_load(&s->enc_failed))
         return pk_fail(p, "internal error: tile encoder failed");
     return 0;
@@ -765,7 +766,8 @@ static int stream_init(pk_stream *s)
     s->dedup_mask = dn - 1;
     s->dedup = malloc(dn * sizeof *s->dedup);
     s->w = calloc(nt, sizeof *s->w);
-    if (!s->dedup || !s->w)
+    s->pool = pk_pool_create(nt);
+    if (!s->dedup || !s->w || !s->pool)
         return pk_fail(p, "out of memory");
     memset(s->dedup, 0xff, dn * sizeof *s->dedup);
     for (unsigned w = 0; w < nt; w++) {
@@ -794,6 +796,7 @@ static void stream_free(pk_stream *s)
         free(sl->out_off);
         free(sl->pend);
     }
+    pk_pool_destroy(s->pool);
     free(s->w);
     free(s->dedup);
     free(s->groups);
