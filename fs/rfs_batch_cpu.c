@@ -15,6 +15,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "rfs_guard.h"
 #include "rfs_pool.h"
 
 typedef struct cpu_ctx {
@@ -127,6 +128,20 @@ typedef struct cpu_job {
     rfs_batch_item *items;
 } cpu_job;
 
+typedef struct unit_decode {
+    const rfs_image *img;
+    rfs_rctx *ctx;
+    rfs_batch_item *it;
+} unit_decode;
+
+/* Verify and decode one unit: touches the image mapping (rfs_guard_call). */
+static rfs_err unit_decode_guarded(void *arg)
+{
+    unit_decode *u = arg;
+    return rfs_image_unit_decode(u->img, u->ctx, u->it->unit, u->it->dst, u->it->dst_cap,
+                                 &u->it->dst_size);
+}
+
 static void cpu_decode_one(void *arg, size_t i)
 {
     cpu_job *job = arg;
@@ -139,8 +154,8 @@ static void cpu_decode_one(void *arg, size_t i)
         return;
     }
     t0 = now_ns();
-    it->err = rfs_image_unit_decode(job->cb->img, ctx, it->unit, it->dst, it->dst_cap,
-                                    &it->dst_size);
+    unit_decode u = {job->cb->img, ctx, it};
+    it->err = rfs_guard_call(unit_decode_guarded, &u);
     if (job->cb->hist && it->err == RFS_OK)
         rfs_hist_add(job->cb->hist, now_ns() - t0);
     rfs_batch_drop_source(job->cb->img, it->unit);

@@ -29,6 +29,7 @@
 #include <string.h>
 
 #include "rfs_gpu.h"
+#include "rfs_guard.h"
 
 /* Decoded bytes per GPU batch: 2 slots x ~2.3x pinned, ~3.3x on the device. */
 #define GPU_BATCH_BYTES (16u << 20)
@@ -67,6 +68,12 @@ static void to_cpu(gpu_backend *gb, rfs_batch_item *items, size_t n, int backgro
     atomic_fetch_add(&gb->units_to_cpu, n);
 }
 
+/* The unit's checksum: reads every encoded byte from the image mapping. */
+static rfs_err unit_verify_guarded(void *arg)
+{
+    return rfs_image_unit_verify(arg) ? RFS_OK : RFS_E_CHECKSUM;
+}
+
 /* Step 1: look the item up and check it; fills u for a tile. */
 static int item_prepare(gpu_backend *gb, rfs_batch_item *it, rfs_gpu_unit *u)
 {
@@ -82,8 +89,8 @@ static int item_prepare(gpu_backend *gb, rfs_batch_item *it, rfs_gpu_unit *u)
         it->err = RFS_E_DST_SMALL;
         return ITEM_DONE;
     }
-    if (!rfs_image_unit_verify(&src)) {
-        it->err = RFS_E_CHECKSUM;
+    it->err = rfs_guard_call(unit_verify_guarded, &src);
+    if (it->err != RFS_OK) {
         rfs_batch_drop_source(gb->img, it->unit);
         return ITEM_DONE;
     }

@@ -16,12 +16,15 @@
  */
 #include "rfs_engine.h"
 
+#include <errno.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include "rfs_guard.h"
 #include "rfs_image_info.h"
 #include "rfs_pool.h"
 
@@ -42,6 +45,8 @@ struct rfs_engine {
     atomic_int stopping;
     atomic_uchar *bad_logged; /* one bit per unit */
     atomic_uint bad_raw_logged; /* damaged RAW extents logged so far */
+    struct stat img_stat;       /* the image file when the engine started */
+    atomic_int img_changed;     /* it has changed since: RAW reads fail */
     atomic_uint_least64_t bytes_served, raw_bytes, reads, read_errors;
     atomic_uint_least64_t tiles_decoded, decode_errors, decoded_bytes;
     atomic_uint_least64_t gpu_batches;
@@ -103,6 +108,11 @@ rfs_err rfs_engine_create(rfs_engine **out, const rfs_image *img, const rfs_engi
     if (!eng)
         goto fail;
     eng->img = img;
+    if (fstat(rfs_image_fd(img), &eng->img_stat) != 0) {
+        err = RFS_E_IO;
+        snprintf(why, why_cap, "cannot stat the image: %s", strerror(errno));
+        goto fail_quiet;
+    }
     rfs_image_get_summary(img, &eng->sum);
     eng->log = o->log;
     eng->log_ctx = o->log_ctx;
@@ -123,6 +133,7 @@ rfs_err rfs_engine_create(rfs_engine **out, const rfs_image *img, const rfs_engi
 fail:
     if (err == RFS_E_NOMEM)
         snprintf(why, why_cap, "out of memory starting the read engine");
+fail_quiet:
     rfs_engine_destroy(eng);
     return err;
 }
@@ -279,6 +290,41 @@ static rfs_err add_ref(rfs_engine *eng, rfs_readv *rv, uint64_t unit, size_t siz
     return RFS_OK;
 }
 
+typedef struct raw_check {
+    const rfs_image *img;
+    uint64_t ino, off;
+} raw_check;
+
+/* The RAW extent's checksum (first use): touches the image mapping. */
+static rfs_err raw_verify_guarded(void *arg)
+{
+    raw_check *c = arg;
+    return rfs_image_raw_verify(c->img, c->ino, c->off);
+}
+
+/*
+ * RAW pieces are served from the image file itself (spliced by libfuse)
+ * once their extent's checksum has passed, so a file rewritten under the
+ * mount would hand out its new bytes, and a shortened one a short read
+ * that the kernel takes for the end of the file.  Any change to the file
+ * (write, truncate, utime) moves its ctime: one fstat per read with RAW
+ * pieces tells, and from then on those reads fail with EIO.  A change in
+ * the microseconds between this check and the splice is not covered.
+ */
+static rfs_err image_unchanged(rfs_engine *eng)
+{
+    struct stat sb;
+    const struct stat *was = &eng->img_stat;
+    if (!atomic_load(&eng->img_changed) && fstat(rfs_image_fd(eng->img), &sb) == 0 &&
+        sb.st_size == was->st_size && sb.st_ctim.tv_sec == was->st_ctim.tv_sec &&
+        sb.st_ctim.tv_nsec == was->st_ctim.tv_nsec)
+        return RFS_OK;
+    if (atomic_exchange(&eng->img_changed, 1) == 0 && eng->log)
+        eng->log(eng->log_ctx, "the image file changed under the mount: reads of its stored-raw "
+                               "ranges fail with EIO from now on (unmount and mount again)");
+    return RFS_E_IO;
+}
+
 /* Step 1: pieces and references for [off, off+len). */
 static rfs_err plan_read(rfs_engine *eng, uint64_t ino, uint64_t off, size_t len, rfs_readv *rv)
 {
@@ -295,7 +341,8 @@ static rfs_err plan_read(rfs_engine *eng, uint64_t ino, uint64_t off, size_t len
         if (sp.is_raw) {
             /* RAW bytes are served from the image file as they are, so
              * their checksum is this read's only guard against damage. */
-            err = rfs_image_raw_verify(eng->img, ino, pos);
+            raw_check rc = {eng->img, ino, pos};
+            err = rfs_guard_call(raw_verify_guarded, &rc);
             if (err != RFS_OK) {
                 log_bad_raw(eng, ino, sp.raw_off, err);
                 return err;
@@ -316,7 +363,7 @@ static rfs_err plan_read(rfs_engine *eng, uint64_t ino, uint64_t off, size_t len
             return err;
         pos += p.len;
     }
-    return RFS_OK;
+    return rv->has_raw ? image_unchanged(eng) : RFS_OK;
 }
 
 /* Step 2: decode and publish the units this read owns. */
@@ -551,7 +598,7 @@ size_t rfs_engine_stats_json(rfs_engine *eng, char *buf, size_t cap)
         "\"cache_bytes\":%llu,\"cache_peak_bytes\":%llu,\"cache_budget\":%llu,"
         "\"cache_over_budget\":%llu,\"cache_entries\":%llu,"
         "\"decode_us_p50\":%.1f,\"decode_us_p99\":%.1f,"
-        "\"decode_threads\":%u,",
+        "\"decode_threads\":%u,\"image_faults\":%llu,\"image_changed\":%s,",
         (unsigned long long)atomic_load(&eng->bytes_served),
         (unsigned long long)atomic_load(&eng->raw_bytes),
         (unsigned long long)atomic_load(&eng->reads),
@@ -566,7 +613,8 @@ size_t rfs_engine_stats_json(rfs_engine *eng, char *buf, size_t cap)
         (unsigned long long)cs.bytes_peak, (unsigned long long)cs.budget,
         (unsigned long long)cs.over_budget, (unsigned long long)cs.entries,
         (double)rfs_hist_quantile(&eng->decode_ns, 0.50) / 1000.0,
-        (double)rfs_hist_quantile(&eng->decode_ns, 0.99) / 1000.0, rfs_pool_threads(eng->pool));
+        (double)rfs_hist_quantile(&eng->decode_ns, 0.99) / 1000.0, rfs_pool_threads(eng->pool),
+        (unsigned long long)rfs_guard_faults(), atomic_load(&eng->img_changed) ? "true" : "false");
     if (n < 0)
         return 0;
     if ((size_t)n < cap)

@@ -573,6 +573,71 @@ def t_corrupt():
     assert len(lines) == 1, "expected the bad unit logged once, got %r" % err
 
 
+def read_or_eio(src_path, mnt_path):
+    """Read mnt_path in 64 KiB steps: every byte returned must be src_path's,
+    a failed read must be EIO (skip to the next step), and no read may end
+    the file early.  Returns (good reads, EIO reads)."""
+    good = bad = 0
+    with open(src_path, "rb") as fs_, open(mnt_path, "rb", buffering=0) as fm:
+        size, off = os.path.getsize(src_path), 0
+        while off < size:
+            try:
+                got = os.pread(fm.fileno(), 65536, off)
+            except OSError as e:
+                assert e.errno == errno.EIO, e
+                bad += 1
+                off = (off // 65536 + 1) * 65536
+                continue
+            assert got, "%s ends early, at %d of %d" % (mnt_path, off, size)
+            assert got == os.pread(fs_.fileno(), len(got), off), (mnt_path, off)
+            good += 1
+            off += len(got)
+    return good, bad
+
+
+def t_image_changed():
+    """The image file changes under the mount.  Rewritten in place (same
+    size): a stored-raw range never hands out the new bytes.  Cut short (`cp
+    new.img old.img` truncates first): reads of the lost part get EIO, not a
+    dead daemon.  Every byte returned equals the source; the daemon keeps
+    serving and unmounts cleanly."""
+    d, src, img, mnt = model_mount(8)
+    cut = os.path.join(d, "cut.rfs")
+    shutil.copy(img, cut)
+    mnt2 = os.path.join(d, "mnt2")
+    p = mount_fg(cut, mnt2)
+    raw_src, raw_mnt = os.path.join(src, "random.bin"), os.path.join(mnt2, "random.bin")
+    assert sha(raw_mnt) == sha(raw_src)  # its RAW extent is now checked and trusted
+    with open(raw_src, "rb") as f:
+        f.seek(1000)
+        probe = f.read(64)
+    with open(cut, "r+b") as f:
+        at = f.read().find(probe)
+        assert at > 0, "random.bin is not stored raw"
+        f.seek(at)
+        f.write(bytes([probe[0] ^ 0xFF]))
+    drop_cache(raw_mnt)
+    good, bad = read_or_eio(raw_src, raw_mnt)
+    log("rewritten in place: random.bin %d good reads, %d EIO" % (good, bad))
+    assert bad > 0, "no read of the rewritten image failed"
+    os.truncate(cut, os.path.getsize(cut) // 2)
+    good = bad = 0
+    for name in ("model.safetensors", "config.json"):
+        g, b = read_or_eio(os.path.join(src, name), os.path.join(mnt2, name))
+        good, bad = good + g, bad + b
+    log("cut to half: %d good reads, %d EIO" % (good, bad))
+    assert bad > 0, "no read reached the lost half of the image"
+    assert sorted(os.listdir(mnt2)) == sorted(os.listdir(src))
+    s = stats(mnt2)
+    assert s["decode_errors"] >= 1 and s["image_faults"] >= 1 and s["image_changed"], s
+    unmount(mnt2)
+    assert p.wait(timeout=10) == 0, "daemon exit status %s" % p.returncode
+    p.errfile.seek(0)
+    err = p.errfile.read()
+    log("daemon stderr:", err.strip())
+    assert err.count("changed under the mount") == 1, err
+
+
 def t_bad_image():
     d = tmpdir()
     src = synth_model(os.path.join(d, "src"), 2, 5)
