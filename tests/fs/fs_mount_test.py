@@ -35,6 +35,9 @@ STATS = "user.ransfs.stats"
 
 ARGS = None
 CLEANUPS = []
+# LeakSanitizer suppressions for the daemons (a sanitizer build).
+LSAN_SUPP = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "hardening",
+                         "lsan.supp")
 
 
 class Skip(Exception):
@@ -904,6 +907,8 @@ def main():
     for var in ("ASAN_OPTIONS", "UBSAN_OPTIONS", "TSAN_OPTIONS"):
         os.environ[var] = ":".join(filter(None, [os.environ.get(var, ""),
                                                  "log_path=%s/%s" % (san, var[:4].lower())]))
+    os.environ["LSAN_OPTIONS"] = ":".join(filter(None, [os.environ.get("LSAN_OPTIONS", ""),
+                                                        "suppressions=" + LSAN_SUPP]))
     rc = 0
     try:
         TESTS[ARGS.test]()

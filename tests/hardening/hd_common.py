@@ -157,6 +157,8 @@ class Sanitizers:
         for var in ("ASAN_OPTIONS", "UBSAN_OPTIONS", "TSAN_OPTIONS", "LSAN_OPTIONS"):
             os.environ[var] = ":".join(filter(None, [os.environ.get(var, ""),
                                                      "log_path=%s/%s" % (self.dir, var[:4].lower())]))
+        os.environ["LSAN_OPTIONS"] += ":suppressions=" + os.path.join(
+            os.path.dirname(os.path.abspath(__file__)), "lsan.supp")
 
     def report(self):
         out = []
