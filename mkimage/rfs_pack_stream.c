@@ -7,7 +7,8 @@
  * ring of PK_SLOTS group slots:
  *   reader thread: pread the group's bytes into the slot's buffer (large
  *     sequential reads; the source is never mapped);
- *   main thread (+ the pool's workers, pk_pool_run):
+ *   main thread (+ the pool's workers, pk_pool_run; phase B of a group
+ *   runs in one loop with phase A of the next, encode_run):
  *     A. per chunk, in parallel: blob blocks are zstd-compressed; tensor
  *        tiles get an XXH3-128 and a "pair histogram" (below); the worker
  *        that finishes a tensor's last tile gives it its hash (of its tile
@@ -97,8 +98,9 @@ typedef struct pk_stream {
     pk_pool *pool;             /* runs phases A and B */
     int64_t *dedup;            /* open addressing on the tensor hash */
     size_t dedup_mask;
-    pk_slot *cur;              /* slot of the running parallel phase */
-    atomic_int enc_failed;
+    pk_slot *cur_a, *cur_b;    /* slots of the running phases A and B */
+    size_t n_b;                /* items of phase B in the running pool loop */
+    atomic_int a_failed, b_failed;
     uint64_t done, total;
     char werr[512];            /* the writer's error */
 } pk_stream;
@@ -457,10 +459,9 @@ static void blob_compress(pk_stream *s, pk_worker *w, pk_slot *sl, size_t k, pk_
 
 static int tensor_finish(pk_stream *s, pk_worker *w, pk_slot *sl, uint64_t i);
 
-static void phase_a_job(void *ctx, unsigned worker, size_t k)
+static void phase_a_job(pk_stream *s, unsigned worker, size_t k)
 {
-    pk_stream *s = ctx;
-    pk_slot *sl = s->cur;
+    pk_slot *sl = s->cur_a;
     pk_chunk *c = &s->p->chunks[s->groups[sl->g].c0 + k];
     const uint8_t *src = sl->in + sl->in_off[k];
     if (c->tensor < 0) {
@@ -471,7 +472,7 @@ static void phase_a_job(void *ctx, unsigned worker, size_t k)
     uint64_t first = s->p->tensors[c->tensor].first_chunk;
     if (atomic_fetch_sub(&sl->pend[first - s->groups[sl->g].c0], 1) == 1 &&
         tensor_finish(s, &s->w[worker], sl, first))
-        atomic_store(&s->enc_failed, 1); /* out of memory */
+        atomic_store(&s->a_failed, 1); /* out of memory */
 }
 
 /* ----------------------------------------------------- phase F: tensors */
@@ -588,10 +589,9 @@ static int tensor_finish(pk_stream *s, pk_worker *w, pk_slot *sl, uint64_t i)
 
 /* ------------------------------------------------------- phase B: encode */
 
-static void phase_b_job(void *ctx, unsigned worker, size_t k)
+static void phase_b_job(pk_stream *s, unsigned worker, size_t k)
 {
-    pk_stream *s = ctx;
-    pk_slot *sl = s->cur;
+    pk_slot *sl = s->cur_b;
     pk_plan *p = s->p;
     pk_chunk *c = &p->chunks[s->groups[sl->g].c0 + k];
     if (c->tensor < 0 || c->skip)
@@ -611,36 +611,75 @@ static void phase_b_job(void *ctx, unsigned worker, size_t k)
     size_t n = 0;
     if (rfs_tile_encode(wk->enc, out, rfs_tile_bound(c->len, t->width), &n,
                         sl->in + sl->in_off[k], c->len, &tp) != RFS_OK)
-        atomic_store(&s->enc_failed, 1);
+        atomic_store(&s->b_failed, 1);
     c->out_len = (uint32_t)n;
     c->raw = 0;
     sl->uh[k] = XXH3_64bits(out, n);
 }
 
-static int group_encode(pk_stream *s, pk_slot *sl)
+/* One pool loop: phase B of cur_b's items first, then phase A of cur_a's. */
+static void phase_ba_job(void *ctx, unsigned worker, size_t k)
+{
+    pk_stream *s = ctx;
+    if (k < s->n_b)
+        phase_b_job(s, worker, k);
+    else
+        phase_a_job(s, worker, k - s->n_b);
+}
+
+static size_t slot_items(const pk_stream *s, const pk_slot *sl)
+{
+    return sl ? (size_t)(s->groups[sl->g].c1 - s->groups[sl->g].c0) : 0;
+}
+
+/* Count down to each tensor's last analysed tile (phase A). */
+static void group_start(pk_stream *s, pk_slot *sl)
 {
     pk_plan *p = s->p;
     const pk_group *g = &s->groups[sl->g];
-    size_t n = (size_t)(g->c1 - g->c0);
-    s->cur = sl;
     for (uint64_t i = g->c0; i < g->c1; i++) {
         const pk_chunk *c = &p->chunks[i];
         if (c->tensor >= 0 && p->tensors[c->tensor].first_chunk == i)
             atomic_init(&sl->pend[i - g->c0], p->tensors[c->tensor].n_tiles);
     }
-    pk_pool_run(s->pool, n, phase_a_job, s);
-    if (atomic_load(&s->enc_failed))
-        return pk_fail(p, "out of memory building frequency tables");
-    for (uint64_t i = g->c0; i < g->c1; i++) { /* in order: the earliest copy is kept */
+}
+
+/* Phase F: the identical-tensor check, in order (the earliest copy is kept). */
+static int group_dedup(pk_stream *s, pk_slot *sl)
+{
+    pk_plan *p = s->p;
+    const pk_group *g = &s->groups[sl->g];
+    for (uint64_t i = g->c0; i < g->c1; i++) {
         const pk_chunk *c = &p->chunks[i];
         if (c->tensor >= 0 && p->tensors[c->tensor].first_chunk == i &&
             tensor_dedup(s, (size_t)c->tensor, sl->in + sl->in_off[i - g->c0]))
             return -1;
     }
-    pk_pool_run(s->pool, n, phase_b_job, s);
-    if (atomic_load(&s->enc_failed))
-        return pk_fail(p, "internal error: tile encoder failed");
     return 0;
+}
+
+/*
+ * Phase B of slot b (analysed and checked) and phase A of slot a (read),
+ * either may be NULL, in one pool loop; then b goes to the writer and a
+ * through phase F.  Why one loop: each loop ends waiting for its slowest
+ * item, and on a small model (a group of about ten 256 KiB tiles on two
+ * threads) those tails left a core idle for a good part of the run;
+ * B of one group and A of the next are independent, so their items share
+ * the tail.
+ */
+static int encode_run(pk_stream *s, pk_slot *b, pk_slot *a)
+{
+    s->cur_b = b;
+    s->cur_a = a;
+    s->n_b = slot_items(s, b);
+    pk_pool_run(s->pool, s->n_b + slot_items(s, a), phase_ba_job, s);
+    if (b && atomic_load(&s->b_failed))
+        return pk_fail(s->p, "internal error: tile encoder failed");
+    if (b)
+        slot_set(s, b, SLOT_ENCODED, 0);
+    if (a && atomic_load(&s->a_failed))
+        return pk_fail(s->p, "out of memory building frequency tables");
+    return a ? group_dedup(s, a) : 0;
 }
 
 /* --------------------------------------------------------------- writer */
@@ -802,20 +841,39 @@ static void stream_free(pk_stream *s)
     free(s->groups);
 }
 
-/* The main thread's part: encode each group as the reader delivers it. */
+/* 1 when slot sl has been read (without waiting). */
+static int slot_ready(pk_stream *s, pk_slot *sl)
+{
+    pthread_mutex_lock(&s->mu);
+    int ready = sl->state == SLOT_READ;
+    pthread_mutex_unlock(&s->mu);
+    return ready;
+}
+
+/* The main thread's part: analyse each group as the reader delivers it,
+ * and encode it together with the analysis of the next. */
 static int stream_encode(pk_stream *s)
 {
+    pk_slot *pend = NULL; /* analysed, not yet encoded */
     for (size_t g = 0; g < s->n_groups; g++) {
         pk_slot *sl = &s->slot[g % PK_SLOTS];
+        /* Never wait for the reader while holding an analysed group: the
+         * reader of a big group waits for every other slot to be written. */
+        if (pend && !slot_ready(s, sl)) {
+            if (encode_run(s, pend, NULL))
+                return -1;
+            pend = NULL;
+        }
         if (slot_wait(s, sl, SLOT_READ))
             return -1; /* the writer failed: its message is in werr */
         if (sl->failed)
             return pk_fail(s->p, "%s", sl->err);
-        if (group_encode(s, sl))
+        group_start(s, sl);
+        if (encode_run(s, pend, sl))
             return -1;
-        slot_set(s, sl, SLOT_ENCODED, 0);
+        pend = sl;
     }
-    return 0;
+    return pend ? encode_run(s, pend, NULL) : 0;
 }
 
 int pk_stream_all(pk_plan *p, pk_out *o)
@@ -823,7 +881,8 @@ int pk_stream_all(pk_plan *p, pk_out *o)
     pk_stream s = {.p = p, .o = o};
     pthread_t rt, wt;
     int rc = stream_init(&s), have_r = 0, have_w = 0;
-    atomic_init(&s.enc_failed, 0);
+    atomic_init(&s.a_failed, 0);
+    atomic_init(&s.b_failed, 0);
     pthread_mutex_init(&s.mu, NULL);
     pthread_cond_init(&s.cv, NULL);
     if (rc == 0) {
