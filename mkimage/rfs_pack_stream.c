@@ -63,11 +63,11 @@ typedef struct pk_group {
 typedef struct pk_slot {
     int state;
     size_t g;
+    uint8_t *buf;              /* in, then out: one buffer, fewer fresh pages */
+    size_t buf_cap;
     uint8_t *in;               /* the group's source bytes, chunk after chunk */
-    size_t in_cap;
     uint8_t *out;              /* chunk k's encoded bytes at out + out_off[k] */
     uint64_t *out_off;         /* per chunk: room for its worst case */
-    size_t out_cap;
     pk_hist *hist;             /* per chunk */
     XXH128_hash_t *th;         /* per chunk: tile hash */
     uint64_t *uh;              /* per chunk: unit XXH3-64 */
@@ -195,8 +195,15 @@ static int slot_fit(pk_stream *s, pk_slot *sl, const pk_group *g)
         sl->out_off[k] = out;
         out += (b + 63) & ~(size_t)63;
     }
-    return grow_bytes(&sl->in, &sl->in_cap, (size_t)g->bytes) ||
-           grow_bytes(&sl->out, &sl->out_cap, (size_t)out);
+    /* One buffer: each of in and out rounded up to 2 MiB pages wasted up to
+     * 2 MiB of freshly zeroed memory per slot (corpus: 40 MB of fresh pages
+     * for 43 MB of input, and page zeroing was up to 14% of the CPU). */
+    size_t in = ((size_t)g->bytes + 63) & ~(size_t)63;
+    if (grow_bytes(&sl->buf, &sl->buf_cap, in + (size_t)out))
+        return -1;
+    sl->in = sl->buf;
+    sl->out = sl->buf + in;
+    return 0;
 }
 
 /* --------------------------------------------------------------- reader */
@@ -826,8 +833,7 @@ static void stream_free(pk_stream *s)
     }
     for (unsigned i = 0; i < PK_SLOTS; i++) {
         pk_slot *sl = &s->slot[i];
-        free(sl->in);
-        free(sl->out);
+        free(sl->buf);
         free(sl->hist);
         free(sl->th);
         free(sl->uh);
