@@ -34,6 +34,7 @@
 #include <cmocka.h>
 
 #include "cuda_runtime_api.h"
+#include "engine_fixture.h"
 #include "rfs_engine.h"
 #include "rfs_image_info.h"
 
@@ -41,181 +42,23 @@ static char **g_images;
 static int g_n_images;
 static unsigned g_seed;
 
-typedef struct file_ref {
-    uint64_t ino, size;
-    uint8_t *bytes; /* reference contents (rfs_image_read) */
-} file_ref;
-
-typedef struct fixture {
-    rfs_image *img;
-    rfs_engine *eng;
-    file_ref *files;
-    size_t n_files;
-    int log_lines, gpu_lines;
-} fixture;
-
-static void count_log(void *ctx, const char *line)
-{
-    fixture *f = ctx;
-    f->log_lines++;
-    if (strstr(line, "gpu"))
-        f->gpu_lines++;
-    printf("engine log: %s\n", line);
-}
-
-static void collect(fixture *f, rfs_rctx *ctx, uint64_t dir)
-{
-    uint64_t count = 0;
-    assert_int_equal(rfs_image_dir_count(f->img, dir, &count), RFS_OK);
-    for (uint64_t i = 0; i < count; i++) {
-        uint64_t child;
-        const char *name;
-        rfs_stat st;
-        assert_int_equal(rfs_image_dir_entry(f->img, dir, i, &child, &name), RFS_OK);
-        assert_int_equal(rfs_image_stat(f->img, child, &st), RFS_OK);
-        if (S_ISDIR(st.mode)) {
-            collect(f, ctx, child);
-        } else if (S_ISREG(st.mode)) {
-            file_ref r = {child, st.size, malloc(st.size ? st.size : 1)};
-            size_t got = 0;
-            assert_non_null(r.bytes);
-            /* A corrupt image (test_corrupt_tile) has unreadable files. */
-            if (rfs_image_read(f->img, ctx, child, 0, st.size, r.bytes, &got) != RFS_OK) {
-                free(r.bytes);
-                continue;
-            }
-            f->files = realloc(f->files, (f->n_files + 1) * sizeof(*f->files));
-            f->files[f->n_files++] = r;
-        }
-    }
-}
-
-static fixture *open_image(const char *path)
-{
-    fixture *f = calloc(1, sizeof(*f));
-    char why[256] = "";
-    rfs_rctx *ctx;
-    assert_non_null(f);
-    assert_int_equal(rfs_image_open(&f->img, path, why, sizeof(why)), RFS_OK);
-    ctx = rfs_rctx_create(f->img);
-    collect(f, ctx, RFS_ROOT_INO);
-    rfs_rctx_destroy(ctx);
-    return f;
-}
-
-static rfs_err start_engine(fixture *f, rfs_gpu_mode gpu, size_t cache, uint64_t prefetch,
-                            unsigned threads, char *why, size_t why_cap)
-{
-    rfs_engine_opts o = {cache, threads, prefetch, gpu, count_log, f, 1};
-    return rfs_engine_create(&f->eng, f->img, &o, why, why_cap);
-}
-
-static fixture *open_fixture(const char *path, rfs_gpu_mode gpu, size_t cache, uint64_t prefetch,
-                             unsigned threads)
-{
-    fixture *f = open_image(path);
-    char why[256] = "";
-    rfs_err err = start_engine(f, gpu, cache, prefetch, threads, why, sizeof(why));
-    if (err != RFS_OK)
-        fail_msg("engine: %s", why);
-    return f;
-}
-
-static void close_fixture(fixture *f)
-{
-    rfs_engine_destroy(f->eng);
-    for (size_t i = 0; i < f->n_files; i++)
-        free(f->files[i].bytes);
-    free(f->files);
-    rfs_image_close(f->img);
-    free(f);
-}
-
-/* Read [off, off+len) through the engine into out (RAW pieces by pread). */
-static rfs_err engine_read(fixture *f, uint64_t ino, uint64_t off, size_t len, uint8_t *out)
-{
-    rfs_readv rv;
-    size_t pos = 0;
-    rfs_readv_init(&rv);
-    rfs_err err = rfs_engine_read(f->eng, ino, off, len, &rv);
-    if (err != RFS_OK)
-        return err;
-    for (size_t i = 0; i < rv.n_pieces; i++) {
-        const rfs_piece *p = &rv.pieces[i];
-        if (p->mem)
-            memcpy(out + pos, p->mem, p->len);
-        else if (pread(rfs_image_fd(f->img), out + pos, p->len, (off_t)p->raw_off) !=
-                 (ssize_t)p->len)
-            err = RFS_E_IO;
-        pos += p->len;
-    }
-    rfs_readv_release(f->eng, &rv);
-    return err == RFS_OK && pos != len ? RFS_E_CORRUPT : err;
-}
-
-/* 0 when [off, off+len) reads back equal to the reference. */
-static int engine_check(fixture *f, const file_ref *r, uint64_t off, size_t len)
-{
-    uint8_t *tmp = malloc(len ? len : 1);
-    int bad = engine_read(f, r->ino, off, len, tmp) != RFS_OK ||
-              memcmp(tmp, r->bytes + off, len) != 0;
-    free(tmp);
-    return bad;
-}
-
-/* Every file in 1 MiB reads, with prefetch ahead; returns mismatches. */
-static int read_all(fixture *f)
-{
-    int bad = 0;
-    for (size_t i = 0; i < f->n_files; i++) {
-        const file_ref *r = &f->files[i];
-        for (uint64_t off = 0; off < r->size; off += 1u << 20) {
-            size_t len = r->size - off < (1u << 20) ? (size_t)(r->size - off) : 1u << 20;
-            uint64_t pf_end = off + len + (4u << 20) < r->size ? off + len + (4u << 20) : r->size;
-            bad += engine_check(f, r, off, len);
-            rfs_engine_prefetch(f->eng, r->ino, off + len, pf_end);
-        }
-    }
-    return bad;
-}
-
-/* A number from the stats JSON (0 when the key is absent). */
-static unsigned long long stat_of(fixture *f, const char *key)
-{
-    char json[4096], pat[64];
-    assert_true(rfs_engine_stats_json(f->eng, json, sizeof(json)) < sizeof(json));
-    snprintf(pat, sizeof(pat), "\"%s\":", key);
-    const char *p = strstr(json, pat);
-    if (!p)
-        fail_msg("stats lack %s: %s", key, json);
-    p += strlen(pat);
-    return !strncmp(p, "true", 4) ? 1 : strtoull(p, NULL, 10);
-}
-
-static void print_stats(fixture *f)
-{
-    char json[4096];
-    rfs_engine_stats_json(f->eng, json, sizeof(json));
-    printf("%s\n", json);
-}
-
 static void test_whole_files_on_gpu(void **state)
 {
     (void)state;
     for (int k = 0; k < g_n_images; k++) {
         long l0 = fake_cuda_launches();
-        fixture *f = open_fixture(g_images[k], RFS_GPU_ON, 64u << 20, 8u << 20, 2);
+        fixture *f = fx_open(g_images[k], RFS_GPU_ON, 64u << 20, 8u << 20, 2);
         printf("%s: %zu files\n", g_images[k], f->n_files);
-        assert_int_equal(read_all(f), 0);
-        print_stats(f);
-        assert_true(stat_of(f, "gpu_batches") > 0);
-        assert_true(stat_of(f, "gpu_tiles") > 0);
-        assert_int_equal(stat_of(f, "gpu_launches"), fake_cuda_launches() - l0);
-        assert_int_equal(stat_of(f, "gpu_errors"), 0);
-        assert_int_equal(stat_of(f, "gpu_usable"), 1);
-        assert_int_equal(stat_of(f, "decode_errors"), 0);
+        assert_int_equal(fx_read_all(f), 0);
+        fx_print_stats(f);
+        assert_true(fx_stat(f, "gpu_batches") > 0);
+        assert_true(fx_stat(f, "gpu_tiles") > 0);
+        assert_int_equal(fx_stat(f, "gpu_launches"), fake_cuda_launches() - l0);
+        assert_int_equal(fx_stat(f, "gpu_errors"), 0);
+        assert_int_equal(fx_stat(f, "gpu_usable"), 1);
+        assert_int_equal(fx_stat(f, "decode_errors"), 0);
         assert_int_equal(f->log_lines, 0);
-        close_fixture(f);
+        fx_close(f);
     }
 }
 
@@ -230,20 +73,20 @@ static void test_cuda_failure_falls_back(void **state)
         int img = at[i] <= 11 ? 0 : g_n_images - 1;
         if (img == 0 && at[i] > 11)
             break;
-        fixture *f = open_fixture(g_images[img], RFS_GPU_ON, 64u << 20, 8u << 20, 2);
+        fixture *f = fx_open(g_images[img], RFS_GPU_ON, 64u << 20, 8u << 20, 2);
         fake_cuda_fail_at(at[i]);
-        assert_int_equal(read_all(f), 0);
+        assert_int_equal(fx_read_all(f), 0);
         fake_cuda_fail_at(0);
-        assert_int_equal(read_all(f), 0); /* again, from the cache and the CPU */
+        assert_int_equal(fx_read_all(f), 0); /* again, from the cache and the CPU */
         printf("fail at call %ld: ", at[i]);
-        print_stats(f);
+        fx_print_stats(f);
         assert_int_equal(f->gpu_lines, 1);
         assert_int_equal(f->log_lines, 1);
-        assert_int_equal(stat_of(f, "gpu_usable"), 0);
-        assert_true(stat_of(f, "gpu_errors") >= 1);
-        assert_true(stat_of(f, "gpu_fallback_tiles") > 0);
-        assert_int_equal(stat_of(f, "decode_errors"), 0);
-        close_fixture(f);
+        assert_int_equal(fx_stat(f, "gpu_usable"), 0);
+        assert_true(fx_stat(f, "gpu_errors") >= 1);
+        assert_true(fx_stat(f, "gpu_fallback_tiles") > 0);
+        assert_int_equal(fx_stat(f, "decode_errors"), 0);
+        fx_close(f);
     }
 }
 
@@ -292,21 +135,24 @@ static void corrupt_copy(const char *path, uint64_t at, char *out, size_t out_ca
 static rfs_err bad_read(const char *path, rfs_gpu_mode gpu, uint64_t ino, uint64_t off,
                         uint32_t len, int *logs)
 {
-    fixture *f = open_fixture(path, gpu, 64u << 20, 8u << 20, 2);
+    fixture *f = fx_open_image(path, 0); /* the files that still read */
+    char why[256] = "";
+    if (fx_start_engine(f, gpu, 64u << 20, 8u << 20, 2, why, sizeof(why)) != RFS_OK)
+        fail_msg("engine: %s", why);
     uint8_t *tmp = malloc(len);
-    rfs_err err = engine_read(f, ino, off, len, tmp);
-    assert_int_not_equal(engine_read(f, ino, off, len, tmp), RFS_OK); /* twice: logged once */
-    assert_int_equal(read_all(f), 0); /* everything that rfs_image_read could read */
+    rfs_err err = fx_read(f, ino, off, len, tmp);
+    assert_int_not_equal(fx_read(f, ino, off, len, tmp), RFS_OK); /* twice: logged once */
+    assert_int_equal(fx_read_all(f), 0); /* everything that rfs_image_read could read */
     *logs = f->log_lines;
     free(tmp);
-    close_fixture(f);
+    fx_close(f);
     return err;
 }
 
 static void test_corrupt_tile(void **state)
 {
     (void)state;
-    fixture *f = open_image(g_images[0]);
+    fixture *f = fx_open_image(g_images[0], 1);
     const file_ref *r = NULL;
     uint64_t off = 0, at = 0;
     rfs_span sp;
@@ -320,7 +166,7 @@ static void test_corrupt_tile(void **state)
     uint32_t len = sp.unit_size;
     printf("corrupting unit %llu: image bytes [%llu, %llu)\n", (unsigned long long)sp.unit,
            (unsigned long long)at, (unsigned long long)(at + src.size));
-    close_fixture(f);
+    fx_close(f);
     corrupt_copy(g_images[0], at + src.size / 2, bad, sizeof(bad));
     rfs_err e_gpu = bad_read(bad, RFS_GPU_ON, ino, start, len, &logs_gpu);
     rfs_err e_cpu = bad_read(bad, RFS_GPU_OFF, ino, start, len, &logs_cpu);
@@ -335,72 +181,36 @@ static void test_corrupt_tile(void **state)
 static void test_no_device(void **state)
 {
     (void)state;
-    fixture *f = open_image(g_images[0]);
+    fixture *f = fx_open_image(g_images[0], 1);
     char why[256] = "";
     fake_cuda_set_devices(0);
-    assert_int_not_equal(start_engine(f, RFS_GPU_ON, 64u << 20, 8u << 20, 2, why, sizeof(why)),
+    assert_int_not_equal(fx_start_engine(f, RFS_GPU_ON, 64u << 20, 8u << 20, 2, why, sizeof(why)),
                          RFS_OK);
     printf("gpu=on refused: %s\n", why);
     assert_non_null(strstr(why, "gpu=on"));
     assert_non_null(strstr(why, "no CUDA device"));
     assert_null(f->eng);
-    assert_int_equal(start_engine(f, RFS_GPU_AUTO, 64u << 20, 8u << 20, 2, why, sizeof(why)),
+    assert_int_equal(fx_start_engine(f, RFS_GPU_AUTO, 64u << 20, 8u << 20, 2, why, sizeof(why)),
                      RFS_OK);
     fake_cuda_set_devices(1);
-    assert_int_equal(read_all(f), 0);
+    assert_int_equal(fx_read_all(f), 0);
     char json[4096];
     rfs_engine_stats_json(f->eng, json, sizeof(json));
     assert_non_null(strstr(json, "\"gpu\":\"off\""));
-    assert_int_equal(stat_of(f, "gpu_batches"), 0);
-    close_fixture(f);
-}
-
-typedef struct worker_arg {
-    fixture *f;
-    unsigned seed;
-    int bad;
-} worker_arg;
-
-static void *random_reader(void *arg)
-{
-    worker_arg *w = arg;
-    fixture *f = w->f;
-    for (int i = 0; i < 150; i++) {
-        const file_ref *r = &f->files[(size_t)rand_r(&w->seed) % f->n_files];
-        uint64_t off, len;
-        if (r->size == 0)
-            continue;
-        off = (uint64_t)rand_r(&w->seed) % r->size;
-        len = 1 + (uint64_t)rand_r(&w->seed) % (1200u * 1024);
-        if (len > r->size - off)
-            len = r->size - off;
-        w->bad += engine_check(f, r, off, (size_t)len);
-        if (i % 8 == 0)
-            rfs_engine_prefetch(f->eng, r->ino, off, r->size < off + (2u << 20) ? r->size
-                                                                               : off + (2u << 20));
-    }
-    return NULL;
+    assert_int_equal(fx_stat(f, "gpu_batches"), 0);
+    fx_close(f);
 }
 
 static void test_concurrent(void **state)
 {
     (void)state;
-    fixture *f = open_fixture(g_images[g_n_images - 1], RFS_GPU_ON, 4u << 20, 1u << 20, 2);
-    pthread_t t[8];
-    worker_arg w[8];
+    fixture *f = fx_open(g_images[g_n_images - 1], RFS_GPU_ON, 4u << 20, 1u << 20, 2);
     printf("seed %u (replay with RFS_TEST_SEED=%u)\n", g_seed, g_seed);
-    for (int i = 0; i < 8; i++) {
-        w[i] = (worker_arg){f, g_seed + (unsigned)i, 0};
-        assert_int_equal(pthread_create(&t[i], NULL, random_reader, &w[i]), 0);
-    }
-    for (int i = 0; i < 8; i++) {
-        pthread_join(t[i], NULL);
-        assert_int_equal(w[i].bad, 0);
-    }
-    print_stats(f);
-    assert_true(stat_of(f, "gpu_tiles") > 0);
+    assert_int_equal(fx_concurrent(f, g_seed, 8, 150, 1200u * 1024, 8), 0);
+    fx_print_stats(f);
+    assert_true(fx_stat(f, "gpu_tiles") > 0);
     assert_int_equal(f->log_lines, 0);
-    close_fixture(f);
+    fx_close(f);
 }
 
 int main(int argc, char **argv)
