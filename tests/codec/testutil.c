@@ -162,3 +162,15 @@ float *tu_load_safetensors_f32(const char *path, size_t *n)
     *n = total;
     return out;
 }
+
+void tu_table_set(rfs_table_set *set, rfs_table tab[RFS_MAX_WIDTH], const void *src, size_t n,
+                  unsigned w, rfs_transform xf)
+{
+    memset(set, 0, sizeof(*set));
+    for (unsigned p = 0; p < w; p++) {
+        uint64_t counts[256] = {0};
+        rfs_plane_histogram(counts, src, n, w, xf, p);
+        if (rfs_table_from_counts(&tab[p], counts) == RFS_OK)
+            set->plane[p] = &tab[p];
+    }
+}

@@ -35,6 +35,14 @@ size_t tu_roundtrip(const void *src, size_t size, unsigned w, rfs_transform xf,
                     const rfs_table_set *shared);
 
 /*
+ * The tensor-level tables of src (n elements of width w under xf), as the
+ * packer makes them: tab[p] for each plane whose histogram makes a table,
+ * and set (cleared first) pointing at them.
+ */
+void tu_table_set(rfs_table_set *set, rfs_table tab[RFS_MAX_WIDTH], const void *src, size_t n,
+                  unsigned w, rfs_transform xf);
+
+/*
  * Load all F32 tensors of a safetensors file, concatenated, into a new
  * buffer (*n floats).  Returns NULL when the file cannot be read.
  */

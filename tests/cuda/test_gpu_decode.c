@@ -100,12 +100,7 @@ static const rfs_table_set *tables(pending *p, const void *src, size_t n, unsign
     rfs_table *tab = calloc(RFS_MAX_WIDTH, sizeof(*tab));
     rfs_table_set *set = calloc(1, sizeof(*set));
     assert_true(tab && set);
-    for (unsigned q = 0; q < w; q++) {
-        uint64_t counts[256] = {0};
-        rfs_plane_histogram(counts, src, n, w, xf, q);
-        if (rfs_table_from_counts(&tab[q], counts) == RFS_OK)
-            set->plane[q] = &tab[q];
-    }
+    tu_table_set(set, tab, src, n, w, xf);
     p->tabs[p->n_sets] = tab;
     p->sets[p->n_sets++] = set;
     return set;

@@ -64,13 +64,7 @@ static void add_tensor(corpus *c, const uint8_t *src, size_t size, unsigned w, i
     const rfs_table_set *set = NULL;
     if (shared && n && c->n_sets < 16) {
         rfs_table_set *s = &c->set[c->n_sets];
-        memset(s, 0, sizeof(*s));
-        for (unsigned p = 0; p < w; p++) {
-            uint64_t counts[256] = {0};
-            rfs_plane_histogram(counts, src, n, w, xf, p);
-            if (rfs_table_from_counts(&c->tab[c->n_sets][p], counts) == RFS_OK)
-                s->plane[p] = &c->tab[c->n_sets][p];
-        }
+        tu_table_set(s, c->tab[c->n_sets], src, n, w, xf);
         set = s;
         c->n_sets++;
     }

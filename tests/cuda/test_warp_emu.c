@@ -225,12 +225,7 @@ static const rfs_table_set *tensor_tables(batch *b, const void *src, size_t n, u
     rfs_table *tab = calloc(RFS_MAX_WIDTH, sizeof(*tab));
     rfs_table_set *set = calloc(1, sizeof(*set));
     assert_true(tab && set);
-    for (unsigned p = 0; p < w; p++) {
-        uint64_t counts[256] = {0};
-        rfs_plane_histogram(counts, src, n, w, xf, p);
-        if (rfs_table_from_counts(&tab[p], counts) == RFS_OK)
-            set->plane[p] = &tab[p];
-    }
+    tu_table_set(set, tab, src, n, w, xf);
     b->sets[b->n_sets] = set;
     b->tabs[b->n_sets++] = tab;
     return set;
