@@ -8,7 +8,8 @@
 # on one cache), fs_engine (the FUSE-free read path: concurrent readers,
 # shared decodes, prefetch, eviction, corrupt units), and real mounts whose
 # daemon is the TSan build (concurrent readers, a corrupt unit, the cache
-# budget, unmount/SIGTERM with readers active, the load test for a short
+# budget, unmount/SIGTERM with readers active, the image file cut short
+# under the mount (SIGBUS turned into EIO), the load test for a short
 # time; fs_mount_cache_budget is left out: TSan shadow memory defeats its
 # RSS check).  The mount tests route the daemons' reports to files
 # (TSAN_OPTIONS=log_path) and fail on any; they skip (77) without /dev/fuse.
@@ -29,7 +30,7 @@ cmake --build "$build" -j "$jobs" --target $targets > "$build/build.log" 2>&1 ||
 # for readable lock-order reports; tsan.supp documents each suppression.  The load test runs 20 s (TSan is ~5-15x slower).
 export TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:suppressions=$top/tests/hardening/tsan.supp${TSAN_OPTIONS:+:$TSAN_OPTIONS}"
 export RFS_LOAD_SECONDS=${RFS_LOAD_SECONDS:-20}
-tests='^(fs_core|fs_engine_image|fs_engine|fs_mount_concurrent|fs_mount_corrupt|fs_mount_unmount_busy|hardening_load)$'
+tests='^(fs_core|fs_engine_image|fs_engine|fs_mount_concurrent|fs_mount_corrupt|fs_mount_unmount_busy|fs_mount_image_changed|hardening_load)$'
 cd "$build" || exit 1
 ctest --output-on-failure -R "$tests" --timeout 1200 2>&1 | tee "$build/tsan-ctest.log"
 rc=${PIPESTATUS[0]}
