@@ -13,6 +13,7 @@
 
 #include <stdint.h>
 #include <sys/types.h>
+#include <time.h>
 
 #include <xxhash.h>
 
@@ -45,6 +46,7 @@ typedef struct pk_file {
     uint64_t size;         /* as stat'ed by the walk; checked again on every read */
     dev_t dev;             /* identity as stat'ed by the walk */
     ino_t ino;
+    struct timespec ctime; /* any write, truncate or utime since moves it */
     XXH128_hash_t hash;    /* only for files whose size another file shares */
     int64_t dup_of;        /* earlier identical file, or -1 */
     pk_region *reg;

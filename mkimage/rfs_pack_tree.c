@@ -135,11 +135,19 @@ static int load_file(pk_plan *p, pk_node *n, const struct stat *sb)
     f->size = n->size = (uint64_t)sb->st_size;
     f->dev = sb->st_dev;
     f->ino = sb->st_ino;
+    f->ctime = sb->st_ctim;
     n->file = (int64_t)p->n_files++;
     return 0;
 }
 
-/* Same file, same size, same mtime as the walk saw?  0, or -1 with err. */
+static int same_time(struct timespec a, struct timespec b)
+{
+    return a.tv_sec == b.tv_sec && a.tv_nsec == b.tv_nsec;
+}
+
+/* Same file, same size, same mtime and ctime as the walk saw?  0, or -1 with
+ * err.  ctime also catches a write that put the old mtime back (cp -p,
+ * rsync -t, touch -d). */
 static int src_same(const pk_plan *p, const pk_file *f, const struct stat *sb, char *err,
                     size_t err_cap)
 {
@@ -149,7 +157,8 @@ static int src_same(const pk_plan *p, const pk_file *f, const struct stat *sb, c
     else if ((uint64_t)sb->st_size != f->size)
         snprintf(err, err_cap, "%s: changed size during packing (%llu bytes, now %llu)", n->path,
                  (unsigned long long)f->size, (unsigned long long)sb->st_size);
-    else if (sb->st_mtim.tv_sec != n->mtime_sec || (uint32_t)sb->st_mtim.tv_nsec != n->mtime_nsec)
+    else if (sb->st_mtim.tv_sec != n->mtime_sec || (uint32_t)sb->st_mtim.tv_nsec != n->mtime_nsec ||
+             !same_time(sb->st_ctim, f->ctime))
         snprintf(err, err_cap, "%s: modified during packing", n->path);
     else
         return 0;

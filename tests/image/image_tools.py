@@ -538,12 +538,19 @@ def t_fault_change(b, work, _):
         st = os.stat(first)
         os.utime(first, ns=(st.st_atime_ns, st.st_mtime_ns + 1000))
 
+    def rewrite_same_mtime():  # same size, new bytes, the old mtime put back (cp -p)
+        st = os.stat(first)
+        with open(first, "r+b") as f:
+            f.write(b"\x3f" * 64)
+        os.utime(first, ns=(st.st_atime_ns, st.st_mtime_ns))
+
     def vanish():
         os.unlink(last)
 
     cases = [("truncate", truncate, last, ("truncated during packing", "changed size")),
              ("grow", grow, last, ("changed size",)),
              ("rewrite", rewrite, first, ("modified during packing",)),
+             ("rewrite, mtime kept", rewrite_same_mtime, first, ("modified during packing",)),
              ("vanish", vanish, last, ("vanished during packing",))]
     for what, action, victim, needles in cases:
         backup = os.path.join(work, "backup")
