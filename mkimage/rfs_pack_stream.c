@@ -15,7 +15,8 @@
  *        hashes), transform and shared tables;
  *     F. per tensor, in order: the identical-tensor check against earlier
  *        tensors (the earliest copy is kept);
- *     B. per tile, in parallel: rfs_tile_encode and the unit's XXH3-64;
+ *     B. per tile, in parallel: rfs_tile_encode (given the tile's plane
+ *        counts, from its pair histogram) and the unit's XXH3-64;
  *   writer thread: the group's output in chunk order, with writev.
  * The image depends only on the chunks and their order, never on timing,
  * grouping or the thread count.
