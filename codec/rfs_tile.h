@@ -162,8 +162,10 @@ typedef struct rfs_tile_params {
     /* Optional: counts[p][b] = occurrences of byte b in plane p of src after
      * the transform, exactly as the encoder would count them.  A caller that
      * has already made a histogram pass (the packer does, for the shared
-     * tables) saves the encoder its own.  NULL: the encoder counts.  Wrong
-     * counts give a tile that fails to decode, never a crash. */
+     * tables) saves the encoder its own.  NULL: the encoder counts.  They
+     * must be exact: counts that do not sum to the plane length are ignored,
+     * but counts that do and are wrong code a tile that does not decode to
+     * src (Debug builds assert against the encoder's own count). */
     const uint32_t (*counts)[256];
 } rfs_tile_params;
 

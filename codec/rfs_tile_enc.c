@@ -181,7 +181,7 @@ static void plane_counts(uint32_t counts[256], const uint8_t *p, size_t n)
  * when there are none, or when they do not sum to n (then the encoder
  * counts: the table code below relies on that sum).  Debug builds check
  * them against a count of their own: a wrong count would code a tile that
- * does not decode.
+ * does not decode to the plane.
  */
 static int given_counts(uint32_t counts[256], const rfs_tile_params *prm, unsigned p,
                         const uint8_t *plane, size_t n)
