@@ -20,9 +20,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
-#include <pthread.h>
 #include <signal.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -69,52 +67,6 @@ static int tmp_create(pk_plan *p, int *fd)
         p->skip_ino = sb.st_ino;
     }
     return 0;
-}
-
-/* ---------------------------------------------------------- parallel for */
-
-typedef struct pk_par {
-    pk_job_fn fn;
-    void *ctx;
-    size_t n;
-    atomic_size_t next;
-    unsigned worker;
-} pk_par;
-
-typedef struct pk_par_arg {
-    pk_par *par;
-    unsigned worker;
-} pk_par_arg;
-
-static void *par_main(void *arg)
-{
-    pk_par_arg *a = arg;
-    size_t i;
-    while ((i = atomic_fetch_add(&a->par->next, 1)) < a->par->n)
-        a->par->fn(a->par->ctx, a->worker, i);
-    return NULL;
-}
-
-/* fn(ctx, worker, i) for i in [0, n), on up to n_threads threads. */
-void pk_parallel(unsigned n_threads, size_t n, pk_job_fn fn, void *ctx)
-{
-    pk_par par = {.fn = fn, .ctx = ctx, .n = n};
-    atomic_init(&par.next, 0);
-    pthread_t th[256];
-    pk_par_arg args[256];
-    unsigned started = 0;
-    if (n_threads > 256)
-        n_threads = 256;
-    for (unsigned t = 1; t < n_threads && t < n; t++) {
-        args[started] = (pk_par_arg){&par, t};
-        if (pthread_create(&th[started], NULL, par_main, &args[started]) != 0)
-            break;
-        started++;
-    }
-    pk_par_arg self = {&par, 0};
-    par_main(&self);
-    for (unsigned t = 0; t < started; t++)
-        pthread_join(th[t], NULL);
 }
 
 /* ------------------------------------------------------ files and dedup */
@@ -189,7 +141,7 @@ static int files_hash(pk_plan *p, size_t *idx, size_t n, uint64_t head)
     pk_hjob j = {.p = p, .idx = idx, .head = head, .err = malloc((n ? n : 1) * sizeof *j.err)};
     if (!j.err)
         return pk_fail(p, "out of memory");
-    pk_parallel(p->o->n_threads, n, file_hash_job, &j);
+    pk_pool_run(p->pool, n, file_hash_job, &j);
     int rc = 0;
     for (size_t i = 0; rc == 0 && i < n; i++)
         if (j.err[i][0])
@@ -602,6 +554,8 @@ int rfs_pack(const rfs_pack_opts *o, rfs_pack_stats *st, char *err, size_t err_c
     pk_out out = {.fd = -1};
     static const uint8_t zero_sb[RFS_IMG_SB_SIZE];
     int rc = opts_check(&p);
+    if (rc == 0 && !(p.pool = pk_pool_create(o->n_threads)))
+        rc = pk_fail(&p, "out of memory");
     if (rc == 0)
         rc = tmp_create(&p, &out.fd);
     if (rc == 0)
@@ -630,5 +584,6 @@ int rfs_pack(const rfs_pack_opts *o, rfs_pack_stats *st, char *err, size_t err_c
     st->seconds = now_seconds() - t0;
     free(out.units);
     plan_free(&p);
+    pk_pool_destroy(p.pool);
     return rc;
 }

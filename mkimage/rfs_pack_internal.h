@@ -100,6 +100,7 @@ typedef struct pk_plan {
     struct pk_seen *seen;  /* hard-linked files already taken */
     size_t n_seen, cap_seen;
     rfs_pack_stats *st;
+    struct pk_pool *pool;  /* o->n_threads workers, for the dedup pass and the stream */
     char *err;
     size_t err_cap;
 } pk_plan;
@@ -113,13 +114,11 @@ typedef struct pk_out {
     uint32_t unit_max;
 } pk_out;
 
+/* The packer's parallel for (rfs_pack_pool.c): threads made once per pack;
+ * pk_pool_run calls fn(ctx, worker, i) for i in [0, n) on the caller and the
+ * workers (worker < n_threads) and returns when all are done; one caller at
+ * a time. */
 typedef void (*pk_job_fn)(void *ctx, unsigned worker, size_t item);
-/* fn(ctx, worker, i) for i in [0, n), on up to n_threads threads (worker <
- * n_threads); returns when all are done. */
-void pk_parallel(unsigned n_threads, size_t n, pk_job_fn fn, void *ctx);
-
-/* The same on threads made once (rfs_pack_pool.c), for loops run often:
- * run returns when fn has run for every item; one caller at a time. */
 typedef struct pk_pool pk_pool;
 pk_pool *pk_pool_create(unsigned n_threads);
 void pk_pool_run(pk_pool *pool, size_t n, pk_job_fn fn, void *ctx);

@@ -7,7 +7,9 @@
  * starts after the calling thread has taken most of the items, so the
  * second core sat idle (measured on the human32 corpus: the helper did a
  * fifth of phase A's work).  Workers that already exist and wait on a
- * condition variable join within microseconds.
+ * condition variable join within microseconds.  Not fs/rfs_pool.c: mkimage/
+ * does not depend on fs/, and the packer's jobs need the worker's index
+ * (one encoder context per worker), which its parallel for does not give.
  */
 #include <pthread.h>
 #include <stdatomic.h>

@@ -96,7 +96,6 @@ typedef struct pk_stream {
     pthread_cond_t cv;
     int stop;
     pk_worker *w;
-    pk_pool *pool;             /* runs phases A and B */
     int64_t *dedup;            /* open addressing on the tensor hash */
     size_t dedup_mask;
     pk_slot *cur_a, *cur_b;    /* slots of the running phases A and B */
@@ -680,7 +679,7 @@ static int encode_run(pk_stream *s, pk_slot *b, pk_slot *a)
     s->cur_b = b;
     s->cur_a = a;
     s->n_b = slot_items(s, b);
-    pk_pool_run(s->pool, s->n_b + slot_items(s, a), phase_ba_job, s);
+    pk_pool_run(s->p->pool, s->n_b + slot_items(s, a), phase_ba_job, s);
     if (b && atomic_load(&s->b_failed))
         return pk_fail(s->p, "internal error: tile encoder failed");
     if (b)
@@ -813,8 +812,7 @@ static int stream_init(pk_stream *s)
     s->dedup_mask = dn - 1;
     s->dedup = malloc(dn * sizeof *s->dedup);
     s->w = calloc(nt, sizeof *s->w);
-    s->pool = pk_pool_create(nt);
-    if (!s->dedup || !s->w || !s->pool)
+    if (!s->dedup || !s->w)
         return pk_fail(p, "out of memory");
     memset(s->dedup, 0xff, dn * sizeof *s->dedup);
     for (unsigned w = 0; w < nt; w++) {
@@ -842,7 +840,6 @@ static void stream_free(pk_stream *s)
         free(sl->out_off);
         free(sl->pend);
     }
-    pk_pool_destroy(s->pool);
     free(s->w);
     free(s->dedup);
     free(s->groups);
