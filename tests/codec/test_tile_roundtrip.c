@@ -180,18 +180,15 @@ static void test_raw_only(void **state)
     rfs_dec_destroy(d);
 }
 
-/* Counts of plane p of src (n elements of width w, transform xf). */
+/* Counts of plane p of src (n elements of width w, transform xf), as the
+ * encoder's 32-bit counts. */
 static void plane_counts_ref(uint32_t counts[256], const uint8_t *src, size_t n, unsigned w,
                              rfs_transform xf, unsigned p)
 {
-    memset(counts, 0, 256 * sizeof *counts);
-    for (size_t i = 0; i < n; i++) {
-        uint32_t v = 0;
-        memcpy(&v, src + i * w, w);
-        if (xf == RFS_XF_ROT1)
-            v = (v << 1 | v >> (8 * w - 1)) & (uint32_t)((1ull << (8 * w)) - 1);
-        counts[(v >> (8 * p)) & 0xff]++;
-    }
+    uint64_t c[256] = {0};
+    rfs_plane_histogram(c, src, n, w, xf, p);
+    for (unsigned s = 0; s < 256; s++)
+        counts[s] = (uint32_t)c[s];
 }
 
 /* Counts given by the caller code the same bytes as the encoder's own; counts
