@@ -573,6 +573,32 @@ static rfs_err tensors_check(rfs_image *img, char *why, size_t why_cap)
 
 /* -------------------------------------------------------- open, close */
 
+static const char *file_type_name(mode_t m)
+{
+    return S_ISDIR(m) ? "a directory" : S_ISFIFO(m) ? "a FIFO" : S_ISCHR(m) ? "a character device"
+         : S_ISBLK(m) ? "a block device" : S_ISSOCK(m) ? "a socket" : "an unknown file type";
+}
+
+/* Open the image and make sure it is a regular file before anything reads
+ * it. O_NONBLOCK keeps open() itself from waiting on a FIFO with no writer
+ * (or a device that blocks on open); the type is then checked on the open
+ * descriptor, so there is no window between the check and the use. */
+static rfs_err image_fd_open(rfs_image *img, const char *path, struct stat *st, char *why,
+                             size_t why_cap)
+{
+    img->fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (img->fd < 0 || fstat(img->fd, st) != 0)
+        return FAIL(RFS_E_IO, "cannot open: %s", strerror(errno));
+    if (!S_ISREG(st->st_mode))
+        return FAIL(RFS_E_IO, "not a regular file (%s)", file_type_name(st->st_mode));
+    /* Harmless on a regular file, but the fd is handed to FUSE for splice:
+     * give it the ordinary blocking flags. */
+    int fl = fcntl(img->fd, F_GETFL);
+    if (fl < 0 || fcntl(img->fd, F_SETFL, fl & ~O_NONBLOCK) != 0)
+        return FAIL(RFS_E_IO, "cannot clear O_NONBLOCK: %s", strerror(errno));
+    return RFS_OK;
+}
+
 rfs_err rfs_image_open(rfs_image **out, const char *path, char *why, size_t why_cap)
 {
     rfs_err err;
@@ -583,15 +609,8 @@ rfs_err rfs_image_open(rfs_image **out, const char *path, char *why, size_t why_
     rfs_image *img = calloc(1, sizeof *img);
     if (!img)
         return FAIL(RFS_E_NOMEM, "out of memory");
-    img->fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (img->fd < 0 || fstat(img->fd, &st) != 0) {
-        err = FAIL(RFS_E_IO, "cannot open: %s", strerror(errno));
+    if ((err = image_fd_open(img, path, &st, why, why_cap)))
         goto fail;
-    }
-    if (!S_ISREG(st.st_mode)) {
-        err = FAIL(RFS_E_IO, "not a regular file");
-        goto fail;
-    }
     img->map_size = (uint64_t)st.st_size;
     if (img->map_size > 0) {
         void *m = mmap(NULL, img->map_size, PROT_READ, MAP_SHARED, img->fd, 0);
