@@ -42,9 +42,12 @@ static volatile sig_atomic_t g_tmp_live;
 
 void rfs_pack_cleanup_signal(void)
 {
+    /* Unlink first: a signal taken between the two finds the flag still
+     * set and unlinks again (ENOENT), rather than finding it clear and
+     * leaving the file. */
     if (g_tmp_live) {
-        g_tmp_live = 0;
         unlink(g_tmp_path);
+        g_tmp_live = 0;
     }
 }
 
@@ -54,10 +57,20 @@ static int tmp_create(pk_plan *p, int *fd)
     if (strlen(img) + 16 > sizeof g_tmp_path)
         return pk_fail(p, "%s: path too long", img);
     snprintf(g_tmp_path, sizeof g_tmp_path, "%s.tmp.XXXXXX", img);
+    /* mkstemp creates the file before g_tmp_live can say so: a signal in
+     * between would leave it behind.  Held signals arrive after the flag is
+     * set.  The caller is still single-threaded, so the mask covers every
+     * thread that could take the signal. */
+    sigset_t all, old;
+    sigfillset(&all);
+    sigprocmask(SIG_BLOCK, &all, &old);
     *fd = mkstemp(g_tmp_path);
+    int e = errno;
+    if (*fd >= 0)
+        g_tmp_live = 1;
+    sigprocmask(SIG_SETMASK, &old, NULL);
     if (*fd < 0)
-        return pk_fail(p, "%s: cannot create the image: %s", img, strerror(errno));
-    g_tmp_live = 1;
+        return pk_fail(p, "%s: cannot create the image: %s", img, strerror(e));
     mode_t um = umask(0);
     umask(um);
     fchmod(*fd, 0666 & ~um);
@@ -554,10 +567,10 @@ int rfs_pack(const rfs_pack_opts *o, rfs_pack_stats *st, char *err, size_t err_c
     pk_out out = {.fd = -1};
     static const uint8_t zero_sb[RFS_IMG_SB_SIZE];
     int rc = opts_check(&p);
+    if (rc == 0) /* before the pool's threads exist: see tmp_create */
+        rc = tmp_create(&p, &out.fd);
     if (rc == 0 && !(p.pool = pk_pool_create(o->n_threads)))
         rc = pk_fail(&p, "out of memory");
-    if (rc == 0)
-        rc = tmp_create(&p, &out.fd);
     if (rc == 0)
         rc = plan_all(&p);
     if (rc == 0)
