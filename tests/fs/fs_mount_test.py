@@ -29,29 +29,20 @@ import time
 
 import numpy as np
 
-SKIP = 77
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "pylib"))
+from rfs_testlib import (SKIP, Sanitizers, daemon_pid, fuse_usable, is_mounted,  # noqa: E402
+                         list_if_asked, log, lookup, seed, unmount, wait_gone, wait_mounted)
+
 TILE = 262144
 STATS = "user.ransfs.stats"
 
 ARGS = None
 CLEANUPS = []
-# LeakSanitizer suppressions for the daemons (a sanitizer build).
-LSAN_SUPP = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "hardening",
-                         "lsan.supp")
 
 
 class Skip(Exception):
     pass
-
-
-def log(*a):
-    print(*a, flush=True)
-
-
-def seed():
-    s = int(os.environ.get("RFS_TEST_SEED", int(time.time() * 1000) % 1000000007))
-    log("seed", s, "(replay with RFS_TEST_SEED=%d)" % s)
-    return s
 
 
 def tool(name):
@@ -70,17 +61,6 @@ def mkimage(src, img, *extra):
     if r.returncode != 0:
         raise AssertionError("mkimage failed: " + r.stderr)
     return img
-
-
-def is_mounted(mnt):
-    mnt = os.path.realpath(mnt)
-    with open("/proc/self/mountinfo") as f:
-        return any(line.split()[4] == mnt for line in f)
-
-
-def unmount(mnt):
-    if is_mounted(mnt):
-        subprocess.run(["fusermount3", "-u", "-z", mnt], capture_output=True)
 
 
 def mount(img, mnt, *opts, check=True):
@@ -108,29 +88,9 @@ def mount_fg(img, mnt, *opts):
     p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=errf)
     p.errfile = errf
     CLEANUPS.append(lambda: p.poll() is None and p.kill())
-    for _ in range(500):
-        if is_mounted(mnt):
-            os.statvfs(mnt)
-            return p
-        if p.poll() is not None:
-            break
-        time.sleep(0.01)
+    if wait_mounted(mnt, p):
+        return p
     raise AssertionError("foreground mount did not come up")
-
-
-def daemon_pid(mnt):
-    mnt = os.path.realpath(mnt)
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            with open("/proc/%s/cmdline" % pid, "rb") as f:
-                argv = f.read().split(b"\0")
-        except OSError:
-            continue
-        if argv and os.path.basename(argv[0]) == b"ransfs" and mnt.encode() in argv:
-            return int(pid)
-    raise AssertionError("no ransfs daemon for " + mnt)
 
 
 def stats(mnt):
@@ -800,26 +760,6 @@ def start_reader(path):
     return p
 
 
-def wait_gone(pid, secs):
-    for _ in range(int(secs * 100)):
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return True
-        try:  # reap if it is our child (it is not: daemons are reparented)
-            os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            pass
-        try:
-            with open("/proc/%d/stat" % pid) as f:
-                if f.read().split()[2] == "Z":
-                    return True
-        except OSError:
-            return True
-        time.sleep(0.01)
-    return False
-
-
 def t_unmount_busy():
     d, src, img, mnt = model_mount(8)
     path = os.path.join(mnt, "model.safetensors")
@@ -886,47 +826,39 @@ def t_mount_helper():
         subprocess.run(["umount", mnt], check=True)
 
 
-TESTS = {name[2:]: fn for name, fn in globals().items() if name.startswith("t_")}
-
-
 def main():
     global ARGS
+    list_if_asked(globals())
     ap = argparse.ArgumentParser()
     ap.add_argument("--bin", required=True)
     ap.add_argument("--src", required=True, help="tests/data")
     ap.add_argument("--corpus")
-    ap.add_argument("test", choices=sorted(TESTS))
+    ap.add_argument("test")
     ARGS = ap.parse_args()
     ARGS.bin = os.path.abspath(ARGS.bin)
-    if not os.access("/dev/fuse", os.R_OK | os.W_OK):
-        log("skipped: /dev/fuse is not usable here")
+    fn, _ = lookup(globals(), ARGS.test)
+    why = fuse_usable()
+    if why:
+        log("skipped:", why)
         return SKIP
-    # Sanitizer reports of the daemons (a sanitizer build) go to files: the
-    # daemons' stderr is /dev/null.  Any report fails the test.
-    san = tempfile.mkdtemp(prefix="rfs_fs_san_")
-    for var in ("ASAN_OPTIONS", "UBSAN_OPTIONS", "TSAN_OPTIONS"):
-        os.environ[var] = ":".join(filter(None, [os.environ.get(var, ""),
-                                                 "log_path=%s/%s" % (san, var[:4].lower())]))
-    os.environ["LSAN_OPTIONS"] = ":".join(filter(None, [os.environ.get("LSAN_OPTIONS", ""),
-                                                        "suppressions=" + LSAN_SUPP]))
+    san = Sanitizers()
     rc = 0
     try:
-        TESTS[ARGS.test]()
+        fn()
         log("PASS", ARGS.test)
     except Skip:
         rc = SKIP
     finally:
-        for fn in reversed(CLEANUPS):
+        for cleanup in reversed(CLEANUPS):
             try:
-                fn()
+                cleanup()
             except Exception as e:  # noqa
                 log("cleanup:", e)
         time.sleep(0.2)  # let exiting daemons finish their reports
-        for name in sorted(os.listdir(san)):
-            with open(os.path.join(san, name), errors="replace") as f:
-                log("sanitizer report %s:\n%s" % (name, f.read()))
+        for rep in san.report():
+            log(rep)
             rc = 1
-        shutil.rmtree(san, ignore_errors=True)
+        san.close()
     return rc
 
 

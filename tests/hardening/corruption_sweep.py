@@ -43,8 +43,10 @@ import time
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from hd_common import (SKIP, Image, Sanitizers, is_mounted, log,  # noqa: E402
-                       pid_state, unmount, wait_gone, wait_mounted)
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "pylib"))
+from hd_common import Image  # noqa: E402
+from rfs_testlib import (SKIP, Sanitizers, fuse_usable, is_mounted, log,  # noqa: E402
+                         pid_state, seed, unmount, wait_mounted)
 
 ARGS = None
 CLEANUPS = []
@@ -446,12 +448,11 @@ def main():
     ap.add_argument("--corpus")
     ARGS = ap.parse_args()
     ARGS.bin = os.path.abspath(ARGS.bin)
-    if not os.access("/dev/fuse", os.R_OK | os.W_OK) or not shutil.which("fusermount3"):
-        log("skipped: /dev/fuse or fusermount3 is not usable here")
+    why = fuse_usable()
+    if why:
+        log("skipped:", why)
         return SKIP
-    s = int(os.environ.get("RFS_TEST_SEED", int(time.time() * 1000) % 1000000007))
-    log("seed", s, "(replay with RFS_TEST_SEED=%d)" % s)
-    rng = random.Random(s)
+    rng = random.Random(seed())
     san = Sanitizers()
     rc, t0 = 1, time.time()
     base = tempfile.mkdtemp(prefix="rfs_hd_sweep_")

@@ -2,24 +2,14 @@
 
 Images are parsed here independently of codec/ (docs/format.md Part 2), so
 the tests know where every section, unit and RAW extent lies and which file
-ranges each one feeds, without trusting the reader under test.
+ranges each one feeds, without trusting the reader under test.  Mount and
+process helpers are tests/pylib/rfs_testlib.py's.
 """
-import os
-import shutil
 import struct
-import subprocess
-import tempfile
-import time
-
-SKIP = 77
 
 SECT_NAMES = ["inode table", "directory table", "extent table", "unit index",
               "tensor table", "dimension table", "frequency table blob", "name pool"]
 SECT_REC = [48, 16, 40, 32, 64, 8, 0, 0]
-
-
-def log(*a):
-    print(*a, flush=True)
 
 
 class Image:
@@ -79,93 +69,3 @@ class Image:
     @property
     def meta_off(self):
         return self.sections[0][1]
-
-
-def tool(bindir, name):
-    return os.path.join(bindir, name)
-
-
-def is_mounted(mnt):
-    mnt = os.path.realpath(mnt)
-    with open("/proc/self/mountinfo") as f:
-        return any(line.split()[4] == mnt for line in f)
-
-
-def unmount(mnt):
-    if is_mounted(mnt):
-        subprocess.run(["fusermount3", "-u", "-z", mnt], capture_output=True, timeout=30)
-
-
-def wait_mounted(mnt, proc, secs=60):
-    t0 = time.time()
-    while time.time() - t0 < secs:
-        if is_mounted(mnt):
-            os.statvfs(mnt)
-            return True
-        if proc is not None and proc.poll() is not None:
-            return False
-        time.sleep(0.01)
-    return False
-
-
-def pid_state(pid):
-    """'R', 'S', 'Z', ... or None when the process is gone."""
-    try:
-        with open("/proc/%d/stat" % pid) as f:
-            return f.read().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return None
-
-
-def wait_gone(pid, secs):
-    """True once pid has exited (a zombie counts: daemons are reparented)."""
-    t0 = time.time()
-    while time.time() - t0 < secs:
-        try:
-            os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            pass
-        st = pid_state(pid)
-        if st is None or st == "Z":
-            return True
-        time.sleep(0.02)
-    return False
-
-
-def daemon_pid(mnt):
-    mnt = os.path.realpath(mnt).encode()
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            with open("/proc/%s/cmdline" % pid, "rb") as f:
-                argv = f.read().split(b"\0")
-        except OSError:
-            continue
-        if argv and os.path.basename(argv[0]) == b"ransfs" and mnt in argv \
-                and pid_state(int(pid)) not in (None, "Z"):
-            return int(pid)
-    raise AssertionError("no ransfs daemon for %s" % mnt.decode())
-
-
-class Sanitizers:
-    """Route sanitizer reports of every tool and daemon started from here to
-    files; report() lists them (any report fails a test)."""
-
-    def __init__(self):
-        self.dir = tempfile.mkdtemp(prefix="rfs_hd_san_")
-        for var in ("ASAN_OPTIONS", "UBSAN_OPTIONS", "TSAN_OPTIONS", "LSAN_OPTIONS"):
-            os.environ[var] = ":".join(filter(None, [os.environ.get(var, ""),
-                                                     "log_path=%s/%s" % (self.dir, var[:4].lower())]))
-        os.environ["LSAN_OPTIONS"] += ":suppressions=" + os.path.join(
-            os.path.dirname(os.path.abspath(__file__)), "lsan.supp")
-
-    def report(self):
-        out = []
-        for name in sorted(os.listdir(self.dir)):
-            with open(os.path.join(self.dir, name), errors="replace") as f:
-                out.append("sanitizer report %s:\n%s" % (name, f.read()))
-        return out
-
-    def close(self):
-        shutil.rmtree(self.dir, ignore_errors=True)

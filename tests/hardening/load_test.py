@@ -39,9 +39,9 @@ import threading
 import time
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from hd_common import (SKIP, Sanitizers, daemon_pid, is_mounted, log, pid_state,  # noqa: E402
-                       unmount, wait_gone, wait_mounted)
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "pylib"))
+from rfs_testlib import (SKIP, Sanitizers, daemon_pid, fuse_usable, is_mounted, log,  # noqa: E402
+                         pid_state, unmount, wait_gone, wait_mounted)
 
 CACHE = 16 << 20
 # docs/mount.md: resident memory is the cache budget plus a fixed overhead;
@@ -360,8 +360,9 @@ def main():
             print("done (interrupted)", flush=True)
             return 0
     args.bin = os.path.abspath(args.bin)
-    if not os.access("/dev/fuse", os.R_OK | os.W_OK) or not shutil.which("fusermount3"):
-        log("skipped: /dev/fuse or fusermount3 is not usable here")
+    why = fuse_usable()
+    if why:
+        log("skipped:", why)
         return SKIP
     try:
         import numpy  # noqa: F401

@@ -1,20 +1,23 @@
 #!/usr/bin/python3
 """Tool-level tests of ransfs-mkimage, ransfs-fsck and ransfs-dump.
 
-usage: image_tools.py BINDIR TEST [ARGS]
+usage: image_tools.py --bin BINDIR --mini DIR --corpus DIR TEST
+       image_tools.py --list
 
-Tests (each a CTest case image_*):
-  roundtrip DIR       mkimage DIR, fsck --extract, compare the trees
-  corpus DIR          the same on the full corpus; exit 77 (skip) when absent
-  raw DIR             raw layer_N.f32/.fp16/.bf16 files derived from DIR's
+Each t_NAME function below is the CTest case image_NAME (tests/pylib/
+rfs_testlib.py; @test renames one or names its data set, DIR: "mini" is
+tests/data/human32-mini, "corpus" the shared corpus's human32-st):
+  roundtrip_data      mkimage DIR, fsck --extract, compare the trees
+  roundtrip_corpus    the same on the full corpus; exit 77 (skip) when absent
+  roundtrip_raw(_mini) raw layer_N.f32/.fp16/.bf16 files derived from DIR's
                       safetensors, round-tripped
-  synthetic           edge cases: tile boundaries, empty files, zero-element
+  roundtrip_synthetic edge cases: tile boundaries, empty files, zero-element
                       tensors, nested dirs, symlinks, json, duplicates, ...
-  determinism DIR     -j1, -j2 and -j4 give identical bytes
+  determinism         -j1, -j2 and -j4 give identical bytes
   bad_input           every malformed input: message, exit status, no file left
   signal              SIGINT while packing leaves no file behind
-  fsck_corrupt DIR    a flipped data byte is reported by fsck with the file
-  fsck_threads DIR    fsck -j1 and -j4 print the same, on good and bad images
+  fsck_corrupt        a flipped data byte is reported by fsck with the file
+  fsck_threads        fsck -j1 and -j4 print the same, on good and bad images
   fault_change        a source file truncated, grown, rewritten or deleted
                       while mkimage runs (stopped with SIGSTOP after its
                       plan): one error line naming it, no crash, no image
@@ -26,6 +29,7 @@ Tests (each a CTest case image_*):
 Comparison covers type, content, permission bits, mtime (ns) and symlink
 targets of every entry.  Only the standard library and numpy are used.
 """
+import argparse
 import collections
 import hashlib
 import json
@@ -41,7 +45,10 @@ import time
 
 import numpy as np
 
-SKIP = 77
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "pylib"))
+from rfs_testlib import SKIP, list_if_asked, lookup, test  # noqa: E402
+
 TILE = 262144
 
 # In sanitizer builds a report must never pass for the tools' own exit 1
@@ -255,12 +262,14 @@ def copies(root):
 
 # ---------------------------------------------------------------- tests
 
+@test("roundtrip_data", arg="mini")
 def t_roundtrip(b, work, src):
     roundtrip(b, src, work)
     roundtrip(b, src, work, ("--codec=raw",))
     roundtrip(b, src, work, ("--tile-size", "64K", "-j", "2"))
 
 
+@test("roundtrip_corpus", arg="corpus")
 def t_corpus(b, work, src):
     if not os.path.isdir(src):
         print("SKIP: corpus %s not present" % src)
@@ -269,6 +278,8 @@ def t_corpus(b, work, src):
     check(s["ratio"] < 0.9, "corpus ratio %.4f unexpectedly poor" % s["ratio"])
 
 
+@test("roundtrip_raw", arg="corpus")
+@test("roundtrip_raw_mini", arg="mini")
 def t_raw(b, work, src):
     st = os.path.join(src, "model.safetensors")
     if not os.path.exists(st):
@@ -289,6 +300,7 @@ def t_raw(b, work, src):
         print("  %s: ratio %.4f" % (k, by[k]["stored_bytes"] / by[k]["input_bytes"]))
 
 
+@test("roundtrip_synthetic")
 def t_synthetic(b, work, _):
     rng = np.random.default_rng(1234)
     src = os.path.join(work, "src")
@@ -319,6 +331,7 @@ def t_synthetic(b, work, _):
     check(not os.path.exists(os.path.join(out2, "a", "zz-hardlink.json")), "hard link was packed")
 
 
+@test(arg="mini")
 def t_determinism(b, work, src):
     if not os.path.isdir(src):
         return SKIP
@@ -452,6 +465,7 @@ def t_signal(b, work, _):
     print("signal: ok")
 
 
+@test(arg="mini")
 def t_fsck_corrupt(b, work, src):
     img = os.path.join(work, "c.img")
     run([b("ransfs-mkimage"), "-q", src, img])
@@ -666,6 +680,7 @@ def t_fault_disk_full(b, work, _):
     print("fault_disk_full: ok")
 
 
+@test(arg="mini")
 def t_fsck_threads(b, work, src):
     img = os.path.join(work, "c.img")
     run([b("ransfs-mkimage"), "-q", src, img])
@@ -689,20 +704,21 @@ def t_fsck_threads(b, work, src):
     print("fsck_threads: ok\n%s" % res[0].stderr)
 
 
-TESTS = {"roundtrip": t_roundtrip, "corpus": t_corpus, "raw": t_raw, "synthetic": t_synthetic,
-         "determinism": t_determinism, "bad_input": t_bad_input, "signal": t_signal,
-         "fsck_corrupt": t_fsck_corrupt, "fsck_threads": t_fsck_threads,
-         "fault_change": t_fault_change, "fault_unreadable": t_fault_unreadable,
-         "fault_disk_full": t_fault_disk_full}
-
-
 def main():
-    bindir, name = sys.argv[1], sys.argv[2]
-    arg = sys.argv[3] if len(sys.argv) > 3 else None
-    work = tempfile.mkdtemp(prefix="rfs-image-%s-" % name)
+    list_if_asked(globals())
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bin", required=True)
+    ap.add_argument("--mini", required=True, help="tests/data/human32-mini")
+    ap.add_argument("--corpus", required=True, help="the shared corpus's human32-st")
+    ap.add_argument("test")
+    args = ap.parse_args()
+    fn, data = lookup(globals(), args.test)
+    src = {"mini": args.mini, "corpus": args.corpus, None: None}[data]
+    bindir = os.path.abspath(args.bin)
+    work = tempfile.mkdtemp(prefix="rfs-image-%s-" % args.test)
     rc = 1
     try:
-        rc = TESTS[name](lambda tool: os.path.join(bindir, tool), work, arg) or 0
+        rc = fn(lambda tool: os.path.join(bindir, tool), work, src) or 0
     except Fail as e:
         print("FAIL: %s" % e)
     finally:

@@ -1,0 +1,194 @@
+"""Shared helpers of the Python tests (tests/fs, tests/hardening, tests/image).
+
+Two things live here:
+
+* Test registration.  A script's tests are its top-level functions named
+  t_NAME; `rfs_testlib.test(...)` is needed only to give one a different
+  CTest name, extra CTest properties, or several variants.  CTest learns the
+  list at configure time from `SCRIPT --list` (rfs_add_py_tests in
+  tests/CMakeLists.txt), so adding a test is one edit: write the function.
+  Running an unknown name is a usage error (exit 2), never a silent pass.
+* Mount helpers: find, wait for and unmount a FUSE mount, find the daemon
+  of a mount point, wait for a process to go, route sanitizer reports to
+  files, and the seed every random test prints (RFS_TEST_SEED replays it).
+
+Exit codes of every test script: 0 pass, 1 fail, 2 usage, 77 skipped.
+"""
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+SKIP = 77
+USAGE = 2
+LSAN_SUPP = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "hardening",
+                         "lsan.supp")
+
+
+def log(*a):
+    print(*a, flush=True)
+
+
+def seed():
+    """The seed of a random test: RFS_TEST_SEED when set, else from the
+    clock; printed either way so a failure can be replayed."""
+    s = int(os.environ.get("RFS_TEST_SEED", int(time.time() * 1000) % 1000000007))
+    log("seed", s, "(replay with RFS_TEST_SEED=%d)" % s)
+    return s
+
+
+# ------------------------------------------------------------ registration
+
+_VARIANTS = "_rfs_variants"
+
+
+def test(name=None, arg=None, **ctest):
+    """Decorator for a t_* function: register it as CTest case NAME (default:
+    the function name without t_), called with ARG (a value the script's
+    runner interprets, e.g. which data set), with CTest properties CTEST
+    (e.g. TIMEOUT=900).  Stack it to register several variants."""
+    def deco(fn):
+        variants = getattr(fn, _VARIANTS, [])
+        variants.insert(0, (name or fn.__name__[2:], arg, ctest))
+        setattr(fn, _VARIANTS, variants)
+        return fn
+    return deco
+
+
+def collect(namespace):
+    """{name: (function, arg)} and {name: ctest properties} of every t_*
+    function in namespace (a module's globals()).  Duplicate names fail."""
+    tests, props = {}, {}
+    for fname, fn in namespace.items():
+        if not fname.startswith("t_") or not callable(fn):
+            continue
+        for name, arg, ctest in getattr(fn, _VARIANTS, [(fname[2:], None, {})]):
+            if name in tests:
+                raise SystemExit("%s: test %s registered twice" % (sys.argv[0], name))
+            tests[name] = (fn, arg)
+            props[name] = ctest
+    return tests, props
+
+
+def list_if_asked(namespace):
+    """`SCRIPT --list`: print one line per test (its name, then its CTest
+    properties and values, ','-separated) and exit 0.  Call it
+    first in main, before any argument parsing."""
+    if sys.argv[1:] != ["--list"]:
+        return
+    tests, props = collect(namespace)
+    for name in sorted(tests):
+        print(",".join([name] + ["%s,%s" % kv for kv in sorted(props[name].items())]))
+    sys.exit(0)
+
+
+def lookup(namespace, name):
+    """(function, arg) of test NAME; an unknown name exits 2 naming the
+    known ones (a typo must never pass)."""
+    tests, _ = collect(namespace)
+    if name not in tests:
+        sys.stderr.write("%s: unknown test '%s' (known: %s)\n" %
+                         (os.path.basename(sys.argv[0]), name, " ".join(sorted(tests))))
+        sys.exit(USAGE)
+    return tests[name]
+
+
+# ------------------------------------------------------------ mounts
+
+def is_mounted(mnt):
+    mnt = os.path.realpath(mnt)
+    with open("/proc/self/mountinfo") as f:
+        return any(line.split()[4] == mnt for line in f)
+
+
+def unmount(mnt):
+    if is_mounted(mnt):
+        subprocess.run(["fusermount3", "-u", "-z", mnt], capture_output=True, timeout=30)
+
+
+def wait_mounted(mnt, proc, secs=60):
+    """True once mnt answers; False when proc (if any) exits first or after secs."""
+    t0 = time.time()
+    while time.time() - t0 < secs:
+        if is_mounted(mnt):
+            os.statvfs(mnt)
+            return True
+        if proc is not None and proc.poll() is not None:
+            return False
+        time.sleep(0.01)
+    return False
+
+
+def fuse_usable():
+    """None when real mounts can run here, else the reason to skip."""
+    if not os.access("/dev/fuse", os.R_OK | os.W_OK) or not shutil.which("fusermount3"):
+        return "/dev/fuse or fusermount3 is not usable here"
+    return None
+
+
+# ------------------------------------------------------------ processes
+
+def pid_state(pid):
+    """'R', 'S', 'Z', ... or None when the process is gone."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return None
+
+
+def wait_gone(pid, secs):
+    """True once pid has exited (a zombie counts: daemons are reparented)."""
+    t0 = time.time()
+    while time.time() - t0 < secs:
+        try:
+            os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            pass
+        st = pid_state(pid)
+        if st is None or st == "Z":
+            return True
+        time.sleep(0.01)
+    return False
+
+
+def daemon_pid(mnt):
+    """The pid of the live ransfs daemon serving mount point mnt."""
+    mnt = os.path.realpath(mnt).encode()
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open("/proc/%s/cmdline" % pid, "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        if argv and os.path.basename(argv[0]) == b"ransfs" and mnt in argv \
+                and pid_state(int(pid)) not in (None, "Z"):
+            return int(pid)
+    raise AssertionError("no ransfs daemon for %s" % mnt.decode())
+
+
+class Sanitizers:
+    """Route sanitizer reports of every tool and daemon started from here to
+    files (daemons' stderr is /dev/null); report() lists them, and any
+    report fails a test."""
+
+    def __init__(self):
+        self.dir = tempfile.mkdtemp(prefix="rfs_san_")
+        for var in ("ASAN_OPTIONS", "UBSAN_OPTIONS", "TSAN_OPTIONS", "LSAN_OPTIONS"):
+            os.environ[var] = ":".join(filter(None, [os.environ.get(var, ""),
+                                                     "log_path=%s/%s" % (self.dir, var[:4].lower())]))
+        os.environ["LSAN_OPTIONS"] += ":suppressions=" + LSAN_SUPP
+
+    def report(self):
+        out = []
+        for name in sorted(os.listdir(self.dir)):
+            with open(os.path.join(self.dir, name), errors="replace") as f:
+                out.append("sanitizer report %s:\n%s" % (name, f.read()))
+        return out
+
+    def close(self):
+        shutil.rmtree(self.dir, ignore_errors=True)
