@@ -461,13 +461,93 @@ static void test_payload_corrupt(void **state)
     free(b);
 }
 
+/* ------------------------------------------------------- golden images */
+
+/*
+ * A committed image (tests/data/golden/NAME.img, made by
+ * make_golden_images.py) against its manifest: every name resolves, with
+ * the mode, mtime, link count, size, contents (XXH3-64) or link target the
+ * manifest gives; a second name ("h") is the same inode as the first; and
+ * nothing else is in the image.  Returns the number of names checked.
+ */
+static unsigned golden_check(const char *name)
+{
+    char path[512], line[1024], why[256];
+    snprintf(path, sizeof path, "%s/golden/%s.img", RFS_TEST_DATA, name);
+    rfs_image *img;
+    if (rfs_image_open(&img, path, why, sizeof why) != RFS_OK)
+        fail_msg("%s: %s", path, why);
+    rfs_rctx *ctx = rfs_rctx_create(img);
+    assert_non_null(ctx);
+    snprintf(path, sizeof path, "%s/golden/%s.manifest", RFS_TEST_DATA, name);
+    FILE *m = fopen(path, "r");
+    assert_non_null(m);
+    unsigned names = 0;
+    while (fgets(line, sizeof line, m)) {
+        char type, a[300], b[300];
+        unsigned mode, nsec, nlink;
+        long long sec;
+        unsigned long long size, hash;
+        uint64_t ino, ino2;
+        rfs_stat st;
+        names++;
+        if (sscanf(line, "h %299s %299s", a, b) == 2) {
+            assert_int_equal(rfs_image_lookup_path(img, a, &ino), RFS_OK);
+            assert_int_equal(rfs_image_lookup_path(img, b, &ino2), RFS_OK);
+            assert_int_equal(ino, ino2);
+            continue;
+        }
+        int k = sscanf(line, "%c %o %lld %u %u %299s %299s", &type, &mode, &sec, &nsec, &nlink, a,
+                       b);
+        assert_true(k >= 6);
+        line[strcspn(line, "\n")] = '\0';
+        const char *p = strrchr(line, ' ') + 1; /* the path is the last field */
+        assert_int_equal(rfs_image_lookup_path(img, strcmp(p, ".") ? p : "", &ino), RFS_OK);
+        assert_int_equal(rfs_image_stat(img, ino, &st), RFS_OK);
+        if ((st.mode & 07777) != mode || st.mtime_sec != sec || st.mtime_nsec != nsec ||
+            st.nlink != nlink)
+            fail_msg("%s: %s: mode %o mtime %lld.%u nlink %u, manifest: %o %lld.%u %u", name, p,
+                     st.mode & 07777, (long long)st.mtime_sec, st.mtime_nsec, st.nlink, mode, sec,
+                     nsec, nlink);
+        if (type == 'l') {
+            const char *target;
+            assert_true(S_ISLNK(st.mode));
+            assert_int_equal(rfs_image_readlink(img, ino, &target), RFS_OK);
+            assert_string_equal(target, a);
+        } else if (type == 'f') {
+            assert_int_equal(sscanf(line, "f %*o %*d %*u %*u %llu %llx %299s", &size, &hash, b), 3);
+            assert_true(S_ISREG(st.mode));
+            assert_int_equal(st.size, size);
+            uint8_t *buf = malloc(size + 1);
+            size_t got;
+            assert_int_equal(rfs_image_read(img, ctx, ino, 0, size + 1, buf, &got), RFS_OK);
+            assert_int_equal(got, size);
+            assert_int_equal(XXH3_64bits(buf, size), hash);
+            free(buf);
+        } else {
+            assert_int_equal(type, 'd');
+            assert_true(S_ISDIR(st.mode));
+        }
+    }
+    fclose(m);
+    rfs_rctx_destroy(ctx);
+    rfs_image_close(img);
+    return names;
+}
+
+/* An image written by the format-1 packer (no hard links) still reads. */
+static void test_golden_v1(void **state)
+{
+    assert_int_equal(golden_check("tree_v1"), 10);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_namespace),     cmocka_unit_test(test_read_random),
         cmocka_unit_test(test_truncation),    cmocka_unit_test(test_flip_sections),
         cmocka_unit_test(test_magic_version), cmocka_unit_test(test_crafted),
-        cmocka_unit_test(test_payload_corrupt),
+        cmocka_unit_test(test_payload_corrupt), cmocka_unit_test(test_golden_v1),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
