@@ -65,37 +65,37 @@ static int pool_str_ok(const rfs_image *img, uint64_t off, uint64_t len)
 static rfs_err sb_parse(rfs_image *img, char *why, size_t why_cap)
 {
     const uint8_t *p = img->map;
+    rfs_sb_rec sb;
     if (img->map_size < RFS_IMG_SB_SIZE)
-        return FAIL(img->map_size >= RFS_IMG_MAGIC_SIZE &&
-                            memcmp(p, RFS_IMG_MAGIC, RFS_IMG_MAGIC_SIZE) != 0
-                        ? RFS_E_MAGIC
-                        : RFS_E_TRUNCATED,
+        return FAIL(img->map_size >= RFS_IMG_MAGIC_SIZE && !rfs_sb_magic_ok(p) ? RFS_E_MAGIC
+                                                                                : RFS_E_TRUNCATED,
                     "image is %llu bytes, shorter than the %u-byte superblock",
                     (unsigned long long)img->map_size, RFS_IMG_SB_SIZE);
-    if (memcmp(p, RFS_IMG_MAGIC, RFS_IMG_MAGIC_SIZE) != 0)
+    if (!rfs_sb_magic_ok(p))
         return FAIL(RFS_E_MAGIC, "bad magic: not a ransfs image");
-    if (rfs_ld32(p + 8) != RFS_IMG_VERSION)
-        return FAIL(RFS_E_VERSION, "unsupported image version %u (this reader: %u)",
-                    rfs_ld32(p + 8), RFS_IMG_VERSION);
-    if (rfs_ld32(p + 12) & ~RFS_IMG_FEATURES_KNOWN)
-        return FAIL(RFS_E_VERSION, "unknown feature flags 0x%x", rfs_ld32(p + 12));
-    if (XXH3_64bits(p, RFS_IMG_SB_CSUM_OFF) != rfs_ld64(p + RFS_IMG_SB_CSUM_OFF))
+    rfs_sb_load(&sb, p);
+    /* docs/format.md 2.1 "Compatibility": any minor version of our major. */
+    if (sb.major != RFS_IMG_VERSION)
+        return FAIL(RFS_E_VERSION, "unsupported image version %u.%u (this reader: %u.x)",
+                    sb.major, sb.minor, RFS_IMG_VERSION);
+    if (sb.features & ~RFS_IMG_FEATURES_KNOWN)
+        return FAIL(RFS_E_VERSION, "unknown feature flags 0x%x", sb.features);
+    if (!rfs_sb_csum_ok(p))
         return FAIL(RFS_E_CHECKSUM, "superblock checksum mismatch");
-    if (rfs_ld32(p + 16) != RFS_IMG_SB_SIZE)
-        return FAIL(RFS_E_CORRUPT, "superblock size %u, expected %u", rfs_ld32(p + 16),
+    if (sb.sb_size != RFS_IMG_SB_SIZE)
+        return FAIL(RFS_E_CORRUPT, "superblock size %u, expected %u", sb.sb_size,
                     RFS_IMG_SB_SIZE);
-    for (size_t i = RFS_IMG_SECT_TABLE_OFF + RFS_SECT_COUNT * RFS_IMG_SECT_ENTRY_SIZE;
-         i < RFS_IMG_SB_CSUM_OFF; i++)
-        if (p[i])
-            return FAIL(RFS_E_CORRUPT, "superblock reserved byte %zu is not zero", i);
-    if (rfs_ld32(p + 28))
-        return FAIL(RFS_E_CORRUPT, "superblock reserved field is not zero");
-    img->tile_size = rfs_ld32(p + 20);
-    img->unit_max = rfs_ld32(p + 24);
-    img->image_size = rfs_ld64(p + 32);
-    img->content_bytes = rfs_ld64(p + 40);
-    img->data_off = rfs_ld64(p + 48);
-    img->data_len = rfs_ld64(p + 56);
+    unsigned bad = rfs_sb_reserved_bad(p);
+    if (bad)
+        return FAIL(RFS_E_CORRUPT, "superblock reserved byte %u is not zero", bad);
+    img->features = sb.features;
+    img->tile_size = sb.tile_size;
+    img->unit_max = sb.unit_max;
+    img->image_size = sb.image_size;
+    img->content_bytes = sb.content_bytes;
+    img->data_off = sb.data_off;
+    img->data_len = sb.data_len;
+    memcpy(img->sect, sb.sect, sizeof img->sect);
     uint32_t ts = img->tile_size;
     if (ts < RFS_IMG_TILE_MIN || ts > RFS_IMG_TILE_MAX || (ts & (ts - 1)))
         return FAIL(RFS_E_CORRUPT, "tile size %u is not a power of two in [64 KiB, 4 MiB]", ts);
@@ -124,12 +124,7 @@ static rfs_err sect_parse(rfs_image *img, char *why, size_t why_cap)
 {
     uint64_t expect = img->data_off + img->data_len;
     for (int s = 0; s < RFS_SECT_COUNT; s++) {
-        const uint8_t *e = img->map + RFS_IMG_SECT_TABLE_OFF + s * RFS_IMG_SECT_ENTRY_SIZE;
-        rfs_sect *sc = &img->sect[s];
-        sc->off = rfs_ld64(e);
-        sc->len = rfs_ld64(e + 8);
-        sc->count = rfs_ld64(e + 16);
-        sc->xxh3 = rfs_ld64(e + 24);
+        const rfs_sect *sc = &img->sect[s];
         if (sc->off != expect || !range_ok(sc->off, sc->len, img->map_size))
             return FAIL(RFS_E_CORRUPT, "%s at [%llu, +%llu) is not where expected (%llu) or "
                         "runs past the end of the image", sect_names[s],

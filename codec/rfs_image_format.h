@@ -13,11 +13,14 @@
 #include <stdint.h>
 #include <string.h>
 
+#include <xxhash.h>
+
 #include "rfs_internal.h"
 
 #define RFS_IMG_MAGIC "RANSFSIM"
 #define RFS_IMG_MAGIC_SIZE 8u
-#define RFS_IMG_VERSION 1u
+#define RFS_IMG_VERSION 1u            /* major version: what this reader reads */
+#define RFS_IMG_MINOR 0u              /* minor version this writer writes */
 #define RFS_IMG_FEATURES_KNOWN 0u     /* no feature flag is defined in v1 */
 #define RFS_IMG_SB_SIZE 512u          /* superblock, at offset 0 */
 #define RFS_IMG_SB_CSUM_OFF 504u      /* XXH3-64 of superblock bytes [0, 504) */
@@ -76,6 +79,16 @@ typedef struct rfs_sect {
     uint64_t off, len, count, xxh3;
 } rfs_sect;
 
+/* The superblock (docs/format.md 2.1), without magic and checksum. */
+typedef struct rfs_sb_rec {
+    uint16_t major, minor; /* image format version */
+    uint32_t features;
+    uint32_t sb_size;
+    uint32_t tile_size, unit_max;
+    uint64_t image_size, content_bytes, data_off, data_len;
+    rfs_sect sect[RFS_SECT_COUNT];
+} rfs_sb_rec;
+
 typedef struct rfs_inode_rec {
     uint32_t mode;
     int64_t mtime_sec;
@@ -130,6 +143,84 @@ static inline const char *rfs_dtype_name(unsigned dt)
 }
 
 /* ------------------------------------------ record encode / decode */
+
+static inline void rfs_sect_load(rfs_sect *r, const uint8_t *p)
+{
+    r->off = rfs_ld64(p);
+    r->len = rfs_ld64(p + 8);
+    r->count = rfs_ld64(p + 16);
+    r->xxh3 = rfs_ld64(p + 24);
+}
+static inline void rfs_sect_store(uint8_t *p, const rfs_sect *r)
+{
+    rfs_st64(p, r->off);
+    rfs_st64(p + 8, r->len);
+    rfs_st64(p + 16, r->count);
+    rfs_st64(p + 24, r->xxh3);
+}
+
+/* Fields of the RFS_IMG_SB_SIZE bytes at p; magic and checksum are not
+ * looked at (rfs_sb_magic_ok, rfs_sb_csum_ok). */
+static inline void rfs_sb_load(rfs_sb_rec *r, const uint8_t *p)
+{
+    r->major = rfs_ld16(p + 8);
+    r->minor = rfs_ld16(p + 10);
+    r->features = rfs_ld32(p + 12);
+    r->sb_size = rfs_ld32(p + 16);
+    r->tile_size = rfs_ld32(p + 20);
+    r->unit_max = rfs_ld32(p + 24);
+    r->image_size = rfs_ld64(p + 32);
+    r->content_bytes = rfs_ld64(p + 40);
+    r->data_off = rfs_ld64(p + 48);
+    r->data_len = rfs_ld64(p + 56);
+    for (int s = 0; s < RFS_SECT_COUNT; s++)
+        rfs_sect_load(&r->sect[s], p + RFS_IMG_SECT_TABLE_OFF + s * RFS_IMG_SECT_ENTRY_SIZE);
+}
+static inline int rfs_sb_magic_ok(const uint8_t *p)
+{
+    return memcmp(p, RFS_IMG_MAGIC, RFS_IMG_MAGIC_SIZE) == 0;
+}
+static inline int rfs_sb_csum_ok(const uint8_t *p)
+{
+    return XXH3_64bits(p, RFS_IMG_SB_CSUM_OFF) == rfs_ld64(p + RFS_IMG_SB_CSUM_OFF);
+}
+/* Offset of the first non-zero reserved superblock byte ([28, 32) and the
+ * bytes after the section table), or 0 when all are zero. */
+static inline unsigned rfs_sb_reserved_bad(const uint8_t *p)
+{
+    for (unsigned i = 28; i < 32; i++)
+        if (p[i])
+            return i;
+    for (unsigned i = RFS_IMG_SECT_TABLE_OFF + RFS_SECT_COUNT * RFS_IMG_SECT_ENTRY_SIZE;
+         i < RFS_IMG_SB_CSUM_OFF; i++)
+        if (p[i])
+            return i;
+    return 0;
+}
+/* (Re)compute the superblock checksum of the superblock at p. */
+static inline void rfs_sb_seal(uint8_t *p)
+{
+    rfs_st64(p + RFS_IMG_SB_CSUM_OFF, XXH3_64bits(p, RFS_IMG_SB_CSUM_OFF));
+}
+/* The whole superblock: magic, fields, zero reserved bytes, checksum. */
+static inline void rfs_sb_store(uint8_t *p, const rfs_sb_rec *r)
+{
+    memset(p, 0, RFS_IMG_SB_SIZE);
+    memcpy(p, RFS_IMG_MAGIC, RFS_IMG_MAGIC_SIZE);
+    rfs_st16(p + 8, r->major);
+    rfs_st16(p + 10, r->minor);
+    rfs_st32(p + 12, r->features);
+    rfs_st32(p + 16, r->sb_size);
+    rfs_st32(p + 20, r->tile_size);
+    rfs_st32(p + 24, r->unit_max);
+    rfs_st64(p + 32, r->image_size);
+    rfs_st64(p + 40, r->content_bytes);
+    rfs_st64(p + 48, r->data_off);
+    rfs_st64(p + 56, r->data_len);
+    for (int s = 0; s < RFS_SECT_COUNT; s++)
+        rfs_sect_store(p + RFS_IMG_SECT_TABLE_OFF + s * RFS_IMG_SECT_ENTRY_SIZE, &r->sect[s]);
+    rfs_sb_seal(p);
+}
 
 static inline void rfs_inode_load(rfs_inode_rec *r, const uint8_t *p)
 {

@@ -18,6 +18,7 @@ struct rfs_image {
     const uint8_t *map; /* the whole image, PROT_READ */
     uint64_t map_size;
 
+    uint32_t features; /* superblock feature flags, all known (RFS_IMG_FEATURES_KNOWN) */
     uint32_t tile_size, unit_max;
     uint64_t image_size, content_bytes, data_off, data_len;
     rfs_sect sect[RFS_SECT_COUNT];

@@ -212,28 +212,14 @@ static void meta_build(pk_plan *p, pk_out *o, pk_meta *m)
 
 static void superblock_fill(pk_plan *p, pk_out *o, const rfs_sect *sect, uint8_t *sb)
 {
-    uint64_t content = 0;
+    rfs_sb_rec r = {.major = RFS_IMG_VERSION, .minor = RFS_IMG_MINOR, .sb_size = RFS_IMG_SB_SIZE,
+                    .tile_size = p->o->tile_size, .unit_max = o->unit_max,
+                    .image_size = o->pos, .data_off = RFS_IMG_SB_SIZE,
+                    .data_len = sect[0].off - RFS_IMG_SB_SIZE};
     for (size_t i = 0; i < p->n_files; i++)
-        content += p->files[i].size;
-    memset(sb, 0, RFS_IMG_SB_SIZE);
-    memcpy(sb, RFS_IMG_MAGIC, RFS_IMG_MAGIC_SIZE);
-    rfs_st32(sb + 8, RFS_IMG_VERSION);
-    rfs_st32(sb + 12, 0);
-    rfs_st32(sb + 16, RFS_IMG_SB_SIZE);
-    rfs_st32(sb + 20, p->o->tile_size);
-    rfs_st32(sb + 24, o->unit_max);
-    rfs_st64(sb + 32, o->pos);
-    rfs_st64(sb + 40, content);
-    rfs_st64(sb + 48, RFS_IMG_SB_SIZE);
-    rfs_st64(sb + 56, sect[0].off - RFS_IMG_SB_SIZE);
-    for (int s = 0; s < RFS_SECT_COUNT; s++) {
-        uint8_t *e = sb + RFS_IMG_SECT_TABLE_OFF + s * RFS_IMG_SECT_ENTRY_SIZE;
-        rfs_st64(e, sect[s].off);
-        rfs_st64(e + 8, sect[s].len);
-        rfs_st64(e + 16, sect[s].count);
-        rfs_st64(e + 24, sect[s].xxh3);
-    }
-    rfs_st64(sb + RFS_IMG_SB_CSUM_OFF, XXH3_64bits(sb, RFS_IMG_SB_CSUM_OFF));
+        r.content_bytes += p->files[i].size;
+    memcpy(r.sect, sect, sizeof r.sect);
+    rfs_sb_store(sb, &r);
 }
 
 int pk_meta_write(pk_plan *p, pk_out *o)
