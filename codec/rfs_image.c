@@ -16,6 +16,7 @@
  * bytes, kinds), names, directory tree, units, extents, tensors, totals.
  */
 #include <errno.h>
+#include <stddef.h>
 #include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -152,70 +153,87 @@ static void *alloc_array(uint64_t n, size_t size)
     return calloc(n ? n : 1, size);
 }
 
+static int no_reserved(const uint8_t *p)
+{
+    (void)p; /* tensor flags are checked with the tensor; a dimension is a u64 */
+    return 1;
+}
+static void dim_load(uint64_t *d, const uint8_t *p) { *d = rfs_ld64(p); }
+
+/* Decoders of one record of each record section into element i of its
+ * native array dst; 0 when the record's reserved bytes are not zero. */
+#define REC_DECODER(fn, T, load, reserved_ok)                                                  \
+    static int fn(void *dst, uint64_t i, const uint8_t *p)                                     \
+    {                                                                                          \
+        load((T *)dst + i, p);                                                                 \
+        return reserved_ok(p);                                                                 \
+    }
+REC_DECODER(inode_dec, rfs_inode_rec, rfs_inode_load, rfs_inode_reserved_ok)
+REC_DECODER(dirent_dec, rfs_dirent_rec, rfs_dirent_load, rfs_dirent_reserved_ok)
+REC_DECODER(extent_dec, rfs_extent_rec, rfs_extent_load, rfs_extent_reserved_ok)
+REC_DECODER(unit_dec, rfs_unit_rec, rfs_unit_load, rfs_unit_reserved_ok)
+REC_DECODER(tensor_dec, rfs_tensor_rec, rfs_tensor_load, no_reserved)
+REC_DECODER(dim_dec, uint64_t, dim_load, no_reserved)
+#undef REC_DECODER
+
+/* The record sections: where each lands in rfs_image, and how to decode it. */
+typedef struct rec_sect {
+    int sect;
+    const char *what;        /* for "%s %llu: reserved field is not zero" */
+    size_t elem;             /* size of the native record */
+    size_t arr, count;       /* offsetof the array pointer and the count in rfs_image */
+    int (*dec)(void *dst, uint64_t i, const uint8_t *p);
+    uint64_t first;          /* number of the first record in messages (inodes are 1-based) */
+} rec_sect;
+
+#define REC(s, w, T, a, n, d, f) {s, w, sizeof(T), offsetof(rfs_image, a), offsetof(rfs_image, n), d, f}
+static const rec_sect rec_sects[] = {
+    REC(RFS_SECT_INODES, "inode", rfs_inode_rec, inodes, n_inodes, inode_dec, 1),
+    REC(RFS_SECT_DIRENTS, "directory entry", rfs_dirent_rec, dirents, n_dirents, dirent_dec, 0),
+    REC(RFS_SECT_EXTENTS, "extent", rfs_extent_rec, extents, n_extents, extent_dec, 0),
+    REC(RFS_SECT_UNITS, "unit", rfs_unit_rec, units, n_units, unit_dec, 0),
+    REC(RFS_SECT_TENSORS, "tensor", rfs_tensor_rec, tensors, n_tensors, tensor_dec, 0),
+    REC(RFS_SECT_DIMS, "dimension", uint64_t, dims, n_dims, dim_dec, 0),
+};
+#undef REC
+
+/* Allocate and decode one record section into its native array. */
+static rfs_err rec_sect_load(rfs_image *img, const rec_sect *rs, char *why, size_t why_cap)
+{
+    const rfs_sect *sc = &img->sect[rs->sect];
+    void *arr = alloc_array(sc->count, rs->elem);
+    /* memcpy: the member is a typed pointer (rfs_inode_rec *, ...), not a void * */
+    memcpy((char *)img + rs->arr, &arr, sizeof arr);
+    *(uint64_t *)((char *)img + rs->count) = sc->count;
+    if (!arr)
+        return FAIL(RFS_E_NOMEM, "out of memory loading metadata");
+    const uint8_t *p = img->map + sc->off;
+    for (uint64_t i = 0; i < sc->count; i++, p += sect_rec[rs->sect])
+        if (!rs->dec(arr, i, p))
+            return FAIL(RFS_E_CORRUPT, "%s %llu: reserved field is not zero", rs->what,
+                        (unsigned long long)(i + rs->first));
+    return RFS_OK;
+}
+
 static rfs_err records_load(rfs_image *img, char *why, size_t why_cap)
 {
     const rfs_sect *sc = img->sect;
-    img->n_inodes = sc[RFS_SECT_INODES].count;
-    img->n_dirents = sc[RFS_SECT_DIRENTS].count;
-    img->n_extents = sc[RFS_SECT_EXTENTS].count;
-    img->n_units = sc[RFS_SECT_UNITS].count;
-    img->n_tensors = sc[RFS_SECT_TENSORS].count;
-    img->n_dims = sc[RFS_SECT_DIMS].count;
-    if (img->n_inodes < 1 || img->n_inodes > UINT32_MAX)
+    rfs_err err;
+    if (sc[RFS_SECT_INODES].count < 1 || sc[RFS_SECT_INODES].count > UINT32_MAX)
         return FAIL(RFS_E_CORRUPT, "inode count %llu out of range",
-                    (unsigned long long)img->n_inodes);
-    if (img->n_tensors >= RFS_IMG_NO_TENSOR)
+                    (unsigned long long)sc[RFS_SECT_INODES].count);
+    if (sc[RFS_SECT_TENSORS].count >= RFS_IMG_NO_TENSOR)
         return FAIL(RFS_E_CORRUPT, "too many tensors");
-    img->inodes = alloc_array(img->n_inodes, sizeof *img->inodes);
-    img->dirents = alloc_array(img->n_dirents, sizeof *img->dirents);
-    img->extents = alloc_array(img->n_extents, sizeof *img->extents);
+    for (size_t k = 0; k < sizeof rec_sects / sizeof rec_sects[0]; k++)
+        if ((err = rec_sect_load(img, &rec_sects[k], why, why_cap)))
+            return err;
     img->raw_ok = calloc(img->n_extents ? img->n_extents : 1, sizeof *img->raw_ok);
-    img->units = alloc_array(img->n_units, sizeof *img->units);
-    img->tensors = alloc_array(img->n_tensors, sizeof *img->tensors);
-    img->dims = alloc_array(img->n_dims, sizeof *img->dims);
     img->names_len = sc[RFS_SECT_NAMES].len;
     img->names = malloc(img->names_len ? img->names_len : 1);
     img->nlink = alloc_array(img->n_inodes, sizeof *img->nlink);
-    if (!img->inodes || !img->dirents || !img->extents || !img->raw_ok || !img->units ||
-        !img->tensors ||
-        !img->dims || !img->names || !img->nlink)
+    if (!img->raw_ok || !img->names || !img->nlink)
         return FAIL(RFS_E_NOMEM, "out of memory loading metadata");
     memcpy(img->names, img->map + sc[RFS_SECT_NAMES].off, img->names_len);
-
-    const uint8_t *p = img->map + sc[RFS_SECT_INODES].off;
-    for (uint64_t i = 0; i < img->n_inodes; i++, p += RFS_INODE_SIZE) {
-        if (!rfs_inode_reserved_ok(p))
-            return FAIL(RFS_E_CORRUPT, "inode %llu: reserved field is not zero",
-                        (unsigned long long)i + 1);
-        rfs_inode_load(&img->inodes[i], p);
-    }
-    p = img->map + sc[RFS_SECT_DIRENTS].off;
-    for (uint64_t i = 0; i < img->n_dirents; i++, p += RFS_DIRENT_SIZE) {
-        if (!rfs_dirent_reserved_ok(p))
-            return FAIL(RFS_E_CORRUPT, "directory entry %llu: reserved field is not zero",
-                        (unsigned long long)i);
-        rfs_dirent_load(&img->dirents[i], p);
-    }
-    p = img->map + sc[RFS_SECT_EXTENTS].off;
-    for (uint64_t i = 0; i < img->n_extents; i++, p += RFS_EXTENT_SIZE) {
-        if (!rfs_extent_reserved_ok(p))
-            return FAIL(RFS_E_CORRUPT, "extent %llu: reserved field is not zero",
-                        (unsigned long long)i);
-        rfs_extent_load(&img->extents[i], p);
-    }
-    p = img->map + sc[RFS_SECT_UNITS].off;
-    for (uint64_t i = 0; i < img->n_units; i++, p += RFS_UNIT_SIZE) {
-        if (!rfs_unit_reserved_ok(p))
-            return FAIL(RFS_E_CORRUPT, "unit %llu: reserved field is not zero",
-                        (unsigned long long)i);
-        rfs_unit_load(&img->units[i], p);
-    }
-    p = img->map + sc[RFS_SECT_TENSORS].off;
-    for (uint64_t i = 0; i < img->n_tensors; i++, p += RFS_TENSOR_SIZE)
-        rfs_tensor_load(&img->tensors[i], p);
-    p = img->map + sc[RFS_SECT_DIMS].off;
-    for (uint64_t i = 0; i < img->n_dims; i++, p += RFS_DIM_SIZE)
-        img->dims[i] = rfs_ld64(p);
     return RFS_OK;
 }
 
