@@ -49,6 +49,11 @@ static inline size_t rfs_tile_hdr_size(unsigned w)
     return RFS_TILE_HDR_SIZE + (size_t)w * RFS_PLANE_DESC_SIZE;
 }
 
+/* Fill t->start[] and the decode lookup t->dec[] from t->freq[], whose
+ * sum must be 2^12 (a table checked by rfs_table_parse_freq or built by
+ * rfs_table_from_counts). */
+void rfs_table_build_lookup(rfs_table *t);
+
 /* 1 when (width, transform) is a combination format v1 allows. */
 static inline int rfs_width_xf_valid(unsigned w, unsigned xf)
 {

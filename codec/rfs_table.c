@@ -7,8 +7,7 @@
 #include "rfs_internal.h"
 #include "rfs_tile.h"
 
-/* Fill start[] and the decode lookup from freq[]; the sum must be 2^12. */
-static void table_build_lookup(rfs_table *t)
+void rfs_table_build_lookup(rfs_table *t)
 {
     uint32_t start = 0;
     for (unsigned s = 0; s < 256; s++) {
@@ -65,7 +64,7 @@ rfs_err rfs_table_from_counts(rfs_table *t, const uint64_t counts[256])
         int s = table_largest(t->freq, counts, 0);
         t->freq[s] = (uint16_t)(t->freq[s] + (RFS_PROB_SCALE - (uint32_t)sum));
     }
-    table_build_lookup(t);
+    rfs_table_build_lookup(t);
     return RFS_OK;
 }
 
@@ -129,6 +128,6 @@ rfs_err rfs_table_parse(rfs_table *t, const uint8_t *src, size_t src_size, size_
 {
     rfs_err err = rfs_table_parse_freq(t->freq, src, src_size, used);
     if (err == RFS_OK)
-        table_build_lookup(t);
+        rfs_table_build_lookup(t);
     return err;
 }

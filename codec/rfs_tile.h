@@ -211,6 +211,46 @@ int rfs_cpu_supports(const char *name);
 rfs_err rfs_tile_info(const uint8_t *src, size_t src_size, unsigned *width, uint32_t *n_elems,
                       rfs_transform *xf);
 
+/* One plane of a tile, as its descriptor gives it (docs/format.md 1.3). */
+typedef struct rfs_plane_layout {
+    rfs_plane_mode mode;
+    uint8_t value; /* CONST: the byte repeated n times; 0 otherwise */
+    size_t off;    /* the payload: offset from the start of the tile ... */
+    uint32_t size; /* ... and its bytes (RAW: n; CONST: 0) */
+} rfs_plane_layout;
+
+/* A tile's header and the place of each plane's payload. */
+typedef struct rfs_tile_layout {
+    unsigned width;
+    rfs_transform xf;
+    uint32_t n; /* elements */
+    rfs_plane_layout plane[RFS_MAX_WIDTH];
+} rfs_tile_layout;
+
+/*
+ * Parse and check a tile's header and plane descriptors: the header as
+ * rfs_tile_info, then per plane its mode, reserved bytes and payload size,
+ * and that the payloads fill src exactly.  No payload byte is read (the
+ * rANS ones are rfs_plane_parse_rans's).  The one parser of tile headers:
+ * the CPU decoder, the GPU planner and the tools all call it.
+ * Errors: RFS_E_TRUNCATED, RFS_E_HEADER, RFS_E_TRAILING.
+ */
+rfs_err rfs_tile_parse(rfs_tile_layout *lay, const uint8_t *src, size_t src_size);
+
+/*
+ * The payload of a rANS plane pl of tile src (laid out by rfs_tile_parse):
+ * for RFS_PM_RANS_TILE its leading frequency table is parsed and checked
+ * into freq (as rfs_table_parse_freq); for RFS_PM_RANS_SHARED have_shared
+ * says whether the tensor's table for the plane is at hand (freq is left
+ * alone).  The rest is the stream, which must hold the 32 initial states
+ * and then whole 16-bit words: *stream_off (from the start of the tile)
+ * and *stream_size receive it.
+ * Errors: RFS_E_TRUNCATED, RFS_E_TABLE, RFS_E_NO_SHARED, RFS_E_TRAILING,
+ * RFS_E_ARG when pl is not a rANS plane.
+ */
+rfs_err rfs_plane_parse_rans(const uint8_t *src, const rfs_plane_layout *pl, int have_shared,
+                             uint16_t freq[256], size_t *stream_off, size_t *stream_size);
+
 /*
  * Decode one tile into dst (the original bytes).  *dst_size receives n*W.
  * shared may be NULL when the tile uses no shared table.

@@ -52,6 +52,67 @@ rfs_err rfs_tile_info(const uint8_t *src, size_t src_size, unsigned *width, uint
     return RFS_OK;
 }
 
+/* One plane descriptor d of a tile of n elements (8 bytes, in bounds). */
+static rfs_err plane_desc_parse(rfs_plane_layout *pl, const uint8_t *d, uint32_t n)
+{
+    unsigned mode = d[0];
+    uint32_t size = rfs_ld32(d + 4);
+    if (mode >= RFS_PM_COUNT || d[2] || d[3] || (mode != RFS_PM_CONST && d[1]))
+        return RFS_E_HEADER;
+    if ((mode == RFS_PM_RAW && size != n) || (mode == RFS_PM_CONST && size != 0))
+        return RFS_E_HEADER;
+    pl->mode = (rfs_plane_mode)mode;
+    pl->value = d[1];
+    pl->size = size;
+    return RFS_OK;
+}
+
+rfs_err rfs_tile_parse(rfs_tile_layout *lay, const uint8_t *src, size_t src_size)
+{
+    rfs_err err = rfs_tile_info(src, src_size, &lay->width, &lay->n, &lay->xf);
+    if (err != RFS_OK)
+        return err;
+    size_t pos = rfs_tile_hdr_size(lay->width);
+    if (src_size < pos)
+        return RFS_E_TRUNCATED;
+    for (unsigned p = 0; p < lay->width; p++) {
+        rfs_plane_layout *pl = &lay->plane[p];
+        err = plane_desc_parse(pl, src + RFS_TILE_HDR_SIZE + RFS_PLANE_DESC_SIZE * p, lay->n);
+        if (err != RFS_OK)
+            return err;
+        if (pl->size > src_size - pos)
+            return RFS_E_TRUNCATED;
+        pl->off = pos;
+        pos += pl->size;
+    }
+    return pos == src_size ? RFS_OK : RFS_E_TRAILING;
+}
+
+rfs_err rfs_plane_parse_rans(const uint8_t *src, const rfs_plane_layout *pl, int have_shared,
+                             uint16_t freq[256], size_t *stream_off, size_t *stream_size)
+{
+    size_t off = pl->off, size = pl->size;
+    if (pl->mode == RFS_PM_RANS_TILE) {
+        size_t used = 0;
+        rfs_err err = rfs_table_parse_freq(freq, src + off, size, &used);
+        if (err != RFS_OK)
+            return err;
+        off += used;
+        size -= used;
+    } else if (pl->mode != RFS_PM_RANS_SHARED) {
+        return RFS_E_ARG;
+    } else if (!have_shared) {
+        return RFS_E_NO_SHARED;
+    }
+    if (size < RFS_STATES_SIZE)
+        return RFS_E_TRUNCATED;
+    if ((size - RFS_STATES_SIZE) % 2)
+        return RFS_E_TRAILING;
+    *stream_off = off;
+    *stream_size = size;
+    return RFS_OK;
+}
+
 void rfs_plane_histogram(uint64_t counts[256], const void *src, size_t n, unsigned width,
                          rfs_transform xf, unsigned plane)
 {

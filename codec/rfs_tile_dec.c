@@ -1,13 +1,14 @@
 /*
- * rfs_tile_dec.c - the tile decoder: parse and check the header and plane
- * descriptors (untrusted), decode each plane with the context's backend,
- * then interleave the planes into elements and undo the transform.
+ * rfs_tile_dec.c - the tile decoder: check the header and plane descriptors
+ * (untrusted) with rfs_tile_parse and rfs_plane_parse_rans, the parser the
+ * GPU planner uses too; decode each plane with the context's backend, then
+ * interleave the planes into elements and undo the transform.
  *
  * The rANS planes of a tile are decoded by one backend call, which for
  * W = 2 and 4 also writes the elements (the SIMD backends straight from
- * their decode loop, without the plane buffer and interleave pass).  Errors are as if the planes were
- * decoded one after another, stopping at the first failure: the code of
- * the first failing plane, in plane order.
+ * their decode loop, without the plane buffer and interleave pass).  Errors
+ * are as if the planes were decoded one after another, stopping at the
+ * first failure: the code of the first failing plane, in plane order.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -60,64 +61,21 @@ const char *rfs_dec_backend(const rfs_dec *d)
     return d->backend->name;
 }
 
-/* One parsed plane descriptor. */
-typedef struct plane_desc {
-    unsigned mode;
-    uint8_t value;
-    const uint8_t *payload;
-    size_t size;
-} plane_desc;
-
-/* Check the descriptors and that the payloads fill the tile exactly. */
-static rfs_err parse_planes(plane_desc *pd, const uint8_t *src, size_t src_size, unsigned w,
-                            size_t n)
+/* Check a rANS plane payload (rfs_plane_parse_rans) and fill its job: the
+ * stream after the table, and the table to decode with. */
+static rfs_err rans_job(rfs_dec *d, rfs_plane_job *job, unsigned p, const uint8_t *src,
+                        const rfs_plane_layout *pl, const rfs_table *shared)
 {
-    size_t hdr = rfs_tile_hdr_size(w);
-    if (src_size < hdr)
-        return RFS_E_TRUNCATED;
-    uint64_t pos = hdr;
-    for (unsigned p = 0; p < w; p++) {
-        const uint8_t *d = src + RFS_TILE_HDR_SIZE + RFS_PLANE_DESC_SIZE * p;
-        pd[p].mode = d[0];
-        pd[p].value = d[1];
-        pd[p].size = rfs_ld32(d + 4);
-        if (pd[p].mode >= RFS_PM_COUNT || d[2] || d[3] || (pd[p].mode != RFS_PM_CONST && d[1]))
-            return RFS_E_HEADER;
-        if ((pd[p].mode == RFS_PM_RAW && pd[p].size != n) ||
-            (pd[p].mode == RFS_PM_CONST && pd[p].size != 0))
-            return RFS_E_HEADER;
-        pos += pd[p].size;
-        if (pos > src_size)
-            return RFS_E_TRUNCATED;
-        pd[p].payload = src + pos - pd[p].size;
-    }
-    return pos == src_size ? RFS_OK : RFS_E_TRAILING;
-}
-
-/* Check a rANS plane payload (table, sizes) and fill its job: the stream
- * after the table, and the table to decode with. */
-static rfs_err rans_job(rfs_dec *d, rfs_plane_job *job, unsigned p, const plane_desc *pd,
-                        const rfs_table *shared)
-{
-    const uint8_t *stream = pd->payload;
-    size_t size = pd->size;
+    size_t off = 0, size = 0;
+    rfs_err err = rfs_plane_parse_rans(src, pl, shared != NULL, d->table[p].freq, &off, &size);
+    if (err != RFS_OK)
+        return err;
     const rfs_table *t = shared;
-    if (pd->mode == RFS_PM_RANS_TILE) {
-        size_t used = 0;
-        rfs_err err = rfs_table_parse(&d->table[p], stream, size, &used);
-        if (err != RFS_OK)
-            return err;
-        stream += used;
-        size -= used;
+    if (pl->mode == RFS_PM_RANS_TILE) {
+        rfs_table_build_lookup(&d->table[p]);
         t = &d->table[p];
-    } else if (!t) {
-        return RFS_E_NO_SHARED;
     }
-    if (size < RFS_STATES_SIZE)
-        return RFS_E_TRUNCATED;
-    if ((size - RFS_STATES_SIZE) % 2)
-        return RFS_E_TRAILING;
-    job->stream = stream;
+    job->stream = src + off;
     job->stream_size = size;
     job->dec = t->dec;
     job->err = RFS_OK;
@@ -127,23 +85,21 @@ static rfs_err rans_job(rfs_dec *d, rfs_plane_job *job, unsigned p, const plane_
 rfs_err rfs_tile_decode(rfs_dec *d, void *dst, size_t dst_cap, size_t *dst_size,
                         const uint8_t *src, size_t src_size, const rfs_table_set *shared)
 {
-    unsigned w;
-    uint32_t n;
-    rfs_transform xf;
+    rfs_tile_layout lay;
     if (!d || !src || !dst_size || (!dst && dst_cap))
         return RFS_E_ARG;
-    rfs_err err = rfs_tile_info(src, src_size, &w, &n, &xf);
+    rfs_err err = rfs_tile_parse(&lay, src, src_size);
     if (err != RFS_OK)
         return err;
+    const unsigned w = lay.width;
+    const uint32_t n = lay.n;
+    const rfs_transform xf = lay.xf;
+    const rfs_plane_layout *pl = lay.plane;
     size_t bytes = (size_t)n * w;
     if (bytes > d->max_bytes)
         return RFS_E_TOO_BIG;
     if (bytes > dst_cap)
         return RFS_E_DST_SMALL;
-    plane_desc pd[RFS_MAX_WIDTH];
-    err = parse_planes(pd, src, src_size, w, n);
-    if (err != RFS_OK)
-        return err;
     /* RAW and CONST planes, and the jobs of the rANS planes before the
      * first one whose payload fails its checks (err then holds its code). */
     const uint8_t *planes[RFS_MAX_WIDTH] = {0};
@@ -153,12 +109,12 @@ rfs_err rfs_tile_decode(rfs_dec *d, void *dst, size_t dst_cap, size_t *dst_size,
         /* W = 1 decodes straight into dst: nothing to interleave. */
         uint8_t *out = w == 1 ? (uint8_t *)dst : d->planes + (size_t)p * n;
         planes[p] = out;
-        if (pd[p].mode == RFS_PM_RAW) {
-            planes[p] = pd[p].payload;
-        } else if (pd[p].mode == RFS_PM_CONST) {
-            memset(out, pd[p].value, n);
+        if (pl[p].mode == RFS_PM_RAW) {
+            planes[p] = src + pl[p].off;
+        } else if (pl[p].mode == RFS_PM_CONST) {
+            memset(out, pl[p].value, n);
         } else {
-            err = rans_job(d, &jobs[k], p, &pd[p], shared ? shared->plane[p] : NULL);
+            err = rans_job(d, &jobs[k], p, src, &pl[p], shared ? shared->plane[p] : NULL);
             jobs[k].out = out;
             jplane[k] = p;
             k += err == RFS_OK;

@@ -1,9 +1,11 @@
 /*
  * rfs_gpu_plan.c - see rfs_gpu_plan.h.
  *
- * The checks here mirror rfs_tile_decode's header and table checks so that
- * a tile is planned for the GPU only when the CPU decoder would get past
- * them too; the stream checks are the kernel's (rfs_gpu_kernels.cu).
+ * Tile headers, plane descriptors and per-tile tables are parsed and
+ * checked by the codec's own parser (rfs_tile_parse, rfs_plane_parse_rans),
+ * the one rfs_tile_decode uses, so a tile is planned for the GPU exactly
+ * when the CPU decoder would get past those checks too; the stream checks
+ * are the kernel's (rfs_gpu_kernels.cu).
  */
 #include <stdlib.h>
 #include <string.h>
@@ -13,11 +15,6 @@
 static size_t align_up(size_t v)
 {
     return (v + RFS_GPU_ALIGN - 1) & ~(size_t)(RFS_GPU_ALIGN - 1);
-}
-
-static uint32_t ld32(const uint8_t *p)
-{
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
 }
 
 /* Make room for need elements of size elem in *arr.  0 on success. */
@@ -71,19 +68,14 @@ void rfs_gpu_plan_reset(rfs_gpu_plan *p)
     p->n_shared = 0;
 }
 
-rfs_err rfs_gpu_table_record(uint32_t rec[RFS_GPU_TABLE_WORDS], const uint8_t *src,
-                             size_t src_size, size_t *used)
+/* The table record of a checked table's frequencies (they sum to 2^12). */
+static void freq_record(uint32_t rec[RFS_GPU_TABLE_WORDS], const uint16_t freq[256])
 {
-    uint16_t freq[256];
-    rfs_err err = rfs_table_parse_freq(freq, src, src_size, used);
-    if (err != RFS_OK)
-        return err;
     uint32_t start = 0;
     for (unsigned s = 0; s < 256; s++) {
         rec[s] = freq[s] | (freq[s] ? start : 0) << 16;
         start += freq[s];
     }
-    return RFS_OK;
 }
 
 /* Record of a built shared table; RFS_E_TABLE when it is not normalised. */
@@ -171,78 +163,56 @@ typedef struct parsed_tile {
     size_t scratch;                           /* scratch bytes needed */
 } parsed_tile;
 
-/* The rANS stream of plane p: table record and stream bounds. */
-static rfs_err parse_stream(parsed_tile *pt, unsigned p, const uint8_t *src, size_t off,
-                            size_t size, const rfs_table_set *shared)
+/* The rANS stream of plane p (rfs_plane_parse_rans): its bounds, and the
+ * table record of a RANS_TILE plane or the shared table of a RANS_SHARED one. */
+static rfs_err parse_stream(parsed_tile *pt, unsigned p, const uint8_t *src,
+                            const rfs_plane_layout *pl, const rfs_table_set *shared)
 {
-    rfs_gpu_plane_desc *pd = &pt->plane[p];
-    if (pd->mode == RFS_PM_RANS_TILE) {
-        size_t used = 0;
-        rfs_err err = rfs_gpu_table_record(pt->rec[p], src + off, size, &used);
-        if (err != RFS_OK)
-            return err;
-        off += used;
-        size -= used;
-        pt->shared[p] = NULL;
-    } else {
-        const rfs_table *t = shared ? shared->plane[p] : NULL;
-        if (!t)
-            return RFS_E_NO_SHARED;
-        pt->shared[p] = t;
-    }
-    if (size < RFS_STATES_SIZE)
-        return RFS_E_TRUNCATED;
-    if ((size - RFS_STATES_SIZE) % 2)
-        return RFS_E_TRAILING;
-    pd->off = off;
-    pd->size = (uint32_t)size;
+    const rfs_table *t = shared ? shared->plane[p] : NULL;
+    uint16_t freq[256];
+    size_t off = 0, size = 0;
+    rfs_err err = rfs_plane_parse_rans(src, pl, t != NULL, freq, &off, &size);
+    if (err != RFS_OK)
+        return err;
+    pt->shared[p] = pl->mode == RFS_PM_RANS_SHARED ? t : NULL;
+    if (pl->mode == RFS_PM_RANS_TILE)
+        freq_record(pt->rec[p], freq);
+    pt->plane[p].off = off;
+    pt->plane[p].size = (uint32_t)size;
     pt->n_rans++;
     pt->scratch += align_up(pt->n);
     return RFS_OK;
 }
 
-/* Header, plane descriptors and tables of one tile (format.md 1.3, 1.4). */
+/* Header, plane descriptors and tables of one tile (format.md 1.3, 1.4),
+ * for a unit that must decode to decoded_size bytes. */
 static rfs_err parse_tile(parsed_tile *pt, const uint8_t *src, size_t src_size,
                           size_t decoded_size, const rfs_table_set *shared)
 {
-    rfs_transform xf;
-    rfs_err err = rfs_tile_info(src, src_size, &pt->width, &pt->n, &xf);
+    rfs_tile_layout lay;
+    rfs_err err = rfs_tile_parse(&lay, src, src_size);
     if (err != RFS_OK)
         return err;
-    pt->xf = xf;
+    pt->width = lay.width;
+    pt->xf = lay.xf;
+    pt->n = lay.n;
     uint64_t bytes = (uint64_t)pt->n * pt->width;
     if (bytes > decoded_size)
         return RFS_E_DST_SMALL;
     if (bytes != decoded_size)
         return RFS_E_CORRUPT;
-    size_t pos = RFS_TILE_HDR_SIZE + (size_t)RFS_PLANE_DESC_SIZE * pt->width;
-    if (src_size < pos)
-        return RFS_E_TRUNCATED;
     pt->n_rans = 0;
     pt->scratch = 0;
     for (unsigned p = 0; p < pt->width; p++) {
-        const uint8_t *d = src + RFS_TILE_HDR_SIZE + RFS_PLANE_DESC_SIZE * p;
+        const rfs_plane_layout *pl = &lay.plane[p];
         rfs_gpu_plane_desc *pd = &pt->plane[p];
         memset(pd, 0, sizeof(*pd));
-        pd->mode = d[0];
-        pd->value = d[1];
-        uint32_t size = ld32(d + 4);
-        if (d[0] >= RFS_PM_COUNT || d[2] || d[3] || (d[0] != RFS_PM_CONST && d[1]))
-            return RFS_E_HEADER;
-        if ((d[0] == RFS_PM_RAW && size != pt->n) || (d[0] == RFS_PM_CONST && size != 0))
-            return RFS_E_HEADER;
-        if (size > src_size - pos)
-            return RFS_E_TRUNCATED;
-        pd->off = pos;
-        pd->size = size;
-        pos += size;
-    }
-    if (pos != src_size)
-        return RFS_E_TRAILING;
-    for (unsigned p = 0; p < pt->width; p++) {
-        unsigned m = pt->plane[p].mode;
-        if (m == RFS_PM_RANS_TILE || m == RFS_PM_RANS_SHARED) {
-            err = parse_stream(pt, p, src, pt->plane[p].off, pt->plane[p].size, shared);
+        pd->mode = (uint8_t)pl->mode;
+        pd->value = pl->value;
+        pd->off = pl->off;
+        pd->size = pl->size;
+        if (pl->mode == RFS_PM_RANS_TILE || pl->mode == RFS_PM_RANS_SHARED) {
+            err = parse_stream(pt, p, src, pl, shared);
             if (err != RFS_OK)
                 return err;
         }

@@ -7,10 +7,11 @@
  *  - The plan copies each accepted tile's encoded bytes into the caller's
  *    input staging buffer (pinned memory on the GPU path) and records its
  *    header, planes, rANS tasks and table records.  Tile headers and
- *    per-tile frequency tables are checked here exactly as format.md 1.3 and
- *    1.4 require; a tile that fails is not added and the caller decodes it
- *    on the CPU (which returns the precise error).  The rANS streams
- *    themselves are checked by the kernel.
+ *    per-tile frequency tables are checked by the codec's parser
+ *    (rfs_tile_parse, rfs_plane_parse_rans: the CPU decoder's own); a tile
+ *    that fails is not added and the caller decodes it on the CPU (which
+ *    returns the precise error).  The rANS streams themselves are checked
+ *    by the kernel.
  *  - Memory: the plan owns its descriptor arrays (grown with realloc, kept
  *    across rfs_gpu_plan_reset); the caller owns the staging buffer.
  *  - Threads: a plan is used by one thread at a time.
@@ -94,14 +95,6 @@ rfs_gpu_plan_res rfs_gpu_plan_add(rfs_gpu_plan *p, const uint8_t *src, size_t sr
 /* Group the tasks into jobs by table (once per batch, after the last add).
  * Errors: RFS_E_NOMEM. */
 rfs_err rfs_gpu_plan_finish(rfs_gpu_plan *p);
-
-/*
- * Parse a serialised frequency table (format.md 1.4) into a record:
- * rec[s] = freq[s] | start[s] << 16.  *used receives the bytes read.
- * Errors: RFS_E_TRUNCATED, RFS_E_TABLE (the same cases as rfs_table_parse).
- */
-rfs_err rfs_gpu_table_record(uint32_t rec[RFS_GPU_TABLE_WORDS], const uint8_t *src,
-                             size_t src_size, size_t *used);
 
 #ifdef __cplusplus
 }
