@@ -137,18 +137,38 @@ rfs_err rfs_table_write(uint8_t *dst, size_t dst_cap, size_t *written, const rfs
 void rfs_plane_histogram(uint64_t counts[256], const void *src, size_t n, unsigned width,
                          rfs_transform xf, unsigned plane);
 
+/* The transform of a tensor is chosen from its first RFS_XF_SAMPLE elements. */
+#define RFS_XF_SAMPLE (1u << 20)
+
+/*
+ * Pair histogram of n elements of the given width (h is overwritten):
+ * h[p][2 * b + t] counts the elements whose byte p is b and whose byte
+ * p - 1 (mod width) has top bit t.  Both the plain byte histogram of plane
+ * p (the sum over t) and its ROT1 histogram (byte (b << 1 | t) & 0xff)
+ * follow from it (rfs_pair_to_bytes), so one pass over a tensor gives the
+ * transform choice and the tables for either transform.  Counts are 32-bit:
+ * n < 2^32.
+ */
+void rfs_pair_histogram(uint32_t h[RFS_MAX_WIDTH][512], const void *src, size_t n,
+                        unsigned width);
+
+/* Byte histogram (out is overwritten) of one plane under transform xf, from
+ * that plane's pair histogram h. */
+void rfs_pair_to_bytes(uint64_t out[256], const uint64_t h[512], rfs_transform xf);
+
 /*
  * Pick the transform that minimises the estimated order-0 coded size of
- * n elements of the given width (ROT1 is only considered for W = 2, 4).
+ * the first min(n, RFS_XF_SAMPLE) of n elements of the given width (ROT1 is
+ * only considered for W = 2, 4).
  */
 rfs_transform rfs_transform_choose(const void *src, size_t n, unsigned width);
 
 /*
- * The same choice from histograms the caller already has: none[p] and
- * rot[p] count byte plane p of the same n elements under NONE and ROT1.
+ * The same choice for a tensor of n elements from the pair histograms h of
+ * its first min(n, RFS_XF_SAMPLE) elements (summed over its tiles by a
+ * caller that has them already): rfs_transform_choose's result.
  */
-rfs_transform rfs_transform_choose_counts(const uint64_t (*none)[256], const uint64_t (*rot)[256],
-                                          unsigned width, size_t n);
+rfs_transform rfs_transform_choose_pairs(const uint64_t (*h)[512], unsigned width, size_t n);
 
 /* ---------------------------------------------------------------- encode */
 

@@ -1,8 +1,7 @@
 /*
- * rfs_tile_common.c - pieces used by both encoder and decoder: error
- * strings, tile header inspection, plane histograms, transform choice.
+ * rfs_tile_common.c - error strings and the one parser of tile headers and
+ * plane descriptors (the CPU decoder, the GPU planner and the tools use it).
  */
-#include <math.h>
 #include <string.h>
 
 #include "rfs_internal.h"
@@ -111,67 +110,4 @@ rfs_err rfs_plane_parse_rans(const uint8_t *src, const rfs_plane_layout *pl, int
     *stream_off = off;
     *stream_size = size;
     return RFS_OK;
-}
-
-void rfs_plane_histogram(uint64_t counts[256], const void *src, size_t n, unsigned width,
-                         rfs_transform xf, unsigned plane)
-{
-    const uint8_t *s = src;
-    if (xf == RFS_XF_NONE) {
-        for (size_t i = 0; i < n; i++)
-            counts[s[i * width + plane]]++;
-        return;
-    }
-    for (size_t i = 0; i < n; i++)
-        counts[(rfs_xf_apply(rfs_ld_elem(s, i, width), width, xf) >> (8 * plane)) & 0xff]++;
-}
-
-/* Order-0 entropy of a histogram, in bytes. */
-static double hist_entropy_bytes(const uint64_t counts[256])
-{
-    uint64_t total = 0;
-    double bits = 0;
-    for (unsigned s = 0; s < 256; s++)
-        total += counts[s];
-    for (unsigned s = 0; s < 256; s++)
-        if (counts[s])
-            bits -= (double)counts[s] * log2((double)counts[s] / (double)total);
-    return bits / 8;
-}
-
-/* Estimated coded size of n elements from their plane histograms: each
- * plane costs the smaller of its entropy and storing it raw. */
-static double planes_estimate(const uint64_t (*counts)[256], unsigned width, size_t n)
-{
-    double total = 0;
-    for (unsigned p = 0; p < width; p++) {
-        double e = hist_entropy_bytes(counts[p]);
-        total += e < (double)n ? e : (double)n;
-    }
-    return total;
-}
-
-rfs_transform rfs_transform_choose_counts(const uint64_t (*none)[256], const uint64_t (*rot)[256],
-                                          unsigned width, size_t n)
-{
-    if (width < 2 || n == 0)
-        return RFS_XF_NONE;
-    /* Ties go to NONE. */
-    return planes_estimate(rot, width, n) < planes_estimate(none, width, n) ? RFS_XF_ROT1
-                                                                            : RFS_XF_NONE;
-}
-
-rfs_transform rfs_transform_choose(const void *src, size_t n, unsigned width)
-{
-    if (width < 2 || n == 0)
-        return RFS_XF_NONE;
-    /* A sample of up to 1 Mi elements decides. */
-    size_t m = n < (1u << 20) ? n : (1u << 20);
-    uint64_t none[RFS_MAX_WIDTH][256] = {{0}}, rot[RFS_MAX_WIDTH][256] = {{0}};
-    for (unsigned p = 0; p < width; p++) {
-        rfs_plane_histogram(none[p], src, m, width, RFS_XF_NONE, p);
-        rfs_plane_histogram(rot[p], src, m, width, RFS_XF_ROT1, p);
-    }
-    return rfs_transform_choose_counts((const uint64_t (*)[256])none,
-                                       (const uint64_t (*)[256])rot, width, m);
 }

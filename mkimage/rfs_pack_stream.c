@@ -21,10 +21,11 @@
  * The image depends only on the chunks and their order, never on timing,
  * grouping or the thread count.
  *
- * Pair histogram: for plane p of W-byte elements the count of (byte p, top
- * bit of byte p-1 mod W).  Both the plain byte histogram (sum over the bit)
- * and the ROT1 one (byte (b << 1 | bit)) follow from it, so one pass gives
- * the transform choice and the shared tables for either transform.
+ * Pair histogram (rfs_pair_histogram, codec): for plane p of W-byte
+ * elements the count of (byte p, top bit of byte p-1 mod W).  Both the
+ * plain byte histogram and the ROT1 one follow from it, so one pass gives
+ * the transform choice (rfs_transform_choose_pairs, on the first
+ * RFS_XF_SAMPLE elements) and the shared tables for either transform.
  */
 #include <errno.h>
 #include <limits.h>
@@ -47,13 +48,11 @@
  * flight, so that memory stays near one copy of the largest tensor. */
 #define PK_GROUP_BIG ((uint64_t)256 << 20)
 #define PK_SLOTS 3
-/* rfs_transform_choose decides on the first 2^20 elements; so do we. */
-#define PK_XF_SAMPLE (1u << 20)
 
 enum { SLOT_FREE, SLOT_READ, SLOT_ENCODED };
 
 typedef struct pk_hist {
-    uint32_t head[RFS_MAX_WIDTH][512]; /* elements below PK_XF_SAMPLE */
+    uint32_t head[RFS_MAX_WIDTH][512]; /* elements below RFS_XF_SAMPLE */
     uint32_t tail[RFS_MAX_WIDTH][512]; /* the rest */
 } pk_hist;
 
@@ -308,98 +307,6 @@ static void *reader_main(void *arg)
     return NULL;
 }
 
-/* ------------------------------------------------------- pair histograms */
-
-/* h[p][2 * byte_p + (byte_{p-1 mod w} >> 7)] for n elements (overwrites h).
- * For an element v that index is (v >> (8p - 1)) & 0x1ff, and for p = 0
- * rot1(v) & 0x1ff.  Four copies of the counters cut the stalls on a
- * repeated symbol (the exponent byte of weights takes few values). */
-static void pair_hist(uint32_t h[RFS_MAX_WIDTH][512], const uint8_t *src, size_t n, unsigned w)
-{
-    uint32_t c[4][RFS_MAX_WIDTH][512];
-    for (unsigned j = 0; j < 4; j++)
-        memset(c[j], 0, w * sizeof c[j][0]);
-    size_t i = 0;
-    if (w == 1) {
-        for (; i < n; i++)
-            c[i & 3][0][src[i] << 1]++;
-    } else if (w == 2) {
-#define PK_H2(j, v)                                                                                \
-    do {                                                                                           \
-        uint32_t e_ = (uint32_t)(v) & 0xffff;                                                      \
-        c[j][0][((e_ << 1) | (e_ >> 15)) & 0x1ff]++;                                              \
-        c[j][1][e_ >> 7]++;                                                                        \
-    } while (0)
-        for (; i + 4 <= n; i += 4) {
-            uint64_t v;
-            memcpy(&v, src + 2 * i, 8);
-            PK_H2(0, v);
-            PK_H2(1, v >> 16);
-            PK_H2(2, v >> 32);
-            PK_H2(3, v >> 48);
-        }
-        for (; i < n; i++) {
-            uint16_t u;
-            memcpy(&u, src + 2 * i, 2);
-            PK_H2(0, u);
-        }
-#undef PK_H2
-    } else {
-#define PK_H4(j, v)                                                                                \
-    do {                                                                                           \
-        uint32_t e_ = (v);                                                                         \
-        c[j][0][((e_ << 1) | (e_ >> 31)) & 0x1ff]++;                                              \
-        c[j][1][(e_ >> 7) & 0x1ff]++;                                                              \
-        c[j][2][(e_ >> 15) & 0x1ff]++;                                                             \
-        c[j][3][e_ >> 23]++;                                                                       \
-    } while (0)
-        for (; i + 2 <= n; i += 2) {
-            uint64_t v;
-            memcpy(&v, src + 4 * i, 8);
-            PK_H4(0, (uint32_t)v);
-            PK_H4(1, (uint32_t)(v >> 32));
-        }
-        for (; i < n; i++) {
-            uint32_t v;
-            memcpy(&v, src + 4 * i, 4);
-            PK_H4(2, v);
-        }
-#undef PK_H4
-    }
-    for (unsigned p = 0; p < w; p++)
-        for (unsigned x = 0; x < 512; x++)
-            h[p][x] = c[0][p][x] + c[1][p][x] + c[2][p][x] + c[3][p][x];
-}
-
-/* The plane byte that pair index x stands for under transform xf: ROT1
- * shifts the byte left and brings in the bit below. */
-static unsigned pair_byte(unsigned x, rfs_transform xf)
-{
-    return xf == RFS_XF_ROT1 ? x & 0xff : x >> 1;
-}
-
-/* Byte histogram of one plane under transform xf, from its pair histogram. */
-static void pair_to_bytes(uint64_t out[256], const uint64_t h[512], rfs_transform xf)
-{
-    memset(out, 0, 256 * sizeof *out);
-    for (unsigned x = 0; x < 512; x++)
-        out[pair_byte(x, xf)] += h[x];
-}
-
-/* The transform rfs_transform_choose would pick, from the sample's pair
- * histograms (it decides on the first PK_XF_SAMPLE elements). */
-static rfs_transform xf_choose(uint64_t (*h)[512], unsigned w, size_t n)
-{
-    uint64_t none[RFS_MAX_WIDTH][256], rot[RFS_MAX_WIDTH][256];
-    for (unsigned p = 0; p < w; p++) {
-        pair_to_bytes(none[p], h[p], RFS_XF_NONE);
-        pair_to_bytes(rot[p], h[p], RFS_XF_ROT1);
-    }
-    return rfs_transform_choose_counts((const uint64_t (*)[256])none,
-                                       (const uint64_t (*)[256])rot, w,
-                                       n < PK_XF_SAMPLE ? n : PK_XF_SAMPLE);
-}
-
 /* ------------------------------------------------------ phase A: analyse */
 
 static int tensor_shared(const pk_plan *p, const pk_tensor *t)
@@ -412,7 +319,7 @@ static uint64_t tile_head(const pk_tensor *t, const pk_chunk *c)
 {
     unsigned w = t->width;
     uint64_t e0 = (c->file_off - t->off) / w, n = c->len / w;
-    uint64_t head = w >= 2 && e0 < PK_XF_SAMPLE ? PK_XF_SAMPLE - e0 : 0;
+    uint64_t head = w >= 2 && e0 < RFS_XF_SAMPLE ? RFS_XF_SAMPLE - e0 : 0;
     return head > n ? n : head;
 }
 
@@ -431,9 +338,9 @@ static void tile_analyse(pk_stream *s, pk_slot *sl, size_t k, const pk_chunk *c,
     uint64_t n = c->len / w, head = tile_head(t, c);
     pk_hist *h = &sl->hist[k];
     if (head)
-        pair_hist(h->head, src, head, w);
+        rfs_pair_histogram(h->head, src, head, w);
     if (tensor_shared(s->p, t) && n > head)
-        pair_hist(h->tail, src + head * w, n - head, w);
+        rfs_pair_histogram(h->tail, src + head * w, n - head, w);
 }
 
 /* The tile's byte counts per plane under transform xf, from its pair
@@ -442,11 +349,12 @@ static void tile_counts(uint32_t out[RFS_MAX_WIDTH][256], const pk_hist *h, int 
                         int has_tail, unsigned w, rfs_transform xf)
 {
     for (unsigned p = 0; p < w; p++) {
-        memset(out[p], 0, sizeof out[p]);
-        for (unsigned x = 0; x < 512; x++) {
-            uint32_t v = (has_head ? h->head[p][x] : 0) + (has_tail ? h->tail[p][x] : 0);
-            out[p][pair_byte(x, xf)] += v;
-        }
+        uint64_t pairs[512], bytes[256];
+        for (unsigned x = 0; x < 512; x++)
+            pairs[x] = (uint64_t)(has_head ? h->head[p][x] : 0) + (has_tail ? h->tail[p][x] : 0);
+        rfs_pair_to_bytes(bytes, pairs, xf);
+        for (unsigned b = 0; b < 256; b++)
+            out[p][b] = (uint32_t)bytes[b]; /* one tile's: below 2^32 */
     }
 }
 
@@ -550,7 +458,7 @@ static int tensor_tables(pk_tensor *t, uint64_t (*all)[512])
 {
     for (unsigned pl = 0; pl < t->width; pl++) {
         uint64_t counts[256];
-        pair_to_bytes(counts, all[pl], t->xf);
+        rfs_pair_to_bytes(counts, all[pl], t->xf);
         rfs_table *tab = malloc(sizeof *tab);
         if (!tab)
             return -1;
@@ -579,7 +487,7 @@ static int tensor_finish(pk_stream *s, pk_worker *w, pk_slot *sl, uint64_t i)
     for (size_t k = k0; k < k0 + t->n_tiles; k++) {
         const pk_chunk *c = &p->chunks[i + (k - k0)];
         uint64_t n = c->len / t->width;
-        uint64_t hn = t->width >= 2 && e0 < PK_XF_SAMPLE ? PK_XF_SAMPLE - e0 : 0;
+        uint64_t hn = t->width >= 2 && e0 < RFS_XF_SAMPLE ? RFS_XF_SAMPLE - e0 : 0;
         hn = hn > n ? n : hn;
         for (unsigned pl = 0; pl < t->width; pl++)
             for (unsigned x = 0; x < 512; x++) {
@@ -590,7 +498,7 @@ static int tensor_finish(pk_stream *s, pk_worker *w, pk_slot *sl, uint64_t i)
         e0 += n;
     }
     t->hash = XXH3_128bits(&sl->th[k0], t->n_tiles * sizeof *sl->th);
-    t->xf = xf_choose(head, t->width, t->n_elems);
+    t->xf = rfs_transform_choose_pairs((const uint64_t (*)[512])head, t->width, t->n_elems);
     return tensor_shared(p, t) ? tensor_tables(t, all) : 0;
 }
 
@@ -691,12 +599,17 @@ static int encode_run(pk_stream *s, pk_slot *b, pk_slot *a)
 
 /* --------------------------------------------------------------- writer */
 
-/* Which planes of an encoded tile use the tensor's shared table. */
-static uint8_t tile_shared_planes(const uint8_t *tile, unsigned w)
+/* Which planes of an encoded tile use the tensor's shared table.  The tile
+ * is the encoder's own output, so it parses; were it not to, every plane
+ * keeps its table (bytes wasted, never a tile left without its table). */
+static uint8_t tile_shared_planes(const uint8_t *tile, size_t size)
 {
+    rfs_tile_layout lay;
     uint8_t m = 0;
-    for (unsigned pl = 0; pl < w; pl++)
-        if (tile[RFS_TILE_HDR_SIZE + pl * RFS_PLANE_DESC_SIZE] == RFS_PM_RANS_SHARED)
+    if (rfs_tile_parse(&lay, tile, size) != RFS_OK)
+        return (uint8_t)((1u << RFS_MAX_WIDTH) - 1);
+    for (unsigned pl = 0; pl < lay.width; pl++)
+        if (lay.plane[pl].mode == RFS_PM_RANS_SHARED)
             m |= (uint8_t)(1u << pl);
     return m;
 }
@@ -726,7 +639,7 @@ static int chunk_record(pk_stream *s, pk_slot *sl, uint64_t i)
         pk_tensor *t = &p->tensors[c->tensor];
         if (i == t->first_chunk)
             t->first_unit = c->unit;
-        t->used_mask |= tile_shared_planes(sl->out + sl->out_off[k], t->width);
+        t->used_mask |= tile_shared_planes(sl->out + sl->out_off[k], c->out_len);
     }
     return 0;
 }

@@ -1,0 +1,146 @@
+/*
+ * rfs_tile_analyse.c - the encoder's analysis of its input: plane and pair
+ * histograms, and the transform choice made from them.  The packer and
+ * rfs_transform_choose decide from the same histograms with the same rule,
+ * here, so an image's transforms follow one definition.
+ */
+#include <math.h>
+#include <string.h>
+
+#include "rfs_internal.h"
+#include "rfs_tile.h"
+
+void rfs_plane_histogram(uint64_t counts[256], const void *src, size_t n, unsigned width,
+                         rfs_transform xf, unsigned plane)
+{
+    const uint8_t *s = src;
+    if (xf == RFS_XF_NONE) {
+        for (size_t i = 0; i < n; i++)
+            counts[s[i * width + plane]]++;
+        return;
+    }
+    for (size_t i = 0; i < n; i++)
+        counts[(rfs_xf_apply(rfs_ld_elem(s, i, width), width, xf) >> (8 * plane)) & 0xff]++;
+}
+
+/* For an element v, pair index of plane p is (v >> (8p - 1)) & 0x1ff, and
+ * for p = 0 rot1(v) & 0x1ff.  Four copies of the counters cut the stalls on
+ * a repeated symbol (the exponent byte of weights takes few values). */
+void rfs_pair_histogram(uint32_t h[RFS_MAX_WIDTH][512], const void *src_, size_t n, unsigned w)
+{
+    const uint8_t *src = src_;
+    uint32_t c[4][RFS_MAX_WIDTH][512];
+    for (unsigned j = 0; j < 4; j++)
+        memset(c[j], 0, w * sizeof c[j][0]);
+    size_t i = 0;
+    if (w == 1) {
+        for (; i < n; i++)
+            c[i & 3][0][src[i] << 1]++;
+    } else if (w == 2) {
+#define RFS_H2(j, v)                                                                               \
+    do {                                                                                           \
+        uint32_t e_ = (uint32_t)(v) & 0xffff;                                                      \
+        c[j][0][((e_ << 1) | (e_ >> 15)) & 0x1ff]++;                                              \
+        c[j][1][e_ >> 7]++;                                                                        \
+    } while (0)
+        for (; i + 4 <= n; i += 4) {
+            uint64_t v;
+            memcpy(&v, src + 2 * i, 8);
+            RFS_H2(0, v);
+            RFS_H2(1, v >> 16);
+            RFS_H2(2, v >> 32);
+            RFS_H2(3, v >> 48);
+        }
+        for (; i < n; i++) {
+            uint16_t u;
+            memcpy(&u, src + 2 * i, 2);
+            RFS_H2(0, u);
+        }
+#undef RFS_H2
+    } else {
+#define RFS_H4(j, v)                                                                               \
+    do {                                                                                           \
+        uint32_t e_ = (v);                                                                         \
+        c[j][0][((e_ << 1) | (e_ >> 31)) & 0x1ff]++;                                              \
+        c[j][1][(e_ >> 7) & 0x1ff]++;                                                              \
+        c[j][2][(e_ >> 15) & 0x1ff]++;                                                             \
+        c[j][3][e_ >> 23]++;                                                                       \
+    } while (0)
+        for (; i + 2 <= n; i += 2) {
+            uint64_t v;
+            memcpy(&v, src + 4 * i, 8);
+            RFS_H4(0, (uint32_t)v);
+            RFS_H4(1, (uint32_t)(v >> 32));
+        }
+        for (; i < n; i++) {
+            uint32_t v;
+            memcpy(&v, src + 4 * i, 4);
+            RFS_H4(2, v);
+        }
+#undef RFS_H4
+    }
+    for (unsigned p = 0; p < w; p++)
+        for (unsigned x = 0; x < 512; x++)
+            h[p][x] = c[0][p][x] + c[1][p][x] + c[2][p][x] + c[3][p][x];
+}
+
+void rfs_pair_to_bytes(uint64_t out[256], const uint64_t h[512], rfs_transform xf)
+{
+    /* ROT1 shifts the byte left and brings in the bit below. */
+    memset(out, 0, 256 * sizeof *out);
+    for (unsigned x = 0; x < 512; x++)
+        out[xf == RFS_XF_ROT1 ? x & 0xff : x >> 1] += h[x];
+}
+
+/* Order-0 entropy of a histogram, in bytes. */
+static double hist_entropy_bytes(const uint64_t counts[256])
+{
+    uint64_t total = 0;
+    double bits = 0;
+    for (unsigned s = 0; s < 256; s++)
+        total += counts[s];
+    for (unsigned s = 0; s < 256; s++)
+        if (counts[s])
+            bits -= (double)counts[s] * log2((double)counts[s] / (double)total);
+    return bits / 8;
+}
+
+/* Estimated coded size of n elements from their plane pair histograms
+ * under xf: each plane costs the smaller of its entropy and storing it raw. */
+static double planes_estimate(const uint64_t (*h)[512], unsigned width, size_t n,
+                              rfs_transform xf)
+{
+    double total = 0;
+    for (unsigned p = 0; p < width; p++) {
+        uint64_t counts[256];
+        rfs_pair_to_bytes(counts, h[p], xf);
+        double e = hist_entropy_bytes(counts);
+        total += e < (double)n ? e : (double)n;
+    }
+    return total;
+}
+
+rfs_transform rfs_transform_choose_pairs(const uint64_t (*h)[512], unsigned width, size_t n)
+{
+    if (width < 2 || n == 0)
+        return RFS_XF_NONE;
+    size_t m = n < RFS_XF_SAMPLE ? n : RFS_XF_SAMPLE;
+    /* Ties go to NONE. */
+    return planes_estimate(h, width, m, RFS_XF_ROT1) < planes_estimate(h, width, m, RFS_XF_NONE)
+               ? RFS_XF_ROT1
+               : RFS_XF_NONE;
+}
+
+rfs_transform rfs_transform_choose(const void *src, size_t n, unsigned width)
+{
+    if (width < 2 || n == 0)
+        return RFS_XF_NONE;
+    size_t m = n < RFS_XF_SAMPLE ? n : RFS_XF_SAMPLE;
+    uint32_t h32[RFS_MAX_WIDTH][512];
+    uint64_t h[RFS_MAX_WIDTH][512];
+    rfs_pair_histogram(h32, src, m, width);
+    for (unsigned p = 0; p < width; p++)
+        for (unsigned x = 0; x < 512; x++)
+            h[p][x] = h32[p][x];
+    return rfs_transform_choose_pairs((const uint64_t (*)[512])h, width, n);
+}
