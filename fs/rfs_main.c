@@ -47,6 +47,7 @@
 
 typedef struct rfs_cfg {
     char *image;
+    char *mountpoint; /* as typed; fuse_parse_cmdline resolves its own copy */
     char *cache;
     char *prefetch;
     char *readahead;
@@ -61,6 +62,7 @@ typedef struct rfs_cfg {
 
 typedef struct rfs_main {
     rfs_cfg cfg;
+    char *image_abs; /* realpath of the image: fsname, syslog */
     struct fuse_cmdline_opts opts;
     uint64_t cache_bytes, prefetch_bytes, readahead_bytes, gpu_min_bytes;
     rfs_gpu_mode gpu;
@@ -95,9 +97,9 @@ static const struct fuse_opt rfs_opt_spec[] = {
     FUSE_OPT_END,
 };
 
-static void usage(const char *prog)
+static void usage(FILE *f, const char *prog)
 {
-    printf("usage: %s [options] IMAGE MOUNTPOINT\n\n"
+    fprintf(f, "usage: %s [options] IMAGE MOUNTPOINT\n\n"
            "Mount a ransfs image read-only.\n\n"
            "ransfs options:\n"
            "    -o cache=SIZE          decoded-tile cache budget (default 256M)\n"
@@ -109,10 +111,9 @@ static void usage(const char *prog)
            "    -o gpu_min=SIZE        smallest batch decoded on the GPU (default 8M)\n"
            "    -o uid=N -o gid=N      owner of all files (default: the mounting user)\n"
            "    -o direct_io           bypass the page cache (one-pass streaming; breaks mmap)\n"
-           "    SIZE takes K, M, G suffixes (powers of 1024).\n\n",
+           "    SIZE takes K, M, G suffixes (powers of 1024).\n"
+           "    Every mount is ro,nosuid,nodev: -o rw, suid and dev are overridden.\n\n",
            prog);
-    fuse_cmdline_help();
-    fuse_lowlevel_help();
 }
 
 static int opt_proc(void *data, const char *arg, int key, struct fuse_args *outargs)
@@ -130,7 +131,9 @@ static int opt_proc(void *data, const char *arg, int key, struct fuse_args *outa
             cfg->image = strdup(arg);
             return 0;
         }
-        return 1; /* the mount point, for fuse_parse_cmdline */
+        if (!cfg->mountpoint)
+            cfg->mountpoint = strdup(arg);
+        return 1; /* the mount point, also for fuse_parse_cmdline */
     default:
         return 1;
     }
@@ -216,7 +219,7 @@ static void log_line(void *ctx, const char *line)
     if (m->opts.foreground)
         fprintf(stderr, "ransfs: %s: %s\n", m->cfg.image, line);
     else
-        syslog(LOG_ERR, "%s: %s", m->cfg.image, line);
+        syslog(LOG_ERR, "%s: %s", m->image_abs, line);
 }
 
 /* Report to the waiting parent (daemon mode) or stderr (foreground). */
@@ -349,6 +352,11 @@ static int open_image(rfs_main *m)
         fprintf(stderr, "ransfs: %s: %s\n", m->cfg.image, why[0] ? why : rfs_strerror(err));
         return -1;
     }
+    m->image_abs = realpath(m->cfg.image, NULL);
+    if (!m->image_abs) {
+        fprintf(stderr, "ransfs: %s: %s\n", m->cfg.image, strerror(errno));
+        return -1;
+    }
     m->fs.uid = m->cfg.uid_set ? (uid_t)m->cfg.uid : getuid();
     m->fs.gid = m->cfg.gid_set ? (gid_t)m->cfg.gid : getgid();
     m->fs.direct_io = m->cfg.direct_io;
@@ -379,14 +387,51 @@ static int start_engine(rfs_main *m)
     return -1;
 }
 
-/* Mount options every ransfs mount gets (after the user's, so they win). */
+/*
+ * Refuse a mount point that cannot work, before anything is mounted: one
+ * that is not a directory (FUSE would mount over a file, and every access
+ * would then fail), or one that is the root of a mount already (a second
+ * mount would stack silently on the first and hide it).  /dev/fd/N is
+ * libfuse's "already mounted by the caller" form (mount.fuse3
+ * drop_privileges): nothing to check.  A kernel without
+ * STATX_ATTR_MOUNT_ROOT (before 5.8) skips the second check.
+ */
+static int check_mountpoint(const char *mnt)
+{
+    struct statx sx;
+    if (!strncmp(mnt, "/dev/fd/", 8))
+        return 0;
+    if (statx(AT_FDCWD, mnt, 0, STATX_TYPE, &sx) != 0) {
+        fprintf(stderr, "ransfs: %s: cannot use as mount point: %s\n", mnt, strerror(errno));
+        return -1;
+    }
+    if (!S_ISDIR(sx.stx_mode)) {
+        fprintf(stderr, "ransfs: %s: mount point is not a directory\n", mnt);
+        return -1;
+    }
+    if (sx.stx_attributes_mask & sx.stx_attributes & STATX_ATTR_MOUNT_ROOT) {
+        fprintf(stderr, "ransfs: %s: already a mount point (unmount it first)\n", mnt);
+        return -1;
+    }
+    return 0;
+}
+
+/*
+ * Mount options every ransfs mount gets, after the user's so they win
+ * (libfuse applies ro/rw, suid/nosuid and dev/nodev in order).  nosuid and
+ * nodev cannot be left to the caller: mount.fuse3, which `mount -t
+ * fuse.ransfs` and fstab go through, appends "dev,suid" to every mount
+ * whose options do not say nosuid/nodev, and an image's setuid bits are
+ * its writer's choice (docs/security.md).  The fsname is the image's
+ * absolute path, so /proc/mounts names the real file.
+ */
 static int add_fixed_opts(rfs_main *m, struct fuse_args *args)
 {
     char *opts = NULL, *fsname = NULL;
     int r;
-    if (asprintf(&fsname, "fsname=%s", m->cfg.image) < 0)
+    if (asprintf(&fsname, "fsname=%s", m->image_abs) < 0)
         return -1;
-    r = fuse_opt_add_opt(&opts, "ro,default_permissions,subtype=ransfs") ||
+    r = fuse_opt_add_opt(&opts, "ro,nosuid,nodev,default_permissions,subtype=ransfs") ||
         fuse_opt_add_opt_escaped(&opts, fsname) || fuse_opt_add_arg(args, "-o") ||
         fuse_opt_add_arg(args, opts);
     free(fsname);
@@ -424,7 +469,9 @@ static void free_main(rfs_main *m)
     rfs_fs_fini(&m->fs);
     rfs_image_close(m->img);
     free(m->opts.mountpoint);
+    free(m->image_abs);
     free(m->cfg.image);
+    free(m->cfg.mountpoint);
     free(m->cfg.cache);
     free(m->cfg.prefetch);
     free(m->cfg.readahead);
@@ -439,25 +486,41 @@ int main(int argc, char **argv)
     int ret = 1, mounted = 0;
     memset(&m, 0, sizeof(m));
     m.notify_fd = -1;
-    if (fuse_opt_parse(&args, &m.cfg, rfs_opt_spec, opt_proc) != 0 ||
-        fuse_parse_cmdline(&args, &m.opts) != 0)
+    if (fuse_opt_parse(&args, &m.cfg, rfs_opt_spec, opt_proc) != 0) {
+        ret = 2;
         goto out;
-    if (m.cfg.help || m.opts.show_help) {
-        usage(argv[0]);
+    }
+    if (m.cfg.help) {
+        usage(stdout, argv[0]);
+        fuse_cmdline_help();
+        fuse_lowlevel_help();
         ret = 0;
         goto out;
     }
-    if (m.cfg.version || m.opts.show_version) {
+    if (m.cfg.version) {
         printf("ransfs %s (libfuse %s, GPU decode: %s)\n", RFS_VERSION, fuse_pkgversion(),
                RFS_GPU_BUILD);
         ret = 0;
         goto out;
     }
-    if (!m.cfg.image || !m.opts.mountpoint) {
-        fprintf(stderr, "usage: %s [options] IMAGE MOUNTPOINT  (see --help)\n", argv[0]);
+    if (!m.cfg.image || !m.cfg.mountpoint) {
+        usage(stderr, argv[0]);
+        ret = 2;
         goto out;
     }
-    if (parse_cfg(&m) != 0 || open_image(&m) != 0)
+    /* Bad option values and stray arguments are usage errors (2); a bad
+     * mount point or image is a failure (1). */
+    if (parse_cfg(&m) != 0) {
+        ret = 2;
+        goto out;
+    }
+    if (check_mountpoint(m.cfg.mountpoint) != 0)
+        goto out;
+    if (fuse_parse_cmdline(&args, &m.opts) != 0) {
+        ret = 2;
+        goto out;
+    }
+    if (open_image(&m) != 0)
         goto out;
     /* In the foreground, start everything before mounting: errors come first. */
     if (m.opts.foreground && start_engine(&m) != 0)
