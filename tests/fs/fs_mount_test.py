@@ -11,6 +11,7 @@ Exit 0 = pass, 77 = skipped (CTest SKIP_RETURN_CODE), else fail.
 Random tests print their seed; set RFS_TEST_SEED to replay one.
 """
 import argparse
+import ctypes
 import errno
 import hashlib
 import json
@@ -792,24 +793,66 @@ def t_unmount_busy():
         unmount(mnt)
 
 
-def t_mount_helper():
-    """`mount -t fuse.ransfs IMAGE MNT -o ...` goes through mount.fuse3.
+def installed_prefix(d):
+    """`cmake --install` of this build into d/prefix (the install rules of
+    fs/CMakeLists.txt); returns the prefix."""
+    prefix = os.path.join(d, "prefix")
+    r = subprocess.run(["cmake", "--install", os.path.dirname(ARGS.bin), "--prefix", prefix],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert os.access(os.path.join(prefix, "bin", "ransfs"), os.X_OK), "ransfs not installed"
+    return prefix
 
-    mount(8) runs helpers with a clean PATH, so the ransfs of this build is
-    tested through mount.fuse3 itself (what mount(8) calls) and through
-    mount(8) with the prog#source form; plain `mount -t fuse.ransfs` is
-    tested too when a ransfs is installed on the system PATH."""
+
+CLONE_NEWNS = 0x00020000
+
+
+def private_mount_ns(prefix):
+    """Move this test into a mount namespace of its own, where the installed
+    ransfs is on the PATH that mount(8) gives its helpers.
+
+    mount(8) drops PATH from the environment of mount.fuse3, which then runs
+    `/bin/sh -c "ransfs IMAGE MNT -o ..."`: the shell's default PATH starts
+    at /usr/local/sbin.  Binding prefix/bin over /usr/local/sbin, inside
+    the namespace only, makes `mount -t fuse.ransfs` and fstab lines find
+    the installed copy without touching the system."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.unshare(CLONE_NEWNS) != 0:
+        log("skipped: cannot create a mount namespace:", os.strerror(ctypes.get_errno()))
+        raise Skip()
+    subprocess.run(["mount", "--make-rprivate", "/"], check=True)
+    subprocess.run(["mount", "--bind", os.path.join(prefix, "bin"), "/usr/local/sbin"],
+                   check=True)
+
+
+def mounts_line(mnt):
+    """The /proc/mounts line of mount point mnt (exactly one must exist)."""
+    with open("/proc/self/mounts") as f:
+        lines = [l for l in f if l.split()[1] == os.path.realpath(mnt)]
+    assert len(lines) == 1, lines
+    return lines[0].strip()
+
+
+def t_mount_helper():
+    """`mount -t fuse.ransfs IMAGE MNT -o ...` goes through mount.fuse3,
+    with the ransfs installed by `cmake --install` into a temporary prefix:
+    through mount.fuse3 itself with that prefix on PATH, through mount(8)
+    with the prog#source form, and through plain `mount -t fuse.ransfs` in
+    a private mount namespace (private_mount_ns).  Options reach the daemon;
+    the daemon that serves each mount is the installed copy."""
     if shutil.which("mount.fuse3") is None:
         log("skipped: mount.fuse3 not installed")
         raise Skip()
     d, src, img, mnt0 = model_mount(1)
-    env = dict(os.environ, PATH=ARGS.bin + ":" + os.environ.get("PATH", ""))
+    prefix = installed_prefix(d)
+    ransfs = os.path.join(prefix, "bin", "ransfs")
+    private_mount_ns(prefix)
+    env = dict(os.environ, PATH=os.path.join(prefix, "bin") + ":" + os.environ.get("PATH", ""))
     ways = [
         ["mount.fuse3", img, "MNT", "-t", "fuse.ransfs", "-o", "cache=64M,allow_other"],
-        ["mount", "-t", "fuse", tool("ransfs") + "#" + img, "MNT", "-o", "cache=64M"],
+        ["mount", "-t", "fuse", ransfs + "#" + img, "MNT", "-o", "cache=64M"],
+        ["mount", "-t", "fuse.ransfs", img, "MNT", "-o", "cache=64M"],
     ]
-    if any(os.access(os.path.join(p, "ransfs"), os.X_OK) for p in ("/usr/bin", "/usr/local/bin")):
-        ways.append(["mount", "-t", "fuse.ransfs", img, "MNT", "-o", "cache=64M"])
     for i, cmd in enumerate(ways):
         mnt = os.path.join(d, "mnt_helper%d" % i)
         os.makedirs(mnt)
@@ -817,13 +860,176 @@ def t_mount_helper():
         cmd = [mnt if c == "MNT" else c for c in cmd]
         r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=60)
         assert r.returncode == 0, (cmd, r.stderr)
+        assert os.path.samefile("/proc/%d/exe" % daemon_pid(mnt), ransfs), \
+            "not the installed ransfs"
         assert stats(mnt)["cache_budget"] == 64 << 20
         assert sha(os.path.join(mnt, "config.json")) == sha(os.path.join(src, "config.json"))
-        with open("/proc/self/mounts") as f:
-            line = [l for l in f if l.split()[1] == os.path.realpath(mnt)][0]
-        log(" ".join(cmd[:3]), "->", line.strip())
+        line = mounts_line(mnt)
+        log(" ".join(cmd[:3]), "->", line)
         assert "fuse.ransfs" in line and " ro," in line
         subprocess.run(["umount", mnt], check=True)
+
+
+NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+
+
+def t_nosuid():
+    """Every mount is nosuid,nodev, whatever the mount helper passes
+    (mount.fuse3 adds dev,suid unless told otherwise), even with an explicit
+    -o suid,dev from root: /proc/mounts says so, and a setuid+setgid-root
+    copy of id(1) stored in the image, run by uid 65534, keeps euid and egid
+    65534.  Mounted four ways, with the ransfs installed into a temporary
+    prefix: ransfs directly, mount.fuse3, `mount -t fuse.ransfs`, and an
+    fstab line (`mount --fstab FILE MNT`, never /etc/fstab)."""
+    if shutil.which("mount.fuse3") is None or shutil.which("setpriv") is None:
+        log("skipped: mount.fuse3 or setpriv not installed")
+        raise Skip()
+    d = tmpdir()
+    os.chmod(d, 0o755)  # uid 65534 runs the binary from the mounts below
+    src = os.path.join(d, "src")
+    os.makedirs(src)
+    shutil.copy(shutil.which("id"), os.path.join(src, "id"))
+    os.chmod(os.path.join(src, "id"), 0o6755)
+    img = mkimage(src, os.path.join(d, "img.rfs"))
+    prefix = installed_prefix(d)
+    ransfs = os.path.join(prefix, "bin", "ransfs")
+    private_mount_ns(prefix)
+    fstab = os.path.join(d, "fstab")
+    env = dict(os.environ, PATH=os.path.join(prefix, "bin") + ":" + os.environ.get("PATH", ""))
+    ways = {
+        "ransfs": [ransfs, img, "MNT", "-o", "allow_other,suid,dev"],
+        "mount.fuse3": ["mount.fuse3", img, "MNT", "-t", "fuse.ransfs", "-o", "allow_other"],
+        "mount -t": ["mount", "-t", "fuse.ransfs", img, "MNT", "-o", "allow_other,suid,dev"],
+        "fstab": ["mount", "--fstab", fstab, "MNT"],
+    }
+    for i, (way, cmd) in enumerate(ways.items()):
+        mnt = os.path.join(d, "mnt%d" % i)
+        os.makedirs(mnt)
+        CLEANUPS.append(lambda m=mnt: unmount(m))
+        with open(fstab, "w") as f:
+            f.write("%s %s fuse.ransfs ro,allow_other,suid,dev 0 0\n" % (img, mnt))
+        cmd = [mnt if c == "MNT" else c for c in cmd]
+        r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=60)
+        assert r.returncode == 0, (cmd, r.stderr)
+        assert os.path.samefile("/proc/%d/exe" % daemon_pid(mnt), ransfs)
+        line = mounts_line(mnt)
+        log("%-11s -> %s" % (way, line))
+        st = os.stat(os.path.join(mnt, "id"))
+        assert st.st_mode & (stat.S_ISUID | stat.S_ISGID), "the image lost the setuid bits"
+        r = subprocess.run(NOBODY + [os.path.join(mnt, "id")], capture_output=True, text=True)
+        log("   as nobody: " + (r.stdout + r.stderr).strip())
+        assert r.returncode == 0, r.stderr
+        ids = subprocess.run(NOBODY + [os.path.join(mnt, "id"), "-u"], capture_output=True,
+                             text=True).stdout.strip(), \
+            subprocess.run(NOBODY + [os.path.join(mnt, "id"), "-g"], capture_output=True,
+                           text=True).stdout.strip()
+        assert ids == ("65534", "65534"), "setuid/setgid took effect: euid, egid = %s" % (ids,)
+        opts = line.split()[3].split(",")
+        assert "nosuid" in opts and "nodev" in opts and "ro" in opts, line
+        subprocess.run(["umount", mnt], check=True)
+
+
+def one_line(r):
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1, r.stderr
+    return lines[0]
+
+
+def t_mountpoint():
+    """A mount point that is already mounted, or a regular file, is refused
+    with one line and exit 1, and nothing (more) is mounted."""
+    d = tmpdir()
+    src = os.path.join(d, "src")
+    os.makedirs(src)
+    with open(os.path.join(src, "a.txt"), "w") as f:
+        f.write("hello\n")
+    img = mkimage(src, os.path.join(d, "img.rfs"))
+    mnt = os.path.join(d, "mnt")
+    mount(img, mnt)
+    for fg in ([], ["-f"]):
+        r = subprocess.run([tool("ransfs")] + fg + [img, mnt], capture_output=True, text=True,
+                           timeout=60)
+        log("second mount %s: rc=%d %s" % (fg, r.returncode, r.stderr.strip()))
+        assert r.returncode == 1 and "already a mount point" in one_line(r), r.stderr
+        with open("/proc/self/mountinfo") as f:
+            n = sum(line.split()[4] == os.path.realpath(mnt) for line in f)
+        assert n == 1, "%d mounts stacked on %s" % (n, mnt)
+    unmount(mnt)
+    afile = os.path.join(d, "afile")
+    with open(afile, "w") as f:
+        f.write("x")
+    r = subprocess.run([tool("ransfs"), img, afile], capture_output=True, text=True, timeout=60)
+    log("file as mount point: rc=%d %s" % (r.returncode, r.stderr.strip()))
+    assert r.returncode == 1 and "not a directory" in one_line(r), r.stderr
+    assert not is_mounted(afile)
+    r = subprocess.run([tool("ransfs"), img, os.path.join(d, "absent")], capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 1 and one_line(r).startswith("ransfs: "), r.stderr
+
+
+def t_fsname():
+    """The fsname in /proc/mounts is the image's absolute path (symlinks
+    resolved), whatever path was typed."""
+    d = os.path.realpath(tmpdir())
+    src = os.path.join(d, "src")
+    os.makedirs(src)
+    with open(os.path.join(src, "a.txt"), "w") as f:
+        f.write("hello\n")
+    img = mkimage(src, os.path.join(d, "img.rfs"))
+    os.symlink("img.rfs", os.path.join(d, "link.rfs"))
+    for i, typed in enumerate(["img.rfs", "./link.rfs"]):
+        mnt = os.path.join(d, "mnt%d" % i)
+        os.makedirs(mnt)
+        CLEANUPS.append(lambda m=mnt: unmount(m))
+        r = subprocess.run([tool("ransfs"), typed, "mnt%d" % i], cwd=d, capture_output=True,
+                           text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        line = mounts_line(mnt)
+        log("%s -> %s" % (typed, line))
+        assert line.split()[0] == img, line
+        unmount(mnt)
+
+
+def t_image_type():
+    """A FIFO, a directory or a device as IMAGE is refused at once (no
+    blocking open of a FIFO without a writer): one line naming the type,
+    exit 1, nothing mounted; with -f too."""
+    d = tmpdir()
+    fifo = os.path.join(d, "fifo")
+    os.mkfifo(fifo)
+    cases = {fifo: "FIFO", d: "directory", "/dev/null": "character device"}
+    mnt = os.path.join(d, "mnt")
+    os.makedirs(mnt)
+    for path, kind in cases.items():
+        for fg in ([], ["-f"]):
+            # The timeout only turns a hang into a failure; nothing is timed.
+            r = subprocess.run([tool("ransfs")] + fg + [path, mnt], capture_output=True,
+                               text=True, timeout=60)
+            log("%-10s %s rc=%d %s" % (kind, fg, r.returncode, r.stderr.strip()))
+            line = one_line(r)
+            assert r.returncode == 1 and line.startswith("ransfs: %s: " % path), r.stderr
+            assert "not a regular file (a %s)" % kind in line, line
+            assert not is_mounted(mnt)
+
+
+def t_usage():
+    """No arguments, or an IMAGE without MOUNTPOINT, print the usage on
+    stderr and exit 2; a bad option value and a stray argument exit 2;
+    --help exits 0."""
+    for args in ([], ["img.rfs"]):
+        r = subprocess.run([tool("ransfs")] + args, capture_output=True, text=True, timeout=60)
+        log("ransfs %s: rc=%d, %d lines on stderr" % (" ".join(args), r.returncode,
+                                                       len(r.stderr.splitlines())))
+        assert r.returncode == 2 and r.stderr.startswith("usage: ") and r.stdout == "", r
+        assert "IMAGE MOUNTPOINT" in r.stderr and "-o cache=SIZE" in r.stderr
+    d = tmpdir()
+    for args in (["-o", "gpu=maybe"], ["-o", "cache=banana"], ["extra"]):
+        r = subprocess.run([tool("ransfs"), "img.rfs", d] + args, capture_output=True, text=True,
+                           timeout=60)
+        log("ransfs img.rfs DIR %s: rc=%d %s" % (" ".join(args), r.returncode, r.stderr.strip()))
+        assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r
+    r = subprocess.run([tool("ransfs"), "--help"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and r.stdout.startswith("usage: ")
 
 
 def main():
