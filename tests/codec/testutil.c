@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <cjson/cJSON.h>
 #include <cmocka.h>
@@ -35,6 +36,15 @@ uint64_t tu_seed(const char *test)
     if (!seed)
         seed = 1;
     printf("%s: seed 0x%llx (set RFS_TEST_SEED to change)\n", test, (unsigned long long)seed);
+    return seed;
+}
+
+unsigned tu_seed_clock(const char *test)
+{
+    const char *env = getenv("RFS_TEST_SEED");
+    unsigned seed = env ? (unsigned)strtoul(env, NULL, 0) : (unsigned)time(NULL);
+    printf("%s: seed %u (replay with RFS_TEST_SEED=%u)\n", test, seed, seed);
+    fflush(stdout);
     return seed;
 }
 

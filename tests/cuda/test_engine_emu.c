@@ -37,6 +37,7 @@
 #include "engine_fixture.h"
 #include "rfs_engine.h"
 #include "rfs_image_info.h"
+#include "testutil.h"
 
 static char **g_images;
 static int g_n_images;
@@ -205,7 +206,6 @@ static void test_concurrent(void **state)
 {
     (void)state;
     fixture *f = fx_open(g_images[g_n_images - 1], RFS_GPU_ON, 4u << 20, 1u << 20, 2);
-    printf("seed %u (replay with RFS_TEST_SEED=%u)\n", g_seed, g_seed);
     assert_int_equal(fx_concurrent(f, g_seed, 8, 150, 1200u * 1024, 8), 0);
     fx_print_stats(f);
     assert_true(fx_stat(f, "gpu_tiles") > 0);
@@ -222,13 +222,12 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_no_device),
         cmocka_unit_test(test_concurrent),
     };
-    const char *s = getenv("RFS_TEST_SEED");
     if (argc < 2) {
         fprintf(stderr, "usage: test_engine_emu IMAGE [IMAGE...]\n");
         return 2;
     }
     g_images = argv + 1;
     g_n_images = argc - 1;
-    g_seed = s ? (unsigned)strtoul(s, NULL, 0) : (unsigned)time(NULL);
+    g_seed = tu_seed_clock("test_engine_emu");
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

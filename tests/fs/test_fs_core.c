@@ -21,6 +21,7 @@
 #include "rfs_hist.h"
 #include "rfs_pool.h"
 #include "rfs_prefetch.h"
+#include "testutil.h"
 
 /* ------------------------------------------------------------ cache */
 
@@ -206,11 +207,11 @@ static void run_single_flight(size_t budget, int expect_once)
 {
     sf_ctx x;
     pthread_t t[8];
-    unsigned seed = (unsigned)time(NULL);
+    unsigned seed = tu_seed_clock("single flight");
     memset(&x, 0, sizeof(x));
     x.c = rfs_cache_create(budget);
     atomic_init(&x.seed, seed);
-    printf("single flight: seed %u budget %zu\n", seed, budget);
+    printf("single flight: budget %zu\n", budget);
     for (int i = 0; i < 8; i++)
         pthread_create(&t[i], NULL, sf_thread, &x);
     for (int i = 0; i < 8; i++)

@@ -20,6 +20,7 @@
 #include <cmocka.h>
 
 #include "engine_fixture.h"
+#include "testutil.h"
 
 static const char *g_image;
 static unsigned g_seed;
@@ -37,7 +38,6 @@ static void test_engine_concurrent_small_cache(void **state)
 {
     (void)state;
     fixture *f = fx_open(g_image, RFS_GPU_OFF, 1u << 20, 512u << 10, 2);
-    printf("seed %u\n", g_seed);
     assert_int_equal(fx_concurrent(f, g_seed, 8, 400, 600u * 1024, 16), 0);
     fx_print_stats(f);
     (void)fx_stat(f, "cache_over_budget"); /* present */
@@ -51,11 +51,11 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_engine_whole_files),
         cmocka_unit_test(test_engine_concurrent_small_cache),
     };
-    if (argc < 2) {
-        fprintf(stderr, "usage: test_fs_engine IMAGE [SEED]\n");
+    if (argc != 2) {
+        fprintf(stderr, "usage: test_fs_engine IMAGE   (seed from RFS_TEST_SEED)\n");
         return 2;
     }
     g_image = argv[1];
-    g_seed = argc > 2 ? (unsigned)strtoul(argv[2], NULL, 0) : (unsigned)time(NULL);
+    g_seed = tu_seed_clock("test_fs_engine");
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -18,6 +18,7 @@ tests/data/human32-mini, "corpus" the shared corpus's human32-st):
   signal              SIGINT while packing leaves no file behind
   fsck_corrupt        a flipped data byte is reported by fsck with the file
   fsck_threads        fsck -j1 and -j4 print the same, on good and bad images
+  encoder_scalar      RANSFS_CPU=scalar packs the same bytes as the SIMD encoder
   fault_change        a source file truncated, grown, rewritten or deleted
                       while mkimage runs (stopped with SIGSTOP after its
                       plan): one error line naming it, no crash, no image
@@ -350,6 +351,26 @@ def t_determinism(b, work, src):
     with open(a, "rb") as f, open(c, "rb") as g:
         check(f.read() == g.read(), "synthetic images differ between -j1 and -j4")
     print("determinism: ok (%d bytes)" % len(imgs[0]))
+
+
+@test(arg="mini")
+def t_encoder_scalar(b, work, src):
+    """RANSFS_CPU=scalar forces the scalar encoder: its image is byte for
+    byte the default (SIMD) encoder's."""
+    with open("/proc/cpuinfo") as f:
+        flags = set(next((l for l in f if l.startswith("flags")), "").split())
+    if not {"avx2", "bmi2"} <= flags:
+        print("SKIP: no AVX2 here, the default encoder is the scalar one")
+        return SKIP
+    imgs = []
+    for cpu in ("", "scalar"):
+        os.environ["RANSFS_CPU"] = cpu
+        imgs.append(os.path.join(work, "%s.img" % (cpu or "default")))
+        run([b("ransfs-mkimage"), "-q", src, imgs[-1]])
+    del os.environ["RANSFS_CPU"]
+    with open(imgs[0], "rb") as f0, open(imgs[1], "rb") as f1:
+        check(f0.read() == f1.read(), "the scalar encoder's image differs from the default's")
+    print("encoder_scalar: ok, %d bytes identical" % os.path.getsize(imgs[0]))
 
 
 def leftovers(d):
