@@ -1,15 +1,26 @@
 /*
- * fsck_main.c - ransfs-fsck: check an image completely.
- *   ransfs-fsck [-q] [-j N] IMAGE [--extract DIR]
+ * fsck_main.c - ransfs-fsck: check an image completely, extract it, or
+ * compare it with a source tree.
+ *   ransfs-fsck [-q] [-j N] IMAGE
+ *   ransfs-fsck [-q] [-j N] [-f] --extract DIR IMAGE [PATH...]
+ *   ransfs-fsck [-q] --compare DIR IMAGE [PATH...]
  * Opens the image (which validates all metadata), verifies and decodes
  * every unit (on N threads, default: all cores; each with its own decode
  * context) and every RAW extent, and reports each problem on one line
  * naming the unit and the file and offset that use it, in unit order
- * whatever N is.  --extract DIR then
- * writes the tree out (contents, modes, mtimes, symlinks).
- * Exit status: 0 all good; 1 the image is damaged or extraction failed;
- * 2 usage error.
+ * whatever N is.  --extract DIR then writes the tree (or only the named
+ * PATHs: a directory with its subtree, and the directories leading to
+ * them) into DIR (contents, modes, mtimes, symlinks).  DIR must not exist
+ * or be empty, checked before anything is written; -f writes into an
+ * existing DIR, replacing what is in the way except directories.
+ * --compare DIR reads every file of the image (or of the PATHs) and
+ * compares it with DIR byte for byte, and types, modes and symlink
+ * targets; it prints one line per difference on stdout: the first
+ * differing offset of each file, and entries only on one side.
+ * Exit status: 0 all good (no differences); 1 the image is damaged,
+ * extraction failed, or --compare found a difference; 2 usage error.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -24,23 +35,35 @@
 
 #include "rfs_image.h"
 #include "rfs_image_info.h"
+#include "rfs_tool_guard.h"
 #include "rfs_tool_tree.h"
 
+typedef struct fsck_opts {
+    const char *image;
+    const char *dest;    /* --extract DIR */
+    const char *compare; /* --compare DIR */
+    char **paths;        /* the PATHs, normalised (rfs_tree_path_norm) */
+    int n_paths;
+    int quiet, force;
+    unsigned n_threads;
+} fsck_opts;
+
 typedef struct fsck {
+    const fsck_opts *o;
     const char *image;
     rfs_image *img;
     rfs_rctx *ctx;
     rfs_image_summary sum;
     uint64_t *unit_ino; /* first file using each unit (0: none) ... */
     uint64_t *unit_off; /* ... and the file offset of the unit's first byte */
-    char **ino_path;    /* path of each inode, for messages */
-    uint8_t *buf;
+    char **ino_path;    /* path of each inode (its first name), for messages */
+    uint8_t *buf, *buf2;
     uint64_t problems;
-    unsigned n_threads;
+    uint64_t differences, compared;
     rfs_err *unit_err;  /* result of decoding each unit */
     atomic_uint_fast64_t next_unit;
-    int dirfd;          /* --extract: destination directory */
-    const char *dest;
+    int cur;            /* --extract/--compare: fd of the directory being walked */
+    const char *dest;   /* the DIR of --extract or --compare */
 } fsck;
 
 static int problem(fsck *f, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -56,13 +79,24 @@ static int problem(fsck *f, const char *fmt, ...)
     return 0;
 }
 
+/* A failure on the DIR side: "ransfs-fsck: DIR/path: what: errno text". */
+static int dest_fail(fsck *f, const char *path, const char *what)
+{
+    fprintf(stderr, "ransfs-fsck: %s%s%s: %s%s%s\n", f->dest, path[0] ? "/" : "", path, what,
+            what[0] ? ": " : "", strerror(errno));
+    f->problems++;
+    return -1;
+}
+
+/* ------------------------------------------------------------ check */
+
 /* Record which file and offset use each unit; check each RAW extent. */
 static int index_file(void *user, uint64_t ino, const char *path, const rfs_stat *st, int post)
 {
     fsck *f = user;
     if (post)
         return 0;
-    if (!(f->ino_path[ino - 1] = strdup(path[0] ? path : "/")))
+    if (!f->ino_path[ino - 1] && !(f->ino_path[ino - 1] = strdup(path[0] ? path : "/")))
         return -1;
     if (!S_ISREG(st->mode))
         return 0;
@@ -107,11 +141,12 @@ static void *units_decode_main(void *arg)
     return NULL;
 }
 
-/* Decode every unit on n_threads threads (this one included). */
+/* Decode every unit on n_threads threads (this one included).  The one
+ * place fsck starts threads, kept apart for a shared pool to replace. */
 static int units_decode(fsck *f)
 {
     pthread_t th[256];
-    unsigned started = 0, n = f->n_threads > 256 ? 256 : f->n_threads;
+    unsigned started = 0, n = f->o->n_threads > 256 ? 256 : f->o->n_threads;
     int rc = 0;
     atomic_init(&f->next_unit, 0);
     for (unsigned t = 1; t < n && t < f->sum.n_units; t++, started++)
@@ -150,72 +185,509 @@ static void units_check(fsck *f)
     }
 }
 
+/* The whole check: index, decode every unit, report.  0: no problem. */
+static int check_run(fsck *f)
+{
+    if (rfs_tree_walk(f->img, index_file, f) != 0 || units_decode(f) != 0) {
+        fprintf(stderr, "ransfs-fsck: out of memory\n");
+        return -1;
+    }
+    units_check(f);
+    if (f->problems)
+        fprintf(stderr, "ransfs-fsck: %s: %llu problem(s) found\n", f->image,
+                (unsigned long long)f->problems);
+    return f->problems ? -1 : 0;
+}
+
+/* ------------------------------------------------------------ PATH selection */
+
+enum { SEL_OUT, SEL_ANCESTOR, SEL_IN };
+
+/* 1 when path is sel or lies below it ("" is the root, above all). */
+static int path_under(const char *path, const char *sel)
+{
+    size_t n = strlen(sel);
+    return n == 0 || (strncmp(path, sel, n) == 0 && (path[n] == '\0' || path[n] == '/'));
+}
+
+/* Whether the walk entry at path is selected (a PATH or below one), leads
+ * to one (a directory to create, but not to fill), or neither. */
+static int sel_class(const fsck *f, const char *path)
+{
+    int ancestor = 0;
+    if (f->o->n_paths == 0)
+        return SEL_IN;
+    for (int i = 0; i < f->o->n_paths; i++) {
+        if (path_under(path, f->o->paths[i]))
+            return SEL_IN;
+        ancestor |= path_under(f->o->paths[i], path);
+    }
+    return ancestor ? SEL_ANCESTOR : SEL_OUT;
+}
+
+/* Every PATH names an entry of the image?  0, or 1 after naming the first
+ * that does not. */
+static int sel_check(fsck *f)
+{
+    for (int i = 0; i < f->o->n_paths; i++) {
+        uint64_t ino;
+        if (rfs_image_lookup_path(f->img, f->o->paths[i], &ino) != RFS_OK) {
+            fprintf(stderr, "ransfs-fsck: %s: %s: not in the image\n", f->image,
+                    f->o->paths[i]);
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------ the DIR side */
+
+/*
+ * Both --extract and --compare walk DIR alongside the image with one open
+ * directory fd (f->cur), not with paths: paths of a deep tree pass
+ * PATH_MAX, and one fd per level would run out of descriptors.  Entering a
+ * directory opens it relative to its parent; leaving it opens "..".
+ */
+static int dir_enter(fsck *f, const char *path)
+{
+    int fd = openat(f->cur, rfs_tree_basename(path), O_RDONLY | O_DIRECTORY | O_NOFOLLOW |
+                                                     O_CLOEXEC);
+    if (fd < 0)
+        return dest_fail(f, path, "");
+    close(f->cur);
+    f->cur = fd;
+    return 0;
+}
+
+static int dir_leave(fsck *f, const char *path)
+{
+    int up = openat(f->cur, "..", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (up < 0)
+        return dest_fail(f, path, "cannot return to the parent");
+    close(f->cur);
+    f->cur = up;
+    return 0;
+}
+
 /* ------------------------------------------------------------ extract */
 
-static int extract_file(fsck *f, uint64_t ino, const char *path, const rfs_stat *st)
+/* -f: take away a non-directory that stands where name is to be made. */
+static int extract_clear(fsck *f, const char *path)
 {
-    int fd = openat(f->dirfd, path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-    if (fd < 0)
-        return fprintf(stderr, "ransfs-fsck: %s/%s: %s\n", f->dest, path, strerror(errno)), -1;
-    int rc = 0;
-    for (uint64_t off = 0; off < st->size && rc == 0;) {
+    struct stat st;
+    const char *name = rfs_tree_basename(path);
+    if (!f->o->force || fstatat(f->cur, name, &st, AT_SYMLINK_NOFOLLOW) != 0)
+        return 0;
+    if (S_ISDIR(st.st_mode)) {
+        errno = EISDIR;
+        return dest_fail(f, path, "a directory is in the way");
+    }
+    return unlinkat(f->cur, name, 0) == 0 ? 0 : dest_fail(f, path, "cannot replace");
+}
+
+static int extract_data(fsck *f, int fd, uint64_t ino, const char *path, const rfs_stat *st)
+{
+    for (uint64_t off = 0; off < st->size;) {
         size_t got = 0;
         size_t want = st->size - off < f->sum.tile_size ? st->size - off : f->sum.tile_size;
         rfs_err err = rfs_image_read(f->img, f->ctx, ino, off, want, f->buf, &got);
-        if (err || got == 0) {
-            fprintf(stderr, "ransfs-fsck: %s: %s at offset %llu: %s\n", f->image, path,
-                    (unsigned long long)off, err ? rfs_strerror(err) : "short read");
-            rc = -1;
-        } else if (write(fd, f->buf, got) != (ssize_t)got) {
-            fprintf(stderr, "ransfs-fsck: %s/%s: write failed: %s\n", f->dest, path,
-                    strerror(errno));
-            rc = -1;
-        }
+        if (err || got == 0)
+            return problem(f, "%s at offset %llu: %s", path, (unsigned long long)off,
+                           err ? rfs_strerror(err) : "short read"), -1;
+        if (write(fd, f->buf, got) != (ssize_t)got)
+            return dest_fail(f, path, "write failed");
         off += got;
     }
+    return 0;
+}
+
+static int extract_file(fsck *f, uint64_t ino, const char *path, const rfs_stat *st)
+{
+    if (extract_clear(f, path))
+        return -1;
+    int fd = openat(f->cur, rfs_tree_basename(path),
+                    O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return dest_fail(f, path, "");
     struct timespec ts[2] = {{st->mtime_sec, st->mtime_nsec}, {st->mtime_sec, st->mtime_nsec}};
+    int rc = extract_data(f, fd, ino, path, st);
     if (rc == 0 && (fchmod(fd, st->mode & 07777) || futimens(fd, ts)))
-        rc = (fprintf(stderr, "ransfs-fsck: %s/%s: %s\n", f->dest, path, strerror(errno)), -1);
+        rc = dest_fail(f, path, "");
     close(fd);
+    return rc;
+}
+
+static int extract_link(fsck *f, uint64_t ino, const char *path, const rfs_stat *st)
+{
+    const char *target, *name = rfs_tree_basename(path);
+    struct timespec ts[2] = {{st->mtime_sec, st->mtime_nsec}, {st->mtime_sec, st->mtime_nsec}};
+    rfs_image_readlink(f->img, ino, &target);
+    if (extract_clear(f, path))
+        return -1;
+    if (symlinkat(target, f->cur, name) || utimensat(f->cur, name, ts, AT_SYMLINK_NOFOLLOW))
+        return dest_fail(f, path, "");
+    return 0;
+}
+
+/* Make directory path (not the root) and enter it.  With -f an existing
+ * directory is used as it is. */
+static int extract_dir_pre(fsck *f, const char *path)
+{
+    const char *name = rfs_tree_basename(path);
+    struct stat st;
+    if (mkdirat(f->cur, name, 0700) != 0) {
+        int exists = errno == EEXIST && f->o->force &&
+                     fstatat(f->cur, name, &st, AT_SYMLINK_NOFOLLOW) == 0;
+        if (!exists)
+            return dest_fail(f, path, "");
+        if (!S_ISDIR(st.st_mode) &&
+            (extract_clear(f, path) || mkdirat(f->cur, name, 0700) != 0))
+            return dest_fail(f, path, "");
+    }
+    return dir_enter(f, path);
+}
+
+/* Leave directory path and give it its mode and mtime last (its entries
+ * are in, and a mode without write permission no longer matters). */
+static int extract_dir_post(fsck *f, const char *path, const rfs_stat *st)
+{
+    struct timespec ts[2] = {{st->mtime_sec, st->mtime_nsec}, {st->mtime_sec, st->mtime_nsec}};
+    int fd = path[0] ? dup(f->cur) : f->cur;
+    if (fd < 0)
+        return dest_fail(f, path, "");
+    int rc = fd != f->cur ? dir_leave(f, path) : 0;
+    if (rc == 0 && (fchmod(fd, st->mode & 07777) || futimens(fd, ts)))
+        rc = dest_fail(f, path, "");
+    if (fd != f->cur)
+        close(fd);
     return rc;
 }
 
 static int extract_one(void *user, uint64_t ino, const char *path, const rfs_stat *st, int post)
 {
     fsck *f = user;
-    const char *p = path[0] ? path : ".";
-    struct timespec ts[2] = {{st->mtime_sec, st->mtime_nsec}, {st->mtime_sec, st->mtime_nsec}};
+    int sel = sel_class(f, path);
+    if (sel == SEL_OUT)
+        return S_ISDIR(st->mode) ? RFS_TREE_SKIP : 0;
     if (S_ISDIR(st->mode)) {
-        if (!post && path[0] && mkdirat(f->dirfd, p, 0700) != 0)
-            return fprintf(stderr, "ransfs-fsck: %s/%s: %s\n", f->dest, p, strerror(errno)), -1;
-        if (post && (fchmodat(f->dirfd, p, st->mode & 07777, 0) ||
-                     utimensat(f->dirfd, p, ts, 0)))
-            return fprintf(stderr, "ransfs-fsck: %s/%s: %s\n", f->dest, p, strerror(errno)), -1;
-        return 0;
+        if (post)
+            return extract_dir_post(f, path, st);
+        return path[0] ? extract_dir_pre(f, path) : 0;
     }
-    if (S_ISLNK(st->mode)) {
-        const char *target;
-        rfs_image_readlink(f->img, ino, &target);
-        if (symlinkat(target, f->dirfd, p) || utimensat(f->dirfd, p, ts, AT_SYMLINK_NOFOLLOW))
-            return fprintf(stderr, "ransfs-fsck: %s/%s: %s\n", f->dest, p, strerror(errno)), -1;
-        return 0;
-    }
-    return extract_file(f, ino, p, st);
+    if (S_ISLNK(st->mode))
+        return extract_link(f, ino, path, st);
+    return extract_file(f, ino, path, st);
 }
 
-static int extract(fsck *f)
+/* Refuse a DIR that extraction could clobber, before anything is written:
+ * without -f it must not exist or be an empty directory; with -f it may
+ * hold anything but must be a directory.  0, or -1 after a message. */
+static int extract_dest_check(const fsck *f)
+{
+    struct stat st;
+    if (lstat(f->dest, &st) != 0)
+        return errno == ENOENT ? 0
+               : (fprintf(stderr, "ransfs-fsck: %s: %s\n", f->dest, strerror(errno)), -1);
+    if (!S_ISDIR(st.st_mode))
+        return fprintf(stderr, "ransfs-fsck: %s: exists and is not a directory\n", f->dest), -1;
+    if (f->o->force)
+        return 0;
+    DIR *d = opendir(f->dest);
+    struct dirent *e;
+    int empty = 1;
+    if (!d)
+        return fprintf(stderr, "ransfs-fsck: %s: %s\n", f->dest, strerror(errno)), -1;
+    while (empty && (e = readdir(d)))
+        empty = strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0;
+    closedir(d);
+    if (!empty)
+        fprintf(stderr, "ransfs-fsck: %s: exists and is not empty (-f extracts into it)\n",
+                f->dest);
+    return empty ? 0 : -1;
+}
+
+static int extract_run(fsck *f)
 {
     if (mkdir(f->dest, 0700) != 0 && errno != EEXIST)
         return fprintf(stderr, "ransfs-fsck: %s: %s\n", f->dest, strerror(errno)), -1;
-    f->dirfd = open(f->dest, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (f->dirfd < 0)
+    f->cur = open(f->dest, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (f->cur < 0)
         return fprintf(stderr, "ransfs-fsck: %s: %s\n", f->dest, strerror(errno)), -1;
     int rc = rfs_tree_walk(f->img, extract_one, f);
-    close(f->dirfd);
+    if (rc != 0 && !f->problems)
+        fprintf(stderr, "ransfs-fsck: out of memory\n");
     return rc;
 }
 
+/* ------------------------------------------------------------ compare */
+
+static int difference(fsck *f, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int difference(fsck *f, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vprintf(fmt, ap);
+    va_end(ap);
+    putchar('\n');
+    f->differences++;
+    return 0;
+}
+
+static const char *type_name(uint32_t mode)
+{
+    return S_ISDIR(mode) ? "directory" : S_ISLNK(mode) ? "symlink" : S_ISREG(mode)
+           ? "regular file" : "special file";
+}
+
+/* Read up to n bytes of fd at off (short only at end of file); -1 on error. */
+static ssize_t read_full(int fd, uint8_t *buf, size_t n, uint64_t off)
+{
+    size_t done = 0;
+    while (done < n) {
+        ssize_t r = pread(fd, buf + done, n - done, (off_t)(off + done));
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0)
+            return -1;
+        if (r == 0)
+            break;
+        done += (size_t)r;
+    }
+    return (ssize_t)done;
+}
+
+/* The first offset where the image file and the DIR file differ (their
+ * common length when one is a prefix of the other), or UINT64_MAX when
+ * equal; -2 (as uint64) after a read error, reported. */
+static uint64_t first_difference(fsck *f, int fd, uint64_t ino, const char *path,
+                                 const rfs_stat *st)
+{
+    for (uint64_t off = 0;; ) {
+        size_t want = f->sum.tile_size, got = 0;
+        if (off < st->size) {
+            rfs_err err = rfs_image_read(f->img, f->ctx, ino, off, want, f->buf, &got);
+            if (err)
+                return problem(f, "%s at offset %llu: %s", path, (unsigned long long)off,
+                               rfs_strerror(err)), UINT64_MAX - 1;
+        }
+        ssize_t have = read_full(fd, f->buf2, want, off);
+        if (have < 0)
+            return dest_fail(f, path, "read failed"), UINT64_MAX - 1;
+        size_t n = got < (size_t)have ? got : (size_t)have;
+        if (memcmp(f->buf, f->buf2, n) != 0)
+            for (size_t i = 0; i < n; i++)
+                if (f->buf[i] != f->buf2[i])
+                    return off + i;
+        if (got != (size_t)have)
+            return off + n;
+        if (got < want)
+            return UINT64_MAX;
+        off += got;
+    }
+}
+
+static void compare_file(fsck *f, uint64_t ino, const char *path, const rfs_stat *st,
+                         const struct stat *ds)
+{
+    int fd = openat(f->cur, rfs_tree_basename(path), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) {
+        dest_fail(f, path, "");
+        return;
+    }
+    uint64_t at = first_difference(f, fd, ino, path, st);
+    close(fd);
+    if (at == UINT64_MAX - 1 || at == UINT64_MAX)
+        return;
+    if (st->size != (uint64_t)ds->st_size)
+        difference(f, "%s: differs at offset %llu (size %llu in the image, %llu in %s)", path,
+                   (unsigned long long)at, (unsigned long long)st->size,
+                   (unsigned long long)ds->st_size, f->dest);
+    else
+        difference(f, "%s: differs at offset %llu", path, (unsigned long long)at);
+}
+
+static void compare_link(fsck *f, uint64_t ino, const char *path)
+{
+    const char *target;
+    char buf[4097];
+    rfs_image_readlink(f->img, ino, &target);
+    ssize_t n = readlinkat(f->cur, rfs_tree_basename(path), buf, sizeof buf - 1);
+    if (n < 0) {
+        dest_fail(f, path, "");
+        return;
+    }
+    buf[n] = '\0';
+    if (strcmp(buf, target) != 0)
+        difference(f, "%s: symlink target differs: '%s' in the image, '%s' in %s", path,
+                   target, buf, f->dest);
+}
+
+/* Report the entries of DIR's directory (open as f->cur) that the image
+ * directory ino lacks. */
+static void compare_extra(fsck *f, uint64_t ino, const char *path)
+{
+    int fd = dup(f->cur);
+    DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+    struct dirent *e;
+    if (!d) {
+        if (fd >= 0)
+            close(fd);
+        dest_fail(f, path, "cannot list");
+        return;
+    }
+    rewinddir(d);
+    while ((e = readdir(d))) {
+        uint64_t child;
+        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..") &&
+            rfs_image_lookup(f->img, ino, e->d_name, &child) != RFS_OK)
+            difference(f, "only in %s: %s%s%s", f->dest, path, path[0] ? "/" : "", e->d_name);
+    }
+    closedir(d);
+}
+
+/* The DIR side of entry path: its lstat, or 1 when it is absent (reported). */
+static int compare_lstat(fsck *f, const char *path, struct stat *ds)
+{
+    int r = path[0] ? fstatat(f->cur, rfs_tree_basename(path), ds, AT_SYMLINK_NOFOLLOW)
+                    : fstat(f->cur, ds);
+    if (r == 0)
+        return 0;
+    if (errno == ENOENT)
+        return difference(f, "only in the image: %s", path), 1;
+    return dest_fail(f, path, "");
+}
+
+static int compare_one(void *user, uint64_t ino, const char *path, const rfs_stat *st, int post)
+{
+    fsck *f = user;
+    struct stat ds;
+    int sel = sel_class(f, path), dir = S_ISDIR(st->mode);
+    const char *shown = path[0] ? path : ".";
+    if (post)
+        return path[0] ? dir_leave(f, path) : 0;
+    if (sel == SEL_OUT)
+        return dir ? RFS_TREE_SKIP : 0;
+    int r = compare_lstat(f, path, &ds);
+    if (r)
+        return r > 0 && dir ? RFS_TREE_SKIP : r < 0 ? -1 : 0;
+    f->compared++;
+    if ((ds.st_mode & S_IFMT) != (st->mode & S_IFMT)) {
+        difference(f, "%s: type differs: %s in the image, %s in %s", shown, type_name(st->mode),
+                   type_name(ds.st_mode), f->dest);
+        return dir ? RFS_TREE_SKIP : 0;
+    }
+    if (!S_ISLNK(st->mode) && (ds.st_mode & 07777) != (st->mode & 07777) && sel == SEL_IN)
+        difference(f, "%s: mode differs: %04o in the image, %04o in %s", shown,
+                   st->mode & 07777, (unsigned)ds.st_mode & 07777, f->dest);
+    if (S_ISREG(st->mode))
+        compare_file(f, ino, path, st, &ds);
+    else if (S_ISLNK(st->mode))
+        compare_link(f, ino, path);
+    if (!dir)
+        return 0;
+    if (path[0] && dir_enter(f, path) != 0)
+        return -1;
+    if (sel == SEL_IN)
+        compare_extra(f, ino, path);
+    return 0;
+}
+
+/* --compare: 0 when DIR and the image agree, else -1. */
+static int compare_run(fsck *f)
+{
+    f->cur = open(f->dest, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (f->cur < 0)
+        return fprintf(stderr, "ransfs-fsck: %s: %s\n", f->dest, strerror(errno)), -1;
+    if (rfs_tree_walk(f->img, compare_one, f) != 0 && !f->problems) {
+        fprintf(stderr, "ransfs-fsck: out of memory\n");
+        return -1;
+    }
+    if (f->differences)
+        fprintf(stderr, "ransfs-fsck: %s: %llu difference(s) from %s\n", f->image,
+                (unsigned long long)f->differences, f->dest);
+    return f->differences || f->problems ? -1 : 0;
+}
+
 /* ------------------------------------------------------------ main */
+
+static const char usage_text[] =
+    "usage: ransfs-fsck [-q] [-j N] IMAGE\n"
+    "       ransfs-fsck [-q] [-j N] [-f] --extract DIR IMAGE [PATH...]\n"
+    "       ransfs-fsck [-q] --compare DIR IMAGE [PATH...]\n"
+    "       ransfs-fsck --version\n";
+
+static int usage(void)
+{
+    fputs(usage_text, stderr);
+    return 2;
+}
+
+static int parse_threads(const char *arg, unsigned *n)
+{
+    char *end;
+    long j = strtol(arg, &end, 10);
+    if (*end || j < 1 || j > 256) {
+        fprintf(stderr, "ransfs-fsck: -j %s: want a thread count from 1 to 256\n", arg);
+        return 2;
+    }
+    *n = (unsigned)j;
+    return -1;
+}
+
+/* Take IMAGE and the PATHs (normalised in place) from argv. */
+static int parse_positional(int argc, char **argv, fsck_opts *o)
+{
+    if (argc - optind < 1 || (argc - optind > 1 && !o->dest && !o->compare))
+        return usage();
+    o->image = argv[optind];
+    o->paths = argv + optind + 1;
+    o->n_paths = argc - optind - 1;
+    for (int i = 0; i < o->n_paths; i++)
+        if (rfs_tree_path_norm(o->paths[i]) != 0) {
+            fprintf(stderr, "ransfs-fsck: %s: a PATH inside the image has no '..'\n",
+                    o->paths[i]);
+            return 2;
+        }
+    return -1;
+}
+
+/* Parse the command line into o.  Returns -1 to go on, else the exit
+ * status (0 after --help or --version, 2 on a usage error). */
+static int parse_args(int argc, char **argv, fsck_opts *o)
+{
+    static const struct option longopts[] = {{"extract", required_argument, 0, 'x'},
+                                             {"compare", required_argument, 0, 'C'},
+                                             {"force", no_argument, 0, 'f'},
+                                             {"quiet", no_argument, 0, 'q'},
+                                             {"threads", required_argument, 0, 'j'},
+                                             {"help", no_argument, 0, 'h'},
+                                             {"version", no_argument, 0, 'V'},
+                                             {0, 0, 0, 0}};
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    int c, rc;
+    o->n_threads = cores > 0 ? (unsigned)cores : 1;
+    while ((c = getopt_long(argc, argv, "qfhx:j:", longopts, NULL)) != -1) {
+        if (c == 'x')
+            o->dest = optarg;
+        else if (c == 'C')
+            o->compare = optarg;
+        else if (c == 'f')
+            o->force = 1;
+        else if (c == 'q')
+            o->quiet = 1;
+        else if (c == 'j' && (rc = parse_threads(optarg, &o->n_threads)) >= 0)
+            return rc;
+        else if (c == 'V')
+            return printf("ransfs-fsck %s\n", RFS_VERSION), 0;
+        else if (c == 'h')
+            return fputs(usage_text, stdout), 0;
+        else if (c != 'j')
+            return usage();
+    }
+    if ((o->dest && o->compare) || (o->force && !o->dest))
+        return usage();
+    return parse_positional(argc, argv, o);
+}
 
 static void fsck_free(fsck *f)
 {
@@ -226,84 +698,69 @@ static void fsck_free(fsck *f)
     free(f->unit_off);
     free(f->unit_err);
     free(f->buf);
+    free(f->buf2);
+    if (f->cur >= 0)
+        close(f->cur);
     rfs_rctx_destroy(f->ctx);
     rfs_image_close(f->img);
 }
 
-int main(int argc, char **argv)
+/* Open the image and make the work arrays.  0, or 1 after a message. */
+static int fsck_open(fsck *f)
 {
-    static const struct option longopts[] = {{"extract", required_argument, 0, 'x'},
-                                             {"quiet", no_argument, 0, 'q'},
-                                             {"threads", required_argument, 0, 'j'},
-                                             {"help", no_argument, 0, 'h'},
-                                             {0, 0, 0, 0}};
-    fsck f = {.dirfd = -1};
-    int quiet = 0, c;
-    long cores = sysconf(_SC_NPROCESSORS_ONLN);
-    f.n_threads = cores > 0 ? (unsigned)cores : 1;
-    while ((c = getopt_long(argc, argv, "qhx:j:", longopts, NULL)) != -1) {
-        char *end;
-        if (c == 'x')
-            f.dest = optarg;
-        else if (c == 'j') {
-            long j = strtol(optarg, &end, 10);
-            if (*end || j < 1 || j > 256) {
-                fprintf(stderr, "ransfs-fsck: -j %s: want a thread count from 1 to 256\n", optarg);
-                return 2;
-            }
-            f.n_threads = (unsigned)j;
-        } else if (c == 'q')
-            quiet = 1;
-        else {
-            fputs("usage: ransfs-fsck [-q] [-j N] IMAGE [--extract DIR]\n", c == 'h' ? stdout : stderr);
-            return c == 'h' ? 0 : 2;
-        }
-    }
-    if (argc - optind != 1) {
-        fputs("usage: ransfs-fsck [-q] [-j N] IMAGE [--extract DIR]\n", stderr);
-        return 2;
-    }
-    f.image = argv[optind];
     char why[512];
-    rfs_err err = rfs_image_open(&f.img, f.image, why, sizeof why);
-    if (err) {
-        fprintf(stderr, "ransfs-fsck: %s: %s\n", f.image, why);
+    rfs_tool_guard_arm("ransfs-fsck", f->image);
+    if (rfs_image_open(&f->img, f->image, why, sizeof why) != RFS_OK) {
+        fprintf(stderr, "ransfs-fsck: %s: %s\n", f->image, why);
         return 1;
     }
-    rfs_image_get_summary(f.img, &f.sum);
-    f.ctx = rfs_rctx_create(f.img);
-    f.buf = malloc(f.sum.tile_size);
-    f.unit_ino = calloc(f.sum.n_units + 1, sizeof *f.unit_ino);
-    f.unit_off = calloc(f.sum.n_units + 1, sizeof *f.unit_off);
-    f.ino_path = calloc(f.sum.n_inodes, sizeof *f.ino_path);
-    f.unit_err = calloc(f.sum.n_units + 1, sizeof *f.unit_err);
-    int rc = 1;
-    if (!f.ctx || !f.buf || !f.unit_ino || !f.unit_off || !f.ino_path || !f.unit_err) {
+    rfs_image_get_summary(f->img, &f->sum);
+    f->ctx = rfs_rctx_create(f->img);
+    f->buf = malloc(f->sum.tile_size);
+    f->buf2 = malloc(f->sum.tile_size);
+    f->unit_ino = calloc(f->sum.n_units + 1, sizeof *f->unit_ino);
+    f->unit_off = calloc(f->sum.n_units + 1, sizeof *f->unit_off);
+    f->ino_path = calloc(f->sum.n_inodes, sizeof *f->ino_path);
+    f->unit_err = calloc(f->sum.n_units + 1, sizeof *f->unit_err);
+    if (!f->ctx || !f->buf || !f->buf2 || !f->unit_ino || !f->unit_off || !f->ino_path ||
+        !f->unit_err) {
         fprintf(stderr, "ransfs-fsck: out of memory\n");
-        goto out;
+        return 1;
     }
-    if (rfs_tree_walk(f.img, index_file, &f) != 0) {
-        problem(&f, "directory tree too deep to walk");
-        goto out;
+    return 0;
+}
+
+/* The work the options ask for; 0 on success. */
+static int fsck_run(fsck *f)
+{
+    if (sel_check(f) != 0)
+        return -1;
+    if (f->o->compare) {
+        if (compare_run(f) != 0)
+            return -1;
+        if (!f->o->quiet)
+            printf("%s: same as %s: %llu entries compared\n", f->image, f->dest,
+                   (unsigned long long)f->compared);
+        return 0;
     }
-    if (units_decode(&f) != 0) {
-        fprintf(stderr, "ransfs-fsck: out of memory\n");
-        goto out;
-    }
-    units_check(&f);
-    if (f.problems) {
-        fprintf(stderr, "ransfs-fsck: %s: %llu problem(s) found\n", f.image,
-                (unsigned long long)f.problems);
-        goto out;
-    }
-    if (f.dest && extract(&f) != 0)
-        goto out;
-    if (!quiet)
-        printf("%s: ok: %llu inodes, %llu units, %llu bytes of files in %llu bytes\n", f.image,
-               (unsigned long long)f.sum.n_inodes, (unsigned long long)f.sum.n_units,
-               (unsigned long long)f.sum.content_bytes, (unsigned long long)f.sum.image_bytes);
-    rc = 0;
-out:
+    if ((f->o->dest && extract_dest_check(f) != 0) || check_run(f) != 0 ||
+        (f->o->dest && extract_run(f) != 0))
+        return -1;
+    if (!f->o->quiet)
+        printf("%s: ok: %llu inodes, %llu units, %llu bytes of files in %llu bytes\n", f->image,
+               (unsigned long long)f->sum.n_inodes, (unsigned long long)f->sum.n_units,
+               (unsigned long long)f->sum.content_bytes, (unsigned long long)f->sum.image_bytes);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    fsck_opts o = {0};
+    int rc = parse_args(argc, argv, &o);
+    if (rc >= 0)
+        return rc;
+    fsck f = {.o = &o, .image = o.image, .cur = -1, .dest = o.dest ? o.dest : o.compare};
+    rc = fsck_open(&f) != 0 || fsck_run(&f) != 0 ? 1 : 0;
     fsck_free(&f);
     return rc;
 }

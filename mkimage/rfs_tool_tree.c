@@ -1,5 +1,13 @@
 /*
  * rfs_tool_tree.c - depth-first walk of an image's tree (rfs_tool_tree.h).
+ *
+ * Design note.  The walk is a loop over an explicit stack of frames, one
+ * per open directory (its inode, stat, next entry and the length of its
+ * path), not recursion: mkimage packs whatever depth the source has, and
+ * the tools must walk every tree the reader accepts, so the depth is
+ * bounded only by memory.  The path is one growing buffer; entering an
+ * entry appends "/name", leaving it cuts the buffer back to the frame's
+ * length.
  */
 #include "rfs_tool_tree.h"
 
@@ -7,44 +15,127 @@
 #include <string.h>
 #include <sys/stat.h>
 
-static int walk(const rfs_image *img, uint64_t ino, char *path, size_t len, size_t cap,
-                unsigned depth, rfs_tree_fn fn, void *user)
+typedef struct frame {
+    uint64_t ino, next, count;
+    size_t path_len;
+    rfs_stat st;
+} frame;
+
+typedef struct walker {
+    const rfs_image *img;
+    rfs_tree_fn fn;
+    void *user;
+    frame *stack;
+    size_t depth, stack_cap;
+    char *path;
+    size_t path_cap;
+} walker;
+
+static int grow(void **p, size_t *cap, size_t need, size_t elem)
+{
+    if (need <= *cap)
+        return 0;
+    size_t n = *cap ? *cap : 16;
+    while (n < need)
+        n *= 2;
+    void *q = realloc(*p, n * elem);
+    if (!q)
+        return -1;
+    *p = q;
+    *cap = n;
+    return 0;
+}
+
+/* Append "/name" (or "name" at the root) to the path. */
+static int path_push(walker *w, size_t len, const char *name)
+{
+    size_t nl = strlen(name), sep = len ? 1 : 0;
+    if (grow((void **)&w->path, &w->path_cap, len + sep + nl + 1, 1))
+        return -1;
+    if (sep)
+        w->path[len] = '/';
+    memcpy(w->path + len + sep, name, nl + 1);
+    return 0;
+}
+
+/* Visit ino (its path is in w->path, path_len long): call fn, and push a
+ * frame for a directory whose entries are to be walked. */
+static int enter(walker *w, uint64_t ino, size_t path_len)
 {
     rfs_stat st;
-    int rc;
-    if (depth > RFS_TREE_MAX_DEPTH || rfs_image_stat(img, ino, &st) != RFS_OK)
+    if (rfs_image_stat(w->img, ino, &st) != RFS_OK)
         return -1;
-    if ((rc = fn(user, ino, path, &st, 0)) || !S_ISDIR(st.mode))
+    int rc = w->fn(w->user, ino, w->path, &st, 0);
+    if (rc == RFS_TREE_SKIP && S_ISDIR(st.mode))
+        return 0;
+    if (rc || !S_ISDIR(st.mode))
         return rc;
-    uint64_t n = 0;
-    rfs_image_dir_count(img, ino, &n);
-    for (uint64_t i = 0; i < n; i++) {
-        uint64_t child;
-        const char *name;
-        if (rfs_image_dir_entry(img, ino, i, &child, &name) != RFS_OK)
-            return -1;
-        size_t nl = strlen(name), sep = len ? 1 : 0;
-        if (len + sep + nl + 1 > cap)
-            return -1;
-        if (sep)
-            path[len] = '/';
-        memcpy(path + len + sep, name, nl + 1);
-        rc = walk(img, child, path, len + sep + nl, cap, depth + 1, fn, user);
-        path[len] = '\0';
-        if (rc)
-            return rc;
+    if (grow((void **)&w->stack, &w->stack_cap, w->depth + 1, sizeof *w->stack))
+        return -1;
+    frame *f = &w->stack[w->depth++];
+    *f = (frame){.ino = ino, .path_len = path_len, .st = st};
+    rfs_image_dir_count(w->img, ino, &f->count);
+    return 0;
+}
+
+/* One step at the top frame: enter its next entry, or leave it. */
+static int step(walker *w)
+{
+    frame *f = &w->stack[w->depth - 1];
+    w->path[f->path_len] = '\0';
+    if (f->next == f->count) {
+        frame done = *f;
+        w->depth--;
+        return w->fn(w->user, done.ino, w->path, &done.st, 1);
     }
-    return fn(user, ino, path, &st, 1);
+    uint64_t child;
+    const char *name;
+    if (rfs_image_dir_entry(w->img, f->ino, f->next++, &child, &name) != RFS_OK)
+        return -1;
+    size_t len = f->path_len;
+    if (path_push(w, len, name))
+        return -1;
+    return enter(w, child, strlen(w->path));
 }
 
 int rfs_tree_walk(const rfs_image *img, rfs_tree_fn fn, void *user)
 {
-    size_t cap = (size_t)RFS_TREE_MAX_DEPTH * 256 + 1;
-    char *path = malloc(cap);
-    if (!path)
-        return -1;
-    path[0] = '\0';
-    int rc = walk(img, RFS_ROOT_INO, path, 0, cap, 0, fn, user);
-    free(path);
+    walker w = {.img = img, .fn = fn, .user = user};
+    int rc = path_push(&w, 0, "");
+    if (rc == 0)
+        rc = enter(&w, RFS_ROOT_INO, 0);
+    while (rc == 0 && w.depth > 0)
+        rc = step(&w);
+    free(w.stack);
+    free(w.path);
     return rc;
+}
+
+int rfs_tree_path_norm(char *path)
+{
+    char *out = path;
+    const char *p = path;
+    while (*p) {
+        while (*p == '/')
+            p++;
+        const char *end = strchrnul(p, '/');
+        size_t n = (size_t)(end - p);
+        if (n == 2 && p[0] == '.' && p[1] == '.')
+            return -1;
+        if (n && !(n == 1 && p[0] == '.')) {
+            if (out != path)
+                *out++ = '/';
+            memmove(out, p, n);
+            out += n;
+        }
+        p = end;
+    }
+    *out = '\0';
+    return 0;
+}
+
+const char *rfs_tree_basename(const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    return slash ? slash + 1 : path;
 }
