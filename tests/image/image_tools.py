@@ -26,6 +26,13 @@ tests/data/human32-mini, "corpus" the shared corpus's human32-st):
                       mkimage runs as uid 65534 on a mode-000 file/dir)
   fault_disk_full     pack into a 2 MiB tmpfs (root; exit 77 when mount
                       fails): "No space left on device", no file left
+  tools_extract       fsck --extract DIR IMAGE PATH...; -f; refusals
+  tools_compare       fsck --compare DIR IMAGE: each kind of difference
+  tools_ls            dump --ls against ls -lgo --time-style=long-iso
+  tools_json_names    dump --json with non-UTF-8 names: valid, recoverable
+  tools_deep          a 600-deep tree through every tool
+  tools_usage         --version, exit 2, a FIFO as IMAGE
+  tools_truncated     fsck and dump on an image truncated under them
 
 Comparison covers type, content, permission bits, mtime (ns) and symlink
 targets of every entry.  Only the standard library and numpy are used.
@@ -69,7 +76,8 @@ def check(cond, msg):
 
 
 def run(args, expect=0):
-    p = subprocess.run(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p = subprocess.run(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                       errors="surrogateescape")  # names are bytes
     if expect is not None and p.returncode != expect:
         raise Fail("%s: exit %d (wanted %d)\nstdout: %s\nstderr: %s" %
                    (" ".join(args), p.returncode, expect, p.stdout[-2000:], p.stderr[-2000:]))
@@ -122,6 +130,8 @@ def roundtrip(b, src, work, extra=(), skip=()):
         check(key in summary, "--json lacks %s" % key)
     run([b("ransfs-fsck"), "-q", img, "--extract", out])
     n = compare(src, out, skip)
+    if not skip:
+        run([b("ransfs-fsck"), "-q", "--compare", src, img])
     d = json.loads(run([b("ransfs-dump"), "--json", img]).stdout)
     check(d["totals"]["image_bytes"] == os.path.getsize(img), "dump: image size")
     run([b("ransfs-dump"), img])
@@ -723,6 +733,361 @@ def t_fsck_threads(b, work, src):
           "fsck reports differ between -j1, -j2, -j4:\n%s\n---\n%s" % (res[0].stderr, res[2].stderr))
     check(res[0].stderr.count("\n") >= 2, "want several damaged units: %r" % res[0].stderr)
     print("fsck_threads: ok\n%s" % res[0].stderr)
+
+
+# ---------------------------------------------------------------- the tools (issue 9 §5, §7; 10 §4)
+
+def tools_tree(work, name="src"):
+    """A small tree with every entry type, a non-UTF-8 name and setuid bits."""
+    src = os.path.join(work, name)
+    os.makedirs(os.path.join(src, "a", "b"))
+    os.makedirs(os.path.join(src, "c"))
+    rng = np.random.default_rng(21)
+    gaussian(rng, TILE // 2 + 7).tofile(os.path.join(src, "a", "w.f32"))
+    with open(os.path.join(src, "a", "b", "notes.txt"), "w") as f:
+        f.write("notes\n" * 1000)
+    with open(os.path.join(src, "c", "x.bin"), "wb") as f:
+        f.write(rng.integers(0, 256, 5000, dtype=np.uint8).tobytes())
+    with open(os.path.join(src, "top.txt"), "w") as f:
+        f.write("top\n")
+    os.symlink("b/notes.txt", os.path.join(src, "a", "link"))
+    with open(os.path.join(os.fsencode(src), b"caf\xe9.txt"), "wb") as f:
+        f.write(b"latin-1 name\n")
+    return src
+
+
+def t_tools_extract(b, work, _):
+    """--extract DIR IMAGE [PATH...]: only the named paths (a directory with
+    its subtree, and the directories leading to them); a PATH not in the
+    image, or a non-empty DIR without -f, is refused before anything is
+    written; -f writes into an existing DIR and replaces what is in the way."""
+    src = tools_tree(work)
+    img = os.path.join(work, "t.img")
+    run([b("ransfs-mkimage"), "-q", src, img])
+    out = os.path.join(work, "out")
+    run([b("ransfs-fsck"), "-q", "--extract", out, img, "a/b", "/top.txt", "c/x.bin/"])
+    got = sorted(tree(out))
+    check(got == [".", "a", "a/b", "a/b/notes.txt", "c", "c/x.bin", "top.txt"],
+          "extracted %s" % got)
+    for rel in ("a/b/notes.txt", "c/x.bin", "top.txt", "a/b", "a"):
+        x, y = tree(src)[rel], tree(out)[rel]
+        check(x == y, "%s differs after a partial extract: %r vs %r" % (rel, x[:3], y[:3]))
+    # a PATH not in the image: error naming it, nothing written
+    fresh = os.path.join(work, "fresh")
+    p = run([b("ransfs-fsck"), "--extract", fresh, img, "a", "no/such"], expect=1)
+    check(p.stderr.strip() == "ransfs-fsck: %s: no/such: not in the image" % img, p.stderr)
+    check(not os.path.exists(fresh), "a failed --extract created %s" % fresh)
+    p = run([b("ransfs-fsck"), "--extract", fresh, img, "a/../c"], expect=2)
+    check("'..'" in p.stderr and not os.path.exists(fresh), p.stderr)
+    # a non-empty DIR without -f: refused before writing anything
+    before = tree(out)
+    p = run([b("ransfs-fsck"), "--extract", out, img], expect=1)
+    lines = p.stderr.strip().splitlines()
+    check(len(lines) == 1 and lines[0] == "ransfs-fsck: %s: exists and is not empty "
+          "(-f extracts into it)" % out, p.stderr)
+    check(tree(out) == before, "a refused --extract changed %s" % out)
+    notdir = os.path.join(work, "notdir")
+    open(notdir, "w").close()
+    p = run([b("ransfs-fsck"), "-f", "--extract", notdir, img], expect=1)
+    check("exists and is not a directory" in p.stderr, p.stderr)
+    # an empty existing DIR is fine without -f
+    empty = os.path.join(work, "empty")
+    os.makedirs(empty)
+    run([b("ransfs-fsck"), "-q", "--extract", empty, img])
+    compare(src, empty)
+    # -f: into the partial tree, replacing a file, a symlink pointing out
+    # (never written through) and a file where a directory goes
+    victim = os.path.join(work, "victim")
+    with open(victim, "w") as f:
+        f.write("must stay\n")
+    os.unlink(os.path.join(out, "top.txt"))
+    os.symlink(victim, os.path.join(out, "top.txt"))
+    with open(os.path.join(out, "a", "b", "notes.txt"), "w") as f:
+        f.write("old")
+    shutil.rmtree(os.path.join(out, "c"))
+    with open(os.path.join(out, "c"), "w") as f:
+        f.write("a file where a directory goes")
+    with open(os.path.join(out, "extra"), "w") as f:
+        f.write("kept")
+    run([b("ransfs-fsck"), "-q", "-f", "--extract", out, img])
+    with open(victim) as f:
+        check(f.read() == "must stay\n", "-f wrote through a symlink")
+    os.unlink(os.path.join(out, "extra"))
+    os.utime(out, ns=(0, os.stat(src).st_mtime_ns))  # the unlink touched it
+    compare(src, out)
+    # -f does not remove a directory that stands where a file goes
+    os.unlink(os.path.join(out, "top.txt"))
+    os.makedirs(os.path.join(out, "top.txt", "inner"))
+    p = run([b("ransfs-fsck"), "-f", "--extract", out, img], expect=1)
+    check(out + "/top.txt: a directory is in the way" in p.stderr, p.stderr)
+    check(os.path.isdir(os.path.join(out, "top.txt", "inner")), "-f removed a directory")
+    p = run([b("ransfs-fsck"), "-f", img], expect=2)
+    check("usage" in p.stderr, "-f without --extract: %r" % p.stderr)
+    p = run([b("ransfs-fsck"), img, "a"], expect=2)
+    check("usage" in p.stderr, "a PATH without --extract: %r" % p.stderr)
+    print("tools_extract: ok")
+
+
+def t_tools_compare(b, work, _):
+    """--compare DIR IMAGE: silent and 0 on the source; one line per
+    difference (first differing offset, size, type, mode, link target,
+    entries on one side only) and 1 otherwise; PATHs limit it."""
+    src = tools_tree(work)
+    img = os.path.join(work, "t.img")
+    run([b("ransfs-mkimage"), "-q", src, img])
+    p = run([b("ransfs-fsck"), "--compare", src, img])
+    check(p.stdout.startswith("%s: same as %s:" % (img, src)) and not p.stderr, p.stdout + p.stderr)
+    check(run([b("ransfs-fsck"), "-q", "--compare", src, img]).stdout == "", "-q prints")
+    w = os.path.join(src, "a", "w.f32")
+    with open(w, "r+b") as f:
+        f.seek(300001)
+        c = f.read(1)
+        f.seek(300001)
+        f.write(bytes([c[0] ^ 1]))
+    with open(os.path.join(src, "top.txt"), "a") as f:
+        f.write("more\n")
+    os.truncate(os.path.join(src, "c", "x.bin"), 4000)
+    os.chmod(os.path.join(src, "a", "b", "notes.txt"), 0o4755)
+    os.unlink(os.path.join(src, "a", "link"))
+    os.symlink("elsewhere", os.path.join(src, "a", "link"))
+    os.unlink(os.path.join(os.fsencode(src), b"caf\xe9.txt"))
+    with open(os.path.join(src, "c", "new.txt"), "w") as f:
+        f.write("new\n")
+    shutil.rmtree(os.path.join(src, "a", "b"))
+    with open(os.path.join(src, "a", "b"), "w") as f:
+        f.write("was a directory\n")
+    p = run([b("ransfs-fsck"), "--compare", src, img], expect=1)
+    want = sorted([
+        "a/b: type differs: directory in the image, regular file in %s" % src,
+        "a/link: symlink target differs: 'b/notes.txt' in the image, 'elsewhere' in %s" % src,
+        "a/w.f32: differs at offset 300001",
+        "c/x.bin: differs at offset 4000 (size 5000 in the image, 4000 in %s)" % src,
+        "only in %s: c/new.txt" % src,
+        "only in the image: caf\udce9.txt",
+        "top.txt: differs at offset 4 (size 4 in the image, 9 in %s)" % src])
+    got = sorted(p.stdout.strip().splitlines())
+    check(got == want, "compare printed\n%s\nwanted\n%s" % ("\n".join(got), "\n".join(want)))
+    check(p.stderr.strip() == "ransfs-fsck: %s: 7 difference(s) from %s" % (img, src), p.stderr)
+    # a mode difference, and PATHs limiting the comparison
+    shutil.rmtree(src)
+    src = tools_tree(work)
+    os.chmod(os.path.join(src, "a", "w.f32"), 0o2640)
+    p = run([b("ransfs-fsck"), "--compare", src, img], expect=1)
+    check(p.stdout.strip() == "a/w.f32: mode differs: 0644 in the image, 2640 in %s" % src, p.stdout)
+    run([b("ransfs-fsck"), "-q", "--compare", src, img, "c", "a/b", "top.txt"])
+    p = run([b("ransfs-fsck"), "--compare", src, img, "a"], expect=1)
+    check(p.stdout.count("\n") == 1, p.stdout)
+    p = run([b("ransfs-fsck"), "--compare", src, img, "zz"], expect=1)
+    check("zz: not in the image" in p.stderr, p.stderr)
+    p = run([b("ransfs-fsck"), "--compare", os.path.join(work, "none"), img], expect=1)
+    check("none: No such file or directory" in p.stderr, p.stderr)
+    p = run([b("ransfs-fsck"), "--compare", src, "--extract", work, img], expect=2)
+    print("tools_compare: ok")
+
+
+def t_tools_ls(b, work, _):
+    """dump --ls IMAGE [PATH] prints what `ls -lgo --time-style=long-iso`
+    prints for files and symlinks (mode letters s/S/t/T included); a PATH
+    not in the image is an error."""
+    src = tools_tree(work)
+    d = os.path.join(src, "modes")
+    os.makedirs(d)
+    for name, mode in (("suid", 0o4755), ("suid-noexec", 0o4644), ("sgid", 0o2755),
+                       ("sgid-noexec", 0o2644), ("sticky", 0o1777), ("sticky-noexec", 0o1666),
+                       ("all", 0o7777), ("none", 0o000)):
+        with open(os.path.join(d, name), "w") as f:
+            f.write(name * 3)
+        os.chmod(os.path.join(d, name), mode)
+    os.symlink("suid", os.path.join(d, "zlink"))
+    img = os.path.join(work, "t.img")
+    run([b("ransfs-mkimage"), "-q", src, img])
+    env = dict(os.environ, TZ="UTC", LC_ALL="C")
+
+    def ls(*args):
+        p = subprocess.run(list(args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+        check(p.returncode == 0, "%s: exit %d: %s" % (args, p.returncode, p.stderr))
+        return [line.split() for line in p.stdout.decode("utf-8", "surrogateescape").splitlines()]
+
+    mine = ls(b("ransfs-dump"), "--ls", img, "modes")
+    theirs = ls("ls", "-lgo", "--time-style=long-iso", d)[1:]  # without "total N"
+    check(mine == theirs, "--ls modes:\n%s\nls -lgo:\n%s" % (mine, theirs))
+    check(any(r[0] == "-rwSr--r--" for r in mine) and any(r[0] == "-rw-rw-rwT" for r in mine),
+          "no S/s/t in %s" % mine)
+    # the root: every entry, files and links equal to ls; directories by name
+    mine = ls(b("ransfs-dump"), "--ls", img)
+    theirs = ls("ls", "-lgo", "--time-style=long-iso", src)[1:]
+    check([r[-1] for r in mine] == [r[-1] for r in theirs], "names: %s vs %s" % (mine, theirs))
+    for m, t in zip(mine, theirs):
+        check(m[0] == t[0] and (m[0][0] == "d" or m == t), "%s vs %s" % (m, t))
+    # one file, as named; a symlink with its target
+    one = ls(b("ransfs-dump"), "--ls", img, "/a/w.f32")
+    check(len(one) == 1 and one[0][-1] == "/a/w.f32", one)
+    link = ls(b("ransfs-dump"), "--ls", img, "a/link")
+    check(link[0][-3:] == ["a/link", "->", "b/notes.txt"], link)
+    p = run([b("ransfs-dump"), "--ls", img, "nope"], expect=1)
+    check(p.stderr.strip() == "ransfs-dump: %s: nope: not in the image" % img, p.stderr)
+    run([b("ransfs-dump"), "--ls", "--json", img], expect=2)
+    run([b("ransfs-dump"), img, "a"], expect=2)
+    print("tools_ls: ok")
+
+
+def t_tools_json_names(b, work, _):
+    """dump --json is valid JSON whatever bytes the names hold, and
+    os.fsencode(name) gives the bytes back (docs/tools.md)."""
+    src = os.fsencode(os.path.join(work, "src"))
+    os.makedirs(src)
+    names = [b"caf\xe9.txt", b"na\xc3\xafve.txt", b"ctl\x01\x1f\x7f.txt", b'q"uo\\te.txt',
+             b"sur\xed\xa0\x80.txt", b"over\xc0\xaf.txt", b"cut\xe2\x82.txt", b"big\xf4\x90\x80\x80",
+             b"emoji\xf0\x9f\x98\x80", b"new\nline"]
+    for n in names:
+        with open(os.path.join(src, n), "wb") as f:
+            f.write(n)
+    gaussian(np.random.default_rng(5), 5000).tofile(os.path.join(src, b"t\xff.f32"))
+    os.symlink(b"target\xfe", os.path.join(src, b"link\x80"))
+    img = os.path.join(work, "t.img")
+    run([b("ransfs-mkimage"), "-q", src, img])
+    p = subprocess.run([b("ransfs-dump"), "--json", img], stdout=subprocess.PIPE)
+    check(p.returncode == 0, "dump --json exit %d" % p.returncode)
+    p.stdout.decode("utf-8")  # strict: the dump itself is UTF-8
+    d = json.loads(p.stdout)
+    got = {os.fsencode(f["path"]) for f in d["files"]}
+    want = {b"/"} | set(names) | {b"t\xff.f32", b"link\x80"}
+    check(got == want, "paths: %s vs %s" % (sorted(got), sorted(want)))
+    for f in d["files"]:
+        check(f["path"] == os.fsdecode(os.fsencode(f["path"])), f["path"])
+    link = [f for f in d["files"] if os.fsencode(f["path"]) == b"link\x80"][0]
+    check(os.fsencode(link["target"]) == b"target\xfe", link)
+    t = [x for x in d["tensors"] if os.fsencode(x["file"]) == b"t\xff.f32"]
+    check(len(t) == 1, "tensor of t\\xff.f32: %s" % d["tensors"])
+    print("tools_json_names: ok (%d names)" % len(got))
+
+
+def t_tools_deep(b, work, _):
+    """A tree 600 directories deep: mkimage packs it, and fsck, --extract,
+    --compare, dump, dump --json and dump --ls handle all of it."""
+    depth = 600
+    src = os.path.join(work, "src")
+    os.mkdir(src)
+    path = src
+    for i in range(depth):
+        path = os.path.join(path, "d")
+        os.mkdir(path)
+        with open(os.path.join(path, "f"), "w") as f:
+            f.write("level %d\n" % i)
+    img = os.path.join(work, "deep.img")
+    run([b("ransfs-mkimage"), "-q", src, img])
+    p = run([b("ransfs-fsck"), img])
+    check("%d inodes" % (2 * depth + 1) in p.stdout, p.stdout)
+    out = os.path.join(work, "out")
+    run([b("ransfs-fsck"), "-q", "--extract", out, img])
+    compare(src, out)
+    run([b("ransfs-fsck"), "-q", "--compare", src, img])
+    run([b("ransfs-fsck"), "-q", "--compare", out, img])
+    deepest = "/".join(["d"] * depth)
+    run([b("ransfs-fsck"), "-q", "--extract", os.path.join(work, "one"), img, deepest + "/f"])
+    with open(os.path.join(work, "one", deepest, "f")) as f:
+        check(f.read() == "level %d\n" % (depth - 1), "deepest file")
+    lines = run([b("ransfs-dump"), img]).stdout.splitlines()
+    check(sum(line.endswith(deepest + "/f") for line in lines) == 1, "dump lacks the deepest file")
+    d = json.loads(run([b("ransfs-dump"), "--json", img]).stdout)
+    check(d["totals"]["directories"] == depth + 1 and len(d["files"]) == 2 * depth + 1,
+          "dump --json: %s" % d["totals"])
+    ls = run([b("ransfs-dump"), "--ls", img, deepest]).stdout.split()
+    check(ls[-1] == "f" and ls[0] == "-rw-r--r--", ls)
+    print("tools_deep: ok (%d levels)" % depth)
+
+
+def t_tools_usage(b, work, _):
+    """--version, exit 2 for usage errors, and a FIFO as IMAGE refused at
+    once (it used to block in open)."""
+    for tool in ("ransfs-fsck", "ransfs-dump"):
+        p = run([b(tool), "--version"])
+        check(p.stdout.startswith(tool + " ") and p.stdout.strip().split()[1][0].isdigit(),
+              p.stdout)
+        for args in ([], ["--no-such-option", "x"], ["a", "b", "c"]):
+            p = run([b(tool), *args], expect=2)
+            check("usage:" in p.stderr, "%s %s: %r" % (tool, args, p.stderr))
+        check(run([b(tool), "--help"]).stdout.startswith("usage:"), tool + " --help")
+    run([b("ransfs-fsck"), "-j", "0", "x"], expect=2)
+    fifo = os.path.join(work, "fifo")
+    os.mkfifo(fifo)
+    for args in (["ransfs-fsck", fifo], ["ransfs-dump", fifo], ["ransfs-dump", "--ls", fifo],
+                 ["ransfs-fsck", "--extract", os.path.join(work, "x"), fifo],
+                 ["ransfs-fsck", "--compare", work, fifo]):
+        try:
+            p = subprocess.run([b(args[0])] + args[1:], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, timeout=60)
+        except subprocess.TimeoutExpired:
+            raise Fail("%s blocked on a FIFO" % " ".join(args))
+        check(p.returncode == 1 and p.stderr.strip() == "%s: %s: not a regular file (a FIFO)" %
+              (args[0], fifo), "%s: exit %d: %r" % (args, p.returncode, p.stderr))
+    check(not os.path.exists(os.path.join(work, "x")), "--extract of a FIFO wrote")
+    print("tools_usage: ok")
+
+
+def truncated_image(b, work):
+    """An image whose first entries (3000 small files, RAW, listed first)
+    come before a tensor file whose tiles are read last; returns (image,
+    [(offset, length)] of the small files' bytes in the image)."""
+    src = os.path.join(work, "src")
+    os.makedirs(src)
+    rng = np.random.default_rng(9)
+    blobs = []
+    for i in range(3000):
+        blob = rng.integers(0, 256, 64, dtype=np.uint8).tobytes()
+        with open(os.path.join(src, "a%04d.bin" % i), "wb") as f:
+            f.write(blob)
+        blobs.append(blob)
+    gaussian(rng, 4 * TILE).tofile(os.path.join(src, "z-weights.f32"))
+    img = os.path.join(work, "t.img")
+    run([b("ransfs-mkimage"), "-q", src, img])
+    with open(img, "rb") as f:
+        data = f.read()
+    where = [data.find(blob) for blob in blobs]
+    check(all(w > 0 for w in where), "small files not stored as they are")
+    return img, where
+
+
+def cut_while_blocked(b, img, args, stream):
+    """Run a tool on img with `stream` ("stdout" or "stderr") a pipe nobody
+    reads: it blocks once the pipe is full, before the work that reads the
+    tiles.  Then cut the image to 4 KiB, drain, and return (rc, stderr)."""
+    p = subprocess.Popen([b(args[0])] + args[1:], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE)
+    pipe = getattr(p, stream)
+    import select
+    select.select([pipe], [], [])  # it has written: the image is open
+    os.truncate(img, 4096)
+    out, err = p.communicate()
+    return p.returncode, err.decode("utf-8", "replace")
+
+
+def t_tools_truncated(b, work, _):
+    """fsck and dump on an image cut short under them (after they opened it,
+    while they are blocked writing their report to a full pipe): one line
+    naming the file, exit 1, no SIGBUS death."""
+    img, where = truncated_image(b, work)
+    with open(img, "rb") as f:
+        good = f.read()
+    # dump: 3000 file lines fill a pipe before the tensor section reads tiles
+    rc, err = cut_while_blocked(b, img, ["ransfs-dump", img], "stdout")
+    want = "ransfs-dump: %s: the image file was truncated while being read (%d bytes, now 4096)" \
+        % (img, len(good))
+    check(rc == 1 and err.strip().splitlines()[-1:] == [want],
+          "dump: exit %d (negative: a signal): %r" % (rc, err[-500:]))
+    print("ok dump: %s" % want)
+    # fsck: 3000 damaged small files fill stderr before any tile is decoded
+    bad = bytearray(good)
+    for w in where:
+        bad[w] ^= 1
+    with open(img, "wb") as f:
+        f.write(bad)
+    rc, err = cut_while_blocked(b, img, ["ransfs-fsck", "-j2", img], "stderr")
+    want = want.replace("ransfs-dump", "ransfs-fsck")
+    lines = err.strip().splitlines()
+    check(rc == 1 and lines[-1:] == [want] and len(lines) > 1,
+          "fsck: exit %d (negative: a signal): %r" % (rc, err[-500:]))
+    print("ok fsck: %s" % want)
 
 
 def main():
