@@ -498,8 +498,11 @@ int main(int argc, char **argv)
     }
     if (o.ls)
         rc = dump_ls(d.img, &o);
-    else if ((rc = dump_all(&d) != 0))
+    else if (dump_all(&d) != 0) {
         fprintf(stderr, "ransfs-dump: %s: out of memory\n", o.image);
+        rc = 1;
+    } else
+        rc = 0;
     rfs_image_summary sum;
     rfs_image_get_summary(d.img, &sum);
     for (uint64_t i = 0; d.ino_path && i < sum.n_inodes; i++)

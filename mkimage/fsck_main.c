@@ -248,25 +248,24 @@ static int sel_check(fsck *f)
  * PATH_MAX, and one fd per level would run out of descriptors.  Entering a
  * directory opens it relative to its parent; leaving it opens "..".
  */
-static int dir_enter(fsck *f, const char *path)
+static int dir_move(fsck *f, const char *path, const char *to, const char *what)
 {
-    int fd = openat(f->cur, rfs_tree_basename(path), O_RDONLY | O_DIRECTORY | O_NOFOLLOW |
-                                                     O_CLOEXEC);
+    int fd = openat(f->cur, to, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     if (fd < 0)
-        return dest_fail(f, path, "");
+        return dest_fail(f, path, what);
     close(f->cur);
     f->cur = fd;
     return 0;
 }
 
+static int dir_enter(fsck *f, const char *path)
+{
+    return dir_move(f, path, rfs_tree_basename(path), "");
+}
+
 static int dir_leave(fsck *f, const char *path)
 {
-    int up = openat(f->cur, "..", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (up < 0)
-        return dest_fail(f, path, "cannot return to the parent");
-    close(f->cur);
-    f->cur = up;
-    return 0;
+    return dir_move(f, path, "..", "cannot return to the parent");
 }
 
 /* ------------------------------------------------------------ extract */
@@ -385,7 +384,7 @@ static int extract_one(void *user, uint64_t ino, const char *path, const rfs_sta
 static int extract_dest_check(const fsck *f)
 {
     struct stat st;
-    if (lstat(f->dest, &st) != 0)
+    if (stat(f->dest, &st) != 0)
         return errno == ENOENT ? 0
                : (fprintf(stderr, "ransfs-fsck: %s: %s\n", f->dest, strerror(errno)), -1);
     if (!S_ISDIR(st.st_mode))
