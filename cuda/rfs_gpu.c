@@ -31,11 +31,9 @@ const char *rfs_gpu_strerror(rfs_err err)
     return err == RFS_E_GPU ? "no usable GPU or a CUDA call failed" : rfs_strerror(err);
 }
 
-void rfs_gpu_opts_default(rfs_gpu_opts *o)
+const char *rfs_gpu_build(void)
 {
-    memset(o, 0, sizeof(*o));
-    o->batch_bytes = 64u << 20;
-    o->max_unit = 4u << 20;
+    return "cuda";
 }
 
 int rfs_gpu_device_count(void)

@@ -22,9 +22,10 @@
  *    A CUDA failure is reported once through opts.log; the decoder then
  *    marks itself unusable and rfs_gpu_decode_batch carries on on the CPU,
  *    while the to-device calls return RFS_E_GPU.
- *  - Without CUDA support in the build (RFS_HAVE_CUDA undefined, i.e. the
- *    program does not link rfs_gpu), every entry point is an inline stub:
- *    no device, create fails with RFS_E_GPU.
+ *  - Without CUDA support in the build (CMake's RFS_HAVE_CUDA off), the
+ *    library rfs_gpu is cuda/rfs_gpu_none.c instead: the same functions,
+ *    no device, create fails with RFS_E_GPU and the reason.  Callers link
+ *    rfs_gpu either way and need no #ifdef (rfs_gpu_build tells which).
  */
 #ifndef RFS_GPU_H
 #define RFS_GPU_H
@@ -83,7 +84,9 @@ typedef struct rfs_gpu_dev_unit {
     rfs_err err;                 /* out */
 } rfs_gpu_dev_unit;
 
-#ifdef RFS_HAVE_CUDA
+/* What this build's rfs_gpu is: "cuda" (the CUDA decoder) or "not built"
+ * (rfs_gpu_none.c).  A static string; thread-safe. */
+const char *rfs_gpu_build(void);
 
 /* Fill opts with the defaults. */
 void rfs_gpu_opts_default(rfs_gpu_opts *opts);
@@ -161,42 +164,6 @@ rfs_err rfs_gpu_dev_fill(rfs_gpu *gpu, void *dev, int byte, size_t size);
  */
 rfs_err rfs_gpu_bench_kernels(rfs_gpu *gpu, const rfs_gpu_unit *units, size_t n, unsigned iters,
                               double *seconds, uint64_t *bytes, size_t *n_used);
-
-#else /* !RFS_HAVE_CUDA: stubs so callers need no #ifdef */
-
-static inline void rfs_gpu_opts_default(rfs_gpu_opts *opts)
-{
-    rfs_gpu_opts d = {0, 64u << 20, 4u << 20, 0, 0};
-    *opts = d;
-}
-static inline int rfs_gpu_device_count(void)
-{
-    return 0;
-}
-static inline rfs_err rfs_gpu_create(rfs_gpu **gpu, const rfs_gpu_opts *opts, char *why,
-                                     size_t why_cap)
-{
-    (void)opts;
-    *gpu = NULL;
-    if (why && why_cap) {
-        const char *m = "ransfs was built without CUDA support";
-        size_t i = 0;
-        for (; m[i] && i + 1 < why_cap; i++)
-            why[i] = m[i];
-        why[i] = 0;
-    }
-    return RFS_E_GPU;
-}
-static inline void rfs_gpu_destroy(rfs_gpu *gpu)
-{
-    (void)gpu;
-}
-static inline const char *rfs_gpu_strerror(rfs_err err)
-{
-    return err == RFS_E_GPU ? "no usable GPU or a CUDA call failed" : rfs_strerror(err);
-}
-
-#endif
 
 #ifdef __cplusplus
 }

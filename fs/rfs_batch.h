@@ -115,8 +115,9 @@ typedef struct rfs_gpu_batch_opts {
 #define RFS_GPU_BATCH_MIN (8u << 20)
 
 /*
- * The GPU backend (fs/rfs_batch_gpu.c over cuda/rfs_gpu.h), built only when
- * the cuda/ target exists (RFS_HAVE_GPU).  One rfs_gpu decoder behind a
+ * The GPU backend (fs/rfs_batch_gpu.c over cuda/rfs_gpu.h), in every build:
+ * without CUDA, rfs_gpu_create fails and so does this, with the reason
+ * ("this build has no GPU support ...").  One rfs_gpu decoder behind a
  * lock: concurrent decode() calls take turns on the GPU.  Each unit is
  * checked (XXH3) on the CPU, then its tile decodes on the GPU; tiles the
  * GPU refuses or flags decode on the CPU with the CPU decoder's error, zstd

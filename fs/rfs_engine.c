@@ -55,15 +55,19 @@ struct rfs_engine {
 
 /* ------------------------------------------------------------ lifecycle */
 
+/*
+ * The one place that refuses -o gpu=on: when the GPU backend cannot open,
+ * because there is no usable device or because the build has no CUDA
+ * (cuda/rfs_gpu_none.c says so), gpu=on fails with the reason and
+ * gpu=auto goes on with the CPU alone.
+ */
 static rfs_err open_gpu(rfs_engine *eng, rfs_gpu_mode mode, size_t gpu_min, char *why,
                         size_t why_cap)
 {
-    (void)gpu_min;
-    if (mode == RFS_GPU_OFF)
-        return RFS_OK;
-#ifdef RFS_HAVE_GPU
     char gwhy[200] = "";
     rfs_gpu_batch_opts go = {&eng->cpu, gpu_min, eng->log, eng->log_ctx};
+    if (mode == RFS_GPU_OFF)
+        return RFS_OK;
     if (rfs_gpu_batch_open(&eng->gpu, eng->img, &go, gwhy, sizeof(gwhy)) == RFS_OK) {
         eng->have_gpu = 1;
         return RFS_OK;
@@ -73,13 +77,6 @@ static rfs_err open_gpu(rfs_engine *eng, rfs_gpu_mode mode, size_t gpu_min, char
         return RFS_E_ARG;
     }
     return RFS_OK;
-#else
-    if (mode == RFS_GPU_ON) {
-        snprintf(why, why_cap, "gpu=on but this build has no GPU support");
-        return RFS_E_ARG;
-    }
-    return RFS_OK;
-#endif
 }
 
 static unsigned online_cpus(void)

@@ -33,17 +33,12 @@
 
 #include "rfs_engine.h"
 #include "rfs_fuse.h"
+#include "rfs_gpu.h"
 
 #define RFS_VERSION "0.1.0"
 #define RFS_DEFAULT_CACHE (256ull << 20)
 #define RFS_DEFAULT_PREFETCH (32ull << 20)
 #define RFS_DEFAULT_READAHEAD (1ull << 20)
-
-#ifdef RFS_HAVE_GPU
-#define RFS_GPU_BUILD "cuda"
-#else
-#define RFS_GPU_BUILD "not built"
-#endif
 
 typedef struct rfs_cfg {
     char *image;
@@ -202,12 +197,6 @@ static int parse_cfg(rfs_main *m)
         fprintf(stderr, "ransfs: -o gpu= takes auto, on or off, not '%s'\n", g);
         return -1;
     }
-#ifndef RFS_HAVE_GPU
-    if (m->gpu == RFS_GPU_ON) {
-        fprintf(stderr, "ransfs: -o gpu=on: this build has no GPU support (built without CUDA)\n");
-        return -1;
-    }
-#endif
     return 0;
 }
 
@@ -499,7 +488,7 @@ int main(int argc, char **argv)
     }
     if (m.cfg.version) {
         printf("ransfs %s (libfuse %s, GPU decode: %s)\n", RFS_VERSION, fuse_pkgversion(),
-               RFS_GPU_BUILD);
+               rfs_gpu_build());
         ret = 0;
         goto out;
     }

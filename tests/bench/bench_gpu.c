@@ -8,32 +8,18 @@
  *   cpu         rfs_tile_decode on every core (one thread per core)
  * Without CUDA in the build, or without a device, it says so and exits 0.
  *
- * Built into ransfs-bench when this file exists; the GPU part needs the
- * program linked with rfs_gpu (which defines RFS_HAVE_CUDA).
+ * It links rfs_gpu in every build: without CUDA that is cuda/rfs_gpu_none.c,
+ * which has no device.
  */
-#include <stdio.h>
-
-#include "bench.h"
-
-#ifndef RFS_HAVE_CUDA
-
-int rfs_bench_gpu(int argc, char **argv)
-{
-    (void)argc;
-    (void)argv;
-    printf("ransfs-bench gpu: no CUDA support in this build\n");
-    return 0;
-}
-
-#else
-
 #include <math.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "bench.h"
 #include "rfs_gpu.h"
 #include "rfs_image.h"
 
@@ -268,7 +254,8 @@ int rfs_bench_gpu(int argc, char **argv)
     }
     threads = threads < 1 ? 1 : threads > 256 ? 256 : threads;
     if (rfs_gpu_device_count() <= 0) {
-        printf("ransfs-bench gpu: no CUDA device; nothing to measure\n");
+        printf("ransfs-bench gpu: no CUDA device (GPU decode: %s); nothing to measure\n",
+               rfs_gpu_build());
         return 0;
     }
     bench_set b;
@@ -344,5 +331,3 @@ out:
         rfs_image_close(img);
     return rc;
 }
-
-#endif

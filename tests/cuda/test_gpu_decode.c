@@ -332,7 +332,7 @@ static void log_cb(void *ctx, const char *msg)
 int main(void)
 {
     if (rfs_gpu_device_count() <= 0) {
-        printf("skipped: no CUDA device\n");
+        printf("skipped: no CUDA device (GPU decode: %s)\n", rfs_gpu_build());
         return 77; /* CTest SKIP_RETURN_CODE: the summary says the GPU did not run */
     }
     rfs_gpu_opts o;

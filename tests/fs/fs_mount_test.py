@@ -668,6 +668,11 @@ def t_gpu_on_refused():
         assert not is_mounted(mnt), "gpu=on left a mount"
         assert len(lines) == 1 and lines[0].startswith("ransfs: ") and "gpu=on" in lines[0], \
             r.stderr
+        # The same refusal (the engine's) for a build without CUDA as for a
+        # machine without a device, with the reason.
+        reason = "no usable GPU: " + ("no CUDA device" if gpu_build() else
+                                      "this build has no GPU support")
+        assert reason in lines[0], lines[0]
     r = mount(img, os.path.join(d, "mnt_bad"), "gpu=maybe", check=False)
     assert r.returncode != 0 and len(r.stderr.strip().splitlines()) == 1 and "gpu" in r.stderr
     # gpu=off and gpu=auto mount the same image.
