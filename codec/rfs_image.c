@@ -231,7 +231,8 @@ static rfs_err records_load(rfs_image *img, char *why, size_t why_cap)
     img->names_len = sc[RFS_SECT_NAMES].len;
     img->names = malloc(img->names_len ? img->names_len : 1);
     img->nlink = alloc_array(img->n_inodes, sizeof *img->nlink);
-    if (!img->raw_ok || !img->names || !img->nlink)
+    img->parent = alloc_array(img->n_inodes, sizeof *img->parent);
+    if (!img->raw_ok || !img->names || !img->nlink || !img->parent)
         return FAIL(RFS_E_NOMEM, "out of memory loading metadata");
     memcpy(img->names, img->map + sc[RFS_SECT_NAMES].off, img->names_len);
     return RFS_OK;
@@ -277,12 +278,42 @@ static rfs_err inode_check(rfs_image *img, uint64_t i, char *why, size_t why_cap
     }
 }
 
+/*
+ * One more entry (entry k, of directory i) names its child: the first one
+ * sets the child's parent; a second is a hard link, allowed only for a
+ * non-directory and only in an image with feature HARDLINKS.  Link counts:
+ * a directory has 2 plus its subdirectories, anything else its names.
+ */
+static rfs_err entry_link(rfs_image *img, uint64_t i, uint64_t k, uint8_t *entry_seen,
+                          char *why, size_t why_cap)
+{
+    uint32_t child = img->dirents[k].ino, c = child - 1;
+    int is_dir = S_ISDIR(img->inodes[c].mode);
+    if (entry_seen[k]++)
+        return FAIL(RFS_E_CORRUPT, "directory entry %llu belongs to more than one directory",
+                    (unsigned long long)k);
+    if (img->parent[c]) {
+        if (is_dir || !(img->features & RFS_IMG_F_HARDLINKS))
+            return FAIL(RFS_E_CORRUPT, "inode %u is linked from more than one entry%s", child,
+                        is_dir ? " (a directory)" : " (feature HARDLINKS is not set)");
+        if (img->nlink[c] == UINT32_MAX)
+            return FAIL(RFS_E_CORRUPT, "inode %u has too many names", child);
+        img->n_links++;
+    } else {
+        img->parent[c] = (uint32_t)(i + 1);
+    }
+    img->nlink[c] += !is_dir;
+    img->nlink[i] += is_dir;
+    return RFS_OK;
+}
+
 /* Entries of one directory: valid children, valid names, strictly sorted. */
-static rfs_err dir_check(rfs_image *img, uint64_t i, uint32_t *parents, char *why,
+static rfs_err dir_check(rfs_image *img, uint64_t i, uint8_t *entry_seen, char *why,
                          size_t why_cap)
 {
     const rfs_inode_rec *r = &img->inodes[i];
     const char *prev = NULL;
+    rfs_err err;
     for (uint64_t k = r->first; k < r->first + r->count; k++) {
         const rfs_dirent_rec *d = &img->dirents[k];
         if (d->ino < 2 || d->ino > img->n_inodes)
@@ -296,63 +327,83 @@ static rfs_err dir_check(rfs_image *img, uint64_t i, uint32_t *parents, char *wh
             return FAIL(RFS_E_CORRUPT, "directory %llu: entries not sorted or duplicated at "
                         "\"%s\"", (unsigned long long)i + 1, name);
         prev = name;
-        if (++parents[d->ino - 1] > 1)
-            return FAIL(RFS_E_CORRUPT, "inode %u is linked from more than one entry", d->ino);
-        if (S_ISDIR(img->inodes[d->ino - 1].mode))
-            img->nlink[i]++;
+        if ((err = entry_link(img, i, k, entry_seen, why, why_cap)))
+            return err;
     }
     return RFS_OK;
 }
 
-/* Every inode reachable from the root exactly once: the tree has no cycle. */
-static rfs_err tree_check(rfs_image *img, const uint32_t *parents, char *why, size_t why_cap)
+/* Every inode reachable from the root.  A directory has one entry, so the
+ * walk meets each directory once and there is no cycle through the root;
+ * a hard-linked file is met once per name and counted once. */
+static rfs_err tree_check(rfs_image *img, char *why, size_t why_cap)
 {
     uint32_t *queue = malloc(img->n_inodes * sizeof *queue);
-    if (!queue)
-        return FAIL(RFS_E_NOMEM, "out of memory checking the directory tree");
-    uint64_t head = 0, tail = 0;
+    uint8_t *seen = calloc(img->n_inodes, 1);
+    rfs_err err = RFS_OK;
+    if (!queue || !seen) {
+        err = FAIL(RFS_E_NOMEM, "out of memory checking the directory tree");
+        goto out;
+    }
+    uint64_t head = 0, tail = 0, reached = 1;
     queue[tail++] = RFS_ROOT_INO;
+    seen[0] = 1;
     while (head < tail) {
         const rfs_inode_rec *r = &img->inodes[queue[head++] - 1];
-        if (!S_ISDIR(r->mode))
-            continue;
-        for (uint64_t k = r->first; k < r->first + r->count && tail < img->n_inodes; k++)
-            queue[tail++] = img->dirents[k].ino;
+        for (uint64_t k = r->first; k < r->first + r->count; k++) {
+            uint32_t c = img->dirents[k].ino - 1;
+            if (seen[c])
+                continue;
+            seen[c] = 1;
+            reached++;
+            if (S_ISDIR(img->inodes[c].mode) && tail < img->n_inodes)
+                queue[tail++] = c + 1;
+        }
     }
+    if (reached != img->n_inodes)
+        err = FAIL(RFS_E_CORRUPT, "directory tree: %llu of %llu inodes reachable from the root",
+                   (unsigned long long)reached, (unsigned long long)img->n_inodes);
+out:
     free(queue);
-    (void)parents;
-    if (tail != img->n_inodes)
-        return FAIL(RFS_E_CORRUPT, "directory tree: %llu of %llu inodes reachable from the root",
-                    (unsigned long long)tail, (unsigned long long)img->n_inodes);
+    free(seen);
+    return err;
+}
+
+/* The entry count and the feature flag agree with the links found. */
+static rfs_err links_check(const rfs_image *img, char *why, size_t why_cap)
+{
+    if (img->n_dirents != img->n_inodes - 1 + img->n_links)
+        return FAIL(RFS_E_CORRUPT, "%llu directory entries for %llu inodes and %llu extra names",
+                    (unsigned long long)img->n_dirents, (unsigned long long)img->n_inodes,
+                    (unsigned long long)img->n_links);
+    if ((img->features & RFS_IMG_F_HARDLINKS) && img->n_links == 0)
+        return FAIL(RFS_E_CORRUPT, "feature HARDLINKS is set but no inode has two names");
     return RFS_OK;
 }
 
 static rfs_err namespace_check(rfs_image *img, char *why, size_t why_cap)
 {
     rfs_err err = RFS_OK;
-    uint32_t *parents = calloc(img->n_inodes, sizeof *parents);
-    if (!parents)
+    uint8_t *entry_seen = calloc(img->n_dirents ? img->n_dirents : 1, 1);
+    if (!entry_seen)
         return FAIL(RFS_E_NOMEM, "out of memory checking the directory tree");
     if (!S_ISDIR(img->inodes[0].mode)) {
         err = FAIL(RFS_E_CORRUPT, "root inode is not a directory");
         goto out;
     }
+    img->parent[0] = RFS_ROOT_INO;
     for (uint64_t i = 0; i < img->n_inodes; i++) {
-        img->nlink[i] = S_ISDIR(img->inodes[i].mode) ? 2 : 1;
+        img->nlink[i] = S_ISDIR(img->inodes[i].mode) ? 2 : 0;
         if ((err = inode_check(img, i, why, why_cap)))
             goto out;
     }
     for (uint64_t i = 0; i < img->n_inodes; i++)
-        if (S_ISDIR(img->inodes[i].mode) && (err = dir_check(img, i, parents, why, why_cap)))
+        if (S_ISDIR(img->inodes[i].mode) && (err = dir_check(img, i, entry_seen, why, why_cap)))
             goto out;
-    if (img->n_dirents != img->n_inodes - 1) {
-        err = FAIL(RFS_E_CORRUPT, "%llu directory entries for %llu inodes",
-                   (unsigned long long)img->n_dirents, (unsigned long long)img->n_inodes);
-        goto out;
-    }
-    err = tree_check(img, parents, why, why_cap);
+    if (!(err = links_check(img, why, why_cap)))
+        err = tree_check(img, why, why_cap);
 out:
-    free(parents);
+    free(entry_seen);
     return err;
 }
 
@@ -662,6 +713,7 @@ void rfs_image_close(rfs_image *img)
     free(img->dims);
     free(img->names);
     free(img->nlink);
+    free(img->parent);
     free(img->tables);
     free(img->tsets);
     free(img);

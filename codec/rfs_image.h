@@ -1,5 +1,5 @@
 /*
- * rfs_image.h - read a ransfs image (format v1, docs/format.md).
+ * rfs_image.h - read a ransfs image (format 1.x, docs/format.md).
  *
  * An image holds a directory tree.  File bytes are stored in extents: RAW
  * (bytes kept as they are, at an image offset) or UNITS (a run of
@@ -21,7 +21,9 @@
  *    at a time: make one per thread.
  *  - Errors: rfs_err codes from rfs_tile.h; no printing, no FUSE, no CUDA.
  *  - Inode numbers are 1..n_inodes; 1 is the root directory.  They are a
- *    stable property of the image.
+ *    stable property of the image.  Hard links (image feature HARDLINKS):
+ *    several entries may name one non-directory inode; its nlink counts
+ *    them.
  */
 #ifndef RFS_IMAGE_H
 #define RFS_IMAGE_H
@@ -82,6 +84,14 @@ rfs_err rfs_image_dir_count(const rfs_image *img, uint64_t dir, uint64_t *count)
 /* Entry idx (0-based, sorted by name) of a directory. */
 rfs_err rfs_image_dir_entry(const rfs_image *img, uint64_t dir, uint64_t idx, uint64_t *child,
                             const char **name);
+/*
+ * Parent directory of directory dir, for "..": O(1); the root's parent is
+ * the root.  Only a directory has one parent (one entry names it); a
+ * regular file or symlink may have several names in several directories
+ * (hard links: rfs_stat.nlink counts them), found by walking the tree.
+ * Errors: RFS_E_NOENT, RFS_E_NOTDIR.
+ */
+rfs_err rfs_image_dir_parent(const rfs_image *img, uint64_t dir, uint64_t *parent);
 /* Target of a symlink (NUL-terminated).  Errors: RFS_E_INVAL if not a link. */
 rfs_err rfs_image_readlink(const rfs_image *img, uint64_t ino, const char **target);
 

@@ -21,7 +21,8 @@
 #define RFS_IMG_MAGIC_SIZE 8u
 #define RFS_IMG_VERSION 1u            /* major version: what this reader reads */
 #define RFS_IMG_MINOR 0u              /* minor version this writer writes */
-#define RFS_IMG_FEATURES_KNOWN 0u     /* no feature flag is defined in v1 */
+#define RFS_IMG_F_HARDLINKS 0x1u      /* a non-directory may have several entries */
+#define RFS_IMG_FEATURES_KNOWN RFS_IMG_F_HARDLINKS
 #define RFS_IMG_SB_SIZE 512u          /* superblock, at offset 0 */
 #define RFS_IMG_SB_CSUM_OFF 504u      /* XXH3-64 of superblock bytes [0, 504) */
 #define RFS_IMG_SECT_TABLE_OFF 64u

@@ -33,7 +33,9 @@ struct rfs_image {
     uint64_t *dims;
     char *names; /* copy of the name pool: every name is NUL-terminated */
     uint64_t names_len;
-    uint32_t *nlink;       /* per inode: 1, or 2 + subdirectories */
+    uint32_t *nlink;       /* per inode: its names, or for a directory 2 + subdirectories */
+    uint32_t *parent;      /* per inode: the directory of its first entry (root: itself) */
+    uint64_t n_links;      /* entries beyond the first naming an inode (hard links) */
     rfs_table *tables;     /* all parsed shared tables */
     rfs_table_set *tsets;  /* per tensor, pointing into tables */
 };

@@ -127,6 +127,15 @@ rfs_err rfs_image_dir_entry(const rfs_image *img, uint64_t dir, uint64_t idx, ui
     return RFS_OK;
 }
 
+rfs_err rfs_image_dir_parent(const rfs_image *img, uint64_t dir, uint64_t *parent)
+{
+    const rfs_inode_rec *r;
+    rfs_err err = dir_get(img, dir, &r);
+    if (err == RFS_OK)
+        *parent = img->parent[dir - 1];
+    return err;
+}
+
 rfs_err rfs_image_readlink(const rfs_image *img, uint64_t ino, const char **target)
 {
     const rfs_inode_rec *r = inode_get(img, ino);

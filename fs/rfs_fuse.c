@@ -55,48 +55,10 @@ int rfs_errno(rfs_err err)
 
 rfs_err rfs_fs_init(rfs_fs *fs, const rfs_image *img)
 {
-    rfs_image_summary sum;
-    uint64_t *queue, head = 0, tail = 0;
-    rfs_err err = RFS_OK;
-    rfs_image_get_summary(img, &sum);
     fs->img = img;
     pthread_mutex_init(&fs->fh_mu, NULL);
     fs->open_files = NULL;
-    fs->n_inodes = sum.n_inodes;
-    fs->parent = calloc(sum.n_inodes + 1, sizeof(uint64_t));
-    queue = calloc(sum.n_inodes + 1, sizeof(uint64_t));
-    if (!fs->parent || !queue) {
-        err = RFS_E_NOMEM;
-        goto out;
-    }
-    /* Breadth-first walk; every directory is queued once (parent set). */
-    fs->parent[RFS_ROOT_INO] = RFS_ROOT_INO;
-    queue[tail++] = RFS_ROOT_INO;
-    while (head < tail && err == RFS_OK) {
-        uint64_t dir = queue[head++], count = 0;
-        err = rfs_image_dir_count(img, dir, &count);
-        for (uint64_t i = 0; i < count && err == RFS_OK; i++) {
-            uint64_t child;
-            const char *name;
-            rfs_stat st;
-            err = rfs_image_dir_entry(img, dir, i, &child, &name);
-            if (err == RFS_OK)
-                err = rfs_image_stat(img, child, &st);
-            if (err != RFS_OK || !S_ISDIR(st.mode))
-                continue;
-            if (child > sum.n_inodes || fs->parent[child] || tail > sum.n_inodes)
-                err = RFS_E_CORRUPT; /* a directory reached twice: not a tree */
-            else {
-                fs->parent[child] = dir;
-                queue[tail++] = child;
-            }
-        }
-    }
-out:
-    free(queue);
-    if (err != RFS_OK)
-        rfs_fs_fini(fs);
-    return err;
+    return RFS_OK;
 }
 
 static void fh_free(rfs_fh *fh)
@@ -115,8 +77,6 @@ void rfs_fs_fini(rfs_fs *fs)
         fh_free(fh);
     }
     pthread_mutex_destroy(&fs->fh_mu);
-    free(fs->parent);
-    fs->parent = NULL;
     fs->img = NULL;
 }
 
@@ -258,9 +218,8 @@ static rfs_err dir_slot(const rfs_fs *fs, uint64_t dir, uint64_t idx, uint64_t *
         return RFS_OK;
     }
     if (idx == 1) {
-        *ino = dir <= fs->n_inodes && fs->parent[dir] ? fs->parent[dir] : dir;
         *name = "..";
-        return RFS_OK;
+        return rfs_image_dir_parent(fs->img, dir, ino);
     }
     return rfs_image_dir_entry(fs->img, dir, idx - 2, ino, name);
 }

@@ -9,7 +9,7 @@
  *    only here.  Everything that would write answers EROFS.
  *  - Threads: the ops run on many FUSE threads at once; rfs_fs is read-only
  *    after rfs_fs_init except for the engine, which is thread-safe.
- *  - Memory: rfs_fs does not own img or eng; it owns the parent table.
+ *  - Memory: rfs_fs does not own img or eng.
  */
 #ifndef RFS_FUSE_H
 #define RFS_FUSE_H
@@ -30,8 +30,6 @@
 typedef struct rfs_fs {
     const rfs_image *img;
     rfs_engine *eng;      /* set once the engine runs (after fork) */
-    uint64_t *parent;     /* parent[ino] of each directory, for ".." */
-    uint64_t n_inodes;
     uid_t uid;
     gid_t gid;
     int direct_io;
@@ -43,9 +41,9 @@ typedef struct rfs_fs {
 
 extern const struct fuse_lowlevel_ops rfs_fuse_ops;
 
-/* Fill the parent table by walking the tree.  Returns RFS_OK or an error. */
+/* Set up fs for img (".." comes from rfs_image_dir_parent).  Returns RFS_OK. */
 rfs_err rfs_fs_init(rfs_fs *fs, const rfs_image *img);
-/* Free the parent table and the handles of files still open (the session
+/* Free the handles of files still open (the session
  * ended without their release, e.g. on SIGTERM). */
 void rfs_fs_fini(rfs_fs *fs);
 
