@@ -10,7 +10,7 @@
  * naming the unit and the file and offset that use it, in unit order
  * whatever N is.  --extract DIR then writes the tree (or only the named
  * PATHs: a directory with its subtree, and the directories leading to
- * them) into DIR (contents, modes, mtimes, symlinks).  DIR must not exist
+ * them) into DIR (contents, modes, mtimes, symlinks, hard links).  DIR must not exist
  * or be empty, checked before anything is written; -f writes into an
  * existing DIR, replacing what is in the way except directories.
  * --compare DIR reads every file of the image (or of the PATHs) and
@@ -57,12 +57,14 @@ typedef struct fsck {
     uint64_t *unit_ino; /* first file using each unit (0: none) ... */
     uint64_t *unit_off; /* ... and the file offset of the unit's first byte */
     char **ino_path;    /* path of each inode (its first name), for messages */
+    char **written;     /* --extract: path in DIR of each hard-linked file's first copy */
     uint8_t *buf, *buf2;
     uint64_t problems;
     uint64_t differences, compared;
     rfs_err *unit_err;  /* result of decoding each unit */
     atomic_uint_fast64_t next_unit;
     int cur;            /* --extract/--compare: fd of the directory being walked */
+    int root;           /* --extract: fd of DIR itself (hard links name paths from it) */
     const char *dest;   /* the DIR of --extract or --compare */
 } fsck;
 
@@ -94,9 +96,9 @@ static int dest_fail(fsck *f, const char *path, const char *what)
 static int index_file(void *user, uint64_t ino, const char *path, const rfs_stat *st, int post)
 {
     fsck *f = user;
-    if (post)
+    if (post || f->ino_path[ino - 1]) /* a further name of a hard-linked file */
         return 0;
-    if (!f->ino_path[ino - 1] && !(f->ino_path[ino - 1] = strdup(path[0] ? path : "/")))
+    if (!(f->ino_path[ino - 1] = strdup(path[0] ? path : "/")))
         return -1;
     if (!S_ISREG(st->mode))
         return 0;
@@ -328,6 +330,23 @@ static int extract_link(fsck *f, uint64_t ino, const char *path, const rfs_stat 
     return 0;
 }
 
+/* A regular file with several names: the first name extracted is written,
+ * each further one is a hard link to it (by its path from DIR). */
+static int extract_hardlinked(fsck *f, uint64_t ino, const char *path, const rfs_stat *st)
+{
+    char **first = &f->written[ino - 1];
+    if (!*first) {
+        if (!(*first = strdup(path)))
+            return fprintf(stderr, "ransfs-fsck: out of memory\n"), -1;
+        return extract_file(f, ino, path, st);
+    }
+    if (extract_clear(f, path))
+        return -1;
+    if (linkat(f->root, *first, f->cur, rfs_tree_basename(path), 0) != 0)
+        return dest_fail(f, path, "cannot make a hard link");
+    return 0;
+}
+
 /* Make directory path (not the root) and enter it.  With -f an existing
  * directory is used as it is. */
 static int extract_dir_pre(fsck *f, const char *path)
@@ -375,6 +394,8 @@ static int extract_one(void *user, uint64_t ino, const char *path, const rfs_sta
     }
     if (S_ISLNK(st->mode))
         return extract_link(f, ino, path, st);
+    if (st->nlink > 1)
+        return extract_hardlinked(f, ino, path, st);
     return extract_file(f, ino, path, st);
 }
 
@@ -410,7 +431,7 @@ static int extract_run(fsck *f)
     if (mkdir(f->dest, 0700) != 0 && errno != EEXIST)
         return fprintf(stderr, "ransfs-fsck: %s: %s\n", f->dest, strerror(errno)), -1;
     f->cur = open(f->dest, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (f->cur < 0)
+    if (f->cur < 0 || (f->root = dup(f->cur)) < 0)
         return fprintf(stderr, "ransfs-fsck: %s: %s\n", f->dest, strerror(errno)), -1;
     int rc = rfs_tree_walk(f->img, extract_one, f);
     if (rc != 0 && !f->problems)
@@ -692,7 +713,10 @@ static void fsck_free(fsck *f)
 {
     for (uint64_t i = 0; f->ino_path && i < f->sum.n_inodes; i++)
         free(f->ino_path[i]);
+    for (uint64_t i = 0; f->written && i < f->sum.n_inodes; i++)
+        free(f->written[i]);
     free(f->ino_path);
+    free(f->written);
     free(f->unit_ino);
     free(f->unit_off);
     free(f->unit_err);
@@ -700,6 +724,8 @@ static void fsck_free(fsck *f)
     free(f->buf2);
     if (f->cur >= 0)
         close(f->cur);
+    if (f->root >= 0)
+        close(f->root);
     rfs_rctx_destroy(f->ctx);
     rfs_image_close(f->img);
 }
@@ -720,9 +746,10 @@ static int fsck_open(fsck *f)
     f->unit_ino = calloc(f->sum.n_units + 1, sizeof *f->unit_ino);
     f->unit_off = calloc(f->sum.n_units + 1, sizeof *f->unit_off);
     f->ino_path = calloc(f->sum.n_inodes, sizeof *f->ino_path);
+    f->written = calloc(f->sum.n_inodes, sizeof *f->written);
     f->unit_err = calloc(f->sum.n_units + 1, sizeof *f->unit_err);
     if (!f->ctx || !f->buf || !f->buf2 || !f->unit_ino || !f->unit_off || !f->ino_path ||
-        !f->unit_err) {
+        !f->written || !f->unit_err) {
         fprintf(stderr, "ransfs-fsck: out of memory\n");
         return 1;
     }
@@ -758,7 +785,7 @@ int main(int argc, char **argv)
     int rc = parse_args(argc, argv, &o);
     if (rc >= 0)
         return rc;
-    fsck f = {.o = &o, .image = o.image, .cur = -1, .dest = o.dest ? o.dest : o.compare};
+    fsck f = {.o = &o, .image = o.image, .cur = -1, .root = -1, .dest = o.dest ? o.dest : o.compare};
     rc = fsck_open(&f) != 0 || fsck_run(&f) != 0 ? 1 : 0;
     fsck_free(&f);
     return rc;
