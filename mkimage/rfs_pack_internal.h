@@ -30,7 +30,9 @@ typedef struct pk_node {
     uint64_t size;
     char *link;   /* symlink target */
     uint32_t *kids; /* child node indices, sorted by name */
-    uint32_t n_kids;
+    uint32_t n_kids, cap_kids;
+    char **kid_name; /* NULL, or per kid: its entry name when it is a further
+                        name of a hard-linked file (else NULL: the kid's name) */
     int64_t file; /* index into files, or -1 */
 } pk_node;
 
@@ -97,8 +99,9 @@ typedef struct pk_plan {
     size_t n_chunks, cap_chunks;
     dev_t skip_dev;        /* the temporary image: never packed */
     ino_t skip_ino;
-    struct pk_seen *seen;  /* hard-linked files already taken */
+    struct pk_seen *seen;  /* files with several names, by first name's node */
     size_t n_seen, cap_seen;
+    uint64_t n_links;      /* entries that are further names of a node */
     rfs_pack_stats *st;
     struct pk_pool *pool;  /* o->n_threads workers, for the dedup pass and the stream */
     char *err;

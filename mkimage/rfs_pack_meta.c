@@ -139,9 +139,10 @@ static void inode_add(pk_plan *p, pk_meta *m, const pk_node *n, uint64_t *next_d
 static void dirents_add(pk_plan *p, pk_meta *m, const pk_node *n)
 {
     for (uint32_t k = 0; k < n->n_kids; k++) {
-        const pk_node *c = &p->nodes[n->kids[k]];
-        rfs_dirent_rec d = {.ino = n->kids[k] + 1, .name_len = (uint16_t)strlen(c->name),
-                            .name_off = name_add(m, c->name)};
+        const char *name = n->kid_name && n->kid_name[k] ? n->kid_name[k]
+                                                          : p->nodes[n->kids[k]].name;
+        rfs_dirent_rec d = {.ino = n->kids[k] + 1, .name_len = (uint16_t)strlen(name),
+                            .name_off = name_add(m, name)};
         uint8_t *rec = rec_add(m, RFS_SECT_DIRENTS, RFS_DIRENT_SIZE);
         if (rec)
             rfs_dirent_store(rec, &d);
@@ -213,6 +214,7 @@ static void meta_build(pk_plan *p, pk_out *o, pk_meta *m)
 static void superblock_fill(pk_plan *p, pk_out *o, const rfs_sect *sect, uint8_t *sb)
 {
     rfs_sb_rec r = {.major = RFS_IMG_VERSION, .minor = RFS_IMG_MINOR, .sb_size = RFS_IMG_SB_SIZE,
+                    .features = p->n_links ? RFS_IMG_F_HARDLINKS : 0,
                     .tile_size = p->o->tile_size, .unit_max = o->unit_max,
                     .image_size = o->pos, .data_off = RFS_IMG_SB_SIZE,
                     .data_len = sect[0].off - RFS_IMG_SB_SIZE};

@@ -7,8 +7,9 @@
  * Inode numbering: the root is node 0; a directory's entries are read,
  * sorted by name (strcmp) and appended as consecutive nodes, then its
  * subdirectories are walked in that order.  So numbering depends only on
- * the tree.  Special files and extra names of a hard-linked file are
- * skipped with a warning.
+ * the tree.  A further name of a hard-linked file already walked is an
+ * entry naming that node (no node of its own).  Special files are skipped
+ * with a warning.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -25,6 +26,7 @@
 struct pk_seen {
     dev_t dev;
     ino_t ino;
+    uint32_t node; /* the node its first name made */
 };
 
 int pk_grow(void *arr, size_t *cap, size_t n, size_t sz)
@@ -93,14 +95,38 @@ static int64_t node_add(pk_plan *p, const char *name, char *path, const struct s
     return (int64_t)p->n_nodes++;
 }
 
-/* A hard-linked file seen before?  Records it otherwise. */
-static int seen_before(pk_plan *p, const struct stat *sb)
+/* The node of a hard-linked file walked before under another name, or -1. */
+static int64_t seen_node(const pk_plan *p, const struct stat *sb)
 {
+    if (!S_ISREG(sb->st_mode) || sb->st_nlink < 2)
+        return -1;
     for (size_t i = 0; i < p->n_seen; i++)
         if (p->seen[i].dev == sb->st_dev && p->seen[i].ino == sb->st_ino)
-            return 1;
-    if (pk_grow(&p->seen, &p->cap_seen, p->n_seen, sizeof *p->seen) == 0)
-        p->seen[p->n_seen++] = (struct pk_seen){sb->st_dev, sb->st_ino};
+            return p->seen[i].node;
+    return -1;
+}
+
+/* Remember node k, a file with other names, for when they are walked. */
+static int seen_add(pk_plan *p, const struct stat *sb, uint32_t k)
+{
+    if (sb->st_nlink < 2)
+        return 0;
+    if (pk_grow(&p->seen, &p->cap_seen, p->n_seen, sizeof *p->seen))
+        return pk_fail(p, "out of memory");
+    p->seen[p->n_seen++] = (struct pk_seen){sb->st_dev, sb->st_ino, k};
+    return 0;
+}
+
+/* An entry `name` of directory dir naming node: a further name of that file. */
+static int link_add(pk_plan *p, uint32_t dir, const char *name, uint32_t node)
+{
+    pk_node *d = &p->nodes[dir];
+    if (!d->kid_name && !(d->kid_name = calloc(d->cap_kids, sizeof *d->kid_name)))
+        return pk_fail(p, "out of memory");
+    if (!(d->kid_name[d->n_kids] = strdup(name)))
+        return pk_fail(p, "out of memory");
+    d->kids[d->n_kids++] = node;
+    p->n_links++;
     return 0;
 }
 
@@ -109,11 +135,6 @@ static int entry_wanted(pk_plan *p, const char *path, const struct stat *sb)
 {
     if (sb->st_dev == p->skip_dev && sb->st_ino == p->skip_ino)
         return 0;
-    if (S_ISREG(sb->st_mode) && sb->st_nlink > 1 && seen_before(p, sb)) {
-        pk_warn(p, "%s: hard link to a file already packed: skipped", path);
-        p->st->skipped++;
-        return 0;
-    }
     if (!S_ISREG(sb->st_mode) && !S_ISDIR(sb->st_mode) && !S_ISLNK(sb->st_mode)) {
         pk_warn(p, "%s: special file (device, fifo or socket): skipped", path);
         p->st->skipped++;
@@ -286,9 +307,10 @@ static int entry_add(pk_plan *p, uint32_t dir, const char *name)
         free(path);
         return -1;
     }
-    if (!entry_wanted(p, path, &sb)) {
+    int64_t same = seen_node(p, &sb);
+    if (same >= 0 || !entry_wanted(p, path, &sb)) {
         free(path);
-        return 0;
+        return same >= 0 ? link_add(p, dir, name, (uint32_t)same) : 0;
     }
     int64_t k = node_add(p, name, path, &sb);
     if (k < 0)
@@ -309,7 +331,7 @@ static int entry_add(pk_plan *p, uint32_t dir, const char *name)
         p->st->symlinks++;
     } else if (S_ISREG(sb.st_mode)) {
         p->st->files++;
-        return load_file(p, n, &sb);
+        return load_file(p, n, &sb) || seen_add(p, &sb, (uint32_t)k) ? -1 : 0;
     } else {
         p->st->dirs++;
     }
@@ -324,6 +346,7 @@ static int walk_dir(pk_plan *p, uint32_t dir)
         return -1;
     int rc = 0;
     p->nodes[dir].kids = calloc(n ? n : 1, sizeof(uint32_t));
+    p->nodes[dir].cap_kids = n ? n : 1;
     if (!p->nodes[dir].kids)
         rc = pk_fail(p, "out of memory");
     for (size_t i = 0; i < n && rc == 0; i++)
@@ -363,6 +386,7 @@ int pk_tree_walk(pk_plan *p)
         return pk_fail(p, "out of memory");
     if (!(p->nodes[0].kids = calloc(1, sizeof(uint32_t))))
         return pk_fail(p, "out of memory");
+    p->nodes[0].cap_kids = 1;
     p->nodes[0].size = 1;
     if (access(src, R_OK) != 0)
         return pk_fail(p, "%s: cannot read source: %s", src, strerror(errno));
@@ -379,6 +403,9 @@ void pk_tree_free(pk_plan *p)
         free(p->nodes[i].path);
         free(p->nodes[i].link);
         free(p->nodes[i].kids);
+        for (uint32_t k = 0; p->nodes[i].kid_name && k < p->nodes[i].n_kids; k++)
+            free(p->nodes[i].kid_name[k]);
+        free(p->nodes[i].kid_name);
     }
     free(p->nodes);
     free(p->files);

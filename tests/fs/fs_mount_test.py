@@ -1037,6 +1037,51 @@ def t_usage():
     assert r.returncode == 0 and r.stdout.startswith("usage: ")
 
 
+def dotdot_ino(d):
+    """The inode readdir gives for ".." in directory d (ls -a reads d_ino)."""
+    out = subprocess.run(["ls", "-ai1", d], capture_output=True, text=True, check=True).stdout
+    for line in out.splitlines():
+        ino, name = line.split(None, 1)
+        if name == "..":
+            return int(ino)
+    raise AssertionError("no .. in " + d)
+
+
+def t_hardlinks():
+    """A packed hard link is one inode at the mount: same st_ino, nlink,
+    both names read the same bytes; readdir's ".." is the parent."""
+    d = tmpdir()
+    src = os.path.join(d, "src")
+    os.makedirs(os.path.join(src, "sub", "deep"))
+    rng = np.random.default_rng(seed())
+    first = os.path.join(src, "w.fp16")
+    with open(first, "wb") as f:
+        f.write((rng.standard_normal(3 * TILE // 2 + 3) * 0.02).astype("<f2").tobytes())
+    names = ["w.fp16", "sub/w-link.fp16", "sub/deep/w3"]
+    for rel in names[1:]:
+        os.link(first, os.path.join(src, rel))
+    with open(os.path.join(src, "sub", "text"), "w") as f:
+        f.write("hard links\n" * 5000)
+    os.link(os.path.join(src, "sub", "text"), os.path.join(src, "sub", "deep", "text2"))
+    img = mkimage(src, os.path.join(d, "img.rfs"))
+    mnt = os.path.join(d, "mnt")
+    mount(img, mnt)
+    compare_trees(src, mnt)
+    for group in (names, ["sub/text", "sub/deep/text2"]):
+        st = [os.lstat(os.path.join(mnt, rel)) for rel in group]
+        assert len({s.st_ino for s in st}) == 1, "%s: not one inode at the mount" % group
+        assert all(s.st_nlink == len(group) for s in st), \
+            "%s: nlink %s, want %d" % (group, [s.st_nlink for s in st], len(group))
+        data = {sha(os.path.join(mnt, rel)) for rel in group}
+        assert data == {sha(os.path.join(src, group[0]))}, "%s: bytes differ" % group
+    assert os.lstat(os.path.join(mnt, "sub")).st_nlink == 3  # ., .., deep
+    for sub, parent in (("sub/deep", "sub"), ("sub", ".")):  # the root's .. is outside
+        want = os.stat(os.path.join(mnt, parent)).st_ino
+        got = dotdot_ino(os.path.join(mnt, sub))
+        assert got == want, "readdir %s/..: inode %d, want %d" % (sub, got, want)
+    log("hard links: one inode per group, nlink right, .. right")
+
+
 def main():
     global ARGS
     list_if_asked(globals())

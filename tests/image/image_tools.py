@@ -33,6 +33,13 @@ tests/data/human32-mini, "corpus" the shared corpus's human32-st):
   tools_deep          a 600-deep tree through every tool
   tools_usage         --version, exit 2, a FIFO as IMAGE
   tools_truncated     fsck and dump on an image truncated under them
+  golden_images       tests/data/golden/tree_*.img: packing their trees again
+                      gives the committed bytes (images without hard links
+                      are format 1 as first written), and fsck --extract of
+                      each gives the tree back, hard links included
+  hardlinks           a tree with hard links (names in one and in several
+                      directories, one whose other name is outside SOURCE):
+                      fsck --extract recreates each link, nlink as in SOURCE
 
 Comparison covers type, content, permission bits, mtime (ns) and symlink
 targets of every entry.  Only the standard library and numpy are used.
@@ -330,16 +337,17 @@ def t_synthetic(b, work, _):
     run([b("ransfs-fsck"), "-q", img, "--extract", out])
     with open(one, "rb") as f, open(os.path.join(out, "model.safetensors"), "rb") as g:
         check(f.read() == g.read(), "single-file source differs")
-    # special files and hard links: warned, skipped
+    # special files: warned, skipped; a hard link: kept (see t_hardlinks)
     os.mkfifo(os.path.join(src, "a", "fifo"))
     os.link(os.path.join(src, "config.json"), os.path.join(src, "a", "zz-hardlink.json"))
     p = run([b("ransfs-mkimage"), "-q", src, img])
     check("fifo: special file" in p.stderr, "no warning for a fifo: " + p.stderr)
-    check("zz-hardlink.json: hard link" in p.stderr, "no warning for a hard link: " + p.stderr)
+    check("hard link" not in p.stderr, "a warning for a hard link: " + p.stderr)
     out2 = os.path.join(work, "out2")
     run([b("ransfs-fsck"), "-q", img, "--extract", out2])
     check(not os.path.exists(os.path.join(out2, "a", "fifo")), "fifo was packed")
-    check(not os.path.exists(os.path.join(out2, "a", "zz-hardlink.json")), "hard link was packed")
+    check(os.path.samefile(os.path.join(out2, "config.json"),
+                           os.path.join(out2, "a", "zz-hardlink.json")), "hard link not kept")
 
 
 @test(arg="mini")
@@ -1099,6 +1107,82 @@ def t_tools_truncated(b, work, _):
     check(rc == 1 and lines[-1:] == [want] and len(lines) > 1,
           "fsck: exit %d (negative: a signal): %r" % (rc, err[-500:]))
     print("ok fsck: %s" % want)
+
+
+def link_groups(root):
+    """Hard-link groups of regular files under root: sorted lists of paths."""
+    groups = collections.defaultdict(list)
+    for dirpath, _, files in os.walk(root):
+        for name in files:
+            full = os.path.join(dirpath, name)
+            st = os.lstat(full)
+            if os.path.isfile(full) and not os.path.islink(full):
+                groups[(st.st_dev, st.st_ino)].append(os.path.relpath(full, root))
+    return sorted(sorted(g) for g in groups.values())
+
+
+def extract_same(b, img, src, out):
+    """fsck --extract img gives src back: entries, bytes, modes, mtimes, links."""
+    run([b("ransfs-fsck"), "-q", img, "--extract", out])
+    n = compare(src, out)
+    check(link_groups(src) == link_groups(out), "hard links differ: %s vs %s" %
+          (link_groups(src), link_groups(out)))
+    return n
+
+
+def golden_module():
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "data",
+                                    "golden"))
+    import make_golden_images
+    return make_golden_images
+
+
+def t_golden_images(b, work, _):
+    gm = golden_module()
+    p = subprocess.run([sys.executable, "-B", gm.__file__, "--check", os.path.dirname(b("x"))],
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    print(p.stdout, end="")
+    check(p.returncode == 0, "repacking the golden trees does not give the committed images")
+    for name in gm.NAMES:
+        src = os.path.join(work, name)
+        gm.build_tree(src, name == "tree_hardlinks")
+        n = extract_same(b, os.path.join(gm.HERE, name + ".img"), src,
+                         os.path.join(work, name + ".out"))
+        print("%s: %d entries extracted as packed" % (name, n))
+
+
+def t_hardlinks(b, work, _):
+    src, outside = os.path.join(work, "src"), os.path.join(work, "outside")
+    os.makedirs(os.path.join(src, "a", "b"))
+    os.makedirs(outside)
+    rng = random.Random(9)
+    with open(os.path.join(src, "w.bf16"), "wb") as f:
+        f.write(to_bf16(gaussian(np.random.default_rng(9), 3 * TILE // 2 + 5)).tobytes())
+    with open(os.path.join(src, "a", "notes.txt"), "wb") as f:
+        f.write(bytes(rng.randrange(32, 127) for _ in range(5000)))
+    os.link(os.path.join(src, "w.bf16"), os.path.join(src, "a", "b", "w-again.bf16"))
+    os.link(os.path.join(src, "w.bf16"), os.path.join(src, "a", "w.bin"))
+    os.link(os.path.join(src, "a", "notes.txt"), os.path.join(src, "a", "notes2.txt"))
+    with open(os.path.join(outside, "x"), "wb") as f:
+        f.write(b"one name inside SOURCE\n")
+    os.link(os.path.join(outside, "x"), os.path.join(src, "lonely"))
+    img = os.path.join(work, "h.img")
+    p = run([b("ransfs-mkimage"), src, img])
+    check("hard link" not in p.stderr, "mkimage still warns about hard links: " + p.stderr)
+    out = os.path.join(work, "out")
+    extract_same(b, img, src, out)
+    for rel, nlink in (("w.bf16", 3), ("a/w.bin", 3), ("a/notes2.txt", 2), ("lonely", 1)):
+        got = os.lstat(os.path.join(out, rel)).st_nlink
+        check(got == nlink, "%s: nlink %d after extract, want %d" % (rel, got, nlink))
+    with open(img, "rb") as f:
+        features = struct.unpack_from("<I", f.read(16), 12)[0]
+    check(features == 1, "feature flags 0x%x, want HARDLINKS (0x1)" % features)
+    # only PATH a: its names of w.bf16 link to each other, not to the one left out
+    part = os.path.join(work, "part")
+    run([b("ransfs-fsck"), "-q", "--extract", part, img, "a"])
+    want = [["a/b/w-again.bf16", "a/w.bin"], ["a/notes.txt", "a/notes2.txt"]]
+    check(link_groups(part) == sorted(want), "extract of PATH a: links %s" % link_groups(part))
+    print("hardlinks: %s" % link_groups(out))
 
 
 def main():

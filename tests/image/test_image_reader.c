@@ -189,6 +189,17 @@ static void test_namespace(void **state)
     assert_int_equal(rfs_image_lookup_path(img, "sub/dir", &ino), RFS_OK);
     assert_int_equal(rfs_image_stat(img, ino, &st), RFS_OK);
     assert_int_equal(st.mode, S_IFDIR | 0750);
+    uint64_t sub, parent;
+    assert_int_equal(rfs_image_lookup_path(img, "sub", &sub), RFS_OK);
+    assert_int_equal(rfs_image_dir_parent(img, ino, &parent), RFS_OK);
+    assert_int_equal(parent, sub);
+    assert_int_equal(rfs_image_dir_parent(img, sub, &parent), RFS_OK);
+    assert_int_equal(parent, RFS_ROOT_INO);
+    assert_int_equal(rfs_image_dir_parent(img, RFS_ROOT_INO, &parent), RFS_OK);
+    assert_int_equal(parent, RFS_ROOT_INO);
+    assert_int_equal(rfs_image_lookup_path(img, "sub/dir/notes.txt", &child), RFS_OK);
+    assert_int_equal(rfs_image_dir_parent(img, child, &parent), RFS_E_NOTDIR);
+    assert_int_equal(rfs_image_dir_parent(img, 99, &parent), RFS_E_NOENT);
     assert_int_equal(rfs_image_stat(img, RFS_ROOT_INO, &st), RFS_OK);
     assert_int_equal(st.nlink, 3);
     assert_int_equal(rfs_image_lookup_path(img, "", &ino), RFS_OK);
@@ -543,6 +554,54 @@ static void test_golden_v1(void **state)
     assert_int_equal(golden_check("tree_v1"), 10);
 }
 
+/* Fix the checksum of section s of image b, and the superblock's. */
+static void reseal(uint8_t *b, int s)
+{
+    uint8_t *e = b + RFS_IMG_SECT_TABLE_OFF + s * RFS_IMG_SECT_ENTRY_SIZE;
+    rfs_st64(e + 24, XXH3_64bits(b + rfs_ld64(e), rfs_ld64(e + 8)));
+    rfs_sb_seal(b);
+}
+
+static void golden_read(const char *name, uint8_t **buf, size_t *size)
+{
+    char path[512];
+    snprintf(path, sizeof path, "%s/golden/%s.img", RFS_TEST_DATA, name);
+    *buf = read_all(path, size);
+}
+
+/* Hard links (feature HARDLINKS): both names, one inode, nlink right; the
+ * flag must match the tree, and a directory is never named twice. */
+static void test_golden_hardlinks(void **state)
+{
+    char why[256];
+    uint8_t *v1, *hl;
+    size_t v1_size, hl_size;
+    assert_int_equal(golden_check("tree_hardlinks"), 13);
+    golden_read("tree_v1", &v1, &v1_size);
+    golden_read("tree_hardlinks", &hl, &hl_size);
+    assert_int_equal(rfs_ld32(v1 + 12), 0);
+    assert_int_equal(rfs_ld32(hl + 12), RFS_IMG_F_HARDLINKS);
+    rfs_st32(hl + 12, 0);
+    rfs_sb_seal(hl);
+    assert_int_equal(open_copy(hl, hl_size, why, sizeof why), RFS_E_CORRUPT);
+    assert_non_null(strstr(why, "feature HARDLINKS is not set"));
+    rfs_st32(v1 + 12, RFS_IMG_F_HARDLINKS);
+    rfs_sb_seal(v1);
+    assert_int_equal(open_copy(v1, v1_size, why, sizeof why), RFS_E_CORRUPT);
+    assert_non_null(strstr(why, "no inode has two names"));
+    /* root entry 5 (w2.fp16, a second name) made to name directory sub */
+    rfs_st32(hl + 12, RFS_IMG_F_HARDLINKS);
+    uint8_t *e = hl + RFS_IMG_SECT_TABLE_OFF + RFS_SECT_DIRENTS * RFS_IMG_SECT_ENTRY_SIZE;
+    uint8_t *d5 = hl + rfs_ld64(e) + 5 * RFS_DIRENT_SIZE;
+    assert_int_equal(rfs_ld32(d5), 7);
+    rfs_st32(d5, 6);
+    reseal(hl, RFS_SECT_DIRENTS);
+    assert_int_equal(open_copy(hl, hl_size, why, sizeof why), RFS_E_CORRUPT);
+    assert_non_null(strstr(why, "(a directory)"));
+    free(v1);
+    free(hl);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -550,6 +609,7 @@ int main(void)
         cmocka_unit_test(test_truncation),    cmocka_unit_test(test_flip_sections),
         cmocka_unit_test(test_magic_version), cmocka_unit_test(test_crafted),
         cmocka_unit_test(test_payload_corrupt), cmocka_unit_test(test_golden_v1),
+        cmocka_unit_test(test_golden_hardlinks),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
