@@ -380,16 +380,21 @@ static int start_engine(rfs_main *m)
  * Refuse a mount point that cannot work, before anything is mounted: one
  * that is not a directory (FUSE would mount over a file, and every access
  * would then fail), or one that is the root of a mount already (a second
- * mount would stack silently on the first and hide it).  /dev/fd/N is
- * libfuse's "already mounted by the caller" form (mount.fuse3
- * drop_privileges): nothing to check.  A kernel without
- * STATX_ATTR_MOUNT_ROOT (before 5.8) skips the second check.
+ * mount would stack silently on the first and hide it).  Also refused:
+ * /dev/fd/N, libfuse's "already mounted by the caller" form (mount.fuse3's
+ * drop_privileges), because that mount was made with the caller's options
+ * (mount.fuse3's are rw,suid,dev and no default_permissions) and ransfs
+ * could not make it ro,nosuid,nodev.  A kernel without
+ * STATX_ATTR_MOUNT_ROOT (before 5.8) skips the mount-root check.
  */
 static int check_mountpoint(const char *mnt)
 {
     struct statx sx;
-    if (!strncmp(mnt, "/dev/fd/", 8))
-        return 0;
+    if (!strncmp(mnt, "/dev/fd/", 8)) {
+        fprintf(stderr, "ransfs: %s: a mount made by the caller (mount.fuse3 drop_privileges) "
+                        "is not supported: it would not be ro,nosuid,nodev\n", mnt);
+        return -1;
+    }
     if (statx(AT_FDCWD, mnt, 0, STATX_TYPE, &sx) != 0) {
         fprintf(stderr, "ransfs: %s: cannot use as mount point: %s\n", mnt, strerror(errno));
         return -1;

@@ -932,6 +932,19 @@ def t_nosuid():
         opts = line.split()[3].split(",")
         assert "nosuid" in opts and "nodev" in opts and "ro" in opts, line
         subprocess.run(["umount", mnt], check=True)
+    # mount.fuse3's drop_privileges mounts by itself (rw,suid,dev, no
+    # default_permissions) and hands ransfs /dev/fd/N: refused, so the
+    # helper's mount is never served.
+    mnt = os.path.join(d, "mnt_dropped")
+    os.makedirs(mnt)
+    CLEANUPS.append(lambda: subprocess.run(["umount", "-l", mnt], capture_output=True))
+    r = subprocess.run(["mount.fuse3", img, mnt, "-t", "fuse.ransfs", "-o",
+                        "drop_privileges,allow_other"], capture_output=True, text=True, env=env,
+                       timeout=60)
+    log("drop_privileges: rc=%d %s" % (r.returncode, r.stderr.strip()))
+    assert r.returncode != 0 and "drop_privileges" in one_line(r), r.stderr
+    r = subprocess.run(NOBODY + [os.path.join(mnt, "id"), "-u"], capture_output=True, text=True)
+    assert r.returncode != 0 and r.stdout == "", "the helper's mount was served: " + r.stdout
 
 
 def one_line(r):
