@@ -142,7 +142,7 @@ static rfs_err unit_decode_guarded(void *arg)
                                  &u->it->dst_size);
 }
 
-static void cpu_decode_one(void *arg, size_t i)
+static void cpu_decode_one(void *arg, unsigned worker, size_t i)
 {
     cpu_job *job = arg;
     rfs_batch_item *it = &job->items[i];

@@ -1,7 +1,7 @@
 /*
  * test_fs_core.c - unit tests of the daemon's FUSE-free parts: the decoded
- * unit cache (budget, single flight, references, eviction), the worker
- * pool and the sequential-prefetch detector.
+ * unit cache (budget, single flight, references, eviction) and the
+ * sequential-prefetch detector (the worker pool: tests/util).
  */
 #include <pthread.h>
 #include <setjmp.h>
@@ -19,7 +19,6 @@
 
 #include "rfs_cache.h"
 #include "rfs_hist.h"
-#include "rfs_pool.h"
 #include "rfs_prefetch.h"
 #include "testutil.h"
 
@@ -243,82 +242,6 @@ static void test_cache_charge_classes(void **state)
     assert_true(rfs_cache_charge(1) < 256);
 }
 
-/* ------------------------------------------------------------ pool */
-
-typedef struct pool_ctx {
-    atomic_uint hits[1000];
-    atomic_uint total;
-} pool_ctx;
-
-static void pool_for_fn(void *arg, size_t i)
-{
-    pool_ctx *x = arg;
-    atomic_fetch_add(&x->hits[i], 1);
-    atomic_fetch_add(&x->total, 1);
-}
-
-static void pool_task(void *arg)
-{
-    atomic_fetch_add((atomic_uint *)arg, 1);
-}
-
-static void test_pool_for(void **state)
-{
-    rfs_pool *p = rfs_pool_create(4);
-    static pool_ctx x;
-    assert_non_null(p);
-    assert_int_equal(rfs_pool_threads(p), 4);
-    for (size_t n = 0; n <= 1000; n += n < 10 ? 1 : 197) {
-        memset(&x, 0, sizeof(x));
-        rfs_pool_for(p, RFS_PRIO_HIGH, n, pool_for_fn, &x);
-        assert_int_equal(atomic_load(&x.total), n);
-        for (size_t i = 0; i < n; i++)
-            assert_int_equal(atomic_load(&x.hits[i]), 1);
-    }
-    rfs_pool_destroy(p);
-}
-
-/* rfs_pool_for from inside pool tasks must not deadlock (prefetch does it). */
-typedef struct nested_ctx {
-    rfs_pool *p;
-    atomic_uint done;
-} nested_ctx;
-
-static void nested_inner(void *arg, size_t i)
-{
-    usleep(100);
-}
-
-static void nested_task(void *arg)
-{
-    nested_ctx *x = arg;
-    rfs_pool_for(x->p, RFS_PRIO_LOW, 16, nested_inner, NULL);
-    atomic_fetch_add(&x->done, 1);
-}
-
-static void test_pool_nested(void **state)
-{
-    nested_ctx x;
-    x.p = rfs_pool_create(2);
-    atomic_init(&x.done, 0);
-    for (int i = 0; i < 20; i++)
-        assert_int_equal(rfs_pool_submit(x.p, RFS_PRIO_LOW, nested_task, &x), 0);
-    rfs_pool_destroy(x.p); /* runs every queued task first */
-    assert_int_equal(atomic_load(&x.done), 20);
-}
-
-static void test_pool_submit_drain(void **state)
-{
-    rfs_pool *p = rfs_pool_create(3);
-    atomic_uint n;
-    atomic_init(&n, 0);
-    for (int i = 0; i < 500; i++)
-        assert_int_equal(rfs_pool_submit(p, i % 2 ? RFS_PRIO_LOW : RFS_PRIO_HIGH, pool_task, &n),
-                         0);
-    rfs_pool_destroy(p);
-    assert_int_equal(atomic_load(&n), 500);
-}
-
 /* ------------------------------------------------------------ prefetch */
 
 static void test_prefetch_sequential(void **state)
@@ -405,9 +328,6 @@ int main(void)
         cmocka_unit_test(test_cache_reserve_prefetch),
         cmocka_unit_test(test_cache_single_flight),
         cmocka_unit_test(test_cache_charge_classes),
-        cmocka_unit_test(test_pool_for),
-        cmocka_unit_test(test_pool_nested),
-        cmocka_unit_test(test_pool_submit_drain),
         cmocka_unit_test(test_prefetch_sequential),
         cmocka_unit_test(test_prefetch_gaps_and_jumps),
         cmocka_unit_test(test_hist),

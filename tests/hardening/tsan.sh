@@ -4,8 +4,9 @@
 # nvcc objects are not instrumented), builds only what the chosen tests
 # need, runs them, and fails on any test failure or any TSan report.
 #
-# The tests: fs_core (cache, worker pool, prefetch detection: many threads
-# on one cache), fs_engine (the FUSE-free read path: concurrent readers,
+# The tests: util_pool (the worker pool: parallel fors, worker indices,
+# nested calls), fs_core (cache, prefetch detection: many threads on one
+# cache), fs_engine (the FUSE-free read path: concurrent readers,
 # shared decodes, prefetch, eviction, corrupt units), and real mounts whose
 # daemon is the TSan build (concurrent readers, a corrupt unit, the cache
 # budget, unmount/SIGTERM with readers active, the image file cut short
@@ -22,7 +23,7 @@ mkdir -p "$build"
 echo "tsan.sh: configuring $build"
 CC=${CC:-clang} cmake -S "$top" -B "$build" -DCMAKE_BUILD_TYPE=Debug -DRFS_SANITIZE=thread \
     -DRFS_CUDA=OFF > "$build/configure.log" 2>&1 || { tail -20 "$build/configure.log"; exit 1; }
-targets="test_fs_core test_fs_engine ransfs-mkimage ransfs-fsck ransfs fs_unit_locate hd_reseal"
+targets="test_util_pool test_fs_core test_fs_engine ransfs-mkimage ransfs-fsck ransfs fs_unit_locate hd_reseal"
 echo "tsan.sh: building $targets"
 cmake --build "$build" -j "$jobs" --target $targets > "$build/build.log" 2>&1 ||
     { tail -30 "$build/build.log"; exit 1; }
@@ -30,7 +31,7 @@ cmake --build "$build" -j "$jobs" --target $targets > "$build/build.log" 2>&1 ||
 # for readable lock-order reports; tsan.supp documents each suppression.  The load test runs 20 s (TSan is ~5-15x slower).
 export TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:suppressions=$top/tests/hardening/tsan.supp${TSAN_OPTIONS:+:$TSAN_OPTIONS}"
 export RFS_LOAD_SECONDS=${RFS_LOAD_SECONDS:-20}
-tests='^(fs_core|fs_engine_image|fs_engine|fs_mount_concurrent|fs_mount_corrupt|fs_mount_unmount_busy|fs_mount_image_changed|hardening_load)$'
+tests='^(util_pool|fs_core|fs_engine_image|fs_engine|fs_mount_concurrent|fs_mount_corrupt|fs_mount_unmount_busy|fs_mount_image_changed|hardening_load)$'
 cd "$build" || exit 1
 ctest --output-on-failure -R "$tests" --timeout 1200 2>&1 | tee "$build/tsan-ctest.log"
 rc=${PIPESTATUS[0]}

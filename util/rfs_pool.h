@@ -1,5 +1,7 @@
 /*
- * rfs_pool.h - a fixed pool of worker threads with two priorities.
+ * rfs_pool.h - a fixed pool of worker threads with two priorities: the one
+ * thread pool of the tree (the daemon's decodes and prefetch, the packer's
+ * parallel loops, fsck's unit check).
  *
  * Contract:
  *  - Tasks are plain function pointers with one argument.  HIGH tasks (the
@@ -8,13 +10,24 @@
  *  - rfs_pool_for() is a parallel for in which the calling thread takes part:
  *    it grabs indices itself, so it never waits on a queue that is busy with
  *    other work, and it may be called from a pool worker without deadlock.
+ *    Each call of its function gets a worker index, 0 for the calling
+ *    thread and k for pool worker k (1 <= k <= rfs_pool_threads()): calls
+ *    that may overlap in time within one rfs_pool_for have different
+ *    indices, so per-worker scratch (an encoder or decoder context) is an
+ *    array of rfs_pool_threads() + 1 entries.  Indices are per call: two
+ *    threads calling rfs_pool_for at once both run as worker 0.
+ *  - A NULL pool is valid for rfs_pool_for (everything runs on the caller,
+ *    as worker 0) and rfs_pool_threads (0): -j1 needs no threads.
  *  - Threads: every function may be called from any thread.  The workers
- *    block all signals, so SIGINT/SIGTERM reach the FUSE main thread.
+ *    block every asynchronous signal, so those reach the program's own
+ *    threads (the FUSE loop, mkimage's clean-up handler); faults (SIGBUS,
+ *    SIGSEGV, SIGFPE, SIGILL) stay unblocked so their handlers run.
  *  - Memory: the pool owns its threads and queue nodes; the caller owns the
  *    task arguments and must keep them alive until the task has run.
  *  - Errors: rfs_pool_create returns NULL when no thread could start;
  *    rfs_pool_submit returns an errno value.
- *  - No FUSE, no printing.
+ *  - Dependencies: libc and pthreads only; no FUSE, no printing.  codec/
+ *    never uses it (codec/ has no threads).
  */
 #ifndef RFS_POOL_H
 #define RFS_POOL_H
@@ -26,7 +39,8 @@ typedef struct rfs_pool rfs_pool;
 typedef enum rfs_prio { RFS_PRIO_HIGH = 0, RFS_PRIO_LOW = 1 } rfs_prio;
 
 typedef void (*rfs_task_fn)(void *arg);
-typedef void (*rfs_for_fn)(void *arg, size_t i);
+/* One item of rfs_pool_for: item i, run by worker (see the contract). */
+typedef void (*rfs_for_fn)(void *arg, unsigned worker, size_t i);
 
 /*
  * Start n_threads workers (at least 1).  Returns NULL on failure (no
@@ -40,7 +54,7 @@ rfs_pool *rfs_pool_create(unsigned n_threads);
  */
 void rfs_pool_destroy(rfs_pool *pool);
 
-/* Number of worker threads. */
+/* Number of worker threads (that started); 0 for a NULL pool. */
 unsigned rfs_pool_threads(const rfs_pool *pool);
 
 /*
@@ -50,10 +64,11 @@ unsigned rfs_pool_threads(const rfs_pool *pool);
 int rfs_pool_submit(rfs_pool *pool, rfs_prio prio, rfs_task_fn fn, void *arg);
 
 /*
- * Call fn(arg, i) for every i in [0, n), spread over the calling thread and
- * up to n-1 workers; returns when all n calls have returned.  Calls for
- * different i may run at the same time in any order.  Never fails: without
- * memory or workers the caller does all the work itself.
+ * Call fn(arg, worker, i) for every i in [0, n), spread over the calling
+ * thread (worker 0) and up to n-1 pool workers (worker k = pool worker k);
+ * returns when all n calls have returned.  Calls for different i may run at
+ * the same time in any order.  Never fails: without memory or workers (or
+ * with a NULL pool) the caller does all the work itself.
  */
 void rfs_pool_for(rfs_pool *pool, rfs_prio prio, size_t n, rfs_for_fn fn, void *arg);
 
