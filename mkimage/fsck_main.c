@@ -24,8 +24,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
-#include <pthread.h>
-#include <stdatomic.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -35,6 +33,7 @@
 
 #include "rfs_image.h"
 #include "rfs_image_info.h"
+#include "rfs_pool.h"
 #include "rfs_tool_guard.h"
 #include "rfs_tool_tree.h"
 
@@ -62,7 +61,6 @@ typedef struct fsck {
     uint64_t problems;
     uint64_t differences, compared;
     rfs_err *unit_err;  /* result of decoding each unit */
-    atomic_uint_fast64_t next_unit;
     int cur;            /* --extract/--compare: fd of the directory being walked */
     int root;           /* --extract: fd of DIR itself (hard links name paths from it) */
     const char *dest;   /* the DIR of --extract or --compare */
@@ -122,46 +120,50 @@ static int index_file(void *user, uint64_t ino, const char *path, const rfs_stat
     return 0;
 }
 
-/* Worker: decode units taken in turn from next_unit; NULL or "" on error. */
-static void *units_decode_main(void *arg)
+/* One worker's decode context and output buffer. */
+typedef struct unit_worker {
+    rfs_rctx *ctx;
+    uint8_t *buf;
+} unit_worker;
+
+typedef struct units_job {
+    fsck *f;
+    unit_worker *w; /* one per worker index */
+} units_job;
+
+/* rfs_pool_for item: decode unit u on this worker's context. */
+static void unit_decode_one(void *arg, unsigned worker, size_t u)
 {
-    fsck *f = arg;
-    rfs_rctx *ctx = rfs_rctx_create(f->img);
-    uint8_t *buf = malloc(f->sum.unit_max ? f->sum.unit_max : 1);
-    uint64_t u;
-    if (!ctx || !buf) {
-        rfs_rctx_destroy(ctx);
-        free(buf);
-        return "";
-    }
-    while ((u = atomic_fetch_add(&f->next_unit, 1)) < f->sum.n_units) {
-        size_t got;
-        f->unit_err[u] = rfs_image_unit_decode(f->img, ctx, u, buf, f->sum.unit_max, &got);
-    }
-    rfs_rctx_destroy(ctx);
-    free(buf);
-    return NULL;
+    units_job *j = arg;
+    size_t got;
+    j->f->unit_err[u] = rfs_image_unit_decode(j->f->img, j->w[worker].ctx, u, j->w[worker].buf,
+                                              j->f->sum.unit_max, &got);
 }
 
-/* Decode every unit on n_threads threads (this one included).  The one
- * place fsck starts threads, kept apart for a shared pool to replace. */
+/* Decode every unit on n_threads threads (this one included): util/'s
+ * pool, with one context per worker index.  -1: out of memory. */
 static int units_decode(fsck *f)
 {
-    pthread_t th[256];
-    unsigned started = 0, n = f->o->n_threads > 256 ? 256 : f->o->n_threads;
-    int rc = 0;
-    atomic_init(&f->next_unit, 0);
-    for (unsigned t = 1; t < n && t < f->sum.n_units; t++, started++)
-        if (pthread_create(&th[started], NULL, units_decode_main, f) != 0)
-            break;
-    if (units_decode_main(f))
-        rc = -1;
-    for (unsigned t = 0; t < started; t++) {
-        void *r;
-        pthread_join(th[t], &r);
-        if (r)
+    unsigned n = f->o->n_threads;
+    uint64_t units = f->sum.n_units;
+    rfs_pool *pool = n > 1 && units > 1 ? rfs_pool_create(n - 1) : NULL;
+    unsigned workers = rfs_pool_threads(pool) + 1;
+    units_job j = {f, calloc(workers, sizeof *j.w)};
+    int rc = j.w ? 0 : -1;
+    for (unsigned k = 0; rc == 0 && k < workers; k++) {
+        j.w[k].ctx = rfs_rctx_create(f->img);
+        j.w[k].buf = malloc(f->sum.unit_max ? f->sum.unit_max : 1);
+        if (!j.w[k].ctx || !j.w[k].buf)
             rc = -1;
     }
+    if (rc == 0)
+        rfs_pool_for(pool, RFS_PRIO_HIGH, units, unit_decode_one, &j);
+    rfs_pool_destroy(pool);
+    for (unsigned k = 0; j.w && k < workers; k++) {
+        rfs_rctx_destroy(j.w[k].ctx);
+        free(j.w[k].buf);
+    }
+    free(j.w);
     return rc;
 }
 

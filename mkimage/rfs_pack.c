@@ -154,7 +154,7 @@ static int files_hash(pk_plan *p, size_t *idx, size_t n, uint64_t head)
     pk_hjob j = {.p = p, .idx = idx, .head = head, .err = malloc((n ? n : 1) * sizeof *j.err)};
     if (!j.err)
         return pk_fail(p, "out of memory");
-    pk_pool_run(p->pool, n, file_hash_job, &j);
+    rfs_pool_for(p->pool, RFS_PRIO_HIGH, n, file_hash_job, &j);
     int rc = 0;
     for (size_t i = 0; rc == 0 && i < n; i++)
         if (j.err[i][0])
@@ -283,7 +283,7 @@ static int region_add(pk_plan *p, pk_file *f, size_t *cap, uint64_t off, uint64_
         f->reg[f->n_reg - 1].len += len; /* merge neighbouring blobs */
         return 0;
     }
-    if (pk_grow(&f->reg, cap, f->n_reg, sizeof *f->reg))
+    if (rfs_array_reserve(&f->reg, cap, f->n_reg + 1, sizeof *f->reg))
         return pk_fail(p, "out of memory");
     f->reg[f->n_reg++] = (pk_region){.off = off, .len = len, .tensor = tensor};
     return 0;
@@ -302,7 +302,7 @@ static int dtype_code(const char *dt)
 static int64_t tensor_add(pk_plan *p, pk_file *f, const char *name, int dtype, uint64_t off,
                           uint64_t len, unsigned ndim, const uint64_t *dims)
 {
-    if (pk_grow(&p->tensors, &p->cap_tensors, p->n_tensors, sizeof *p->tensors))
+    if (rfs_array_reserve(&p->tensors, &p->cap_tensors, p->n_tensors + 1, sizeof *p->tensors))
         return pk_fail(p, "out of memory");
     pk_tensor *t = &p->tensors[p->n_tensors];
     memset(t, 0, sizeof *t);
@@ -435,7 +435,7 @@ static int regions_plan(pk_plan *p, pk_file *f)
 
 static int chunk_add(pk_plan *p, uint32_t file, uint64_t off, uint32_t len, int64_t tensor)
 {
-    if (pk_grow(&p->chunks, &p->cap_chunks, p->n_chunks, sizeof *p->chunks))
+    if (rfs_array_reserve(&p->chunks, &p->cap_chunks, p->n_chunks + 1, sizeof *p->chunks))
         return pk_fail(p, "out of memory");
     p->chunks[p->n_chunks++] =
         (pk_chunk){.file = file, .file_off = off, .len = len, .tensor = tensor};
@@ -569,7 +569,8 @@ int rfs_pack(const rfs_pack_opts *o, rfs_pack_stats *st, char *err, size_t err_c
     int rc = opts_check(&p);
     if (rc == 0) /* before the pool's threads exist: see tmp_create */
         rc = tmp_create(&p, &out.fd);
-    if (rc == 0 && !(p.pool = pk_pool_create(o->n_threads)))
+    /* The caller is worker 0 of every parallel for: n_threads - 1 more. */
+    if (rc == 0 && o->n_threads > 1 && !(p.pool = rfs_pool_create(o->n_threads - 1)))
         rc = pk_fail(&p, "out of memory");
     if (rc == 0)
         rc = plan_all(&p);
@@ -597,6 +598,6 @@ int rfs_pack(const rfs_pack_opts *o, rfs_pack_stats *st, char *err, size_t err_c
     st->seconds = now_seconds() - t0;
     free(out.units);
     plan_free(&p);
-    pk_pool_destroy(p.pool);
+    rfs_pool_destroy(p.pool);
     return rc;
 }

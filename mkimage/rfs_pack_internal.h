@@ -17,8 +17,10 @@
 
 #include <xxhash.h>
 
+#include "rfs_array.h"
 #include "rfs_pack.h"
 #include "rfs_image_format.h"
+#include "rfs_pool.h"
 #include "rfs_tile.h"
 
 typedef struct pk_node {
@@ -103,7 +105,9 @@ typedef struct pk_plan {
     size_t n_seen, cap_seen;
     uint64_t n_links;      /* entries that are further names of a node */
     rfs_pack_stats *st;
-    struct pk_pool *pool;  /* o->n_threads workers, for the dedup pass and the stream */
+    rfs_pool *pool;        /* o->n_threads - 1 workers (NULL for one thread), for the
+                            * dedup pass and the stream: rfs_pool_for's worker
+                            * index is < o->n_threads */
     char *err;
     size_t err_cap;
 } pk_plan;
@@ -117,18 +121,6 @@ typedef struct pk_out {
     uint32_t unit_max;
 } pk_out;
 
-/* The packer's parallel for (rfs_pack_pool.c): threads made once per pack;
- * pk_pool_run calls fn(ctx, worker, i) for i in [0, n) on the caller and the
- * workers (worker < n_threads) and returns when all are done; one caller at
- * a time. */
-typedef void (*pk_job_fn)(void *ctx, unsigned worker, size_t item);
-typedef struct pk_pool pk_pool;
-pk_pool *pk_pool_create(unsigned n_threads);
-void pk_pool_run(pk_pool *pool, size_t n, pk_job_fn fn, void *ctx);
-void pk_pool_destroy(pk_pool *pool);
-
-/* Grow *arr (of *cap elements of size sz) to hold n+1.  0 or -1. */
-int pk_grow(void *arr, size_t *cap, size_t n, size_t sz);
 /* printf into p->err; returns -1. */
 int pk_fail(pk_plan *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void pk_warn(pk_plan *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

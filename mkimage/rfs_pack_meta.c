@@ -19,16 +19,8 @@ typedef struct pk_buf {
 /* Room for n more bytes at the end of b; NULL when out of memory. */
 static uint8_t *buf_extend(pk_buf *b, size_t n)
 {
-    if (b->len + n > b->cap) {
-        size_t nc = b->cap ? b->cap : 4096;
-        while (nc < b->len + n)
-            nc *= 2;
-        uint8_t *nb = realloc(b->b, nc);
-        if (!nb)
-            return NULL;
-        b->b = nb;
-        b->cap = nc;
-    }
+    if (rfs_array_reserve(&b->b, &b->cap, b->len + n, 1))
+        return NULL;
     uint8_t *p = b->b + b->len;
     b->len += n;
     return p;

@@ -7,7 +7,7 @@
  * ring of PK_SLOTS group slots:
  *   reader thread: pread the group's bytes into the slot's buffer (large
  *     sequential reads; the source is never mapped);
- *   main thread (+ the pool's workers, pk_pool_run; phase B of a group
+ *   main thread (+ the pool's workers, rfs_pool_for; phase B of a group
  *   runs in one loop with phase A of the next, encode_run):
  *     A. per chunk, in parallel: blob blocks are zstd-compressed; tensor
  *        tiles get an XXH3-128 and a "pair histogram" (below); the worker
@@ -127,7 +127,7 @@ static int groups_plan(pk_stream *s)
         int starts = c->tensor < 0 || p->tensors[c->tensor].first_chunk == i;
         pk_group *g = s->n_groups ? &s->groups[s->n_groups - 1] : NULL;
         if (!g || (starts && g->bytes >= min)) {
-            if (pk_grow(&s->groups, &cap, s->n_groups, sizeof *s->groups))
+            if (rfs_array_reserve(&s->groups, &cap, s->n_groups + 1, sizeof *s->groups))
                 return pk_fail(p, "out of memory");
             g = &s->groups[s->n_groups++];
             *g = (pk_group){.c0 = i, .c1 = i};
@@ -587,7 +587,7 @@ static int encode_run(pk_stream *s, pk_slot *b, pk_slot *a)
     s->cur_b = b;
     s->cur_a = a;
     s->n_b = slot_items(s, b);
-    pk_pool_run(s->p->pool, s->n_b + slot_items(s, a), phase_ba_job, s);
+    rfs_pool_for(s->p->pool, RFS_PRIO_HIGH, s->n_b + slot_items(s, a), phase_ba_job, s);
     if (b && atomic_load(&s->b_failed))
         return pk_fail(s->p, "internal error: tile encoder failed");
     if (b)
@@ -627,7 +627,7 @@ static int chunk_record(pk_stream *s, pk_slot *sl, uint64_t i)
     p->st->out_by_class[cls] += c->out_len;
     if (c->raw)
         return 0;
-    if (pk_grow(&o->units, &o->cap_units, o->n_units, sizeof *o->units))
+    if (rfs_array_reserve(&o->units, &o->cap_units, o->n_units + 1, sizeof *o->units))
         return -1;
     c->unit = o->n_units;
     o->units[o->n_units++] = (rfs_unit_rec){

@@ -29,21 +29,6 @@ struct pk_seen {
     uint32_t node; /* the node its first name made */
 };
 
-int pk_grow(void *arr, size_t *cap, size_t n, size_t sz)
-{
-    void **a = arr;
-    if (n < *cap)
-        return 0;
-    size_t nc = *cap ? *cap * 2 : 16;
-    void *na = realloc(*a, nc * sz);
-    if (!na)
-        return -1;
-    memset((char *)na + *cap * sz, 0, (nc - *cap) * sz);
-    *a = na;
-    *cap = nc;
-    return 0;
-}
-
 int pk_fail(pk_plan *p, const char *fmt, ...)
 {
     va_list ap;
@@ -79,7 +64,7 @@ static char *path_join(const char *dir, const char *name)
 static int64_t node_add(pk_plan *p, const char *name, char *path, const struct stat *sb)
 {
     if (p->n_nodes >= UINT32_MAX - 1 ||
-        pk_grow(&p->nodes, &p->cap_nodes, p->n_nodes, sizeof *p->nodes)) {
+        rfs_array_reserve(&p->nodes, &p->cap_nodes, p->n_nodes + 1, sizeof *p->nodes)) {
         free(path);
         return pk_fail(p, "%s: too many files or out of memory", name);
     }
@@ -111,7 +96,7 @@ static int seen_add(pk_plan *p, const struct stat *sb, uint32_t k)
 {
     if (sb->st_nlink < 2)
         return 0;
-    if (pk_grow(&p->seen, &p->cap_seen, p->n_seen, sizeof *p->seen))
+    if (rfs_array_reserve(&p->seen, &p->cap_seen, p->n_seen + 1, sizeof *p->seen))
         return pk_fail(p, "out of memory");
     p->seen[p->n_seen++] = (struct pk_seen){sb->st_dev, sb->st_ino, k};
     return 0;
@@ -147,7 +132,7 @@ static int entry_wanted(pk_plan *p, const char *path, const struct stat *sb)
  * an unreadable file fails there, naming itself. */
 static int load_file(pk_plan *p, pk_node *n, const struct stat *sb)
 {
-    if (pk_grow(&p->files, &p->cap_files, p->n_files, sizeof *p->files))
+    if (rfs_array_reserve(&p->files, &p->cap_files, p->n_files + 1, sizeof *p->files))
         return pk_fail(p, "out of memory");
     pk_file *f = &p->files[p->n_files];
     memset(f, 0, sizeof *f);
@@ -277,7 +262,8 @@ static int dir_names(pk_plan *p, const char *path, char ***names, size_t *n)
     while ((errno = 0, de = readdir(d))) {
         if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
             continue;
-        if (pk_grow(names, &cap, *n, sizeof **names) || !((*names)[*n] = strdup(de->d_name))) {
+        if (rfs_array_reserve(names, &cap, *n + 1, sizeof **names) ||
+            !((*names)[*n] = strdup(de->d_name))) {
             errno = ENOMEM;
             break;
         }

@@ -15,6 +15,8 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "rfs_array.h"
+
 typedef struct frame {
     uint64_t ino, next, count;
     size_t path_len;
@@ -31,26 +33,11 @@ typedef struct walker {
     size_t path_cap;
 } walker;
 
-static int grow(void **p, size_t *cap, size_t need, size_t elem)
-{
-    if (need <= *cap)
-        return 0;
-    size_t n = *cap ? *cap : 16;
-    while (n < need)
-        n *= 2;
-    void *q = realloc(*p, n * elem);
-    if (!q)
-        return -1;
-    *p = q;
-    *cap = n;
-    return 0;
-}
-
 /* Append "/name" (or "name" at the root) to the path. */
 static int path_push(walker *w, size_t len, const char *name)
 {
     size_t nl = strlen(name), sep = len ? 1 : 0;
-    if (grow((void **)&w->path, &w->path_cap, len + sep + nl + 1, 1))
+    if (rfs_array_reserve(&w->path, &w->path_cap, len + sep + nl + 1, 1))
         return -1;
     if (sep)
         w->path[len] = '/';
@@ -70,7 +57,7 @@ static int enter(walker *w, uint64_t ino, size_t path_len)
         return 0;
     if (rc || !S_ISDIR(st.mode))
         return rc;
-    if (grow((void **)&w->stack, &w->stack_cap, w->depth + 1, sizeof *w->stack))
+    if (rfs_array_reserve(&w->stack, &w->stack_cap, w->depth + 1, sizeof *w->stack))
         return -1;
     frame *f = &w->stack[w->depth++];
     *f = (frame){.ino = ino, .path_len = path_len, .st = st};
