@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "rfs_array.h"
 #include "rfs_gpu_internal.h"
 
 /* Upload bytes [pos, pos+len) of the file at dev + dst via the bounce buffer. */
@@ -40,14 +41,8 @@ static rfs_err upload_plain(rfs_gpu *g, const rfs_image *img, rfs_rctx *ctx, uin
 /* Append a device unit to the growing array *u. */
 static rfs_err push_unit(rfs_gpu_dev_unit **u, size_t *n, size_t *cap, const rfs_gpu_dev_unit *x)
 {
-    if (*n == *cap) {
-        size_t c = *cap ? 2 * *cap : 256;
-        rfs_gpu_dev_unit *a = realloc(*u, c * sizeof(*a));
-        if (!a)
-            return RFS_E_NOMEM;
-        *u = a;
-        *cap = c;
-    }
+    if (rfs_array_reserve(u, cap, *n + 1, sizeof(**u)))
+        return RFS_E_NOMEM;
     (*u)[(*n)++] = *x;
     return RFS_OK;
 }

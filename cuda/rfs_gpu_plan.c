@@ -12,25 +12,11 @@
 
 #include "rfs_gpu_plan.h"
 
+#include "rfs_array.h"
+
 static size_t align_up(size_t v)
 {
     return (v + RFS_GPU_ALIGN - 1) & ~(size_t)(RFS_GPU_ALIGN - 1);
-}
-
-/* Make room for need elements of size elem in *arr.  0 on success. */
-static int grow(void **arr, size_t *cap, size_t need, size_t elem)
-{
-    if (need <= *cap)
-        return 0;
-    size_t n = *cap ? *cap : 64;
-    while (n < need)
-        n *= 2;
-    void *a = realloc(*arr, n * elem);
-    if (!a)
-        return -1;
-    *arr = a;
-    *cap = n;
-    return 0;
 }
 
 void rfs_gpu_plan_init(rfs_gpu_plan *p, uint8_t *in, size_t in_cap, size_t scratch_cap,
@@ -278,14 +264,14 @@ static size_t chunk_count(unsigned w, uint32_t lo, uint32_t hi, uint64_t *g0, ui
 /* Grow every array for one more tile with n_rans tasks and n_chunks chunks. */
 static int reserve(rfs_gpu_plan *p, unsigned n_rans, size_t n_chunks)
 {
-    return grow((void **)&p->tiles, &p->cap_tiles, p->n_tiles + 1, sizeof(*p->tiles)) ||
-           grow((void **)&p->tasks, &p->cap_tasks, p->n_tasks + n_rans, sizeof(*p->tasks)) ||
-           grow((void **)&p->task_table, &p->cap_task_table, p->n_tasks + n_rans,
-                sizeof(*p->task_table)) ||
-           grow((void **)&p->tables, &p->cap_tables,
-                (p->n_tables + n_rans) * RFS_GPU_TABLE_WORDS, sizeof(uint32_t)) ||
-           grow((void **)&p->chunks, &p->cap_chunks, p->n_chunks + n_chunks,
-                sizeof(*p->chunks)) ||
+    return rfs_array_reserve(&p->tiles, &p->cap_tiles, p->n_tiles + 1, sizeof(*p->tiles)) ||
+           rfs_array_reserve(&p->tasks, &p->cap_tasks, p->n_tasks + n_rans, sizeof(*p->tasks)) ||
+           rfs_array_reserve(&p->task_table, &p->cap_task_table, p->n_tasks + n_rans,
+                             sizeof(*p->task_table)) ||
+           rfs_array_reserve(&p->tables, &p->cap_tables,
+                             (p->n_tables + n_rans) * RFS_GPU_TABLE_WORDS, sizeof(uint32_t)) ||
+           rfs_array_reserve(&p->chunks, &p->cap_chunks, p->n_chunks + n_chunks,
+                             sizeof(*p->chunks)) ||
            shared_reserve(p, n_rans);
 }
 
@@ -390,8 +376,8 @@ rfs_err rfs_gpu_plan_finish(rfs_gpu_plan *p)
 {
     /* counting sort of the tasks by table, stable (tile order kept) */
     size_t nt = p->n_tables;
-    if (grow((void **)&p->sort_count, &p->cap_sort_count, nt + 1, sizeof(uint32_t)) ||
-        grow((void **)&p->sort_tmp, &p->cap_sort_tmp, p->n_tasks + 1, sizeof(rfs_gpu_task)))
+    if (rfs_array_reserve(&p->sort_count, &p->cap_sort_count, nt + 1, sizeof(uint32_t)) ||
+        rfs_array_reserve(&p->sort_tmp, &p->cap_sort_tmp, p->n_tasks + 1, sizeof(rfs_gpu_task)))
         return RFS_E_NOMEM;
     memset(p->sort_count, 0, (nt + 1) * sizeof(uint32_t));
     for (size_t i = 0; i < p->n_tasks; i++)
@@ -400,7 +386,7 @@ rfs_err rfs_gpu_plan_finish(rfs_gpu_plan *p)
     size_t n_jobs = 0;
     for (size_t t = 0; t < nt; t++)
         n_jobs += (p->sort_count[t + 1] + RFS_GPU_WARPS - 1) / RFS_GPU_WARPS;
-    if (grow((void **)&p->jobs, &p->cap_jobs, n_jobs + 1, sizeof(*p->jobs)))
+    if (rfs_array_reserve(&p->jobs, &p->cap_jobs, n_jobs + 1, sizeof(*p->jobs)))
         return RFS_E_NOMEM;
     p->n_jobs = 0;
     uint32_t first = 0;

@@ -24,6 +24,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "rfs_array.h"
 #include "rfs_guard.h"
 #include "rfs_image_info.h"
 #include "rfs_pool.h"
@@ -500,14 +501,8 @@ static void pf_job_run(void *arg)
 
 static int pf_job_add(pf_job *job, rfs_centry *e)
 {
-    if (job->n == job->cap) {
-        size_t ncap = job->cap ? job->cap * 2 : 16;
-        rfs_centry **ne = realloc(job->entries, ncap * sizeof(*ne));
-        if (!ne)
-            return -1;
-        job->entries = ne;
-        job->cap = ncap;
-    }
+    if (rfs_array_reserve(&job->entries, &job->cap, job->n + 1, sizeof(*job->entries)))
+        return -1;
     job->entries[job->n++] = e;
     job->bytes += rfs_centry_size(e);
     return 0;
