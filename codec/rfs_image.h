@@ -136,8 +136,23 @@ rfs_err rfs_image_unit_source(const rfs_image *img, uint64_t unit, rfs_unit_src 
 int rfs_image_unit_verify(const rfs_unit_src *src);
 
 /*
- * Verify and decode unit into dst (dst_cap >= its decoded size).
- * Errors: RFS_E_CHECKSUM, any tile decode error, RFS_E_ZSTD.
+ * The checks every decode path makes on a unit before decoding it, in this
+ * order: the unit exists (RFS_E_NOENT); its decoded size fits dst_cap
+ * (RFS_E_DST_SMALL; SIZE_MAX where the caller writes only a window); the
+ * XXH3 of its encoded bytes matches the index (RFS_E_CHECKSUM); a tile's
+ * header is valid (rfs_tile_info's errors) and gives the decoded size the
+ * index records (RFS_E_CORRUPT).  *src receives the unit once it is found.
+ * rfs_image_unit_decode starts with exactly these; the GPU paths make them
+ * before a tile goes to the device.  Reads every encoded byte from the
+ * image mapping.  Thread-safe.
+ */
+rfs_err rfs_image_unit_check(const rfs_image *img, uint64_t unit, size_t dst_cap,
+                             rfs_unit_src *src);
+
+/*
+ * Check (rfs_image_unit_check) and decode unit into dst (dst_cap >= its
+ * decoded size).  Errors: those of rfs_image_unit_check, any tile decode
+ * error, RFS_E_ZSTD.
  */
 rfs_err rfs_image_unit_decode(const rfs_image *img, rfs_rctx *ctx, uint64_t unit, void *dst,
                               size_t dst_cap, size_t *dst_size);

@@ -290,17 +290,33 @@ int rfs_image_unit_verify(const rfs_unit_src *src)
     return XXH3_64bits(src->data, src->size) == src->xxh3;
 }
 
+rfs_err rfs_image_unit_check(const rfs_image *img, uint64_t unit, size_t dst_cap,
+                             rfs_unit_src *src)
+{
+    rfs_err err = rfs_image_unit_source(img, unit, src);
+    if (err)
+        return err;
+    if (dst_cap < src->decoded_size)
+        return RFS_E_DST_SMALL;
+    if (!rfs_image_unit_verify(src))
+        return RFS_E_CHECKSUM;
+    if (src->kind != RFS_UNIT_TILE)
+        return RFS_OK;
+    unsigned w;
+    uint32_t n;
+    rfs_transform xf;
+    if ((err = rfs_tile_info(src->data, src->size, &w, &n, &xf)))
+        return err;
+    return (uint64_t)n * w == src->decoded_size ? RFS_OK : RFS_E_CORRUPT;
+}
+
 rfs_err rfs_image_unit_decode(const rfs_image *img, rfs_rctx *ctx, uint64_t unit, void *dst,
                               size_t dst_cap, size_t *dst_size)
 {
     rfs_unit_src src;
-    rfs_err err = rfs_image_unit_source(img, unit, &src);
+    rfs_err err = rfs_image_unit_check(img, unit, dst_cap, &src);
     if (err)
         return err;
-    if (dst_cap < src.decoded_size)
-        return RFS_E_DST_SMALL;
-    if (!rfs_image_unit_verify(&src))
-        return RFS_E_CHECKSUM;
     size_t got = 0;
     if (src.kind == RFS_UNIT_TILE) {
         err = rfs_tile_decode(ctx->dec, dst, src.decoded_size, &got, src.data, src.size,

@@ -4,10 +4,10 @@
  * do not call it need not link the image reader.
  *
  * The range is walked span by span (rfs_image_map).  Tensor tiles are
- * checksummed here and queued as device units (decoded on the GPU, only
- * their compressed bytes uploaded); RAW extents and zstd units are read by
- * rfs_image_read (which checks and decodes them) into a pinned bounce
- * buffer and uploaded as bytes.
+ * checked here (rfs_image_unit_check) and queued as device units (decoded
+ * on the GPU, only their compressed bytes uploaded); RAW extents and zstd
+ * units are read by rfs_image_read (which checks and decodes them) into a
+ * pinned bounce buffer and uploaded as bytes.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -52,11 +52,10 @@ static rfs_err queue_tile(const rfs_image *img, const rfs_span *sp, uint64_t tak
                           uint64_t dst_off, rfs_gpu_dev_unit **u, size_t *n, size_t *cap)
 {
     rfs_unit_src us;
-    rfs_err err = rfs_image_unit_source(img, sp->unit, &us);
+    /* Only the window is written, at its own place: no output bound here. */
+    rfs_err err = rfs_image_unit_check(img, sp->unit, SIZE_MAX, &us);
     if (err != RFS_OK)
         return err;
-    if (!rfs_image_unit_verify(&us))
-        return RFS_E_CHECKSUM;
     rfs_gpu_dev_unit x = {us.data, us.size, us.decoded_size, us.shared, dst_off,
                           sp->unit_off, (uint32_t)(sp->unit_off + take), RFS_OK};
     return push_unit(u, n, cap, &x);

@@ -12,8 +12,9 @@
  * Contract (for every backend):
  *  - decode() is blocking: it returns when every item has its err and
  *    dst_size set.  One failing item never stops the others.  Items are
- *    verified (XXH3) and decoded exactly like rfs_image_unit_decode: an item
- *    gets RFS_OK and the exact bytes, or an error; never wrong bytes.
+ *    checked (rfs_image_unit_check) and decoded exactly like
+ *    rfs_image_unit_decode: an item gets RFS_OK and the exact bytes, or an
+ *    error; never wrong bytes.
  *  - decode() may be called by many threads at once on one backend.
  *  - Memory: the caller owns items and dst buffers (host memory, dst_cap >=
  *    the unit's decoded size) for the duration of the call; the backend owns

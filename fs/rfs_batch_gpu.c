@@ -6,9 +6,10 @@
  *
  * Design note: one rfs_gpu (streams, pinned and device staging buffers)
  * serves the whole daemon behind a mutex.  A decode() call
- *  1. checks every item on the calling thread, without the lock (index
- *     lookup, capacity, XXH3), so a corrupt unit fails exactly as on the
- *     CPU backend and never reaches the GPU;
+ *  1. checks every item on the calling thread, without the lock, with
+ *     rfs_image_unit_check (index lookup, capacity, XXH3, tile header), so
+ *     a corrupt unit fails exactly as on the CPU backend and never reaches
+ *     the GPU;
  *  2. hands zstd units to the CPU backend (the worker pool);
  *  3. takes the lock and decodes the tiles with rfs_gpu_decode_batch, which
  *     double-buffers the batches and re-decodes tiles the GPU refuses or
@@ -68,10 +69,17 @@ static void to_cpu(gpu_backend *gb, rfs_batch_item *items, size_t n, int backgro
     atomic_fetch_add(&gb->units_to_cpu, n);
 }
 
-/* The unit's checksum: reads every encoded byte from the image mapping. */
-static rfs_err unit_verify_guarded(void *arg)
+typedef struct unit_check {
+    const rfs_image *img;
+    const rfs_batch_item *it;
+    rfs_unit_src *src;
+} unit_check;
+
+/* rfs_image_unit_check: reads every encoded byte from the image mapping. */
+static rfs_err unit_check_guarded(void *arg)
 {
-    return rfs_image_unit_verify(arg) ? RFS_OK : RFS_E_CHECKSUM;
+    unit_check *c = arg;
+    return rfs_image_unit_check(c->img, c->it->unit, c->it->dst_cap, c->src);
 }
 
 /* Step 1: look the item up and check it; fills u for a tile. */
@@ -84,12 +92,10 @@ static int item_prepare(gpu_backend *gb, rfs_batch_item *it, rfs_gpu_unit *u)
         return ITEM_DONE;
     if (src.kind != RFS_UNIT_TILE)
         return ITEM_CPU;
-    /* The same checks, in the same order, as rfs_image_unit_decode. */
-    if (it->dst_cap < src.decoded_size) {
-        it->err = RFS_E_DST_SMALL;
-        return ITEM_DONE;
-    }
-    it->err = rfs_guard_call(unit_verify_guarded, &src);
+    /* The checks rfs_image_unit_decode starts with: a unit failing them
+     * fails exactly as on the CPU backend. */
+    unit_check c = {gb->img, it, &src};
+    it->err = rfs_guard_call(unit_check_guarded, &c);
     if (it->err != RFS_OK) {
         rfs_batch_drop_source(gb->img, it->unit);
         return ITEM_DONE;
