@@ -1,6 +1,8 @@
 /*
  * rfs_backend.h - internal: the CPU decode backends (scalar, AVX2, AVX-512)
- * and the scalar pieces they share.  Not part of the public API.
+ * and the scalar pieces they share.  Not part of the public API.  The
+ * encoder's paths are rfs_enc_paths.h, apart, so the decoder (and the
+ * daemon) never reaches them.
  *
  * A backend decodes one rANS plane stream (32 initial states, then 16-bit
  * words) into n plane bytes, and interleaves W planes back into elements,
@@ -20,17 +22,15 @@
 
 #include "rfs_tile.h"
 
-/* Decode n symbols from a plane stream.  dec is a valid 4096-entry table. */
-typedef rfs_err (*rfs_rans_plane_fn)(uint8_t *out, size_t n, const uint8_t *stream,
-                                     size_t stream_size, const uint32_t *dec);
 /* dst[i*W + b] = byte b of untransform(element i built from planes[b][i]). */
 typedef void (*rfs_interleave_fn)(uint8_t *dst, const uint8_t *const planes[RFS_MAX_WIDTH],
                                   size_t n, unsigned width, rfs_transform xf);
 
 /*
- * One rANS plane of a multi-plane decode: out, stream, stream_size and dec
- * as for rfs_rans_plane_fn; err receives that plane's result, exactly what
- * rfs_rans_plane_fn would return for it alone.
+ * One rANS plane of a multi-plane decode: n symbols go to out from the
+ * plane stream (32 initial states, then 16-bit words) with dec, a valid
+ * 4096-entry table; err receives that plane's result, exactly what
+ * decoding it alone would return.
  */
 typedef struct rfs_plane_job {
     uint8_t *out;
@@ -70,7 +70,6 @@ typedef void (*rfs_rans_w4_fn)(uint8_t *dst, size_t n, rfs_plane_job *jobs, unsi
 
 typedef struct rfs_backend {
     const char *name;
-    rfs_rans_plane_fn rans_plane;
     rfs_interleave_fn interleave;
     rfs_rans_planes_fn rans_planes;
     rfs_rans_w2_fn rans_w2;
@@ -96,43 +95,6 @@ rfs_err rfs_rans_load_states(uint32_t x[RFS_LANES], const uint8_t *stream, size_
  */
 rfs_err rfs_rans_tail(uint32_t x[RFS_LANES], uint8_t *out, size_t i, size_t n,
                       const uint8_t *words, size_t wpos, size_t nwords, const uint32_t *dec);
-
-/* ---------------------------------------------------------------- encode */
-
-/* planes[b*n + i] = byte b of transform(element i of src): the encoder's
- * plane split.  Every variant gives the same bytes. */
-typedef void (*rfs_split_fn)(uint8_t *planes, const uint8_t *src, size_t n, unsigned width,
-                             rfs_transform xf);
-
-void rfs_split_planes_scalar(uint8_t *planes, const uint8_t *src, size_t n, unsigned width,
-                             rfs_transform xf);
-void rfs_split_planes_avx2(uint8_t *planes, const uint8_t *src, size_t n, unsigned width,
-                           rfs_transform xf);
-
-/*
- * rANS-code the whole steps of a plane: symbols plane[0..n) (n a multiple
- * of 32) into states x (lane j holds symbol i with i mod 32 = j), last step
- * first, words stored back to front ending at ptr (at least 8 writable
- * words below the lowest word produced).  tab[s] = freq | start << 16 of
- * every symbol present.  Returns the new cursor.  The same words and states
- * as the scalar loop of rfs_tile_enc.c.
- */
-typedef uint16_t *(*rfs_rans_steps_fn)(uint32_t x[RFS_LANES], uint16_t *ptr,
-                                       const uint8_t *plane, size_t n, const uint32_t tab[256]);
-
-uint16_t *rfs_rans_encode_steps_avx2(uint32_t x[RFS_LANES], uint16_t *ptr, const uint8_t *plane,
-                                     size_t n, const uint32_t tab[256]);
-
-/* The encoder's SIMD paths; rans_steps is NULL where the scalar loop runs. */
-typedef struct rfs_enc_backend {
-    const char *name;
-    rfs_split_fn split;
-    rfs_rans_steps_fn rans_steps;
-} rfs_enc_backend;
-
-/* AVX2 when the CPU has it and the decode default (cpuid, or RANSFS_CPU)
- * is not "scalar"; else scalar.  Every choice gives the same bytes. */
-const rfs_enc_backend *rfs_enc_backend_default(void);
 
 /* Scalar interleave (also the SIMD backends' tail). */
 void rfs_interleave_scalar(uint8_t *dst, const uint8_t *const planes[RFS_MAX_WIDTH], size_t n,

@@ -1,7 +1,7 @@
 /*
  * rfs_cpu.c - choose the CPU decode backend once per process: the best one
  * cpuid allows (AVX2 over AVX-512 on AMD), unless RANSFS_CPU=scalar|avx2|
- * avx512 says otherwise; the encoder's SIMD paths follow the same choice.
+ * avx512 says otherwise.  The encoder's choice is rfs_enc_cpu.c.
  */
 #include <pthread.h>
 #include <stdlib.h>
@@ -66,14 +66,4 @@ const rfs_backend *rfs_backend_default(void)
 {
     pthread_once(&default_once, default_init);
     return default_backend;
-}
-
-const rfs_enc_backend *rfs_enc_backend_default(void)
-{
-    static const rfs_enc_backend scalar = {"scalar", rfs_split_planes_scalar, NULL};
-    static const rfs_enc_backend avx2 = {"avx2", rfs_split_planes_avx2,
-                                         rfs_rans_encode_steps_avx2};
-    if (strcmp(rfs_backend_default()->name, "scalar") && rfs_cpu_supports("avx2"))
-        return &avx2;
-    return &scalar;
 }

@@ -168,16 +168,6 @@ static rfs_err plane_finish(plane_st *sp, uint8_t *out, size_t i, size_t n)
     return rfs_rans_tail(x, out, i, n, s->words, s->wpos, s->nwords, (const uint32_t *)s->tab);
 }
 
-static rfs_err fused_rans_plane(uint8_t *out, size_t n, const uint8_t *stream, size_t stream_size,
-                                const uint32_t *dec)
-{
-    plane_st s;
-    rfs_err err = plane_begin(&s, stream, stream_size, dec);
-    if (err != RFS_OK)
-        return err;
-    return plane_finish(&s, out, 0, n);
-}
-
 /* k planes (a constant after inlining) in lockstep while every one of them
  * can take a fast step; returns the symbols done. */
 static inline size_t planes_lockstep(plane_st *sp, uint8_t *const *out, unsigned k, size_t n)

@@ -135,6 +135,5 @@ static void rans_w4_scalar(uint8_t *dst, size_t n, rfs_plane_job *jobs, unsigned
         rfs_interleave_scalar(dst, planes, n, 4, xf);
 }
 
-const rfs_backend rfs_backend_scalar = {"scalar",           rans_plane_scalar,
-                                        rfs_interleave_scalar, rans_planes_scalar,
-                                        rans_w2_scalar,     rans_w4_scalar};
+const rfs_backend rfs_backend_scalar = {"scalar", rfs_interleave_scalar, rans_planes_scalar,
+                                        rans_w2_scalar, rans_w4_scalar};

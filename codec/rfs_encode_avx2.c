@@ -1,6 +1,6 @@
 /*
  * rfs_encode_avx2.c - the encoder's AVX2 paths (built with -mavx2 -mbmi2
- * -mpopcnt, picked at run time by rfs_enc_backend_default()): the plane
+ * -mpopcnt, picked at run time by rfs_enc_paths_default()): the plane
  * split and the rANS encode loop.  Both give the same bytes as the scalar
  * code in rfs_tile_enc.c.
  *
@@ -33,7 +33,7 @@
  */
 #include <immintrin.h>
 
-#include "rfs_backend.h"
+#include "rfs_enc_paths.h"
 #include "rfs_internal.h"
 
 /* word_lut[m] byte p: the lane whose word goes to position p of an 8-word

@@ -193,6 +193,16 @@ typedef struct rfs_tile_params {
 rfs_enc *rfs_enc_create(size_t max_tile_bytes);
 void rfs_enc_destroy(rfs_enc *enc);
 
+/*
+ * Force the CPU path of this encoder: "scalar", "avx2" or "auto".  Returns
+ * RFS_E_ARG when the name is unknown or the CPU lacks the path.  Without a
+ * call the path is chosen once per process by cpuid, overridden by the
+ * environment variable RANSFS_CPU=scalar|avx2|avx512 (avx512: AVX2, the
+ * encoder's widest).  Every path gives the same bytes.
+ */
+rfs_err rfs_enc_set_backend(rfs_enc *enc, const char *name);
+const char *rfs_enc_backend(const rfs_enc *enc);
+
 /* Worst-case encoded size of a tile of src_size bytes. */
 size_t rfs_tile_bound(size_t src_size, unsigned width);
 

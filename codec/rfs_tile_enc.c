@@ -22,7 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "rfs_backend.h"
+#include "rfs_enc_paths.h"
 #include "rfs_internal.h"
 #include "rfs_tile.h"
 
@@ -53,7 +53,7 @@ typedef struct enc_sym {
 
 struct rfs_enc {
     size_t max_bytes;
-    const rfs_enc_backend *be; /* split and SIMD rANS loop */
+    const rfs_enc_paths *be; /* split and SIMD rANS loop */
     uint8_t *planes;     /* max_bytes: plane p of a tile at p*n */
     uint16_t *words;     /* rANS word scratch, filled back to front */
     size_t words_cap;    /* in words */
@@ -70,7 +70,7 @@ rfs_enc *rfs_enc_create(size_t max_tile_bytes)
     if (!e)
         return NULL;
     e->max_bytes = max_tile_bytes;
-    e->be = rfs_enc_backend_default();
+    e->be = rfs_enc_paths_default();
     /* Up to one word per symbol, plus 32 so the branch-free loops may store
      * up to 8 words below the cursor. */
     e->words_cap = max_tile_bytes + RFS_LANES;
@@ -93,6 +93,20 @@ void rfs_enc_destroy(rfs_enc *e)
     free(e->planes);
     free(e->words);
     free(e);
+}
+
+rfs_err rfs_enc_set_backend(rfs_enc *e, const char *name)
+{
+    const rfs_enc_paths *b = rfs_enc_paths_by_name(name);
+    if (!b)
+        return RFS_E_ARG;
+    e->be = b;
+    return RFS_OK;
+}
+
+const char *rfs_enc_backend(const rfs_enc *e)
+{
+    return e->be->name;
 }
 
 size_t rfs_tile_bound(size_t src_size, unsigned width)
