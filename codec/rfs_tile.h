@@ -43,11 +43,22 @@ extern "C" {
 #define RFS_STATES_SIZE (RFS_LANES * 4u)
 #define RFS_MAX_WIDTH 4u
 
-/* Stable error codes: values are never renumbered, only appended. */
+/*
+ * Stable error codes: values are never renumbered, only appended (a code
+ * retired keeps its number reserved).
+ *
+ * RFS_E_ARG and RFS_E_INVAL are different things.  RFS_E_ARG: the caller
+ * broke the function's contract (a NULL pointer, a width other than 1, 2,
+ * 4, a size that is not a multiple of it, an unknown backend name): a bug
+ * in the calling program, whatever the image holds.  RFS_E_INVAL: a
+ * well-formed request that the image's inode cannot satisfy (readlink of a
+ * file, a mapping of a directory entry that is no regular file or of an
+ * offset past the end): it depends on the image, and FUSE answers EINVAL.
+ */
 typedef enum rfs_err {
     RFS_OK = 0,
     RFS_E_NOMEM = 1,       /* allocation failed */
-    RFS_E_ARG = 2,         /* invalid argument from the caller */
+    RFS_E_ARG = 2,         /* the caller broke the function's contract */
     RFS_E_TRUNCATED = 3,   /* input ends before its header says it does */
     RFS_E_HEADER = 4,      /* bad tile header: width, transform, mode, reserved */
     RFS_E_TABLE = 5,       /* frequency table malformed or does not sum to 2^12 */
@@ -67,7 +78,7 @@ typedef enum rfs_err {
     RFS_E_NOENT = 25,      /* no such path / inode */
     RFS_E_NOTDIR = 26,     /* not a directory */
     RFS_E_ISDIR = 27,      /* is a directory */
-    RFS_E_INVAL = 28,      /* operation does not apply (e.g. readlink of a file) */
+    RFS_E_INVAL = 28,      /* does not apply to this inode (e.g. readlink of a file) */
     RFS_E_ZSTD = 29,       /* zstd block failed to decode */
     RFS_E_GPU = 30,        /* no usable GPU, or a CUDA call failed */
 } rfs_err;

@@ -12,7 +12,7 @@ const char *rfs_strerror(rfs_err err)
     switch (err) {
     case RFS_OK: return "success";
     case RFS_E_NOMEM: return "out of memory";
-    case RFS_E_ARG: return "invalid argument";
+    case RFS_E_ARG: return "invalid argument from the caller";
     case RFS_E_TRUNCATED: return "truncated input";
     case RFS_E_HEADER: return "bad tile header";
     case RFS_E_TABLE: return "bad frequency table";
@@ -31,7 +31,7 @@ const char *rfs_strerror(rfs_err err)
     case RFS_E_NOENT: return "no such file or directory";
     case RFS_E_NOTDIR: return "not a directory";
     case RFS_E_ISDIR: return "is a directory";
-    case RFS_E_INVAL: return "invalid operation for this inode";
+    case RFS_E_INVAL: return "operation does not apply to this inode";
     case RFS_E_ZSTD: return "zstd block failed to decode";
     case RFS_E_GPU: return "no usable GPU, or a CUDA call failed";
     }

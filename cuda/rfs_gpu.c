@@ -26,11 +26,6 @@ static size_t align_to(size_t v, size_t a)
     return (v + a - 1) / a * a;
 }
 
-const char *rfs_gpu_strerror(rfs_err err)
-{
-    return err == RFS_E_GPU ? "no usable GPU or a CUDA call failed" : rfs_strerror(err);
-}
-
 const char *rfs_gpu_build(void)
 {
     return "cuda";

@@ -143,9 +143,6 @@ rfs_err rfs_gpu_decode_to_device(rfs_gpu *gpu, void *dev_dst, size_t dev_cap,
 rfs_err rfs_gpu_read_to_device(rfs_gpu *gpu, const rfs_image *img, uint64_t ino, uint64_t off,
                                size_t len, void *dev_dst, size_t *got);
 
-/* rfs_strerror plus RFS_E_GPU. */
-const char *rfs_gpu_strerror(rfs_err err);
-
 /* Device memory on the decoder's GPU, for callers without CUDA headers
  * (tests, benchmarks, simple loaders).  alloc returns NULL on failure. */
 void *rfs_gpu_dev_alloc(rfs_gpu *gpu, size_t size);

@@ -78,11 +78,6 @@ rfs_err rfs_gpu_read_to_device(rfs_gpu *gpu, const rfs_image *img, uint64_t ino,
     return RFS_E_GPU;
 }
 
-const char *rfs_gpu_strerror(rfs_err err)
-{
-    return err == RFS_E_GPU ? "no usable GPU or a CUDA call failed" : rfs_strerror(err);
-}
-
 void *rfs_gpu_dev_alloc(rfs_gpu *gpu, size_t size)
 {
     (void)gpu, (void)size;

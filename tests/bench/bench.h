@@ -10,8 +10,5 @@ int rfs_bench_codec(int argc, char **argv);
 #ifdef RFS_BENCH_HAVE_GPU
 int rfs_bench_gpu(int argc, char **argv);
 #endif
-#ifdef RFS_BENCH_HAVE_PACK
-int rfs_bench_pack(int argc, char **argv);
-#endif
 
 #endif

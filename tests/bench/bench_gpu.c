@@ -298,7 +298,7 @@ int rfs_bench_gpu(int argc, char **argv)
     size_t used;
     err = rfs_gpu_bench_kernels(g, b.u, b.n, iters, &sec, &kbytes, &used);
     if (err != RFS_OK) {
-        fprintf(stderr, "ransfs-bench gpu: kernel run failed: %s\n", rfs_gpu_strerror(err));
+        fprintf(stderr, "ransfs-bench gpu: kernel run failed: %s\n", rfs_strerror(err));
         goto out;
     }
     report("kernel", kbytes, sec, json);

@@ -20,9 +20,6 @@ static const bench_cmd cmds[] = {
 #ifdef RFS_BENCH_HAVE_GPU
     {"gpu", rfs_bench_gpu, "CUDA tile decode"},
 #endif
-#ifdef RFS_BENCH_HAVE_PACK
-    {"pack", rfs_bench_pack, "image packing"},
-#endif
 };
 
 static void usage(FILE *f)

@@ -51,7 +51,7 @@ static void run(pending *p)
         if (cpu == RFS_OK && got != u->decoded_size)
             cpu = RFS_E_CORRUPT; /* decodes, but not to the size the image says */
         if (cpu != u->err)
-            fail_msg("unit %zu: GPU path says %s, CPU %s", i, rfs_gpu_strerror(u->err),
+            fail_msg("unit %zu: GPU path says %s, CPU %s", i, rfs_strerror(u->err),
                      rfs_strerror(cpu));
         if (p->raw[i] && (!u->on_gpu || cpu != RFS_OK))
             fail_msg("valid unit %zu not decoded on the GPU (%s)", i, rfs_strerror(u->err));

@@ -136,7 +136,7 @@ static size_t check(const corpus *c)
         if (cpu == RFS_OK && got != u->decoded_size)
             cpu = RFS_E_CORRUPT; /* decodes, but not to the size the image says */
         if (cpu != u->err)
-            fail_msg("unit %zu: %s, CPU decoder: %s", i, rfs_gpu_strerror(u->err),
+            fail_msg("unit %zu: %s, CPU decoder: %s", i, rfs_strerror(u->err),
                      rfs_strerror(cpu));
         if (cpu == RFS_OK)
             assert_memory_equal(u->dst, ref, u->decoded_size);
