@@ -80,7 +80,8 @@ static rfs_err sb_parse(rfs_image *img, char *why, size_t why_cap)
         return FAIL(RFS_E_VERSION, "unsupported image version %u.%u (this reader: %u.x)",
                     sb.major, sb.minor, RFS_IMG_VERSION);
     if (sb.features & ~RFS_IMG_FEATURES_KNOWN)
-        return FAIL(RFS_E_VERSION, "unknown feature flags 0x%x", sb.features);
+        return FAIL(RFS_E_VERSION, "unknown feature flags 0x%x",
+                    sb.features & ~RFS_IMG_FEATURES_KNOWN);
     if (!rfs_sb_csum_ok(p))
         return FAIL(RFS_E_CHECKSUM, "superblock checksum mismatch");
     if (sb.sb_size != RFS_IMG_SB_SIZE)

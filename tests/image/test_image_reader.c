@@ -358,9 +358,10 @@ static void test_magic_version(void **state)
     sb_rehash(b);
     assert_int_equal(open_copy(b, g_size, why, sizeof why), RFS_OK);
     memcpy(b, g_buf, g_size);
-    rfs_st32(b + 12, 0x80000000u);
+    rfs_st32(b + 12, 0x80000001u);
     sb_rehash(b);
     assert_int_equal(open_copy(b, g_size, why, sizeof why), RFS_E_VERSION);
+    assert_non_null(strstr(why, "unknown feature flags 0x80000000"));
     memcpy(b, g_buf, g_size);
     b[450] = 1;
     sb_rehash(b);
