@@ -15,15 +15,15 @@
  *   5. stream: read, analyse, encode and write every chunk in order;
  *   6. check that no source changed, then build and write the metadata and
  *      the superblock.
- * The image is a temporary file beside IMAGE, renamed at the end; on error
- * or on a signal it is unlinked.
+ * Where the image goes (a temporary file, renamed or copied at the end) is
+ * rfs_pack_out.c.
  */
 #include <errno.h>
 #include <fcntl.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -34,53 +34,6 @@
 #include "rfs_image_format.h"
 #include "rfs_pack_internal.h"
 #include "rfs_safetensors.h"
-
-/* ------------------------------------------------ temporary file, signals */
-
-static char g_tmp_path[4096];
-static volatile sig_atomic_t g_tmp_live;
-
-void rfs_pack_cleanup_signal(void)
-{
-    /* Unlink first: a signal taken between the two finds the flag still
-     * set and unlinks again (ENOENT), rather than finding it clear and
-     * leaving the file. */
-    if (g_tmp_live) {
-        unlink(g_tmp_path);
-        g_tmp_live = 0;
-    }
-}
-
-static int tmp_create(pk_plan *p, int *fd)
-{
-    const char *img = p->o->image;
-    if (strlen(img) + 16 > sizeof g_tmp_path)
-        return pk_fail(p, "%s: path too long", img);
-    snprintf(g_tmp_path, sizeof g_tmp_path, "%s.tmp.XXXXXX", img);
-    /* mkstemp creates the file before g_tmp_live can say so: a signal in
-     * between would leave it behind.  Held signals arrive after the flag is
-     * set.  The caller is still single-threaded, so the mask covers every
-     * thread that could take the signal. */
-    sigset_t all, old;
-    sigfillset(&all);
-    sigprocmask(SIG_BLOCK, &all, &old);
-    *fd = mkstemp(g_tmp_path);
-    int e = errno;
-    if (*fd >= 0)
-        g_tmp_live = 1;
-    sigprocmask(SIG_SETMASK, &old, NULL);
-    if (*fd < 0)
-        return pk_fail(p, "%s: cannot create the image: %s", img, strerror(e));
-    mode_t um = umask(0);
-    umask(um);
-    fchmod(*fd, 0666 & ~um);
-    struct stat sb;
-    if (fstat(*fd, &sb) == 0) {
-        p->skip_dev = sb.st_dev;
-        p->skip_ino = sb.st_ino;
-    }
-    return 0;
-}
 
 /* ------------------------------------------------------ files and dedup */
 
@@ -329,52 +282,60 @@ static int tensor_codable(const rfs_st_tensor *t, int dtype)
            t->ndim <= 255;
 }
 
-/* The first 8 + N bytes of a safetensors file (fewer when it is shorter or
- * N runs past its end: the parser reports that).  NULL with p->err. */
-static uint8_t *st_head_read(pk_plan *p, const pk_file *f, size_t *len)
+/* The bytes of file f that rfs_st_parse needs, when its name says
+ * safetensors (named) or its first bytes pass rfs_st_sniff.  1 with *head
+ * (malloc'ed, *len bytes), 0 when f is no candidate, -1 with p->err. */
+static int st_head_read(pk_plan *p, const pk_file *f, int named, uint8_t **head, size_t *len)
 {
-    uint8_t lenb[8];
-    int fd;
-    *len = f->size < 8 ? (size_t)f->size : 8;
+    uint8_t first[9];
+    size_t n = f->size < sizeof first ? (size_t)f->size : sizeof first;
+    int fd, rc = -1;
+    *head = NULL;
     if (pk_src_open(p, f, &fd, p->err, p->err_cap))
-        return NULL;
-    uint8_t *head = NULL;
-    if (pk_src_read(p, f, fd, lenb, 0, *len, p->err, p->err_cap) == 0) {
-        uint64_t hn = 0;
-        for (unsigned i = 0; *len == 8 && i < 8; i++)
-            hn |= (uint64_t)lenb[i] << (8 * i);
-        if (*len == 8 && hn <= f->size - 8)
-            *len = (size_t)(8 + hn);
-        head = malloc(*len ? *len : 1);
-        if (!head)
-            pk_fail(p, "out of memory");
-        else if (pk_src_read(p, f, fd, head, 0, *len, p->err, p->err_cap)) {
-            free(head);
-            head = NULL;
-        }
+        return -1;
+    if (pk_src_read(p, f, fd, first, 0, n, p->err, p->err_cap))
+        goto out;
+    rc = 0;
+    if (!named && !rfs_st_sniff(first, n, f->size))
+        goto out;
+    *len = (size_t)rfs_st_head_size(first, f->size);
+    rc = -1;
+    if (!(*head = malloc(*len ? *len : 1)))
+        pk_fail(p, "out of memory");
+    else if (pk_src_read(p, f, fd, *head, 0, *len, p->err, p->err_cap) == 0)
+        rc = 1;
+out:
+    if (rc < 0) {
+        free(*head);
+        *head = NULL;
     }
     close(fd);
-    return head;
+    return rc;
 }
 
-static int regions_safetensors(pk_plan *p, pk_file *f, const char *path)
+/* A tensor file that cannot be coded as its name says, p->err saying why
+ * (pk_fail): with strict the pack fails; otherwise one warning, and the
+ * file is stored as other bytes (a bad guess from a name must not stop a
+ * pack). */
+static int malformed(pk_plan *p, pk_file *f)
 {
-    rfs_st_header h;
-    char why[512];
-    size_t cap = 0, head_len;
-    int rc = 0;
-    uint8_t *head = st_head_read(p, f, &head_len);
-    if (!head)
+    if (p->o->strict)
         return -1;
-    rc = rfs_st_parse(&h, head, f->size, why, sizeof why);
-    free(head);
-    if (rc) {
-        rfs_st_free(&h);
-        return pk_fail(p, "%s: %s", path, why);
-    }
+    pk_warn(p, "%s: stored as an opaque file", p->err);
+    p->err[0] = '\0';
+    p->st->opaque++;
+    size_t cap = 0;
+    return region_add(p, f, &cap, 0, f->size, -1);
+}
+
+/* Regions of a file whose safetensors header h parsed. */
+static int regions_tensors(pk_plan *p, pk_file *f, const rfs_st_header *h)
+{
+    size_t cap = 0;
+    int rc = 0;
     uint64_t pos = 0;
-    for (size_t i = 0; i < h.n && rc == 0; i++) {
-        const rfs_st_tensor *t = &h.t[i];
+    for (size_t i = 0; i < h->n && rc == 0; i++) {
+        const rfs_st_tensor *t = &h->t[i];
         int dt = dtype_code(t->dtype);
         if (!tensor_codable(t, dt))
             continue;
@@ -385,26 +346,48 @@ static int regions_safetensors(pk_plan *p, pk_file *f, const char *path)
             rc = -1;
         pos = t->end;
     }
-    if (rc == 0)
-        rc = region_add(p, f, &cap, pos, f->size - pos, -1);
-    rfs_st_free(&h);
-    return rc;
+    return rc ? rc : region_add(p, f, &cap, pos, f->size - pos, -1);
 }
 
-static int ends_with(const char *s, const char *suffix)
+/* Plan file f as a safetensors file when its name says so (named) or its
+ * content is one.  1 planned, 0 not one, -1 error. */
+static int regions_safetensors(pk_plan *p, pk_file *f, int named)
+{
+    rfs_st_header h;
+    char why[512];
+    size_t head_len;
+    uint8_t *head;
+    int rc = st_head_read(p, f, named, &head, &head_len);
+    if (rc <= 0)
+        return rc;
+    rc = rfs_st_parse(&h, head, f->size, why, sizeof why);
+    free(head);
+    if (rc && !named)
+        return 0; /* it only looked like one */
+    if (rc) {
+        pk_fail(p, "%s: %s", p->nodes[f->node].path, why);
+        return malformed(p, f) ? -1 : 1;
+    }
+    rc = regions_tensors(p, f, &h);
+    rfs_st_free(&h);
+    return rc ? -1 : 1;
+}
+
+/* Whether name ends with suffix, in any case (MODEL.SAFETENSORS, x.FP16). */
+static int name_ends(const char *s, const char *suffix)
 {
     size_t a = strlen(s), b = strlen(suffix);
-    return a >= b && strcmp(s + a - b, suffix) == 0;
+    return a >= b && strcasecmp(s + a - b, suffix) == 0;
 }
 
 /* The dtype a raw tensor file name announces, or 0. */
 static int raw_tensor_dtype(const char *name)
 {
-    if (ends_with(name, ".fp16"))
+    if (name_ends(name, ".fp16"))
         return RFS_DT_F16;
-    if (ends_with(name, ".bf16"))
+    if (name_ends(name, ".bf16"))
         return RFS_DT_BF16;
-    if (ends_with(name, ".f32") || ends_with(name, ".fp32"))
+    if (name_ends(name, ".f32") || name_ends(name, ".fp32"))
         return RFS_DT_F32;
     return 0;
 }
@@ -415,15 +398,18 @@ static int regions_plan(pk_plan *p, pk_file *f)
     size_t cap = 0;
     if (f->dup_of >= 0 || f->size == 0)
         return 0;
-    if (ends_with(n->name, ".safetensors"))
-        return regions_safetensors(p, f, n->path);
+    int st = regions_safetensors(p, f, name_ends(n->name, ".safetensors"));
+    if (st)
+        return st < 0 ? -1 : 0;
     int dt = raw_tensor_dtype(n->name);
     if (!dt)
         return region_add(p, f, &cap, 0, f->size, -1);
     unsigned w = rfs_dtype_width((unsigned)dt);
-    if (f->size % w)
-        return pk_fail(p, "%s: size %llu is not a multiple of the %u-byte element of a %s file",
-                       n->path, (unsigned long long)f->size, w, rfs_dtype_name((unsigned)dt));
+    if (f->size % w) {
+        pk_fail(p, "%s: size %llu is not a multiple of the %u-byte element of a %s file", n->path,
+                (unsigned long long)f->size, w, rfs_dtype_name((unsigned)dt));
+        return malformed(p, f);
+    }
     if (f->size < RFS_PACK_MIN_TENSOR)
         return region_add(p, f, &cap, 0, f->size, -1);
     uint64_t dim = f->size / w;
@@ -513,6 +499,20 @@ static int opts_check(pk_plan *p)
     return 0;
 }
 
+/* --mtime / SOURCE_DATE_EPOCH: mtimes later than the limit become it.  Run
+ * after the last source check, which compares the mtimes the walk saw. */
+static void mtimes_clamp(pk_plan *p)
+{
+    int64_t max = p->o->mtime_max;
+    for (size_t i = 0; p->o->clamp_mtime && i < p->n_nodes; i++) {
+        pk_node *n = &p->nodes[i];
+        if (n->mtime_sec > max || (n->mtime_sec == max && n->mtime_nsec)) {
+            n->mtime_sec = max;
+            n->mtime_nsec = 0;
+        }
+    }
+}
+
 static int plan_all(pk_plan *p)
 {
     if (pk_tree_walk(p))
@@ -546,29 +546,21 @@ static double now_seconds(void)
     return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
-static int image_finish(pk_plan *p, pk_out *o)
-{
-    int fd = o->fd;
-    o->fd = -1;
-    if (close(fd) != 0)
-        return pk_fail(p, "%s: write failed: %s", p->o->image, strerror(errno));
-    if (rename(g_tmp_path, p->o->image) != 0)
-        return pk_fail(p, "%s: cannot rename the finished image into place: %s", p->o->image,
-                       strerror(errno));
-    g_tmp_live = 0;
-    return 0;
-}
-
 int rfs_pack(const rfs_pack_opts *o, rfs_pack_stats *st, char *err, size_t err_cap)
 {
     double t0 = now_seconds();
     memset(st, 0, sizeof *st);
-    pk_plan p = {.o = o, .st = st, .err = err, .err_cap = err_cap};
+    rfs_pack_opts oo = *o; /* for "-", errors name the temporary image */
+    pk_plan p = {.o = &oo, .st = st, .err = err, .err_cap = err_cap};
     pk_out out = {.fd = -1};
     static const uint8_t zero_sb[RFS_IMG_SB_SIZE];
     int rc = opts_check(&p);
-    if (rc == 0) /* before the pool's threads exist: see tmp_create */
-        rc = tmp_create(&p, &out.fd);
+    if (rc == 0)
+        rc = pk_out_check(&p, &out);
+    if (rc == 0) /* before the pool's threads exist: see pk_out_open */
+        rc = pk_out_open(&p, &out);
+    if (rc == 0 && out.to_stdout)
+        oo.image = pk_out_tmp_name();
     /* The caller is worker 0 of every parallel for: n_threads - 1 more. */
     if (rc == 0 && o->n_threads > 1 && !(p.pool = rfs_pool_create(o->n_threads - 1)))
         rc = pk_fail(&p, "out of memory");
@@ -582,11 +574,12 @@ int rfs_pack(const rfs_pack_opts *o, rfs_pack_stats *st, char *err, size_t err_c
     if (rc == 0)
         rc = pk_src_verify_all(&p);
     if (rc == 0) {
+        mtimes_clamp(&p);
         units_own(&p, &out);
         rc = pk_meta_write(&p, &out);
     }
     if (rc == 0)
-        rc = image_finish(&p, &out);
+        rc = pk_out_finish(&p, &out);
     if (out.fd >= 0)
         close(out.fd);
     rfs_pack_cleanup_signal(); /* no-op after a successful rename */

@@ -104,6 +104,7 @@ typedef struct pk_plan {
     struct pk_seen *seen;  /* files with several names, by first name's node */
     size_t n_seen, cap_seen;
     uint64_t n_links;      /* entries that are further names of a node */
+    char *xattr_first;     /* the first entry whose extended attributes are dropped */
     rfs_pack_stats *st;
     rfs_pool *pool;        /* o->n_threads - 1 workers (NULL for one thread), for the
                             * dedup pass and the stream: rfs_pool_for's worker
@@ -119,7 +120,23 @@ typedef struct pk_out {
     rfs_unit_rec *units;
     size_t n_units, cap_units;
     uint32_t unit_max;
+    int to_stdout;      /* IMAGE "-" */
+    int stdout_reg;     /* ... and standard output is a regular file */
+    int target_exists;  /* IMAGE existed when checked: this file */
+    dev_t target_dev;
+    ino_t target_ino;
 } pk_out;
+
+/* Where the image goes (rfs_pack_out.c).  pk_out_check: refuse an IMAGE
+ * the options do not allow to replace (before any source byte is read);
+ * pk_out_open: make the temporary image, o->fd; pk_out_finish: close it and
+ * rename it onto IMAGE, or copy it to standard output.  0, or -1 with
+ * p->err; on failure the caller's rfs_pack_cleanup_signal removes the
+ * temporary file.  pk_out_tmp_name: the temporary file's path. */
+int pk_out_check(pk_plan *p, pk_out *o);
+int pk_out_open(pk_plan *p, pk_out *o);
+int pk_out_finish(pk_plan *p, pk_out *o);
+const char *pk_out_tmp_name(void);
 
 /* printf into p->err; returns -1. */
 int pk_fail(pk_plan *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

@@ -10,15 +10,25 @@
  * the tree.  A further name of a hard-linked file already walked is an
  * entry naming that node (no node of its own).  Special files are skipped
  * with a warning.
+ *
+ * Symlinks are judged as the mount will resolve them: lexically, from
+ * their place in the image.  One whose target is absolute or climbs above
+ * the root leaves the tree; without -L it is kept, with a warning, and with
+ * -L the walk takes what it points to instead (a Hugging Face snapshot's
+ * NAME -> ../../blobs/HASH).  Links that stay inside are always kept.
+ * Exclude patterns see paths relative to SOURCE, so they do not depend on
+ * where a followed link led.
  */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <fnmatch.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 #include "rfs_pack_internal.h"
@@ -28,6 +38,14 @@ struct pk_seen {
     ino_t ino;
     uint32_t node; /* the node its first name made */
 };
+
+/* The directories being walked, innermost first: a followed link must not
+ * lead back into one of them. */
+typedef struct pk_anc {
+    dev_t dev;
+    ino_t ino;
+    const struct pk_anc *up;
+} pk_anc;
 
 int pk_fail(pk_plan *p, const char *fmt, ...)
 {
@@ -281,8 +299,113 @@ static int dir_names(pk_plan *p, const char *path, char ***names, size_t *n)
     return 0;
 }
 
-static int entry_add(pk_plan *p, uint32_t dir, const char *name)
+/* Whether an exclude pattern takes the entry name in directory rel_dir
+ * (relative to SOURCE, "" for the root): a pattern without '/' is matched
+ * against the name, one with '/' against the whole relative path. */
+static int excluded(const pk_plan *p, const char *rel_dir, const char *name)
 {
+    char *rel = NULL;
+    int hit = 0;
+    for (size_t i = 0; i < p->o->n_exclude && !hit; i++) {
+        const char *pat = p->o->exclude[i];
+        if (!strchr(pat, '/'))
+            hit = fnmatch(pat, name, 0) == 0;
+        else if (rel || (rel = *rel_dir ? path_join(rel_dir, name) : strdup(name)))
+            hit = fnmatch(pat, rel, FNM_PATHNAME) == 0;
+    }
+    free(rel);
+    return hit;
+}
+
+/* Whether symlink target t, in directory rel_dir of the image, leads out
+ * of the tree: absolute, or climbing above the root. */
+static int link_leaves(const char *rel_dir, const char *t)
+{
+    if (t[0] == '/')
+        return 1;
+    long depth = *rel_dir != '\0';
+    for (const char *c = rel_dir; *c; c++)
+        depth += *c == '/';
+    for (const char *c = t; *c;) {
+        size_t n = strcspn(c, "/");
+        if (n == 2 && c[0] == '.' && c[1] == '.') {
+            if (--depth < 0)
+                return 1;
+        } else if (n && !(n == 1 && c[0] == '.')) {
+            depth++;
+        }
+        c += n + (c[n] == '/');
+    }
+    return 0;
+}
+
+static int anc_holds(const pk_anc *a, const struct stat *sb)
+{
+    for (; a; a = a->up)
+        if (a->dev == sb->st_dev && a->ino == sb->st_ino)
+            return 1;
+    return 0;
+}
+
+/* The symlink at *path (lstat'ed into *sb): warn when it leaves the tree or
+ * dangles, or, with -L, when it leaves the tree, make *path and *sb those of
+ * what it points to.  A symlink given as SOURCE itself (no directories up)
+ * is always followed, as cp and tar do with their operands: the image holds
+ * nothing else it could point to.  0, or -1 with p->err. */
+static int link_check(pk_plan *p, const char *rel_dir, char **path, struct stat *sb,
+                      const pk_anc *up)
+{
+    char t[4097];
+    struct stat to;
+    ssize_t len = readlink(*path, t, sizeof t - 1);
+    if (len <= 0 || len > 4095)
+        return 0; /* entry_add reports it */
+    t[len] = '\0';
+    int leaves = link_leaves(rel_dir, t), dangles = stat(*path, &to) != 0;
+    if (!dangles && ((leaves && p->o->dereference) || !up)) {
+        char *real = realpath(*path, NULL);
+        if (!real)
+            return pk_fail(p, "%s: cannot follow the symlink: %s", *path, strerror(errno));
+        if (S_ISDIR(to.st_mode) && anc_holds(up, &to)) {
+            free(real);
+            return pk_fail(p, "%s: symlink to '%s' leads back into a directory that holds it: "
+                           "cannot follow it", *path, t);
+        }
+        free(*path);
+        *path = real;
+        *sb = to;
+    } else if (leaves || dangles) {
+        pk_warn(p, "%s: symlink to '%s' %s: stored as a symlink%s", *path, t,
+                !leaves ? "dangles" : dangles ? "points outside SOURCE and dangles"
+                                              : "points outside SOURCE",
+                leaves && !dangles ? " (-L stores what it points to)" : "");
+    }
+    return 0;
+}
+
+/* Extended attributes are not stored: count the entries that have any but
+ * security.selinux (a label every file has on such hosts, and the mount's
+ * own), for one warning after the walk. */
+static void xattr_note(pk_plan *p, const char *path)
+{
+    char names[4096];
+    ssize_t n = llistxattr(path, names, sizeof names);
+    int other = n < 0 && errno == ERANGE;
+    for (ssize_t i = 0; i < n && !other; i += (ssize_t)strlen(names + i) + 1)
+        other = strcmp(names + i, "security.selinux") != 0;
+    if (!other)
+        return;
+    if (!p->st->xattr_files++)
+        p->xattr_first = strdup(path);
+}
+
+static int entry_add(pk_plan *p, uint32_t dir, const char *rel_dir, const char *name,
+                     const pk_anc *up)
+{
+    if (excluded(p, rel_dir, name)) {
+        p->st->excluded++;
+        return 0;
+    }
     char *path = path_join(p->nodes[dir].path, name);
     struct stat sb;
     if (!path)
@@ -293,6 +416,11 @@ static int entry_add(pk_plan *p, uint32_t dir, const char *name)
         free(path);
         return -1;
     }
+    if (S_ISLNK(sb.st_mode) && link_check(p, rel_dir, &path, &sb, up)) {
+        free(path);
+        return -1;
+    }
+    xattr_note(p, path);
     int64_t same = seen_node(p, &sb);
     if (same >= 0 || !entry_wanted(p, path, &sb)) {
         free(path);
@@ -324,10 +452,16 @@ static int entry_add(pk_plan *p, uint32_t dir, const char *name)
     return 0;
 }
 
-static int walk_dir(pk_plan *p, uint32_t dir)
+/* Walk directory node dir, at rel (relative to SOURCE) in the image, inside
+ * the directories up. */
+static int walk_dir(pk_plan *p, uint32_t dir, const char *rel, const pk_anc *up)
 {
     char **names = NULL;
     size_t n = 0;
+    struct stat sb;
+    if (stat(p->nodes[dir].path, &sb) != 0)
+        return pk_fail(p, "%s: cannot stat: %s", p->nodes[dir].path, strerror(errno));
+    pk_anc here = {sb.st_dev, sb.st_ino, up};
     if (dir_names(p, p->nodes[dir].path, &names, &n))
         return -1;
     int rc = 0;
@@ -336,18 +470,22 @@ static int walk_dir(pk_plan *p, uint32_t dir)
     if (!p->nodes[dir].kids)
         rc = pk_fail(p, "out of memory");
     for (size_t i = 0; i < n && rc == 0; i++)
-        rc = entry_add(p, dir, names[i]);
+        rc = entry_add(p, dir, rel, names[i], &here);
     names_free(names, n);
     p->nodes[dir].size = p->nodes[dir].n_kids;
     for (uint32_t i = 0; i < p->nodes[dir].n_kids && rc == 0; i++) {
         uint32_t k = p->nodes[dir].kids[i];
-        if (S_ISDIR(p->nodes[k].mode))
-            rc = walk_dir(p, k);
+        if (!S_ISDIR(p->nodes[k].mode))
+            continue;
+        const char *name = p->nodes[k].name;
+        char *sub = *rel ? path_join(rel, name) : strdup(name);
+        rc = sub ? walk_dir(p, k, sub, &here) : pk_fail(p, "out of memory");
+        free(sub);
     }
     return rc;
 }
 
-int pk_tree_walk(pk_plan *p)
+static int tree_walk(pk_plan *p)
 {
     struct stat sb;
     const char *src = p->o->source;
@@ -358,7 +496,7 @@ int pk_tree_walk(pk_plan *p)
         if (!path || node_add(p, "", path, &sb) < 0)
             return pk_fail(p, "out of memory");
         p->st->dirs++;
-        return walk_dir(p, 0);
+        return walk_dir(p, 0, "", NULL);
     }
     if (!S_ISREG(sb.st_mode))
         return pk_fail(p, "%s: source is neither a directory nor a regular file", src);
@@ -376,7 +514,19 @@ int pk_tree_walk(pk_plan *p)
     p->nodes[0].size = 1;
     if (access(src, R_OK) != 0)
         return pk_fail(p, "%s: cannot read source: %s", src, strerror(errno));
-    return entry_add(p, 0, base);
+    return entry_add(p, 0, "", base, NULL);
+}
+
+int pk_tree_walk(pk_plan *p)
+{
+    if (tree_walk(p))
+        return -1;
+    uint64_t n = p->st->xattr_files;
+    if (n)
+        pk_warn(p, "%s: extended attributes are not stored (%llu entr%s with some)",
+                p->xattr_first ? p->xattr_first : p->o->source, (unsigned long long)n,
+                n > 1 ? "ies" : "y");
+    return 0;
 }
 
 void pk_tree_free(pk_plan *p)
@@ -396,4 +546,5 @@ void pk_tree_free(pk_plan *p)
     free(p->nodes);
     free(p->files);
     free(p->seen);
+    free(p->xattr_first);
 }

@@ -88,6 +88,30 @@ static int tensor_parse(rfs_st_tensor *t, const cJSON *e, uint64_t data_start,
     return 0;
 }
 
+static uint64_t header_len(const uint8_t *head)
+{
+    uint64_t n = 0;
+    for (int i = 0; i < 8; i++)
+        n |= (uint64_t)head[i] << (8 * i);
+    return n;
+}
+
+uint64_t rfs_st_head_size(const uint8_t *head, uint64_t file_size)
+{
+    if (file_size < 8)
+        return file_size;
+    uint64_t n = header_len(head);
+    return n <= file_size - 8 ? 8 + n : 8;
+}
+
+int rfs_st_sniff(const uint8_t *head, size_t head_len, uint64_t file_size)
+{
+    if (head_len < 9 || file_size < 10)
+        return 0;
+    uint64_t n = header_len(head);
+    return n >= 2 && n <= RFS_ST_SNIFF_MAX && n <= file_size - 8 && head[8] == '{';
+}
+
 static int tensor_cmp(const void *a, const void *b)
 {
     const rfs_st_tensor *x = a, *y = b;
@@ -105,9 +129,7 @@ int rfs_st_parse(rfs_st_header *h, const uint8_t *head, uint64_t file_size, char
     if (file_size < 8)
         return fail(why, why_cap, "too short for a safetensors header (%llu bytes)",
                     (unsigned long long)file_size);
-    uint64_t n = 0;
-    for (int i = 0; i < 8; i++)
-        n |= (uint64_t)head[i] << (8 * i);
+    uint64_t n = header_len(head);
     if (n > file_size - 8)
         return fail(why, why_cap, "safetensors header length %llu runs past the end of the file "
                     "(%llu bytes)", (unsigned long long)n, (unsigned long long)file_size);

@@ -45,6 +45,24 @@ int rfs_st_parse(rfs_st_header *h, const uint8_t *head, uint64_t file_size, char
                  size_t why_cap);
 void rfs_st_free(rfs_st_header *h);
 
+/* How many leading bytes of a file of file_size bytes rfs_st_parse needs,
+ * given its first min(8, file_size) bytes in head: 8 + N when the header
+ * fits in the file, else just those (the parser then says what is wrong). */
+uint64_t rfs_st_head_size(const uint8_t *head, uint64_t file_size);
+
+/* The longest header a sniffed file may announce: the safetensors format's
+ * own limit (100 MB). */
+#define RFS_ST_SNIFF_MAX (100u * 1000 * 1000)
+
+/*
+ * Whether a file of file_size bytes that starts with the head_len bytes in
+ * head (at least 9, or the whole file) may be a safetensors file: a header
+ * length from 2 to RFS_ST_SNIFF_MAX that fits the file, and a header that
+ * opens a JSON object.  A cheap hint for files whose name says nothing;
+ * rfs_st_parse decides.  Returns 1 or 0.
+ */
+int rfs_st_sniff(const uint8_t *head, size_t head_len, uint64_t file_size);
+
 /* Width in bytes of a safetensors dtype name, 0 when unknown. */
 unsigned rfs_st_dtype_width(const char *dtype);
 

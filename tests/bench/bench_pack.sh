@@ -121,7 +121,7 @@ if [ ${#sweep[@]} -gt 0 ]; then
     echo
     printf '%-10s %8s %12s %14s\n' tile ratio "pack MB/s" "decode MB/s"
     for ts in "${sweep[@]}"; do
-        tp=$(best "$bin/ransfs-mkimage" -q --tile-size "$ts" "$src" "$work/t.img")
+        tp=$(best "$bin/ransfs-mkimage" -q -f --tile-size "$ts" "$src" "$work/t.img")
         td=$(best "$bin/ransfs-fsck" -q -j1 "$work/t.img")
         sz=$(stat -c %s "$work/t.img")
         printf '%-10s %8.4f %12.1f %14.1f\n' "$ts" "$(echo "$sz / $input" | bc -l)" \

@@ -62,6 +62,7 @@ import numpy as np
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "pylib"))
+import rfs_testlib  # noqa: E402
 from rfs_testlib import SKIP, list_if_asked, lookup, test  # noqa: E402
 
 TILE = 262144
@@ -131,7 +132,7 @@ def roundtrip(b, src, work, extra=(), skip=()):
     img = os.path.join(work, "t.img")
     out = os.path.join(work, "out")
     shutil.rmtree(out, ignore_errors=True)
-    p = run([b("ransfs-mkimage"), "--json", *extra, src, img])
+    p = run([b("ransfs-mkimage"), "--json", "--force", *extra, src, img])
     summary = json.loads(p.stdout)
     for key in ("input_bytes", "image_bytes", "ratio", "files", "tensors", "seconds"):
         check(key in summary, "--json lacks %s" % key)
@@ -340,7 +341,7 @@ def t_synthetic(b, work, _):
     # special files: warned, skipped; a hard link: kept (see t_hardlinks)
     os.mkfifo(os.path.join(src, "a", "fifo"))
     os.link(os.path.join(src, "config.json"), os.path.join(src, "a", "zz-hardlink.json"))
-    p = run([b("ransfs-mkimage"), "-q", src, img])
+    p = run([b("ransfs-mkimage"), "-q", "-f", src, img])
     check("fifo: special file" in p.stderr, "no warning for a fifo: " + p.stderr)
     check("hard link" not in p.stderr, "a warning for a hard link: " + p.stderr)
     out2 = os.path.join(work, "out2")
@@ -395,10 +396,12 @@ def leftovers(d):
     return [n for n in os.listdir(d) if n.startswith("out.img")]
 
 
-def expect_error(b, work, src, needle, status=1, image=None, extra=()):
+def expect_error(b, work, src, needle, status=1, image=None, extra=(), strict=False):
     img = image or os.path.join(work, "outdir", "out.img")
     if image is None:
         os.makedirs(os.path.dirname(img), exist_ok=True)
+    if strict:
+        extra = ("--strict", *extra)
     p = run([b("ransfs-mkimage"), "-q", *extra, src, img], expect=status)
     lines = p.stderr.strip().splitlines()
     check(len(lines) == 1, "want one error line, got: %r" % p.stderr)
@@ -425,34 +428,36 @@ def bad_st(work, name, raw=None, header=None, data=b""):
 def t_bad_input(b, work, _):
     expect_error(b, work, os.path.join(work, "missing"), "missing: cannot read source")
     d, p = bad_st(work, "badjson", header='{"a": {"dtype": "F32", ')
-    expect_error(b, work, d, p + ": safetensors header is not a valid JSON object")
+    expect_error(b, work, d, strict=True, needle=p + ": safetensors header is not a valid JSON object")
     d, p = bad_st(work, "range", header={"w": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}},
                   data=bytes(8))
-    expect_error(b, work, d, p + ": tensor 'w': data_offsets [0, 16] out of range")
+    expect_error(b, work, d, strict=True, needle=p + ": tensor 'w': data_offsets [0, 16] out of range")
     d, p = bad_st(work, "overlap", header={
         "a": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]},
         "b": {"dtype": "F32", "shape": [4], "data_offsets": [8, 24]}}, data=bytes(24))
-    expect_error(b, work, d, p + ": tensors 'a' and 'b' overlap")
+    expect_error(b, work, d, strict=True, needle=p + ": tensors 'a' and 'b' overlap")
     d, p = bad_st(work, "unsorted", header={"a": {"dtype": "F32", "shape": [2], "data_offsets": [16, 8]}},
                   data=bytes(24))
-    expect_error(b, work, d, p + ": tensor 'a': data_offsets [16, 8] are unsorted")
+    expect_error(b, work, d, strict=True, needle=p + ": tensor 'a': data_offsets [16, 8] are unsorted")
     d, p = bad_st(work, "hdrlen", raw=struct.pack("<Q", 1000) + b"{}")
-    expect_error(b, work, d, p + ": safetensors header length 1000 runs past the end of the file")
+    expect_error(b, work, d, strict=True, needle=p + ": safetensors header length 1000 runs past the end of the file")
     d, p = bad_st(work, "short", raw=b"\x01\x02")
-    expect_error(b, work, d, p + ": too short for a safetensors header")
+    expect_error(b, work, d, strict=True, needle=p + ": too short for a safetensors header")
     d, p = bad_st(work, "shape", header={"a": {"dtype": "F16", "shape": [3], "data_offsets": [0, 8]}},
                   data=bytes(8))
-    expect_error(b, work, d, p + ": tensor 'a': 8 bytes do not match shape x F16")
+    expect_error(b, work, d, strict=True, needle=p + ": tensor 'a': 8 bytes do not match shape x F16")
     d, p = bad_st(work, "noobj", header='[1, 2, 3]')
-    expect_error(b, work, d, p + ": safetensors header is not a valid JSON object")
+    expect_error(b, work, d, strict=True, needle=p + ": safetensors header is not a valid JSON object")
     d = os.path.join(work, "odd")
     os.makedirs(d)
     with open(os.path.join(d, "layer_3.fp16"), "wb") as f:
         f.write(bytes(4097))
-    expect_error(b, work, d, os.path.join(d, "layer_3.fp16") + ": size 4097 is not a multiple of the 2-byte")
+    expect_error(b, work, d, os.path.join(d, "layer_3.fp16") + ": size 4097 is not a multiple of the 2-byte",
+                 strict=True)
     with open(os.path.join(d, "x.f32"), "wb") as f:
         f.write(bytes(4 * 100 + 2))
-    expect_error(b, work, os.path.join(d, "x.f32"), "x.f32: size 402 is not a multiple of the 4-byte")
+    expect_error(b, work, os.path.join(d, "x.f32"), "x.f32: size 402 is not a multiple of the 4-byte",
+                 strict=True)
     good = os.path.join(work, "good")
     os.makedirs(good)
     with open(os.path.join(good, "f.txt"), "w") as f:
@@ -542,12 +547,12 @@ def fault_source(work, name, files=12, mb=8):
     return src
 
 
-def run_stopped(b, src, img, action):
+def run_stopped(b, src, img, action, *extra):
     """Start mkimage -j1; once its plan is done (the temporary image holds the
     superblock), SIGSTOP it, apply action(), SIGCONT.  Returns (rc, stderr)
     or None when mkimage finished before it could be stopped."""
     d = os.path.dirname(img)
-    p = subprocess.Popen([b("ransfs-mkimage"), "-q", "-j1", src, img],
+    p = subprocess.Popen([b("ransfs-mkimage"), "-q", "-j1", *extra, src, img],
                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     stopped = False
     while p.poll() is None:
@@ -1183,6 +1188,511 @@ def t_hardlinks(b, work, _):
     want = [["a/b/w-again.bf16", "a/w.bin"], ["a/notes.txt", "a/notes2.txt"]]
     check(link_groups(part) == sorted(want), "extract of PATH a: links %s" % link_groups(part))
     print("hardlinks: %s" % link_groups(out))
+
+
+# ------------------------------------------------- issue 9: output path
+
+def small_tree(root, text="hello\n"):
+    os.makedirs(os.path.join(root, "sub"))
+    with open(os.path.join(root, "f.txt"), "w") as f:
+        f.write(text)
+    gaussian(np.random.default_rng(5), 1 << 14).tofile(os.path.join(root, "sub", "w.f32"))
+    return root
+
+
+def pack_refused(b, src, out, needle, extra=(), stdout=None):
+    """mkimage must exit 1 with one line naming out and needle."""
+    p = subprocess.run([b("ransfs-mkimage"), "-q", *extra, src, out], stderr=subprocess.PIPE,
+                       stdout=stdout if stdout is not None else subprocess.PIPE, text=True)
+    lines = p.stderr.strip().splitlines()
+    check(p.returncode == 1, "%s %s: exit %d (wanted 1): %s" % (extra, out, p.returncode, p.stderr))
+    check(len(lines) == 1 and needle in lines[0], "%s %s: wanted one line with %r, got %r" %
+          (extra, out, needle, p.stderr))
+    print("ok refused %s %s: %s" % (" ".join(extra), out, lines[0]))
+
+
+def same_bytes(path, data, what):
+    with open(path, "rb") as f:
+        check(f.read() == data, "%s: contents changed" % what)
+
+
+def extract_matches(b, img, src, work, name):
+    out = os.path.join(work, "x-" + name)
+    run([b("ransfs-fsck"), "-q", img, "--extract", out])
+    compare(src, out)
+    shutil.rmtree(out)
+
+
+def t_output_exists(b, work, _):
+    """An existing IMAGE is refused, before the source is read; --force
+    replaces an image or an empty file, --force twice any regular file."""
+    src = small_tree(os.path.join(work, "src"))
+    d = os.path.join(work, "out")
+    os.makedirs(d)
+    text = os.path.join(d, "notes.txt")
+    with open(text, "w") as f:
+        f.write("precious\n")
+    pack_refused(b, src, text, text + ": exists (--force")
+    # the target is checked first: a missing source is not reached
+    pack_refused(b, os.path.join(work, "no-such-source"), text, text + ": exists")
+    pack_refused(b, src, text, text + ": exists and is not a ransfs image", ("--force",))
+    same_bytes(text, b"precious\n", text)
+    check(sorted(os.listdir(d)) == ["notes.txt"], "left behind: %s" % os.listdir(d))
+    run([b("ransfs-mkimage"), "-q", "--force", "--force", src, text])
+    extract_matches(b, text, src, work, "ff")
+    # an image is replaced with --force (the new one holds the new tree)
+    img = os.path.join(d, "a.img")
+    run([b("ransfs-mkimage"), "-q", src, img])
+    pack_refused(b, src, img, img + ": exists")
+    src2 = small_tree(os.path.join(work, "src2"), "other\n")
+    run([b("ransfs-mkimage"), "-q", "-f", src2, img])
+    extract_matches(b, img, src2, work, "f")
+    empty = os.path.join(d, "empty.img")
+    open(empty, "w").close()
+    pack_refused(b, src, empty, empty + ": exists")
+    run([b("ransfs-mkimage"), "-q", "-f", src, empty])
+    extract_matches(b, empty, src, work, "empty")
+    check(sorted(os.listdir(d)) == ["a.img", "empty.img", "notes.txt"],
+          "left behind: %s" % os.listdir(d))
+    print("output_exists: ok")
+
+
+def t_output_special(b, work, _):
+    """IMAGE a symlink, directory, FIFO or device: refused at once, even with
+    --force twice, and left as it was."""
+    src = small_tree(os.path.join(work, "src"))
+    d = os.path.join(work, "out")
+    os.makedirs(d)
+    target = os.path.join(d, "target.img")
+    run([b("ransfs-mkimage"), "-q", src, target])
+    with open(target, "rb") as f:
+        before = f.read()
+    link = os.path.join(d, "link.img")
+    os.symlink("target.img", link)
+    fifo = os.path.join(d, "fifo")
+    os.mkfifo(fifo)
+    sub = os.path.join(d, "dir")
+    os.makedirs(sub)
+    for force in ((), ("-f",), ("-f", "-f")):
+        pack_refused(b, src, link, link + ": is a symbolic link", force)
+        pack_refused(b, src, sub, sub + ": is a directory", force)
+        pack_refused(b, src, fifo, fifo + ": is a device, FIFO or socket", force)
+        pack_refused(b, src, "/dev/null", "/dev/null: is a device, FIFO or socket", force)
+    check(os.path.islink(link) and os.readlink(link) == "target.img", "the symlink was replaced")
+    same_bytes(target, before, "the symlink's target")
+    check(os.path.isdir(sub) and os.listdir(sub) == [], "the directory changed")
+    import stat as st_mod
+    check(st_mod.S_ISFIFO(os.lstat(fifo).st_mode), "the FIFO was replaced")
+    check(st_mod.S_ISCHR(os.lstat("/dev/null").st_mode), "/dev/null was replaced")
+    check(sorted(os.listdir(d)) == ["dir", "fifo", "link.img", "target.img"],
+          "left behind: %s" % os.listdir(d))
+    # a directory is refused before the source is read (it used to fail
+    # only after the whole encode)
+    pack_refused(b, os.path.join(work, "no-such-source"), sub, sub + ": is a directory")
+    print("output_special: ok")
+
+
+def t_output_stdout(b, work, _):
+    """IMAGE '-': the image on standard output, the same bytes as a named
+    IMAGE; a pipe takes it as a stream, a regular file follows the rules of
+    a named IMAGE; no temporary file is left in $TMPDIR."""
+    src = small_tree(os.path.join(work, "src"))
+    named = os.path.join(work, "named.img")
+    run([b("ransfs-mkimage"), "-q", src, named])
+    with open(named, "rb") as f:
+        want = f.read()
+    tmp = os.path.join(work, "tmpdir")
+    os.makedirs(tmp)
+    env = dict(os.environ, TMPDIR=tmp)
+    # a pipe; the summary goes to stderr
+    p = subprocess.run([b("ransfs-mkimage"), src, "-"], stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, env=env)
+    check(p.returncode == 0, "to a pipe: exit %d: %s" % (p.returncode, p.stderr))
+    check(p.stdout == want, "to a pipe: %d bytes, not the %d of the named image" %
+          (len(p.stdout), len(want)))
+    check(b"standard output" in p.stderr and b"files" in p.stderr, "no summary on stderr")
+    p = subprocess.run([b("ransfs-mkimage"), "--json", src, "-"], stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, env=env)
+    check(p.returncode == 0 and p.stdout == want, "--json to a pipe: image differs")
+    check(json.loads(p.stderr)["image_bytes"] == len(want), "--json summary not on stderr")
+    check(os.listdir(tmp) == [], "left in TMPDIR: %s" % os.listdir(tmp))
+    # a regular file: a fresh one (the shell's '>') takes it ...
+    out = os.path.join(work, "redirected.img")
+    with open(out, "wb") as f:
+        run_to(b, src, f, env)
+    same_bytes(out, want, "stdout file")
+    extract_matches(b, out, src, work, "stdout")
+    # ... a file with other bytes ('1<>', '>>') is refused, even with --force ...
+    text = os.path.join(work, "text")
+    with open(text, "w") as f:
+        f.write("precious\n")
+    for force in ((), ("-f",)):
+        with open(text, "ab") as f:
+            pack_refused(b, src, "-", "standard output: exists", force, stdout=f)
+    same_bytes(text, b"precious\n", "non-empty stdout file")
+    # ... an image is replaced with --force, any file with --force twice
+    with open(out, "r+b") as f:
+        pack_refused(b, src, "-", "standard output: exists", (), stdout=f)
+        run_to(b, src, f, env, "-f")
+    same_bytes(out, want, "stdout image, replaced")
+    with open(text, "ab") as f:
+        run_to(b, src, f, env, "-f", "-f")
+    same_bytes(text, want, "stdout text file, replaced")
+    # a failing pack writes nothing to standard output
+    bad = os.path.join(work, "bad")
+    os.makedirs(bad)
+    with open(os.path.join(bad, "x.fp16"), "wb") as f:
+        f.write(bytes(4097))
+    p = subprocess.run([b("ransfs-mkimage"), "-q", "--strict", bad, "-"], stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, env=env)
+    check(p.returncode == 1 and p.stdout == b"", "failed pack: exit %d, %d bytes on stdout" %
+          (p.returncode, len(p.stdout)))
+    # a terminal is refused
+    master, slave = os.openpty()
+    try:
+        pack_refused(b, src, "-", "standard output is a terminal", stdout=slave)
+    finally:
+        os.close(master)
+        os.close(slave)
+    check(os.listdir(tmp) == [], "left in TMPDIR: %s" % os.listdir(tmp))
+    print("output_stdout: ok")
+
+
+def run_to(b, src, f, env, *extra):
+    p = subprocess.run([b("ransfs-mkimage"), "-q", *extra, src, "-"], stdout=f,
+                       stderr=subprocess.PIPE, env=env, text=True)
+    check(p.returncode == 0, "%s to a file on stdout: exit %d: %s" % (extra, p.returncode, p.stderr))
+
+
+def t_output_race(b, work, _):
+    """An IMAGE created (or replaced) by someone else while mkimage packs
+    is not overwritten by the final rename."""
+    src = fault_source(work, "src", files=4, mb=8)
+    out = os.path.join(work, "outdir")
+    os.makedirs(out)
+    img = os.path.join(out, "out.img")
+
+    def create():
+        with open(img, "w") as f:
+            f.write("theirs\n")
+
+    r = run_stopped(b, src, img, create)
+    check(r is not None, "mkimage finished before it could be stopped")
+    rc, err = r
+    lines = err.strip().splitlines()
+    check(rc == 1 and len(lines) == 1 and img + ": created by someone else during packing" in lines[0],
+          "create race: exit %d, %r" % (rc, err))
+    same_bytes(img, b"theirs\n", "the file created meanwhile")
+    check(os.listdir(out) == ["out.img"], "left behind: %s" % os.listdir(out))
+    print("ok created meanwhile: %s" % lines[0])
+    os.unlink(img)
+    run([b("ransfs-mkimage"), "-q", src, img])
+
+    def replace():
+        os.unlink(img)
+        os.symlink("/dev/null", img)
+
+    r = run_stopped(b, src, img, replace, "-f")
+    check(r is not None, "mkimage finished before it could be stopped")
+    rc, err = r
+    check(rc == 1 and "replaced by something else during packing" in err, "replace race: %r" % err)
+    check(os.path.islink(img), "the symlink made meanwhile was replaced")
+    print("output_race: ok")
+
+
+# --------------------------------------- issue 9: model folders as they are
+
+def hf_cache(root, rng):
+    """A Hugging Face hub cache entry: blobs named by hash, a snapshot of
+    symlinks into them (one in a subdirectory), refs/main.  Returns the
+    snapshot directory and {name in the snapshot: blob path}."""
+    repo = os.path.join(root, "models--org--name")
+    rev = "0123456789abcdef0123456789abcdef01234567"
+    snap = os.path.join(repo, "snapshots", rev)
+    os.makedirs(os.path.join(repo, "blobs"))
+    os.makedirs(os.path.join(snap, "1_Pooling"))
+    os.makedirs(os.path.join(repo, "refs"))
+    with open(os.path.join(repo, "refs", "main"), "w") as f:
+        f.write(rev)
+    st = os.path.join(root, "model.tmp")
+    st_write(st, [("embed.weight", "BF16", [2048, 64], to_bf16(gaussian(rng, 2048 * 64)).tobytes()),
+                  ("dense.weight", "F32", [256, 64], gaussian(rng, 256 * 64).tobytes()),
+                  ("dense.bias", "F32", [64], gaussian(rng, 64).tobytes())])
+    files = {"model.safetensors": open(st, "rb").read(),
+             "config.json": json.dumps({"architectures": ["BertModel"], "hidden_size": 64}).encode(),
+             "tokenizer.json": json.dumps({"model": {"vocab": {"t%d" % i: i for i in range(3000)}}}).encode(),
+             "1_Pooling/config.json": b'{"pooling_mode_mean_tokens": true}\n'}
+    files["config_copy.json"] = files["config.json"]  # one blob, two names
+    os.unlink(st)
+    blobs = {}
+    for name, data in files.items():
+        h = hashlib.sha256(data).hexdigest()
+        blob = os.path.join(repo, "blobs", h)
+        with open(blob, "wb") as f:
+            f.write(data)
+        up = "../" * (name.count("/") + 2)
+        os.symlink(up + "blobs/" + h, os.path.join(snap, name))
+        blobs[name] = blob
+    os.symlink("config.json", os.path.join(snap, "alias.json"))  # stays inside: kept
+    return snap, blobs
+
+
+def mount_compare(b, img, want, work):
+    """Mount img for real and compare {path: bytes} want, and the entries."""
+    if rfs_testlib.fuse_usable():
+        raise Fail("cannot mount here: %s" % rfs_testlib.fuse_usable())
+    mnt = os.path.join(work, "mnt")
+    os.makedirs(mnt, exist_ok=True)
+    r = subprocess.run([b("ransfs"), img, mnt], capture_output=True, text=True, timeout=60)
+    check(r.returncode == 0, "mount failed: %s" % r.stderr)
+    try:
+        got = {}
+        for dirpath, dirs, files in os.walk(mnt):
+            for name in files:
+                full = os.path.join(dirpath, name)
+                rel = os.path.relpath(full, mnt)
+                if os.path.islink(full):
+                    got[rel] = ("link", os.readlink(full))
+                else:
+                    with open(full, "rb") as f:
+                        got[rel] = f.read()
+        check(sorted(got) == sorted(want), "mounted entries %s, wanted %s" % (sorted(got), sorted(want)))
+        for k in want:
+            check(got[k] == want[k], "%s: differs in the mount" % k)
+    finally:
+        rfs_testlib.unmount(mnt)
+    return len(got)
+
+
+def t_hf_cache(b, work, _):
+    """A snapshot of the Hugging Face cache: without -L one warning per link
+    that leaves SOURCE, and the links are kept; with -L the blobs' bytes are
+    packed under the snapshot's names (byte-exact through a real mount and
+    --extract); the safetensors is coded as tensors either way it is named."""
+    snap, blobs = hf_cache(os.path.join(work, "cache"), np.random.default_rng(21))
+    img = os.path.join(work, "snap.img")
+    p = run([b("ransfs-mkimage"), "--json", snap, img])
+    warn = [l for l in p.stderr.splitlines() if "points outside SOURCE" in l]
+    check(len(warn) == len(blobs), "want %d warnings for the links leaving SOURCE, got %r" %
+          (len(blobs), p.stderr))
+    check(all("-L" in l for l in warn), "the warning does not name -L: %r" % warn)
+    check("alias.json" not in p.stderr, "a link inside SOURCE was warned about: %r" % p.stderr)
+    out = os.path.join(work, "x-nolinks")
+    run([b("ransfs-fsck"), "-q", img, "--extract", out])
+    check(os.path.islink(os.path.join(out, "model.safetensors")), "link not kept without -L")
+    p = run([b("ransfs-mkimage"), "--json", "-f", "-L", snap, img])
+    check("SOURCE" not in p.stderr, "-L still warns: %r" % p.stderr)
+    summary = json.loads(p.stdout)
+    check(summary["tensors"] >= 2 and "BF16" in summary["by_dtype"], "tensors not coded: %s" % summary)
+    want = {}
+    for name, blob in blobs.items():
+        with open(blob, "rb") as f:
+            want[name] = f.read()
+    want["alias.json"] = ("link", "config.json")
+    n = mount_compare(b, img, want, work)
+    out = os.path.join(work, "x-links")
+    run([b("ransfs-fsck"), "-q", img, "--extract", out])
+    for name, data in want.items():
+        path = os.path.join(out, name)
+        if isinstance(data, tuple):
+            check(os.path.islink(path) and os.readlink(path) == data[1], "%s: link lost" % name)
+        else:
+            check(not os.path.islink(path), "%s: still a link" % name)
+            same_bytes(path, data, name)
+    # the blobs themselves, named by hash: the safetensors is found by content
+    blobdir = os.path.dirname(blobs["model.safetensors"])
+    p = run([b("ransfs-mkimage"), "--json", blobdir, os.path.join(work, "blobs.img")])
+    s2 = json.loads(p.stdout)
+    check(s2["tensors"] == summary["tensors"], "by hash name: %d tensors coded, %d with the name" %
+          (s2["tensors"], summary["tensors"]))
+    # a symlink given as SOURCE is packed as the file it names
+    one = os.path.join(work, "one.img")
+    run([b("ransfs-mkimage"), "-q", os.path.join(snap, "model.safetensors"), one])
+    out = os.path.join(work, "x-one")
+    run([b("ransfs-fsck"), "-q", one, "--extract", out])
+    same_bytes(os.path.join(out, "model.safetensors"), want["model.safetensors"], "single link")
+    run([b("ransfs-mkimage"), "-q", "-f", os.path.join(snap, "alias.json"), one])  # a link inside
+    shutil.rmtree(out)
+    run([b("ransfs-fsck"), "-q", one, "--extract", out])
+    same_bytes(os.path.join(out, "alias.json"), want["config.json"], "single link inside")
+    # a followed link that leads back into a directory holding it
+    loop = os.path.join(snap, "loop")
+    os.symlink(os.path.abspath(snap), loop)
+    expect_error(b, work, snap, loop + ": symlink to '%s' leads back" % os.path.abspath(snap),
+                 extra=("-L",))
+    os.unlink(loop)
+    # a dangling link: warned, kept
+    os.symlink("../../blobs/missing", os.path.join(snap, "gone.bin"))
+    p = run([b("ransfs-mkimage"), "-q", "-f", "-L", snap, img])
+    check("gone.bin: symlink to '../../blobs/missing' points outside SOURCE and dangles" in p.stderr,
+          "dangling link: %r" % p.stderr)
+    print("hf_cache: ok (%d entries through the mount, %d tensors)" % (n, summary["tensors"]))
+
+
+def expect_opaque(b, work, src, victim, needle, extra=()):
+    """Default (lenient) mode: exit 0, one warning naming victim, stored
+    opaque (counted), bytes back exactly."""
+    img = os.path.join(work, "lenient.img")
+    p = run([b("ransfs-mkimage"), "--json", "-f", *extra, src, img])
+    lines = p.stderr.strip().splitlines()
+    check(len(lines) == 1 and lines[0].startswith("ransfs-mkimage: warning: " + victim + ": ") and
+          needle in lines[0] and lines[0].endswith("stored as an opaque file"),
+          "%s: wanted one warning naming it with %r, got %r" % (victim, needle, p.stderr))
+    check(json.loads(p.stdout)["malformed_opaque"] == 1, "not counted: %s" % p.stdout)
+    extract_matches(b, img, src, work, "lenient")
+    print("ok opaque: %s" % lines[0])
+
+
+def t_malformed(b, work, _):
+    """A corrupt safetensors header or an odd-sized raw tensor file: by
+    default one warning and the file stored opaque; --strict fails (the
+    strict messages are image_bad_input's).  Extensions match in any case."""
+    cases = [("badjson", '{"a": {"dtype": "F32", ', b"", "not a valid JSON object"),
+             ("range", {"w": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}}, bytes(8),
+              "out of range"),
+             ("shape", {"a": {"dtype": "F16", "shape": [3], "data_offsets": [0, 8]}}, bytes(8),
+              "do not match shape")]
+    for name, header, data, needle in cases:
+        d, path = bad_st(work, name, header=header, data=data)
+        with open(os.path.join(d, "keep.txt"), "w") as f:
+            f.write("the rest of the folder\n")
+        expect_opaque(b, work, d, path, needle)
+    d = os.path.join(work, "odd")
+    os.makedirs(d)
+    odd = os.path.join(d, "layer_3.FP16")
+    with open(odd, "wb") as f:
+        f.write(bytes(4097))
+    expect_opaque(b, work, d, odd, "size 4097 is not a multiple of the 2-byte")
+    expect_error(b, work, d, odd + ": size 4097", strict=True)
+    # upper case names are tensor files too
+    up = os.path.join(work, "upper")
+    os.makedirs(up)
+    gaussian(np.random.default_rng(2), 1 << 16).tofile(os.path.join(up, "LAYER.F32"))
+    st_write(os.path.join(up, "MODEL.SAFETENSORS"),
+             [("w", "BF16", [1 << 15], to_bf16(gaussian(np.random.default_rng(3), 1 << 15)).tobytes())])
+    s = json.loads(run([b("ransfs-mkimage"), "--json", up, os.path.join(work, "up.img")]).stdout)
+    check(s["tensors"] == 2 and "F32" in s["by_dtype"] and "BF16" in s["by_dtype"],
+          "upper-case names not coded: %s" % s)
+    with open(os.path.join(up, "MODEL.SAFETENSORS"), "r+b") as f:
+        f.write(struct.pack("<Q", 1 << 40))
+    expect_opaque(b, work, up, os.path.join(up, "MODEL.SAFETENSORS"), "runs past the end")
+    print("malformed: ok")
+
+
+def t_exclude(b, work, _):
+    """--exclude and --exclude-from: a name pattern at any depth, a path
+    pattern relative to SOURCE, a directory with everything below it."""
+    src = os.path.join(work, "src")
+    for d in ("a/original", "b/c", "onnx/deep/er"):
+        os.makedirs(os.path.join(src, d))
+    for f in ("keep.txt", "x.bin", "a/y.bin", "a/original/z.safetensors", "b/c/w.txt",
+              "b/c2.txt", "onnx/deep/er/model.onnx", "a/keep.json"):
+        with open(os.path.join(src, f), "w") as fh:
+            fh.write(f + "\n")
+    lst = os.path.join(work, "exclude.lst")
+    with open(lst, "w") as f:
+        f.write("# comments and blank lines are ignored\n\nonnx\r\nb/c\n")
+    img = os.path.join(work, "ex.img")
+    p = run([b("ransfs-mkimage"), "--json", "--exclude", "*.bin", "--exclude", "original",
+             "--exclude-from", lst, src, img])
+    check(json.loads(p.stdout)["excluded"] == 5, "excluded count: %s" % p.stdout)
+    out = os.path.join(work, "x")
+    run([b("ransfs-fsck"), "-q", img, "--extract", out])
+    got = sorted(os.path.relpath(os.path.join(dp, n), out)
+                 for dp, ds, fs in os.walk(out) for n in ds + fs)
+    check(got == ["a", "a/keep.json", "b", "b/c2.txt", "keep.txt"], "extracted %s" % got)
+    # a path pattern's '*' does not cross '/'; a pattern names no root
+    p = run([b("ransfs-mkimage"), "--json", "-f", "--exclude", "*/y.bin", "--exclude", "a/*.txt",
+             src, img])
+    check(json.loads(p.stdout)["excluded"] == 1, "path pattern: %s" % p.stdout)
+    r = subprocess.run([b("ransfs-mkimage"), "--exclude-from", os.path.join(work, "nope"), src,
+                        os.path.join(work, "n.img")], capture_output=True, text=True)
+    check(r.returncode == 1 and "nope: cannot read the exclude list" in r.stderr, r.stderr)
+    print("exclude: ok")
+
+
+def t_mtime(b, work, _):
+    """--mtime / SOURCE_DATE_EPOCH: later mtimes become it, earlier ones
+    stay; trees that differ only in later mtimes give identical images."""
+    T = 1600000000
+    src = small_tree(os.path.join(work, "src"))
+    old = (T - 1000) * 10**9 + 5
+    os.utime(os.path.join(src, "f.txt"), ns=(old, old))
+    img, out = os.path.join(work, "m.img"), os.path.join(work, "x")
+    imgs = []
+    for how in (("--mtime", str(T)), "env", ("--mtime", str(T), "env-other")):
+        env = dict(os.environ)
+        if how == "env":
+            env["SOURCE_DATE_EPOCH"] = str(T)
+            args = ()
+        elif "env-other" in how:
+            env["SOURCE_DATE_EPOCH"] = str(T + 12345)  # --mtime wins
+            args = how[:2]
+        else:
+            args = how
+        for p_ in (os.path.join(src, "sub"), os.path.join(src, "sub", "w.f32"), src):
+            t = (T + 1 + len(imgs) * 7777) * 10**9 + 123
+            os.utime(p_, ns=(t, t))
+        r = subprocess.run([b("ransfs-mkimage"), "-q", "-f", *args, src, img], env=env,
+                           capture_output=True, text=True)
+        check(r.returncode == 0, "%s: %s" % (how, r.stderr))
+        shutil.rmtree(out, ignore_errors=True)
+        run([b("ransfs-fsck"), "-q", img, "--extract", out])
+        for rel, want in (("f.txt", old), ("sub", T * 10**9), ("sub/w.f32", T * 10**9), (".", T * 10**9)):
+            got = os.lstat(os.path.join(out, rel)).st_mtime_ns
+            check(got == want, "%s: %s mtime %d, wanted %d" % (how, rel, got, want))
+        with open(img, "rb") as f:
+            imgs.append(f.read())
+    check(imgs[0] == imgs[1] == imgs[2], "images differ though only later mtimes changed")
+    for bad in ("-5", "12x", ""):
+        r = subprocess.run([b("ransfs-mkimage"), "--mtime", bad, src, img], capture_output=True,
+                           text=True)
+        check(r.returncode == 2 and "--mtime" in r.stderr, "--mtime %r: %d %s" % (bad, r.returncode, r.stderr))
+    r = subprocess.run([b("ransfs-mkimage"), "-f", src, img], capture_output=True, text=True,
+                       env=dict(os.environ, SOURCE_DATE_EPOCH="soon"))
+    check(r.returncode == 1 and "SOURCE_DATE_EPOCH" in r.stderr, r.stderr)
+    print("mtime: ok")
+
+
+def t_xattr(b, work, _):
+    """Extended attributes are not stored: one warning line says so."""
+    src = small_tree(os.path.join(work, "src"))
+    img = os.path.join(work, "x.img")
+    p = run([b("ransfs-mkimage"), "-q", src, img])
+    check("extended attributes" not in p.stderr, "warned without xattrs: %r" % p.stderr)
+    victim = os.path.join(src, "f.txt")
+    try:
+        os.setxattr(victim, "user.origin", b"hub")
+        os.setxattr(os.path.join(src, "sub"), "user.x", b"1")
+    except OSError as e:
+        print("SKIP: this file system takes no user xattrs: %s" % e)
+        return SKIP
+    p = run([b("ransfs-mkimage"), "--json", "-f", src, img])
+    lines = [l for l in p.stderr.splitlines() if "extended attributes" in l]
+    check(len(lines) == 1 and "2 entries" in lines[0] and (victim in lines[0] or "sub" in lines[0]),
+          "wanted one warning about 2 entries, got %r" % p.stderr)
+    check(json.loads(p.stdout)["xattr_files"] == 2, p.stdout)
+    print("xattr: ok: %s" % lines[0])
+
+
+def t_mkimage_cli(b, work, _):
+    """--version exits 0; usage errors exit 2, failures 1."""
+    p = run([b("ransfs-mkimage"), "--version"])
+    check(p.stdout.startswith("ransfs-mkimage ") and p.stderr == "", "--version: %r" % p.stdout)
+    p = run([b("ransfs-mkimage"), "--help"])
+    for opt in ("--force", "--dereference", "--exclude", "--exclude-from", "--mtime", "--strict",
+                "--version"):
+        check(opt in p.stdout, "--help lacks %s" % opt)
+    src = small_tree(os.path.join(work, "src"))
+    for args in ([], [src], [src, "a", "b"], ["--bogus", src, "x"], ["-j", "0", src, "x"],
+                 ["--tile-size", "abc", src, "x"], ["--codec=zip", src, "x"], ["--exclude"]):
+        r = subprocess.run([b("ransfs-mkimage"), *args], capture_output=True, text=True,
+                           cwd=work)
+        check(r.returncode == 2, "%s: exit %d, wanted 2" % (args, r.returncode))
+    check(not os.path.exists(os.path.join(work, "x")), "a usage error wrote an image")
+    run([b("ransfs-mkimage"), os.path.join(work, "missing"), os.path.join(work, "y")], expect=1)
+    print("mkimage_cli: ok")
+
 
 
 def main():
