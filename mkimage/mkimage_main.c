@@ -14,6 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "rfs_array.h"
 #include "rfs_image_format.h"
 #include "rfs_pack.h"
 
@@ -171,15 +172,8 @@ typedef struct pattern_list {
 
 static int pattern_add(pattern_list *l, const char *pat, size_t len)
 {
-    if (l->n == l->cap) {
-        size_t nc = l->cap ? 2 * l->cap : 8;
-        char **nv = realloc(l->v, nc * sizeof *nv);
-        if (!nv)
-            return -1;
-        l->v = nv;
-        l->cap = nc;
-    }
-    if (!(l->v[l->n] = strndup(pat, len)))
+    if (rfs_array_reserve(&l->v, &l->cap, l->n + 1, sizeof *l->v) ||
+        !(l->v[l->n] = strndup(pat, len)))
         return -1;
     l->n++;
     return 0;
