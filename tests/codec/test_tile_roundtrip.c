@@ -1,7 +1,8 @@
 /*
  * Round-trip of the tile codec for W = 1, 2, 4 over data kinds and lengths
  * that stress the lane logic (0, 1, 31, 32, 33, 4095, 65537 elements), with
- * every CPU backend this machine supports giving the original bytes.
+ * every CPU backend this machine supports giving the original bytes, and
+ * every encoder path giving the same encoded bytes.
  */
 #include <math.h>
 #include <setjmp.h>
@@ -224,6 +225,63 @@ static void test_given_counts(void **state)
     rfs_enc_destroy(e);
 }
 
+/* Encode src with encoder e on path name; returns the encoded size. */
+static size_t encode_on(rfs_enc *e, const char *name, uint8_t *dst, size_t cap, const void *src,
+                        size_t size, const rfs_tile_params *p)
+{
+    size_t es = 0;
+    assert_int_equal(rfs_enc_set_backend(e, name), RFS_OK);
+    assert_string_equal(rfs_enc_backend(e), name);
+    assert_int_equal(rfs_tile_encode(e, dst, cap, &es, src, size, p), RFS_OK);
+    return es;
+}
+
+/* The scalar and the AVX2 encoder give the same bytes for every width,
+ * kind, length and transform, with and without a shared table; and
+ * RANSFS_CPU picks the encoder's default path as it does the decoder's
+ * (CTest runs this file once more with RANSFS_CPU=scalar). */
+static void test_encoder_paths(void **state)
+{
+    (void)state;
+    static const unsigned widths[] = {1, 2, 4};
+    const char *env = getenv("RANSFS_CPU");
+    size_t cap = 65537 * 4, bound = rfs_tile_bound(cap, RFS_MAX_WIDTH);
+    rfs_enc *e = rfs_enc_create(cap);
+    if (env && (!strcmp(env, "scalar") || (!strcmp(env, "avx2") && rfs_cpu_supports("avx2"))))
+        assert_string_equal(rfs_enc_backend(e), env);
+    assert_int_equal(rfs_enc_set_backend(e, "sse9"), RFS_E_ARG);
+    if (!rfs_cpu_supports("avx2")) {
+        rfs_enc_destroy(e);
+        print_message("no AVX2 on this CPU: the AVX2 encoder cannot be compared\n");
+        skip();
+    }
+    tu_rng r = {g_seed ^ 6};
+    uint8_t *src = malloc(cap), *a = malloc(bound), *b = malloc(bound);
+    static rfs_table tab[RFS_MAX_WIDTH];
+    for (unsigned wi = 0; wi < 3; wi++)
+        for (kind k = 0; k < K_COUNT; k++)
+            for (size_t li = 0; li < N_LENGTHS; li++)
+                for (unsigned xf = 0; xf < RFS_XF_COUNT; xf++) {
+                    unsigned w = widths[wi];
+                    size_t n = lengths[li];
+                    if (xf == RFS_XF_ROT1 && w == 1)
+                        continue;
+                    fill(src, n, w, k, &r);
+                    rfs_table_set set;
+                    tu_table_set(&set, tab, src, n, w, (rfs_transform)xf);
+                    rfs_tile_params p = {.width = w, .transform = (rfs_transform)xf,
+                                         .shared = li & 1 ? &set : NULL};
+                    size_t sa = encode_on(e, "scalar", a, bound, src, n * w, &p);
+                    size_t sb = encode_on(e, "avx2", b, bound, src, n * w, &p);
+                    assert_int_equal(sa, sb);
+                    assert_memory_equal(a, b, sa);
+                }
+    free(src);
+    free(a);
+    free(b);
+    rfs_enc_destroy(e);
+}
+
 int main(void)
 {
     g_seed = tu_seed("codec_tile_roundtrip");
@@ -231,6 +289,7 @@ int main(void)
         cmocka_unit_test(test_kinds),         cmocka_unit_test(test_mode_choice),
         cmocka_unit_test(test_shared_table),  cmocka_unit_test(test_context_reuse),
         cmocka_unit_test(test_raw_only),      cmocka_unit_test(test_given_counts),
+        cmocka_unit_test(test_encoder_paths),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
