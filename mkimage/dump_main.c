@@ -207,11 +207,11 @@ static uint64_t tensor_planes(const rfs_image *img, const rfs_tensor_info *ti,
         if (rfs_image_unit_source(img, ti->first_unit + k, &src) != RFS_OK)
             continue;
         stored += src.size;
-        for (unsigned p = 0; p < ti->width; p++) {
-            size_t at = RFS_TILE_HDR_SIZE + p * RFS_PLANE_DESC_SIZE;
-            if (at < src.size && src.data[at] < RFS_PM_COUNT)
-                counts[p][src.data[at]]++;
-        }
+        rfs_tile_layout lay; /* a tile that does not parse counts no plane */
+        if (src.kind != RFS_UNIT_TILE || rfs_tile_parse(&lay, src.data, src.size) != RFS_OK)
+            continue;
+        for (unsigned p = 0; p < lay.width && p < ti->width; p++)
+            counts[p][lay.plane[p].mode]++;
     }
     return stored;
 }
