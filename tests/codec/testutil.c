@@ -7,7 +7,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include <cjson/cJSON.h>
 #include <cmocka.h>
@@ -29,24 +28,6 @@ double tu_gauss(tu_rng *r)
     return sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
 }
 
-uint64_t tu_seed(const char *test)
-{
-    const char *env = getenv("RFS_TEST_SEED");
-    uint64_t seed = env ? strtoull(env, NULL, 0) : 0x5eed1234abcdULL;
-    if (!seed)
-        seed = 1;
-    printf("%s: seed 0x%llx (set RFS_TEST_SEED to change)\n", test, (unsigned long long)seed);
-    return seed;
-}
-
-unsigned tu_seed_clock(const char *test)
-{
-    const char *env = getenv("RFS_TEST_SEED");
-    unsigned seed = env ? (unsigned)strtoul(env, NULL, 0) : (unsigned)time(NULL);
-    printf("%s: seed %u (replay with RFS_TEST_SEED=%u)\n", test, seed, seed);
-    fflush(stdout);
-    return seed;
-}
 
 static uint32_t f32_bits(float f)
 {

@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 #include "rfs_tile.h"
+#include "testseed.h"
 
 /* Seeded xorshift64* generator; tests print their seed. */
 typedef struct tu_rng {
@@ -17,11 +18,6 @@ typedef struct tu_rng {
 } tu_rng;
 uint64_t tu_next(tu_rng *r);
 double tu_gauss(tu_rng *r);
-/* Seed from RFS_TEST_SEED if set, else a fixed default; printed once. */
-uint64_t tu_seed(const char *test);
-/* Seed from RFS_TEST_SEED if set, else from the clock (each run explores
- * new cases: the concurrent tests); printed with how to replay it. */
-unsigned tu_seed_clock(const char *test);
 
 uint16_t tu_f32_to_bf16(float f);
 uint16_t tu_f32_to_fp16(float f);

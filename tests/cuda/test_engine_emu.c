@@ -37,7 +37,7 @@
 #include "engine_fixture.h"
 #include "rfs_engine.h"
 #include "rfs_image_info.h"
-#include "testutil.h"
+#include "testseed.h"
 
 static char **g_images;
 static int g_n_images;

@@ -20,7 +20,7 @@
 #include "rfs_cache.h"
 #include "rfs_hist.h"
 #include "rfs_prefetch.h"
-#include "testutil.h"
+#include "testseed.h"
 
 /* ------------------------------------------------------------ cache */
 

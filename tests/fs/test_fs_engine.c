@@ -20,7 +20,7 @@
 #include <cmocka.h>
 
 #include "engine_fixture.h"
-#include "testutil.h"
+#include "testseed.h"
 
 static const char *g_image;
 static unsigned g_seed;
