@@ -38,6 +38,7 @@ static void walk(rfs_image *img, rfs_rctx *ctx, uint8_t *buf)
                 if (rfs_image_dir_entry(img, ino, i, &child, &name) == RFS_OK)
                     rfs_image_lookup(img, ino, name, &child);
         rfs_image_readlink(img, ino, &name);
+        rfs_image_dir_parent(img, ino, &child);
         size_t got = 0;
         for (uint64_t off = 0; off < st.size && off < 8 * MAX_READ; off += MAX_READ)
             if (rfs_image_read(img, ctx, ino, off, MAX_READ, buf, &got) != RFS_OK)
