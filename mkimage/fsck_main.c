@@ -10,9 +10,10 @@
  * naming the unit and the file and offset that use it, in unit order
  * whatever N is.  --extract DIR then writes the tree (or only the named
  * PATHs: a directory with its subtree, and the directories leading to
- * them) into DIR (contents, modes, mtimes, symlinks, hard links).  DIR must not exist
- * or be empty, checked before anything is written; -f writes into an
- * existing DIR, replacing what is in the way except directories.
+ * them) into DIR (contents, modes, mtimes, symlinks, hard links).  DIR
+ * must not exist or be empty, checked before anything is written; a new
+ * DIR appears only complete.  -f writes into an existing DIR, replacing
+ * what is in the way except directories.
  * --compare DIR reads every file of the image (or of the PATHs) and
  * compares it with DIR byte for byte, and types, modes and symlink
  * targets; it prints one line per difference on stdout: the first
@@ -82,7 +83,9 @@ static int problem(fsck *f, const char *fmt, ...)
 /* A failure on the DIR side: "ransfs-fsck: DIR/path: what: errno text". */
 static int dest_fail(fsck *f, const char *path, const char *what)
 {
-    fprintf(stderr, "ransfs-fsck: %s%s%s: %s%s%s\n", f->dest, path[0] ? "/" : "", path, what,
+    size_t n = strlen(f->dest);
+    const char *sep = path[0] && n && f->dest[n - 1] != '/' ? "/" : "";
+    fprintf(stderr, "ransfs-fsck: %s%s%s: %s%s%s\n", f->dest, sep, path, what,
             what[0] ? ": " : "", strerror(errno));
     f->problems++;
     return -1;
@@ -252,11 +255,13 @@ static int sel_check(fsck *f)
  * PATH_MAX, and one fd per level would run out of descriptors.  Entering a
  * directory opens it relative to its parent; leaving it opens "..".
  */
+/* Make the directory `to` (relative to f->cur) the current one; a failure
+ * is reported with what, or silently when what is NULL. */
 static int dir_move(fsck *f, const char *path, const char *to, const char *what)
 {
     int fd = openat(f->cur, to, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     if (fd < 0)
-        return dest_fail(f, path, what);
+        return what ? dest_fail(f, path, what) : -1;
     close(f->cur);
     f->cur = fd;
     return 0;
@@ -288,6 +293,22 @@ static int extract_clear(fsck *f, const char *path)
     return unlinkat(f->cur, name, 0) == 0 ? 0 : dest_fail(f, path, "cannot replace");
 }
 
+/* Write all n bytes (a short write is retried, so that errno names the
+ * reason, e.g. ENOSPC, when it stops); 0 or -1. */
+static int write_full(int fd, const uint8_t *buf, size_t n)
+{
+    while (n) {
+        ssize_t w = write(fd, buf, n);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w < 0)
+            return -1;
+        buf += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
 static int extract_data(fsck *f, int fd, uint64_t ino, const char *path, const rfs_stat *st)
 {
     for (uint64_t off = 0; off < st->size;) {
@@ -297,7 +318,7 @@ static int extract_data(fsck *f, int fd, uint64_t ino, const char *path, const r
         if (err || got == 0)
             return problem(f, "%s at offset %llu: %s", path, (unsigned long long)off,
                            err ? rfs_strerror(err) : "short read"), -1;
-        if (write(fd, f->buf, got) != (ssize_t)got)
+        if (write_full(fd, f->buf, got) != 0)
             return dest_fail(f, path, "write failed");
         off += got;
     }
@@ -428,16 +449,95 @@ static int extract_dest_check(const fsck *f)
     return empty ? 0 : -1;
 }
 
+/* Undo a failed extraction into a fresh directory: remove what the walk
+ * made (the selected entries; an absent one is skipped).  Best effort. */
+static int remove_one(void *user, uint64_t ino, const char *path, const rfs_stat *st, int post)
+{
+    fsck *f = user;
+    const char *name = rfs_tree_basename(path);
+    (void)ino;
+    if (sel_class(f, path) == SEL_OUT)
+        return S_ISDIR(st->mode) ? RFS_TREE_SKIP : 0;
+    if (!S_ISDIR(st->mode)) {
+        unlinkat(f->cur, name, 0);
+        return 0;
+    }
+    if (!path[0])
+        return 0;
+    if (post) {
+        if (dir_move(f, path, "..", NULL) != 0)
+            return -1;
+        unlinkat(f->cur, name, AT_REMOVEDIR);
+        return 0;
+    }
+    fchmodat(f->cur, name, 0700, 0); /* its final mode may forbid the removal */
+    return dir_move(f, path, name, NULL) != 0 ? RFS_TREE_SKIP : 0;
+}
+
+static void extract_remove(fsck *f, const char *tmp)
+{
+    close(f->cur);
+    if ((f->cur = open(tmp, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) >= 0 && fchmod(f->cur, 0700) == 0)
+        rfs_tree_walk(f->img, remove_one, f);
+    rmdir(tmp);
+}
+
+/* DIR.tmp.XXXXXX beside DIR (trailing '/' of DIR dropped), made; NULL
+ * after a message. */
+static char *extract_tmpdir(const char *dest)
+{
+    size_t n = strlen(dest);
+    while (n > 1 && dest[n - 1] == '/')
+        n--;
+    char *tmp = malloc(n + sizeof ".tmp.XXXXXX");
+    if (!tmp)
+        return fprintf(stderr, "ransfs-fsck: out of memory\n"), NULL;
+    memcpy(tmp, dest, n);
+    memcpy(tmp + n, ".tmp.XXXXXX", sizeof ".tmp.XXXXXX");
+    if (!mkdtemp(tmp)) {
+        fprintf(stderr, "ransfs-fsck: %s: cannot create: %s\n", dest, strerror(errno));
+        free(tmp);
+        return NULL;
+    }
+    return tmp;
+}
+
+/* Move the finished tree at tmp to DIR, which must still not exist. */
+static int extract_publish(const fsck *f, const char *tmp)
+{
+    int r = renameat2(AT_FDCWD, tmp, AT_FDCWD, f->dest, RENAME_NOREPLACE);
+    if (r != 0 && errno == EINVAL) /* a file system without RENAME_NOREPLACE */
+        r = rename(tmp, f->dest);
+    if (r != 0)
+        fprintf(stderr, "ransfs-fsck: %s: cannot move the extracted tree into place: %s\n",
+                f->dest, strerror(errno));
+    return r;
+}
+
+/*
+ * Write the tree.  A DIR that does not exist is built as DIR.tmp.XXXXXX
+ * beside it and renamed into place when complete, so a failed extraction
+ * (a full disk, an I/O error) leaves nothing behind; an existing DIR
+ * (empty, or any with -f) is written in place.
+ */
 static int extract_run(fsck *f)
 {
-    if (mkdir(f->dest, 0700) != 0 && errno != EEXIST)
-        return fprintf(stderr, "ransfs-fsck: %s: %s\n", f->dest, strerror(errno)), -1;
-    f->cur = open(f->dest, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (f->cur < 0 || (f->root = dup(f->cur)) < 0)
-        return fprintf(stderr, "ransfs-fsck: %s: %s\n", f->dest, strerror(errno)), -1;
-    int rc = rfs_tree_walk(f->img, extract_one, f);
-    if (rc != 0 && !f->problems)
+    struct stat st;
+    char *tmp = NULL;
+    if (stat(f->dest, &st) != 0 && errno == ENOENT && !(tmp = extract_tmpdir(f->dest)))
+        return -1;
+    f->cur = open(tmp ? tmp : f->dest, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    int ok = f->cur >= 0 && (f->root = dup(f->cur)) >= 0;
+    int rc = ok ? rfs_tree_walk(f->img, extract_one, f) : -1;
+    if (!ok)
+        fprintf(stderr, "ransfs-fsck: %s: %s\n", f->dest, strerror(errno));
+    else if (rc != 0 && !f->problems)
         fprintf(stderr, "ransfs-fsck: out of memory\n");
+    if (rc == 0 && tmp)
+        rc = extract_publish(f, tmp);
+    if (rc != 0 && tmp)
+        extract_remove(f, tmp);
+    free(tmp);
     return rc;
 }
 

@@ -27,6 +27,7 @@ tests/data/human32-mini, "corpus" the shared corpus's human32-st):
   fault_disk_full     pack into a 2 MiB tmpfs (root; exit 77 when mount
                       fails): "No space left on device", no file left
   tools_extract       fsck --extract DIR IMAGE PATH...; -f; refusals
+  tools_extract_full  --extract into a full tmpfs leaves nothing (root)
   tools_compare       fsck --compare DIR IMAGE: each kind of difference
   tools_ls            dump --ls against ls -lgo --time-style=long-iso
   tools_json_names    dump --json with non-UTF-8 names: valid, recoverable
@@ -850,6 +851,44 @@ def t_tools_extract(b, work, _):
     p = run([b("ransfs-fsck"), img, "a"], expect=2)
     check("usage" in p.stderr, "a PATH without --extract: %r" % p.stderr)
     print("tools_extract: ok")
+
+
+def t_tools_extract_full(b, work, _):
+    """--extract into a 2 MiB tmpfs (root; exit 77 when mount fails): one
+    "No space left on device" line, and nothing left behind, not even a
+    partial tree; a tree that fits appears whole."""
+    mnt = os.path.join(work, "mnt")
+    os.makedirs(mnt)
+    m = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", mnt],
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if m.returncode != 0:
+        print("SKIP: cannot mount a tmpfs (needs root): %s" % m.stdout.strip())
+        return SKIP
+    try:
+        src = tools_tree(work)
+        rng = np.random.default_rng(8)
+        for i in range(3):
+            with open(os.path.join(src, "c", "big%d.bin" % i), "wb") as f:
+                f.write(rng.integers(0, 256, 1 << 20, dtype=np.uint8).tobytes())
+        img = os.path.join(work, "t.img")
+        run([b("ransfs-mkimage"), "-q", src, img])
+        for dest in (os.path.join(mnt, "out"), os.path.join(mnt, "out") + "/"):
+            p = run([b("ransfs-fsck"), "-q", "--extract", dest, img], expect=1)
+            lines = p.stderr.strip().splitlines()
+            check(len(lines) == 1 and "No space left on device" in lines[0] and
+                  lines[0].startswith("ransfs-fsck: %s/c/big" % dest.rstrip("/")) and
+                  lines[0].endswith(": write failed: No space left on device"),
+                  "wanted one ENOSPC line naming the file, got %r" % p.stderr)
+            check(os.listdir(mnt) == [], "left behind: %s" % os.listdir(mnt))
+        print("ok: %s" % lines[0])
+        out = os.path.join(mnt, "small")
+        run([b("ransfs-fsck"), "-q", "--extract", out, img, "a", "top.txt"])
+        check(sorted(os.listdir(mnt)) == ["small"], "left behind: %s" % os.listdir(mnt))
+        check(sorted(tree(out)) == [".", "a", "a/b", "a/b/notes.txt", "a/link", "a/w.f32",
+                                    "top.txt"], sorted(tree(out)))
+    finally:
+        subprocess.run(["umount", "-l", mnt])
+    print("tools_extract_full: ok")
 
 
 def t_tools_compare(b, work, _):
