@@ -703,13 +703,22 @@ def t_fault_unreadable(b, work, _):
         print("ok %s: %s" % (what, lines[0]))
 
 
-def t_fault_disk_full(b, work, _):
+def small_tmpfs(work):
+    """A 2 MiB tmpfs mounted at WORK/mnt, or None (with a SKIP line) when it
+    cannot be mounted (needs root).  The caller unmounts it."""
     mnt = os.path.join(work, "mnt")
     os.makedirs(mnt)
     m = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", mnt],
                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     if m.returncode != 0:
         print("SKIP: cannot mount a tmpfs (needs root): %s" % m.stdout.strip())
+        return None
+    return mnt
+
+
+def t_fault_disk_full(b, work, _):
+    mnt = small_tmpfs(work)
+    if mnt is None:
         return SKIP
     try:
         src = os.path.join(work, "src")
@@ -857,12 +866,8 @@ def t_tools_extract_full(b, work, _):
     """--extract into a 2 MiB tmpfs (root; exit 77 when mount fails): one
     "No space left on device" line, and nothing left behind, not even a
     partial tree; a tree that fits appears whole."""
-    mnt = os.path.join(work, "mnt")
-    os.makedirs(mnt)
-    m = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", mnt],
-                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    if m.returncode != 0:
-        print("SKIP: cannot mount a tmpfs (needs root): %s" % m.stdout.strip())
+    mnt = small_tmpfs(work)
+    if mnt is None:
         return SKIP
     try:
         src = tools_tree(work)
