@@ -3,11 +3,13 @@
  * message (rfs_tool_guard.h).
  *
  * The handler may use only async-signal-safe calls: stat, write, _exit,
- * sigaction, raise.  Numbers are formatted by hand for that reason.
+ * pause, signal, raise, and lock-free atomics.  Numbers are formatted by
+ * hand for that reason.
  */
 #include "rfs_tool_guard.h"
 
 #include <signal.h>
+#include <stdatomic.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -37,10 +39,16 @@ static void put_num(unsigned long long v)
     put(p);
 }
 
+static atomic_flag g_reporting = ATOMIC_FLAG_INIT;
+
 static void on_sigbus(int sig)
 {
     struct stat st;
     if (stat(g_image, &st) == 0 && st.st_size < g_size) {
+        /* Threads that fault together: one reports and ends the process,
+         * the others wait for that (_exit ends them all). */
+        while (atomic_flag_test_and_set(&g_reporting))
+            pause();
         put(g_prog);
         put(": ");
         put(g_image);

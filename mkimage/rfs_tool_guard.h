@@ -16,7 +16,8 @@
  *  - On SIGBUS, when the file at image is now shorter than at arm time, the
  *    handler writes "PROG: IMAGE: the image file was truncated while being
  *    read (N bytes, now M)" to stderr and calls _exit(1).  Any other
- *    SIGBUS (a bug) gets the default action, so it is not hidden.
+ *    SIGBUS (a bug) gets the default action, so it is not hidden.  Threads
+ *    that fault at once print one line between them.
  *  - prog and image must live until exit (argv strings do).
  */
 #ifndef RFS_TOOL_GUARD_H
