@@ -1,5 +1,5 @@
 /*
- * rfs_image_format.h - the bytes of a ransfs image, format v1: constants,
+ * rfs_image_format.h - the bytes of a ransfs image, format 1.x: constants,
  * record sizes and field offsets of docs/format.md Part 2, and the
  * little-endian load/store helpers both the reader (codec/rfs_image.c) and
  * the writer (mkimage/) use.  Not part of the reader's public API.

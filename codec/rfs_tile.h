@@ -32,7 +32,7 @@
 extern "C" {
 #endif
 
-/* rANS parameters fixed by format v1 (see docs/format.md, "rANS"). */
+/* rANS parameters fixed by tile format 1 (docs/format.md 1.5, "Lane order"). */
 #define RFS_LANES 32u               /* interleaved states per plane */
 #define RFS_PROB_BITS 12u           /* probabilities sum to 2^12 */
 #define RFS_PROB_SCALE (1u << RFS_PROB_BITS)
