@@ -15,8 +15,8 @@
  * DIR appears only complete.  -f writes into an existing DIR, replacing
  * what is in the way except directories.
  * --compare DIR reads every file of the image (or of the PATHs) and
- * compares it with DIR byte for byte, and types, modes and symlink
- * targets; it prints one line per difference on stdout: the first
+ * compares it with DIR byte for byte, and types, modes, symlink targets
+ * and hard links; it prints one line per difference on stdout: the first
  * differing offset of each file, and entries only on one side.
  * Exit status: 0 all good (no differences); 1 the image is damaged,
  * extraction failed, or --compare found a difference; 2 usage error.
@@ -32,6 +32,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "rfs_array.h"
 #include "rfs_image.h"
 #include "rfs_image_info.h"
 #include "rfs_pool.h"
@@ -48,6 +49,14 @@ typedef struct fsck_opts {
     unsigned n_threads;
 } fsck_opts;
 
+/* --compare: a regular file with several names, on either side. */
+typedef struct link_seen {
+    dev_t dev;
+    ino_t ino;        /* the file in DIR ... */
+    uint64_t img_ino; /* ... and in the image */
+    char *path;       /* the first of its names the walk met */
+} link_seen;
+
 typedef struct fsck {
     const fsck_opts *o;
     const char *image;
@@ -61,6 +70,8 @@ typedef struct fsck {
     uint8_t *buf, *buf2;
     uint64_t problems;
     uint64_t differences, compared;
+    struct link_seen *links; /* --compare: files with several names seen */
+    size_t n_links, links_cap;
     rfs_err *unit_err;  /* result of decoding each unit */
     int cur;            /* --extract/--compare: fd of the directory being walked */
     int root;           /* --extract: fd of DIR itself (hard links name paths from it) */
@@ -628,6 +639,34 @@ static void compare_file(fsck *f, uint64_t ino, const char *path, const rfs_stat
         difference(f, "%s: differs at offset %llu", path, (unsigned long long)at);
 }
 
+/* Hard links: names that share a file in the image must share one in DIR,
+ * and the other way round.  Only files with several names are recorded
+ * (few), so a linear search does. */
+static void compare_hardlinks(fsck *f, uint64_t ino, const char *path, const rfs_stat *st,
+                              const struct stat *ds)
+{
+    if (st->nlink < 2 && ds->st_nlink < 2)
+        return;
+    for (size_t i = 0; i < f->n_links; i++) {
+        const link_seen *l = &f->links[i];
+        int same_src = l->dev == ds->st_dev && l->ino == ds->st_ino, same_img = l->img_ino == ino;
+        if (same_src && same_img)
+            return;
+        if (same_src || same_img) {
+            difference(f, "%s: a hard link to %s in %s, not in %s", path, l->path,
+                       same_img ? "the image" : f->dest, same_img ? f->dest : "the image");
+            return;
+        }
+    }
+    char *copy = strdup(path);
+    if (!copy || rfs_array_reserve(&f->links, &f->links_cap, f->n_links + 1, sizeof *f->links)) {
+        free(copy);
+        problem(f, "out of memory");
+        return;
+    }
+    f->links[f->n_links++] = (link_seen){ds->st_dev, ds->st_ino, ino, copy};
+}
+
 static void compare_link(fsck *f, uint64_t ino, const char *path)
 {
     const char *target;
@@ -701,8 +740,10 @@ static int compare_one(void *user, uint64_t ino, const char *path, const rfs_sta
     if (!S_ISLNK(st->mode) && (ds.st_mode & 07777) != (st->mode & 07777) && sel == SEL_IN)
         difference(f, "%s: mode differs: %04o in the image, %04o in %s", shown,
                    st->mode & 07777, (unsigned)ds.st_mode & 07777, f->dest);
-    if (S_ISREG(st->mode))
+    if (S_ISREG(st->mode)) {
         compare_file(f, ino, path, st, &ds);
+        compare_hardlinks(f, ino, path, st, &ds);
+    }
     else if (S_ISLNK(st->mode))
         compare_link(f, ino, path);
     if (!dir)
@@ -818,6 +859,9 @@ static void fsck_free(fsck *f)
     for (uint64_t i = 0; f->written && i < f->sum.n_inodes; i++)
         free(f->written[i]);
     free(f->ino_path);
+    for (size_t i = 0; i < f->n_links; i++)
+        free(f->links[i].path);
+    free(f->links);
     free(f->written);
     free(f->unit_ino);
     free(f->unit_off);

@@ -899,7 +899,7 @@ def t_tools_extract_full(b, work, _):
 def t_tools_compare(b, work, _):
     """--compare DIR IMAGE: silent and 0 on the source; one line per
     difference (first differing offset, size, type, mode, link target,
-    entries on one side only) and 1 otherwise; PATHs limit it."""
+    hard links, entries on one side only) and 1 otherwise; PATHs limit it."""
     src = tools_tree(work)
     img = os.path.join(work, "t.img")
     run([b("ransfs-mkimage"), "-q", src, img])
@@ -950,6 +950,25 @@ def t_tools_compare(b, work, _):
     p = run([b("ransfs-fsck"), "--compare", os.path.join(work, "none"), img], expect=1)
     check("none: No such file or directory" in p.stderr, p.stderr)
     p = run([b("ransfs-fsck"), "--compare", src, "--extract", work, img], expect=2)
+    # hard links: a link broken in DIR, and one made in DIR only
+    os.chmod(os.path.join(src, "a", "w.f32"), 0o644)
+    os.link(os.path.join(src, "top.txt"), os.path.join(src, "c", "hard.txt"))
+    img2 = os.path.join(work, "t2.img")
+    run([b("ransfs-mkimage"), "-q", src, img2])
+    run([b("ransfs-fsck"), "-q", "--compare", src, img2])
+    hard = os.path.join(src, "c", "hard.txt")
+    os.unlink(hard)
+    shutil.copy2(os.path.join(src, "top.txt"), hard)
+    p = run([b("ransfs-fsck"), "--compare", src, img2], expect=1)
+    check(p.stdout.strip() == "top.txt: a hard link to c/hard.txt in the image, not in %s" % src,
+          p.stdout)
+    p = run([b("ransfs-fsck"), "--compare", src, img], expect=1)
+    check(p.stdout.strip() == "only in %s: c/hard.txt" % src, p.stdout)
+    os.unlink(os.path.join(src, "a", "b", "notes.txt"))
+    os.link(os.path.join(src, "c", "x.bin"), os.path.join(src, "a", "b", "notes.txt"))
+    p = run([b("ransfs-fsck"), "--compare", src, img2], expect=1)
+    check("c/x.bin: a hard link to a/b/notes.txt in %s, not in the image" % src in p.stdout,
+          p.stdout)
     print("tools_compare: ok")
 
 
