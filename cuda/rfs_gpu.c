@@ -529,6 +529,32 @@ rfs_err rfs_gpu_dev_fill(rfs_gpu *g, void *dev, int byte, size_t size)
     return RFS_OK;
 }
 
+rfs_err rfs_gpu_dev_upload(rfs_gpu *g, void *dev_dst, const void *src, size_t size)
+{
+    if (!size)
+        return RFS_OK;
+    if (!rfs_gpu_cuda_ok(g, cudaSetDevice(g->o.device), "cudaSetDevice") ||
+        !rfs_gpu_cuda_ok(g, cudaMemcpy(dev_dst, src, size, cudaMemcpyHostToDevice), "upload"))
+        return RFS_E_GPU;
+    return RFS_OK;
+}
+
+void *rfs_gpu_host_alloc(rfs_gpu *g, size_t size)
+{
+    void *p = NULL;
+    if (g->broken || cudaSetDevice(g->o.device) != cudaSuccess ||
+        cudaHostAlloc(&p, size ? size : 1, cudaHostAllocDefault) != cudaSuccess)
+        return NULL;
+    return p;
+}
+
+void rfs_gpu_host_free(rfs_gpu *g, void *host)
+{
+    (void)g;
+    if (host)
+        cudaFreeHost(host);
+}
+
 /* Plan the first units that fit into s (refused ones skipped). */
 static void plan_bench(rfs_gpu_slot *s, const rfs_gpu_unit *u, size_t n, uint64_t *bytes,
                        size_t *n_used)

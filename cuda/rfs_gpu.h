@@ -151,6 +151,14 @@ void rfs_gpu_dev_free(rfs_gpu *gpu, void *dev);
 rfs_err rfs_gpu_dev_download(rfs_gpu *gpu, void *dst, const void *dev_src, size_t size);
 /* Set size bytes of device memory to byte.  Errors: RFS_E_GPU. */
 rfs_err rfs_gpu_dev_fill(rfs_gpu *gpu, void *dev, int byte, size_t size);
+/* Copy size bytes from host memory src to device memory (synchronous).
+ * Errors: RFS_E_GPU. */
+rfs_err rfs_gpu_dev_upload(rfs_gpu *gpu, void *dev_dst, const void *src, size_t size);
+/* Pinned (page-locked) host memory, e.g. for a loader's own uploads (the
+ * benchmark's uncompressed baseline).  alloc returns NULL on failure; free
+ * takes NULL. */
+void *rfs_gpu_host_alloc(rfs_gpu *gpu, size_t size);
+void rfs_gpu_host_free(rfs_gpu *gpu, void *host);
 
 /*
  * Benchmark support: plan the first units that fit in one batch (tiles the

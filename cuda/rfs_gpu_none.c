@@ -101,6 +101,23 @@ rfs_err rfs_gpu_dev_fill(rfs_gpu *gpu, void *dev, int byte, size_t size)
     return RFS_E_GPU;
 }
 
+rfs_err rfs_gpu_dev_upload(rfs_gpu *gpu, void *dev_dst, const void *src, size_t size)
+{
+    (void)gpu, (void)dev_dst, (void)src, (void)size;
+    return RFS_E_GPU;
+}
+
+void *rfs_gpu_host_alloc(rfs_gpu *gpu, size_t size)
+{
+    (void)gpu, (void)size;
+    return NULL;
+}
+
+void rfs_gpu_host_free(rfs_gpu *gpu, void *host)
+{
+    (void)gpu, (void)host;
+}
+
 rfs_err rfs_gpu_bench_kernels(rfs_gpu *gpu, const rfs_gpu_unit *units, size_t n, unsigned iters,
                               double *seconds, uint64_t *bytes, size_t *n_used)
 {

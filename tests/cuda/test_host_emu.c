@@ -317,6 +317,36 @@ static void test_bench_hook(void **state)
     free_corpus(&c);
 }
 
+/* The loader helpers: pinned memory, upload, download; a failed upload is
+ * logged once and gives RFS_E_GPU. */
+static void test_upload_helpers(void **state)
+{
+    (void)state;
+    rfs_gpu *g = make_gpu(1u << 20);
+    size_t n = 100003;
+    uint8_t *pin = rfs_gpu_host_alloc(g, n), *back = malloc(n);
+    void *dev = rfs_gpu_dev_alloc(g, n);
+    assert_non_null(pin);
+    assert_non_null(dev);
+    for (size_t k = 0; k < n; k++)
+        pin[k] = (uint8_t)(k * 131 + (k >> 9));
+    assert_int_equal(rfs_gpu_dev_upload(g, dev, pin, n), RFS_OK);
+    assert_int_equal(rfs_gpu_dev_download(g, back, dev, n), RFS_OK);
+    assert_memory_equal(back, pin, n);
+    assert_int_equal(rfs_gpu_dev_upload(g, dev, pin, 0), RFS_OK);
+    g_logs = 0;
+    fake_cuda_fail_at(1);
+    assert_int_equal(rfs_gpu_dev_upload(g, dev, pin, n), RFS_E_GPU);
+    fake_cuda_fail_at(0);
+    assert_int_equal(g_logs, 1);
+    assert_null(rfs_gpu_host_alloc(g, n)); /* unusable after the failure */
+    rfs_gpu_host_free(g, NULL);
+    rfs_gpu_host_free(g, pin);
+    rfs_gpu_dev_free(g, dev);
+    free(back);
+    rfs_gpu_destroy(g);
+}
+
 static int setup(void **state)
 {
     (void)state;
@@ -339,6 +369,7 @@ int main(void)
         cmocka_unit_test(test_no_device),  cmocka_unit_test(test_batches),
         cmocka_unit_test(test_corrupt),    cmocka_unit_test(test_to_device),
         cmocka_unit_test(test_cuda_failure), cmocka_unit_test(test_bench_hook),
+        cmocka_unit_test(test_upload_helpers),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
