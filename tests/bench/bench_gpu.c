@@ -6,11 +6,17 @@
  *   host2host   H2D of compressed tiles + decode + D2H into host buffers
  *   to-device   compressed tiles H2D + decode into a device buffer
  *   cpu         rfs_tile_decode on every core (one thread per core)
+ * and, for one file of the image (--file; --source names its original):
+ *   load        rfs_gpu_read_to_device of the whole file, image in the page
+ *               cache, checked byte for byte against the original
+ *   baseline    the original read into pinned host memory + one cudaMemcpy
  * Without CUDA in the build, or without a device, it says so and exits 0.
  *
  * It links rfs_gpu in every build: without CUDA that is cuda/rfs_gpu_none.c,
  * which has no device.
  */
+#include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -127,16 +133,39 @@ static int load_synthetic(bench_set *b, const char *dtype, size_t mib)
     return b->n == n_tiles ? 0 : -1;
 }
 
-static void report(const char *what, uint64_t bytes, double sec, int json)
+/* The run's settings, from the command line. */
+enum { P_KERNEL = 1, P_HOST = 2, P_DEVICE = 4, P_CPU = 8, P_LOAD = 16, P_BASELINE = 32 };
+
+typedef struct bench_opts {
+    const char *image, *synth;
+    const char *file;   /* path inside the image, for load */
+    const char *source; /* the uncompressed original of file, for baseline */
+    size_t batch_mib, mib;
+    unsigned iters, threads, paths;
+    int json;
+} bench_opts;
+
+static void report(const bench_opts *o, const char *what, uint64_t bytes, double sec)
 {
     double gbs = sec > 0 ? (double)bytes / sec / 1e9 : 0;
-    if (json)
-        printf("{\"bench\":\"gpu\",\"path\":\"%s\",\"decoded_bytes\":%llu,\"seconds\":%.6f,"
-               "\"gbps\":%.3f}\n",
-               what, (unsigned long long)bytes, sec, gbs);
+    if (o->json)
+        printf("{\"bench\":\"gpu\",\"path\":\"%s\",\"batch_mib\":%zu,\"decoded_bytes\":%llu,"
+               "\"seconds\":%.6f,\"gbps\":%.3f}\n",
+               what, o->batch_mib, (unsigned long long)bytes, sec, gbs);
     else
         printf("  %-10s %8.2f GB/s  (%.1f MiB in %.4f s)\n", what, gbs,
                (double)bytes / 1048576.0, sec);
+}
+
+/* Report the best of a path's runs; every run failed when best is infinite. */
+static int report_best(const bench_opts *o, const char *what, uint64_t bytes, double best)
+{
+    if (isinf(best)) {
+        fprintf(stderr, "ransfs-bench gpu: %s: every run failed\n", what);
+        return -1;
+    }
+    report(o, what, bytes, best);
+    return 0;
 }
 
 /* CPU decode of every unit on all cores. */
@@ -215,44 +244,257 @@ static double bench_device(rfs_gpu *g, const bench_set *b, void *dev)
     return err == RFS_OK ? t : -1;
 }
 
+/* Baseline: the whole uncompressed file read into pinned host memory, then
+ * one cudaMemcpy to the device (what a loader without ransfs does). */
+static double bench_baseline(rfs_gpu *g, int fd, uint64_t size, uint8_t *pinned, void *dev)
+{
+    double t0 = now_s();
+    for (uint64_t off = 0; off < size;) {
+        ssize_t r = pread(fd, pinned + off, size - off, (off_t)off);
+        if (r <= 0)
+            return -1;
+        off += (uint64_t)r;
+    }
+    if (rfs_gpu_dev_upload(g, dev, pinned, size) != RFS_OK)
+        return -1;
+    return now_s() - t0;
+}
+
+/* Direct-to-device: the whole file through rfs_gpu_read_to_device (tile
+ * checksums, compressed upload, GPU decode), into poisoned device memory. */
+static double bench_load(rfs_gpu *g, const rfs_image *img, uint64_t ino, uint64_t size,
+                         void *dev)
+{
+    size_t got = 0;
+    if (rfs_gpu_dev_fill(g, dev, 0xa5, size) != RFS_OK)
+        return -1;
+    double t0 = now_s();
+    rfs_err err = rfs_gpu_read_to_device(g, img, ino, 0, size, dev, &got);
+    double t = now_s() - t0;
+    if (err != RFS_OK || got != size) {
+        fprintf(stderr, "ransfs-bench gpu: load: %s\n", rfs_strerror(err));
+        return -1;
+    }
+    return t;
+}
+
+/* The device bytes of the last load equal the original file's (in pinned). */
+static int load_verify(rfs_gpu *g, const void *dev, const uint8_t *want, uint64_t size)
+{
+    uint8_t *h = malloc(size ? size : 1);
+    int ok = h && rfs_gpu_dev_download(g, h, dev, size) == RFS_OK && !memcmp(h, want, size);
+    free(h);
+    return ok;
+}
+
+/* Best of three runs of one timed path (a negative time is a failed run). */
+#define BEST3(best, expr)                                                                    \
+    do {                                                                                     \
+        double t_;                                                                           \
+        best = INFINITY;                                                                     \
+        for (unsigned k_ = 0; k_ < 3; k_++)                                                  \
+            if ((t_ = (expr)) >= 0 && t_ < best)                                             \
+                best = t_;                                                                   \
+    } while (0)
+
+/* The load and baseline paths on o->file of the image and o->source. */
+static int run_file_paths(const bench_opts *o, rfs_gpu *g, const rfs_image *img)
+{
+    uint64_t ino;
+    rfs_stat st;
+    int fd = -1, rc = 1;
+    uint8_t *pinned = NULL;
+    void *dev = NULL;
+    if (rfs_image_lookup_path(img, o->file, &ino) != RFS_OK ||
+        rfs_image_stat(img, ino, &st) != RFS_OK) {
+        fprintf(stderr, "ransfs-bench gpu: %s: no file '%s' in the image\n", o->image, o->file);
+        return 1;
+    }
+    if (o->source && (fd = open(o->source, O_RDONLY)) < 0) {
+        fprintf(stderr, "ransfs-bench gpu: %s: %s\n", o->source, strerror(errno));
+        return 1;
+    }
+    dev = rfs_gpu_dev_alloc(g, st.size);
+    pinned = o->source ? rfs_gpu_host_alloc(g, st.size) : NULL;
+    if (!dev || (o->source && !pinned)) {
+        fprintf(stderr, "ransfs-bench gpu: cannot allocate 2 x %.1f MiB for %s\n",
+                (double)st.size / 1048576.0, o->file);
+        goto out;
+    }
+    double best;
+    if (o->source) {
+        BEST3(best, bench_baseline(g, fd, st.size, pinned, dev));
+        if (report_best(o, "baseline", st.size, best))
+            goto out;
+    }
+    if (o->paths & P_LOAD) {
+        BEST3(best, bench_load(g, img, ino, st.size, dev));
+        if (report_best(o, "load", st.size, best))
+            goto out;
+        if (o->source && !load_verify(g, dev, pinned, st.size)) {
+            fprintf(stderr, "ransfs-bench gpu: load: device bytes differ from %s\n", o->source);
+            goto out;
+        }
+        if (o->source && o->json)
+            printf("{\"bench\":\"gpu\",\"path\":\"load_verify\",\"equal\":true}\n");
+    }
+    rc = 0;
+out:
+    rfs_gpu_dev_free(g, dev);
+    rfs_gpu_host_free(g, pinned);
+    if (fd >= 0)
+        close(fd);
+    return rc;
+}
+
+/* The four paths over every tile unit of the set. */
+static int run_unit_paths(const bench_opts *o, rfs_gpu *g, bench_set *b)
+{
+    uint8_t *host = NULL;
+    void *dev = NULL;
+    int rc = 1;
+    double sec, best;
+    if (o->paths & P_KERNEL) {
+        uint64_t kbytes;
+        size_t used;
+        rfs_err err = rfs_gpu_bench_kernels(g, b->u, b->n, o->iters, &sec, &kbytes, &used);
+        if (err != RFS_OK) {
+            fprintf(stderr, "ransfs-bench gpu: kernel run failed: %s\n", rfs_strerror(err));
+            return 1;
+        }
+        report(o, "kernel", kbytes, sec);
+    }
+    if ((o->paths & P_HOST) && !(host = malloc(b->bytes ? b->bytes : 1)))
+        goto nomem;
+    if ((o->paths & P_DEVICE) && !(dev = rfs_gpu_dev_alloc(g, b->bytes)))
+        goto nomem;
+    if (host) {
+        BEST3(best, bench_host(g, b, host));
+        if (report_best(o, "host2host", b->bytes, best))
+            goto out;
+    }
+    if (dev) {
+        BEST3(best, bench_device(g, b, dev));
+        if (report_best(o, "to-device", b->bytes, best))
+            goto out;
+    }
+    if (o->paths & P_CPU) {
+        char name[32];
+        snprintf(name, sizeof(name), "cpu x%u", o->threads);
+        BEST3(best, bench_cpu(b, o->threads));
+        if (report_best(o, name, b->bytes, best))
+            goto out;
+    }
+    rc = 0;
+    goto out;
+nomem:
+    fprintf(stderr, "ransfs-bench gpu: cannot allocate %.1f MiB for the output\n",
+            (double)b->bytes / 1048576.0);
+out:
+    rfs_gpu_dev_free(g, dev);
+    free(host);
+    return rc;
+}
+
+/* The decoder's counters: CPU fallbacks and CUDA errors over the whole run. */
+static void report_stats(const bench_opts *o, const rfs_gpu *g)
+{
+    rfs_gpu_stats st;
+    rfs_gpu_get_stats(g, &st);
+    if (o->json) {
+        printf("{\"bench\":\"gpu\",\"path\":\"stats\",\"device\":\"");
+        for (const char *c = rfs_gpu_name(g); *c; c++)
+            printf(*c == '"' || *c == '\\' ? "\\%c" : "%c", *c);
+        printf("\",\"batches\":%llu,\"units_gpu\":%llu,\"units_cpu\":%llu,\"bytes_gpu\":%llu,"
+               "\"cuda_errors\":%llu,\"usable\":%s}\n",
+               (unsigned long long)st.batches, (unsigned long long)st.units_gpu,
+               (unsigned long long)st.units_cpu, (unsigned long long)st.bytes_gpu,
+               (unsigned long long)st.cuda_errors, rfs_gpu_usable(g) ? "true" : "false");
+    } else {
+        printf("  stats      %llu launches, %llu units on the GPU, %llu on the CPU (fallback), "
+               "%llu CUDA errors\n",
+               (unsigned long long)st.batches, (unsigned long long)st.units_gpu,
+               (unsigned long long)st.units_cpu, (unsigned long long)st.cuda_errors);
+    }
+}
+
 static void usage(void)
 {
-    fprintf(stderr, "usage: ransfs-bench gpu IMAGE [--batch-mib N] [--iters N] [--threads N] "
-                    "[--json]\n"
-                    "       ransfs-bench gpu --synthetic bf16|fp16 [--mib N] [options]\n");
+    fprintf(stderr,
+            "usage: ransfs-bench gpu IMAGE [--batch-mib N] [--iters N] [--threads N] [--json]\n"
+            "                        [--paths LIST] [--file PATH --source FILE]\n"
+            "       ransfs-bench gpu --synthetic bf16|fp16 [--mib N] [options]\n"
+            "  LIST: comma-separated kernel,host2host,to-device,cpu,load (default: all;\n"
+            "  load needs --file, a file of the image; --source, its original, adds the\n"
+            "  baseline (pinned read + cudaMemcpy) and checks the loaded bytes)\n");
+}
+
+/* "kernel,cpu" -> P_KERNEL | P_CPU; 0 for an unknown name. */
+static unsigned parse_paths(const char *list)
+{
+    static const char *const names[] = {"kernel", "host2host", "to-device", "cpu", "load"};
+    unsigned mask = 0;
+    char buf[128];
+    snprintf(buf, sizeof(buf), "%s", list);
+    for (char *save = NULL, *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+        unsigned k = 0;
+        while (k < 5 && strcmp(t, names[k]))
+            k++;
+        if (k == 5)
+            return 0;
+        mask |= 1u << k;
+    }
+    return mask;
+}
+
+/* Parse argv into o; 0 on success. */
+static int parse_args(bench_opts *o, int argc, char **argv)
+{
+    memset(o, 0, sizeof(*o));
+    o->batch_mib = 64, o->mib = 512, o->iters = 20;
+    o->threads = (unsigned)sysconf(_SC_NPROCESSORS_ONLN);
+    o->paths = P_KERNEL | P_HOST | P_DEVICE | P_CPU | P_LOAD;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "--json"))
+            o->json = 1;
+        else if (v && !strcmp(a, "--synthetic"))
+            o->synth = v, i++;
+        else if (v && !strcmp(a, "--mib"))
+            o->mib = strtoul(v, NULL, 0), i++;
+        else if (v && !strcmp(a, "--batch-mib"))
+            o->batch_mib = strtoul(v, NULL, 0), i++;
+        else if (v && !strcmp(a, "--iters"))
+            o->iters = (unsigned)strtoul(v, NULL, 0), i++;
+        else if (v && !strcmp(a, "--threads"))
+            o->threads = (unsigned)strtoul(v, NULL, 0), i++;
+        else if (v && !strcmp(a, "--paths"))
+            o->paths = parse_paths(v), i++;
+        else if (v && !strcmp(a, "--file"))
+            o->file = v, i++;
+        else if (v && !strcmp(a, "--source"))
+            o->source = v, i++;
+        else if (a[0] != '-' && !o->image)
+            o->image = a;
+        else
+            return -1;
+    }
+    if (!o->file)
+        o->paths &= ~(unsigned)P_LOAD;
+    if (o->source)
+        o->paths |= P_BASELINE;
+    o->threads = o->threads < 1 ? 1 : o->threads > 256 ? 256 : o->threads;
+    int bad = (!o->image) == (!o->synth) || !o->iters || !o->batch_mib || !o->mib || !o->paths;
+    return bad || (o->source && !o->file) || (o->file && !o->image) ? -1 : 0;
 }
 
 int rfs_bench_gpu(int argc, char **argv)
 {
-    const char *image = NULL, *synth = NULL;
-    size_t batch_mib = 64, mib = 512;
-    unsigned iters = 20, threads = (unsigned)sysconf(_SC_NPROCESSORS_ONLN);
-    int json = 0;
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--json"))
-            json = 1;
-        else if (i + 1 < argc && !strcmp(argv[i], "--synthetic"))
-            synth = argv[++i];
-        else if (i + 1 < argc && !strcmp(argv[i], "--mib"))
-            mib = strtoul(argv[++i], NULL, 0);
-        else if (i + 1 < argc && !strcmp(argv[i], "--batch-mib"))
-            batch_mib = strtoul(argv[++i], NULL, 0);
-        else if (i + 1 < argc && !strcmp(argv[i], "--iters"))
-            iters = (unsigned)strtoul(argv[++i], NULL, 0);
-        else if (i + 1 < argc && !strcmp(argv[i], "--threads"))
-            threads = (unsigned)strtoul(argv[++i], NULL, 0);
-        else if (argv[i][0] != '-' && !image)
-            image = argv[i];
-        else {
-            usage();
-            return 2;
-        }
-    }
-    if ((!image) == (!synth) || !iters || !batch_mib || !mib) {
+    bench_opts o;
+    if (parse_args(&o, argc, argv)) {
         usage();
         return 2;
     }
-    threads = threads < 1 ? 1 : threads > 256 ? 256 : threads;
     if (rfs_gpu_device_count() <= 0) {
         printf("ransfs-bench gpu: no CUDA device (GPU decode: %s); nothing to measure\n",
                rfs_gpu_build());
@@ -262,69 +504,38 @@ int rfs_bench_gpu(int argc, char **argv)
     memset(&b, 0, sizeof(b));
     rfs_image *img = NULL;
     rfs_gpu *g = NULL;
-    uint8_t *host = NULL;
-    void *dev = NULL;
     int rc = 1;
-    if (image ? load_image(&b, &img, image) : load_synthetic(&b, synth, mib))
+    if (o.image ? load_image(&b, &img, o.image) : load_synthetic(&b, o.synth, o.mib))
         goto out;
     if (!b.n) {
-        fprintf(stderr, "ransfs-bench gpu: %s: no tensor tiles\n", image ? image : synth);
+        fprintf(stderr, "ransfs-bench gpu: %s: no tensor tiles\n", o.image ? o.image : o.synth);
         goto out;
     }
-    rfs_gpu_opts o;
-    rfs_gpu_opts_default(&o);
-    o.batch_bytes = batch_mib << 20;
-    o.max_unit = b.max_unit;
+    rfs_gpu_opts go;
+    rfs_gpu_opts_default(&go);
+    go.batch_bytes = o.batch_mib << 20;
+    go.max_unit = b.max_unit;
+    if (img) { /* load reads zstd units too: the CPU buffer takes the largest */
+        rfs_image_summary sum;
+        rfs_image_get_summary(img, &sum);
+        go.max_unit = sum.unit_max > go.max_unit ? sum.unit_max : go.max_unit;
+    }
     char why[256] = "";
-    rfs_err err = rfs_gpu_create(&g, &o, why, sizeof(why));
-    if (err != RFS_OK) {
+    if (rfs_gpu_create(&g, &go, why, sizeof(why)) != RFS_OK) {
         fprintf(stderr, "ransfs-bench gpu: %s\n", why);
         goto out;
     }
-    host = malloc(b.bytes);
-    dev = rfs_gpu_dev_alloc(g, b.bytes);
-    if (!host || !dev) {
-        fprintf(stderr, "ransfs-bench gpu: cannot allocate %.1f MiB for the output\n",
-                (double)b.bytes / 1048576.0);
-        goto out;
-    }
-    if (!json)
+    if (!o.json)
         printf("ransfs-bench gpu: %s: %zu tiles, %.1f MiB decoded, ratio %.4f; %s; batches of "
                "%zu MiB\n",
-               image ? image : synth, b.n, (double)b.bytes / 1048576.0,
-               (double)b.enc / (double)b.bytes, rfs_gpu_name(g), batch_mib);
-    double sec;
-    uint64_t kbytes;
-    size_t used;
-    err = rfs_gpu_bench_kernels(g, b.u, b.n, iters, &sec, &kbytes, &used);
-    if (err != RFS_OK) {
-        fprintf(stderr, "ransfs-bench gpu: kernel run failed: %s\n", rfs_strerror(err));
-        goto out;
-    }
-    report("kernel", kbytes, sec, json);
-    double best = INFINITY, t;
-    for (unsigned k = 0; k < 3; k++)
-        if ((t = bench_host(g, &b, host)) >= 0 && t < best)
-            best = t;
-    report("host2host", b.bytes, best, json);
-    best = INFINITY;
-    for (unsigned k = 0; k < 3; k++)
-        if ((t = bench_device(g, &b, dev)) >= 0 && t < best)
-            best = t;
-    report("to-device", b.bytes, best, json);
-    best = INFINITY;
-    for (unsigned k = 0; k < 3; k++)
-        if ((t = bench_cpu(&b, threads)) >= 0 && t < best)
-            best = t;
-    char name[32];
-    snprintf(name, sizeof(name), "cpu x%u", threads);
-    report(name, b.bytes, best, json);
-    rc = 0;
+               o.image ? o.image : o.synth, b.n, (double)b.bytes / 1048576.0,
+               (double)b.enc / (double)b.bytes, rfs_gpu_name(g), o.batch_mib);
+    /* Every path runs even when one fails, each reporting its own error. */
+    rc = (o.paths & (P_LOAD | P_BASELINE)) ? run_file_paths(&o, g, img) : 0;
+    rc |= run_unit_paths(&o, g, &b);
+    report_stats(&o, g);
 out:
-    if (dev)
-        rfs_gpu_dev_free(g, dev);
     rfs_gpu_destroy(g);
-    free(host);
     free(b.u);
     free(b.enc_buf);
     if (img)
