@@ -509,14 +509,21 @@ void rfs_gpu_dev_free(rfs_gpu *g, void *dev)
         cudaFree(dev);
 }
 
-rfs_err rfs_gpu_dev_download(rfs_gpu *g, void *dst, const void *dev_src, size_t size)
+/* One synchronous cudaMemcpy of the helpers below; a failure is logged once. */
+static rfs_err dev_copy(rfs_gpu *g, void *dst, const void *src, size_t size,
+                        enum cudaMemcpyKind kind, const char *what)
 {
     if (!size)
         return RFS_OK;
     if (!rfs_gpu_cuda_ok(g, cudaSetDevice(g->o.device), "cudaSetDevice") ||
-        !rfs_gpu_cuda_ok(g, cudaMemcpy(dst, dev_src, size, cudaMemcpyDeviceToHost), "download"))
+        !rfs_gpu_cuda_ok(g, cudaMemcpy(dst, src, size, kind), what))
         return RFS_E_GPU;
     return RFS_OK;
+}
+
+rfs_err rfs_gpu_dev_download(rfs_gpu *g, void *dst, const void *dev_src, size_t size)
+{
+    return dev_copy(g, dst, dev_src, size, cudaMemcpyDeviceToHost, "download");
 }
 
 rfs_err rfs_gpu_dev_fill(rfs_gpu *g, void *dev, int byte, size_t size)
@@ -531,12 +538,7 @@ rfs_err rfs_gpu_dev_fill(rfs_gpu *g, void *dev, int byte, size_t size)
 
 rfs_err rfs_gpu_dev_upload(rfs_gpu *g, void *dev_dst, const void *src, size_t size)
 {
-    if (!size)
-        return RFS_OK;
-    if (!rfs_gpu_cuda_ok(g, cudaSetDevice(g->o.device), "cudaSetDevice") ||
-        !rfs_gpu_cuda_ok(g, cudaMemcpy(dev_dst, src, size, cudaMemcpyHostToDevice), "upload"))
-        return RFS_E_GPU;
-    return RFS_OK;
+    return dev_copy(g, dev_dst, src, size, cudaMemcpyHostToDevice, "upload");
 }
 
 void *rfs_gpu_host_alloc(rfs_gpu *g, size_t size)
