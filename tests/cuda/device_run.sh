@@ -455,7 +455,7 @@ main() {
             step_mount
         elif [ "$GPU" != 1 ]; then
             note "GPU part skipped: no NVIDIA device"
-        elif [ -z "$(find "$BUILD" -name librfs_gpu.a -print -quit)" ]; then
+        elif ! "$BUILD/bin/ransfs" --version 2>&1 | grep -q 'GPU decode: cuda'; then
             note "GPU part skipped: the build has no CUDA decoder (no nvcc?)"
         else
             step_data
