@@ -133,7 +133,8 @@ rfs_err rfs_table_from_counts(rfs_table *t, const uint64_t counts[256]);
  */
 rfs_err rfs_table_parse(rfs_table *t, const uint8_t *src, size_t src_size, size_t *used);
 
-/* The same checks, frequencies only (no 4096-entry lookup is built). */
+/* The parse and checks of rfs_table_parse (which calls this), frequencies
+ * only: no 4096-entry lookup is built.  Errors: RFS_E_TRUNCATED, RFS_E_TABLE. */
 rfs_err rfs_table_parse_freq(uint16_t freq[256], const uint8_t *src, size_t src_size,
                             size_t *used);
 
