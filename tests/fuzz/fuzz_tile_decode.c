@@ -69,9 +69,10 @@ static void gpu_agrees(const uint8_t *tile, size_t size, const rfs_table_set *se
     if (!in)
         return;
     rfs_gpu_plan plan;
-    /* Room for any tile the CPU context takes (MAX_TILE decoded bytes). */
+    /* Room for exactly the tiles the CPU context takes: MAX_TILE decoded
+     * bytes (the output area decides; scratch and input never fall short). */
     rfs_gpu_plan_init(&plan, in, size + RFS_GPU_ALIGN, RFS_MAX_WIDTH * (MAX_TILE + RFS_GPU_ALIGN),
-                      MAX_TILE + RFS_GPU_ALIGN, 1);
+                      MAX_TILE, 1);
     uint32_t idx = 0;
     uint64_t out_off = 0;
     rfs_err why = RFS_OK;
