@@ -11,7 +11,8 @@
  * Unit payloads stay in the mapping and are checksummed on every decode
  * (rfs_image_read.c).
  *
- * Validation order: superblock, section table (back to back after the data
+ * Validation order: superblock (for a TRAILER image: the stub at offset 0,
+ * the superblock at the end, then the stub against it), section table (back to back after the data
  * region, each length = count * record size, XXH3-64), records (reserved
  * bytes, kinds), names, directory tree, units, extents, tensors, totals.
  */
@@ -63,10 +64,63 @@ static int pool_str_ok(const rfs_image *img, uint64_t off, uint64_t len)
 
 /* ------------------------------------------------------- superblock */
 
+/* Version and feature flags: what a reader checks of a superblock, or of a
+ * stub, before it trusts anything else in it. */
+static rfs_err sb_head_check(const rfs_sb_rec *sb, const char *what, char *why, size_t why_cap)
+{
+    /* docs/format.md 2.1 "Compatibility": any minor version of our major. */
+    if (sb->major != RFS_IMG_VERSION)
+        return FAIL(RFS_E_VERSION, "%sunsupported image version %u.%u (this reader: %u.x)", what,
+                    sb->major, sb->minor, RFS_IMG_VERSION);
+    if (sb->features & ~RFS_IMG_FEATURES_KNOWN)
+        return FAIL(RFS_E_VERSION, "%sunknown feature flags 0x%x", what,
+                    sb->features & ~RFS_IMG_FEATURES_KNOWN);
+    return RFS_OK;
+}
+
+/* A TRAILER image (docs/format.md 2.1.3): the superblock is the last
+ * RFS_IMG_SB_SIZE bytes; *sbp is pointed at it and *sb loaded from it.
+ * The stub at offset 0 is compared with it in sb_stub_check, once the
+ * trailer's checksum has vouched for its fields. */
+static rfs_err sb_trailer_find(rfs_image *img, const uint8_t **sbp, rfs_sb_rec *sb, char *why,
+                               size_t why_cap)
+{
+    if (img->map_size < 2 * (uint64_t)RFS_IMG_SB_SIZE)
+        return FAIL(RFS_E_TRUNCATED, "image is %llu bytes, too short for a superblock stub and "
+                    "a trailer superblock (truncated stream?)",
+                    (unsigned long long)img->map_size);
+    const uint8_t *p = img->map + img->map_size - RFS_IMG_SB_SIZE;
+    if (!rfs_sb_magic_ok(p))
+        return FAIL(RFS_E_TRUNCATED, "no trailer superblock at the end of the image (truncated "
+                    "stream?)");
+    rfs_sb_load(sb, p);
+    rfs_err err = sb_head_check(sb, "trailer superblock: ", why, why_cap);
+    if (err)
+        return err;
+    if (!(sb->features & RFS_IMG_F_TRAILER))
+        return FAIL(RFS_E_CORRUPT, "trailer superblock does not have the TRAILER flag of the "
+                    "stub at offset 0");
+    *sbp = p;
+    return RFS_OK;
+}
+
+static rfs_err sb_stub_check(const rfs_image *img, const rfs_sb_rec *sb, char *why,
+                             size_t why_cap)
+{
+    uint8_t stub[RFS_IMG_SB_SIZE];
+    rfs_sb_stub_store(stub, sb);
+    for (unsigned i = 0; i < RFS_IMG_SB_SIZE; i++)
+        if (img->map[i] != stub[i])
+            return FAIL(RFS_E_CORRUPT, "superblock stub at offset 0 does not match the trailer "
+                        "superblock (byte %u)", i);
+    return RFS_OK;
+}
+
 static rfs_err sb_parse(rfs_image *img, char *why, size_t why_cap)
 {
     const uint8_t *p = img->map;
     rfs_sb_rec sb;
+    rfs_err err;
     if (img->map_size < RFS_IMG_SB_SIZE)
         return FAIL(img->map_size >= RFS_IMG_MAGIC_SIZE && !rfs_sb_magic_ok(p) ? RFS_E_MAGIC
                                                                                 : RFS_E_TRUNCATED,
@@ -75,21 +129,21 @@ static rfs_err sb_parse(rfs_image *img, char *why, size_t why_cap)
     if (!rfs_sb_magic_ok(p))
         return FAIL(RFS_E_MAGIC, "bad magic: not a ransfs image");
     rfs_sb_load(&sb, p);
-    /* docs/format.md 2.1 "Compatibility": any minor version of our major. */
-    if (sb.major != RFS_IMG_VERSION)
-        return FAIL(RFS_E_VERSION, "unsupported image version %u.%u (this reader: %u.x)",
-                    sb.major, sb.minor, RFS_IMG_VERSION);
-    if (sb.features & ~RFS_IMG_FEATURES_KNOWN)
-        return FAIL(RFS_E_VERSION, "unknown feature flags 0x%x",
-                    sb.features & ~RFS_IMG_FEATURES_KNOWN);
+    if ((err = sb_head_check(&sb, "", why, why_cap)))
+        return err;
+    int trailer = (sb.features & RFS_IMG_F_TRAILER) != 0;
+    if (trailer && (err = sb_trailer_find(img, &p, &sb, why, why_cap)))
+        return err;
     if (!rfs_sb_csum_ok(p))
-        return FAIL(RFS_E_CHECKSUM, "superblock checksum mismatch");
+        return FAIL(RFS_E_CHECKSUM, "%ssuperblock checksum mismatch", trailer ? "trailer " : "");
     if (sb.sb_size != RFS_IMG_SB_SIZE)
         return FAIL(RFS_E_CORRUPT, "superblock size %u, expected %u", sb.sb_size,
                     RFS_IMG_SB_SIZE);
     unsigned bad = rfs_sb_reserved_bad(p);
     if (bad)
         return FAIL(RFS_E_CORRUPT, "superblock reserved byte %u is not zero", bad);
+    if (trailer && (err = sb_stub_check(img, &sb, why, why_cap)))
+        return err;
     img->features = sb.features;
     img->tile_size = sb.tile_size;
     img->unit_max = sb.unit_max;
@@ -97,6 +151,7 @@ static rfs_err sb_parse(rfs_image *img, char *why, size_t why_cap)
     img->content_bytes = sb.content_bytes;
     img->data_off = sb.data_off;
     img->data_len = sb.data_len;
+    img->meta_end = img->map_size - (trailer ? RFS_IMG_SB_SIZE : 0);
     memcpy(img->sect, sb.sect, sizeof img->sect);
     uint32_t ts = img->tile_size;
     if (ts < RFS_IMG_TILE_MIN || ts > RFS_IMG_TILE_MAX || (ts & (ts - 1)))
@@ -108,7 +163,7 @@ static rfs_err sb_parse(rfs_image *img, char *why, size_t why_cap)
                     "image is %llu bytes but the superblock says %llu (%s)",
                     (unsigned long long)img->map_size, (unsigned long long)img->image_size,
                     img->image_size > img->map_size ? "truncated" : "trailing bytes");
-    if (img->data_off != RFS_IMG_SB_SIZE || !range_ok(img->data_off, img->data_len, img->map_size))
+    if (img->data_off != RFS_IMG_SB_SIZE || !range_ok(img->data_off, img->data_len, img->meta_end))
         return FAIL(RFS_E_CORRUPT, "data region [%llu, +%llu) is outside the image",
                     (unsigned long long)img->data_off, (unsigned long long)img->data_len);
     return RFS_OK;
@@ -127,7 +182,7 @@ static rfs_err sect_parse(rfs_image *img, char *why, size_t why_cap)
     uint64_t expect = img->data_off + img->data_len;
     for (int s = 0; s < RFS_SECT_COUNT; s++) {
         const rfs_sect *sc = &img->sect[s];
-        if (sc->off != expect || !range_ok(sc->off, sc->len, img->map_size))
+        if (sc->off != expect || !range_ok(sc->off, sc->len, img->meta_end))
             return FAIL(RFS_E_CORRUPT, "%s at [%llu, +%llu) is not where expected (%llu) or "
                         "runs past the end of the image", sect_names[s],
                         (unsigned long long)sc->off, (unsigned long long)sc->len,
@@ -141,9 +196,9 @@ static rfs_err sect_parse(rfs_image *img, char *why, size_t why_cap)
             return FAIL(RFS_E_CHECKSUM, "%s checksum mismatch", sect_names[s]);
         expect = sc->off + sc->len;
     }
-    if (expect != img->map_size)
+    if (expect != img->meta_end)
         return FAIL(RFS_E_CORRUPT, "%llu bytes after the last section",
-                    (unsigned long long)(img->map_size - expect));
+                    (unsigned long long)(img->meta_end - expect));
     return RFS_OK;
 }
 

@@ -22,8 +22,9 @@
 #define RFS_IMG_VERSION 1u            /* major version: what this reader reads */
 #define RFS_IMG_MINOR 0u              /* minor version this writer writes */
 #define RFS_IMG_F_HARDLINKS 0x1u      /* a non-directory may have several entries */
-#define RFS_IMG_FEATURES_KNOWN RFS_IMG_F_HARDLINKS
-#define RFS_IMG_SB_SIZE 512u          /* superblock, at offset 0 */
+#define RFS_IMG_F_TRAILER 0x2u        /* superblock at the end, a stub at offset 0 */
+#define RFS_IMG_FEATURES_KNOWN (RFS_IMG_F_HARDLINKS | RFS_IMG_F_TRAILER)
+#define RFS_IMG_SB_SIZE 512u          /* superblock, at offset 0 (TRAILER: at the end) */
 #define RFS_IMG_SB_CSUM_OFF 504u      /* XXH3-64 of superblock bytes [0, 504) */
 #define RFS_IMG_SECT_TABLE_OFF 64u
 #define RFS_IMG_SECT_ENTRY_SIZE 32u
@@ -221,6 +222,21 @@ static inline void rfs_sb_store(uint8_t *p, const rfs_sb_rec *r)
     for (int s = 0; s < RFS_SECT_COUNT; s++)
         rfs_sect_store(p + RFS_IMG_SECT_TABLE_OFF + s * RFS_IMG_SECT_ENTRY_SIZE, &r->sect[s]);
     rfs_sb_seal(p);
+}
+
+/* The superblock stub of a TRAILER image (docs/format.md 2.1.3): the
+ * fields of r a stream writer knows before the data, all else zero.  The
+ * writer stores it at offset 0; the reader rebuilds it from the trailer and
+ * requires the bytes at offset 0 to be exactly these. */
+static inline void rfs_sb_stub_store(uint8_t *p, const rfs_sb_rec *r)
+{
+    memset(p, 0, RFS_IMG_SB_SIZE);
+    memcpy(p, RFS_IMG_MAGIC, RFS_IMG_MAGIC_SIZE);
+    rfs_st16(p + 8, r->major);
+    rfs_st16(p + 10, r->minor);
+    rfs_st32(p + 12, r->features);
+    rfs_st32(p + 16, r->sb_size);
+    rfs_st64(p + 48, r->data_off);
 }
 
 static inline void rfs_inode_load(rfs_inode_rec *r, const uint8_t *p)

@@ -21,6 +21,7 @@ struct rfs_image {
     uint32_t features; /* superblock feature flags, all known (RFS_IMG_FEATURES_KNOWN) */
     uint32_t tile_size, unit_max;
     uint64_t image_size, content_bytes, data_off, data_len;
+    uint64_t meta_end; /* where the sections end: the image size, less a trailer */
     rfs_sect sect[RFS_SECT_COUNT];
 
     uint64_t n_inodes, n_dirents, n_extents, n_units, n_tensors, n_dims;

@@ -553,22 +553,20 @@ int rfs_pack(const rfs_pack_opts *o, rfs_pack_stats *st, char *err, size_t err_c
     rfs_pack_opts oo = *o; /* for "-", errors name the temporary image */
     pk_plan p = {.o = &oo, .st = st, .err = err, .err_cap = err_cap};
     pk_out out = {.fd = -1};
-    static const uint8_t zero_sb[RFS_IMG_SB_SIZE];
     int rc = opts_check(&p);
     if (rc == 0)
         rc = pk_out_check(&p, &out);
     if (rc == 0) /* before the pool's threads exist: see pk_out_open */
         rc = pk_out_open(&p, &out);
     if (rc == 0 && out.to_stdout)
-        oo.image = pk_out_tmp_name();
+        oo.image = out.stream ? "standard output" : pk_out_tmp_name();
     /* The caller is worker 0 of every parallel for: n_threads - 1 more. */
     if (rc == 0 && o->n_threads > 1 && !(p.pool = rfs_pool_create(o->n_threads - 1)))
         rc = pk_fail(&p, "out of memory");
     if (rc == 0)
         rc = plan_all(&p);
     if (rc == 0)
-        rc = pk_write_all(&p, out.fd, zero_sb, sizeof zero_sb);
-    out.pos = RFS_IMG_SB_SIZE;
+        rc = pk_sb_head_write(&p, &out);
     if (rc == 0)
         rc = pk_stream_all(&p, &out);
     if (rc == 0)

@@ -122,6 +122,7 @@ typedef struct pk_out {
     uint32_t unit_max;
     int to_stdout;      /* IMAGE "-" */
     int stdout_reg;     /* ... and standard output is a regular file */
+    int stream;         /* ... or is not: written front to back, TRAILER */
     int target_exists;  /* IMAGE existed when checked: this file */
     dev_t target_dev;
     ino_t target_ino;
@@ -165,8 +166,13 @@ int pk_stream_all(pk_plan *p, pk_out *o);
 /* write(2) all of buf to fd; -1 with p->err on failure. */
 int pk_write_all(pk_plan *p, int fd, const void *buf, size_t len);
 
+/* Before the data: the first RFS_IMG_SB_SIZE bytes, zeros that
+ * pk_meta_write overwrites, or for a stream the superblock stub (docs/
+ * format.md 2.1.3); sets o->pos past them. */
+int pk_sb_head_write(pk_plan *p, pk_out *o);
+
 /* After the data: write extents, inodes, tensors and every other section,
- * then the superblock at offset 0. */
+ * then the superblock at offset 0, or for a stream at the end. */
 int pk_meta_write(pk_plan *p, pk_out *o);
 
 #endif

@@ -203,17 +203,40 @@ static void meta_build(pk_plan *p, pk_out *o, pk_meta *m)
     }
 }
 
+/* The superblock fields known before any data is written. */
+static rfs_sb_rec superblock_head(const pk_plan *p, const pk_out *o)
+{
+    return (rfs_sb_rec){.major = RFS_IMG_VERSION, .minor = RFS_IMG_MINOR,
+                        .sb_size = RFS_IMG_SB_SIZE, .data_off = RFS_IMG_SB_SIZE,
+                        .features = (p->n_links ? RFS_IMG_F_HARDLINKS : 0) |
+                                    (o->stream ? RFS_IMG_F_TRAILER : 0)};
+}
+
+/* A stream's superblock is its last RFS_IMG_SB_SIZE bytes: o->pos is where
+ * it goes, and the image ends after it. */
 static void superblock_fill(pk_plan *p, pk_out *o, const rfs_sect *sect, uint8_t *sb)
 {
-    rfs_sb_rec r = {.major = RFS_IMG_VERSION, .minor = RFS_IMG_MINOR, .sb_size = RFS_IMG_SB_SIZE,
-                    .features = p->n_links ? RFS_IMG_F_HARDLINKS : 0,
-                    .tile_size = p->o->tile_size, .unit_max = o->unit_max,
-                    .image_size = o->pos, .data_off = RFS_IMG_SB_SIZE,
-                    .data_len = sect[0].off - RFS_IMG_SB_SIZE};
+    rfs_sb_rec r = superblock_head(p, o);
+    r.tile_size = p->o->tile_size;
+    r.unit_max = o->unit_max;
+    r.image_size = o->pos + (o->stream ? RFS_IMG_SB_SIZE : 0);
+    r.data_len = sect[0].off - RFS_IMG_SB_SIZE;
     for (size_t i = 0; i < p->n_files; i++)
         r.content_bytes += p->files[i].size;
     memcpy(r.sect, sect, sizeof r.sect);
     rfs_sb_store(sb, &r);
+}
+
+int pk_sb_head_write(pk_plan *p, pk_out *o)
+{
+    uint8_t sb[RFS_IMG_SB_SIZE] = {0};
+    if (o->stream) {
+        rfs_sb_rec r = superblock_head(p, o);
+        rfs_sb_stub_store(sb, &r);
+    }
+    int rc = pk_write_all(p, o->fd, sb, sizeof sb);
+    o->pos = RFS_IMG_SB_SIZE;
+    return rc;
 }
 
 int pk_meta_write(pk_plan *p, pk_out *o)
@@ -234,12 +257,16 @@ int pk_meta_write(pk_plan *p, pk_out *o)
         rc = pk_write_all(p, o->fd, b->b, b->len);
         o->pos += b->len;
     }
-    p->st->meta_bytes = o->pos - meta_start + RFS_IMG_SB_SIZE;
+    p->st->meta_bytes = o->pos - meta_start + RFS_IMG_SB_SIZE * (o->stream ? 2u : 1u);
     if (rc == 0) {
         uint8_t sb[RFS_IMG_SB_SIZE];
         superblock_fill(p, o, sect, sb);
-        if (pwrite(o->fd, sb, sizeof sb, 0) != (ssize_t)sizeof sb)
+        if (o->stream) { /* a pipe cannot seek back: the trailer ends the image */
+            rc = pk_write_all(p, o->fd, sb, sizeof sb);
+            o->pos += RFS_IMG_SB_SIZE;
+        } else if (pwrite(o->fd, sb, sizeof sb, 0) != (ssize_t)sizeof sb) {
             rc = pk_fail(p, "%s: cannot write the superblock", p->o->image);
+        }
     }
     for (int s = 0; s < RFS_SECT_COUNT; s++)
         free(m.s[s].b);

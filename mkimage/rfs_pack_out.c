@@ -7,9 +7,13 @@
  * of the metadata written after the data (docs/format.md), so an image
  * cannot be written front to back in one pass: the packer writes a
  * temporary file and seeks back.  For a named IMAGE that file lies beside
- * IMAGE and is renamed onto it; for "-" it is an unnamed file in $TMPDIR
- * (unlinked as soon as it is made, so nothing can be left behind) that is
- * copied to standard output at the end.  IMAGE is checked before any source
+ * IMAGE and is renamed onto it; for "-" on a regular file it is an unnamed
+ * file in $TMPDIR (unlinked as soon as it is made, so nothing can be left
+ * behind) that is copied to standard output at the end.  A pipe, socket or
+ * character device on standard output cannot seek, and a copy would cost a
+ * temporary file as large as the image: there the packer writes a TRAILER
+ * image (docs/format.md 2.1.3) straight to it, strictly front to back.  A
+ * stream that fails half way has no trailer, so no reader accepts it.  IMAGE is checked before any source
  * byte is read, and again just before the rename, so that the rename never
  * replaces something that the check would have refused.
  */
@@ -109,8 +113,10 @@ static int check_stdout(pk_plan *p, pk_out *o)
         return pk_fail(p, "standard output is a terminal: not writing an image to it");
     if (S_ISDIR(sb.st_mode))
         return pk_fail(p, "standard output: is a directory");
-    if (!S_ISREG(sb.st_mode))
+    if (!S_ISREG(sb.st_mode)) {
+        o->stream = 1;
         return 0;
+    }
     o->stdout_reg = 1;
     p->skip_dev = sb.st_dev; /* when it lies inside SOURCE */
     p->skip_ino = sb.st_ino;
@@ -146,8 +152,20 @@ static int tmp_make(int unnamed)
     return fd;
 }
 
+/* A duplicate of standard output, so that closing it at the end reports
+ * the write error, if any, without closing descriptor 1 itself. */
+static int stream_open(pk_plan *p, pk_out *o)
+{
+    o->fd = fcntl(STDOUT_FILENO, F_DUPFD_CLOEXEC, 3);
+    if (o->fd < 0)
+        return pk_fail(p, "standard output: %s", strerror(errno));
+    return 0;
+}
+
 int pk_out_open(pk_plan *p, pk_out *o)
 {
+    if (o->stream)
+        return stream_open(p, o);
     int unnamed = o->to_stdout;
     const char *img = p->o->image, *dir = getenv("TMPDIR");
     if (!dir || !*dir)
@@ -267,7 +285,7 @@ out:
 int pk_out_finish(pk_plan *p, pk_out *o)
 {
     int to_stdout = o->to_stdout;
-    if (to_stdout && finish_stdout(p, o))
+    if (to_stdout && !o->stream && finish_stdout(p, o))
         return -1;
     int fd = o->fd;
     o->fd = -1;

@@ -38,6 +38,8 @@ tests/data/human32-mini, "corpus" the shared corpus's human32-st):
                       gives the committed bytes (images without hard links
                       are format 1 as first written), and fsck --extract of
                       each gives the tree back, hard links included
+  stream              IMAGE - on a pipe: a TRAILER image, no temporary file,
+                      read by every tool and the mount; damage refused
   hardlinks           a tree with hard links (names in one and in several
                       directories, one whose other name is outside SOURCE):
                       fsck --extract recreates each link, nlink as in SOURCE
@@ -1375,17 +1377,17 @@ def t_output_stdout(b, work, _):
     tmp = os.path.join(work, "tmpdir")
     os.makedirs(tmp)
     env = dict(os.environ, TMPDIR=tmp)
-    # a pipe; the summary goes to stderr
+    # a pipe takes a TRAILER stream (t_stream); the summary goes to stderr
     p = subprocess.run([b("ransfs-mkimage"), src, "-"], stdout=subprocess.PIPE,
                        stderr=subprocess.PIPE, env=env)
     check(p.returncode == 0, "to a pipe: exit %d: %s" % (p.returncode, p.stderr))
-    check(p.stdout == want, "to a pipe: %d bytes, not the %d of the named image" %
-          (len(p.stdout), len(want)))
+    check_streamed(p.stdout, want)
     check(b"standard output" in p.stderr and b"files" in p.stderr, "no summary on stderr")
+    streamed = p.stdout
     p = subprocess.run([b("ransfs-mkimage"), "--json", src, "-"], stdout=subprocess.PIPE,
                        stderr=subprocess.PIPE, env=env)
-    check(p.returncode == 0 and p.stdout == want, "--json to a pipe: image differs")
-    check(json.loads(p.stderr)["image_bytes"] == len(want), "--json summary not on stderr")
+    check(p.returncode == 0 and p.stdout == streamed, "--json to a pipe: image differs")
+    check(json.loads(p.stderr)["image_bytes"] == len(streamed), "--json summary not on stderr")
     check(os.listdir(tmp) == [], "left in TMPDIR: %s" % os.listdir(tmp))
     # a regular file: a fresh one (the shell's '>') takes it ...
     out = os.path.join(work, "redirected.img")
@@ -1427,6 +1429,133 @@ def t_output_stdout(b, work, _):
         os.close(slave)
     check(os.listdir(tmp) == [], "left in TMPDIR: %s" % os.listdir(tmp))
     print("output_stdout: ok")
+
+
+SB = 512  # superblock size (docs/format.md 2.1)
+
+
+def check_streamed(streamed, seekable):
+    """A streamed (TRAILER) image is the seekable image of the same tree with
+    its superblock replaced by a stub, and that superblock, TRAILER set and
+    the image size the file's, appended (docs/format.md 2.1.3)."""
+    check(len(streamed) == len(seekable) + SB, "streamed image: %d bytes, wanted %d + %d" %
+          (len(streamed), len(seekable), SB))
+    check(streamed[SB:-SB] == seekable[SB:], "streamed image: data or metadata differ from "
+          "the seekable image's")
+    sb = seekable[:SB]
+    feat = struct.pack("<I", struct.unpack_from("<I", sb, 12)[0] | 2)
+    stub = sb[:12] + feat + sb[16:20] + bytes(28) + sb[48:56] + bytes(SB - 56)
+    check(streamed[:SB] == stub, "streamed image: the stub at offset 0 is not %r" % stub[:64])
+    trailer = sb[:12] + feat + sb[16:32] + struct.pack("<Q", len(streamed)) + sb[40:504]
+    check(streamed[-SB:-8] == trailer, "streamed image: the trailer is not the seekable "
+          "superblock with TRAILER and the image size")
+
+
+def pack_piped(b, src, out, env, *extra):
+    """ransfs-mkimage SRC - | cat > out; both must exit 0."""
+    with open(out, "wb") as f:
+        mk = subprocess.Popen([b("ransfs-mkimage"), "-q", *extra, src, "-"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+        cat = subprocess.Popen(["cat"], stdin=mk.stdout, stdout=f)
+        mk.stdout.close()
+        err = mk.stderr.read()
+        rc = mk.wait()
+        check(cat.wait() == 0 and rc == 0, "%s | cat: exit %d: %s" % (extra, rc, err))
+    with open(out, "rb") as f:
+        return f.read()
+
+
+def stream_tree(root):
+    """small_tree, a hard link and a tensor of several tiles."""
+    small_tree(root)
+    os.link(os.path.join(root, "f.txt"), os.path.join(root, "sub", "f-link.txt"))
+    w = to_bf16(gaussian(np.random.default_rng(9), 3 * TILE // 2 + 100)).tobytes()
+    st_write(os.path.join(root, "m.safetensors"), [("w", "BF16", [len(w) // 2], w)])
+    return root
+
+
+def files_of(root):
+    want = {}
+    for dirpath, _, files in os.walk(root):
+        for name in files:
+            full = os.path.join(dirpath, name)
+            with open(full, "rb") as f:
+                want[os.path.relpath(full, root)] = f.read()
+    return want
+
+
+def refused_by_readers(b, img, needle):
+    """fsck and dump refuse img with one line that says needle."""
+    for tool in (["ransfs-fsck"], ["ransfs-dump"]):
+        p = run([b(tool[0]), img], expect=1)
+        lines = p.stderr.strip().splitlines()
+        check(len(lines) == 1 and needle in lines[0] and img in lines[0],
+              "%s: wanted one line naming %s with %r, got %r" % (tool[0], img, needle, p.stderr))
+    print("ok refused: %s" % lines[0])
+
+
+def t_stream(b, work, _):
+    """IMAGE '-' on a pipe: a TRAILER image written front to back with no
+    temporary file; fsck, --compare, dump and a real mount read it; -j1 and
+    -j2 give the same bytes; it is the seekable image but for the stub and
+    the trailer; a damaged stub or trailer is refused."""
+    src = stream_tree(os.path.join(work, "src"))
+    named = os.path.join(work, "named.img")
+    run([b("ransfs-mkimage"), "-q", src, named])
+    with open(named, "rb") as f:
+        want = f.read()
+    # No temporary file: $TMPDIR is a regular file, below which nothing can
+    # be made (not even by root), and an empty directory that stays empty.
+    notdir = os.path.join(work, "notdir")
+    with open(notdir, "w") as f:
+        f.write("x")
+    with open(os.path.join(work, "reg.img"), "wb") as f:  # the test can fail: a
+        p = subprocess.run([b("ransfs-mkimage"), "-q", src, "-"], stdout=f,  # copy needs one
+                           stderr=subprocess.PIPE, env=dict(os.environ, TMPDIR=notdir))
+    check(p.returncode == 1, "regular stdout with TMPDIR a file: exit %d" % p.returncode)
+    img = os.path.join(work, "s1.img")
+    s1 = pack_piped(b, src, img, dict(os.environ, TMPDIR=notdir), "-j1")
+    empty = os.path.join(work, "tmpdir")
+    os.makedirs(empty, mode=0o555)
+    s2 = pack_piped(b, src, os.path.join(work, "s2.img"), dict(os.environ, TMPDIR=empty), "-j2")
+    check(os.listdir(empty) == [], "left in TMPDIR: %s" % os.listdir(empty))
+    check(s1 == s2, "streamed -j1 and -j2 images differ")
+    check_streamed(s1, want)
+    check(struct.unpack_from("<I", s1, 12)[0] == 3, "stub features: wanted HARDLINKS|TRAILER")
+    run([b("ransfs-fsck"), "-q", img])
+    run([b("ransfs-fsck"), "--compare", src, img])
+    d = run([b("ransfs-dump"), img])
+    check("sub/f-link.txt" in d.stdout and "m.safetensors:w" in d.stdout, "dump: %s" % d.stdout)
+    extract_matches(b, img, src, work, "stream")
+    n = mount_compare(b, img, files_of(src), work)
+    print("ok streamed image: %d bytes (seekable %d), %d files byte-exact in the mount" %
+          (len(s1), len(want), n))
+    # damage: (offset, new byte or None to flip, what the reader says)
+    end = len(s1)
+    cases = [(12, s1[12] & ~2, "checksum"),          # stub without TRAILER: a bad superblock
+             (16, None, "superblock stub"), (20, None, "superblock stub"),
+             (48, None, "superblock stub"), (300, None, "superblock stub"),
+             (504, None, "superblock stub"), (8, None, "version"),
+             (end - SB, None, "no trailer superblock"),
+             (end - SB + 12, s1[end - SB + 12] & ~2, "TRAILER"),
+             (end - SB + 12, s1[end - SB + 12] | 8, "unknown feature flags"),
+             (end - SB + 32, None, "checksum"), (end - 1, None, "checksum")]
+    bad = os.path.join(work, "bad.img")
+    for off, val, needle in cases:
+        data = bytearray(s1)
+        data[off] = data[off] ^ 0x10 if val is None else val
+        with open(bad, "wb") as f:
+            f.write(data)
+        refused_by_readers(b, bad, needle)
+    for data, needle in ((s1[:-1], "trailer superblock"), (s1 + bytes(SB), "trailer superblock"),
+                         (s1[:SB + 100], "trailer superblock"), (s1[:SB] + s1[-SB:], "")):
+        with open(bad, "wb") as f:
+            f.write(data)
+        refused_by_readers(b, bad, needle)
+    r = subprocess.run([b("ransfs"), bad, os.path.join(work, "mnt")], capture_output=True,
+                       text=True, timeout=60)
+    check(r.returncode != 0, "a damaged streamed image mounted")
+    print("stream: ok")
 
 
 def run_to(b, src, f, env, *extra):
