@@ -603,6 +603,49 @@ static void test_golden_hardlinks(void **state)
     free(hl);
 }
 
+/* A TRAILER image (tree_v1's tree streamed to a pipe): the manifest reads
+ * back, and the image is tree_v1.img but for the stub at offset 0 and the
+ * superblock moved to the end (docs/format.md 2.1.3).  A stub that
+ * disagrees with the trailer, or a trailer without TRAILER, is refused. */
+static void test_golden_stream(void **state)
+{
+    char why[256];
+    uint8_t *v1, *st, stub[RFS_IMG_SB_SIZE];
+    size_t v1_size, st_size;
+    assert_int_equal(golden_check("tree_stream"), 10);
+    golden_read("tree_v1", &v1, &v1_size);
+    golden_read("tree_stream", &st, &st_size);
+    assert_int_equal(st_size, v1_size + RFS_IMG_SB_SIZE);
+    assert_memory_equal(st + RFS_IMG_SB_SIZE, v1 + RFS_IMG_SB_SIZE, v1_size - RFS_IMG_SB_SIZE);
+    uint8_t *tr = st + st_size - RFS_IMG_SB_SIZE;
+    rfs_sb_rec r;
+    rfs_sb_load(&r, tr);
+    assert_int_equal(r.features, RFS_IMG_F_TRAILER);
+    assert_int_equal(r.image_size, st_size);
+    rfs_sb_stub_store(stub, &r);
+    assert_memory_equal(st, stub, RFS_IMG_SB_SIZE);
+    /* the trailer, TRAILER cleared and 512 bytes shorter, is v1's superblock */
+    r.features = 0;
+    r.image_size -= RFS_IMG_SB_SIZE;
+    rfs_sb_store(stub, &r);
+    assert_memory_equal(stub, v1, RFS_IMG_SB_SIZE);
+    st[16] ^= 1; /* stub superblock size */
+    assert_int_equal(open_copy(st, st_size, why, sizeof why), RFS_E_CORRUPT);
+    assert_non_null(strstr(why, "stub at offset 0 does not match"));
+    st[16] ^= 1;
+    rfs_st32(tr + 12, 0); /* trailer without TRAILER, resealed */
+    rfs_sb_seal(tr);
+    assert_int_equal(open_copy(st, st_size, why, sizeof why), RFS_E_CORRUPT);
+    assert_non_null(strstr(why, "does not have the TRAILER flag"));
+    rfs_st32(tr + 12, RFS_IMG_F_TRAILER);
+    rfs_sb_seal(tr);
+    assert_int_equal(open_copy(st, st_size, why, sizeof why), RFS_OK);
+    assert_int_equal(open_copy(st, st_size - 1, why, sizeof why), RFS_E_TRUNCATED);
+    assert_non_null(strstr(why, "truncated stream"));
+    free(v1);
+    free(st);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -610,7 +653,7 @@ int main(void)
         cmocka_unit_test(test_truncation),    cmocka_unit_test(test_flip_sections),
         cmocka_unit_test(test_magic_version), cmocka_unit_test(test_crafted),
         cmocka_unit_test(test_payload_corrupt), cmocka_unit_test(test_golden_v1),
-        cmocka_unit_test(test_golden_hardlinks),
+        cmocka_unit_test(test_golden_hardlinks), cmocka_unit_test(test_golden_stream),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

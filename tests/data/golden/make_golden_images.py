@@ -1,5 +1,6 @@
 #!/usr/bin/python3
-"""Build (or check) the golden images tree_v1.img and tree_hardlinks.img.
+"""Build (or check) the golden images tree_v1.img, tree_hardlinks.img and
+tree_stream.img.
 
 usage: make_golden_images.py BINDIR [OUT_DIR]     write images + manifests
        make_golden_images.py --check BINDIR       repack and compare bytes
@@ -14,6 +15,9 @@ every mode and mtime is set), then packed with BINDIR/ransfs-mkimage -j1:
                    no feature flag, as every packer since format 1 wrote it.
   tree_hardlinks   the same tree plus hard links (README.txt twice,
                    sub/weights.fp16 three times): feature HARDLINKS.
+  tree_stream      tree_v1's tree packed to a pipe (IMAGE "-"): feature
+                   TRAILER, a superblock stub at offset 0 and the
+                   superblock at the end (docs/format.md 2.1.3).
 
 Each image has a manifest beside it (NAME.manifest), one line per name in
 depth-first name order, which test_image_reader.c checks the committed
@@ -37,7 +41,7 @@ import sys
 import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-NAMES = ("tree_v1", "tree_hardlinks")
+NAMES = ("tree_v1", "tree_hardlinks", "tree_stream")
 T0 = 1764000000  # fixed mtimes: T0 + k seconds, k * 1000 ns
 
 _xxh = ctypes.CDLL("libxxhash.so.0")
@@ -139,6 +143,10 @@ def manifest(root):
 def pack(bindir, name, work):
     src = os.path.join(work, name)
     build_tree(src, name == "tree_hardlinks")
+    if name == "tree_stream":  # a pipe on standard output: a TRAILER stream
+        p = subprocess.run([os.path.join(bindir, "ransfs-mkimage"), "-q", "-j1", src, "-"],
+                           stdout=subprocess.PIPE, check=True)
+        return p.stdout, manifest(src)
     img = os.path.join(work, name + ".img")
     subprocess.run([os.path.join(bindir, "ransfs-mkimage"), "-q", "-j1", src, img], check=True)
     with open(img, "rb") as f:
