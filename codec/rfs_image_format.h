@@ -204,26 +204,6 @@ static inline void rfs_sb_seal(uint8_t *p)
 {
     rfs_st64(p + RFS_IMG_SB_CSUM_OFF, XXH3_64bits(p, RFS_IMG_SB_CSUM_OFF));
 }
-/* The whole superblock: magic, fields, zero reserved bytes, checksum. */
-static inline void rfs_sb_store(uint8_t *p, const rfs_sb_rec *r)
-{
-    memset(p, 0, RFS_IMG_SB_SIZE);
-    memcpy(p, RFS_IMG_MAGIC, RFS_IMG_MAGIC_SIZE);
-    rfs_st16(p + 8, r->major);
-    rfs_st16(p + 10, r->minor);
-    rfs_st32(p + 12, r->features);
-    rfs_st32(p + 16, r->sb_size);
-    rfs_st32(p + 20, r->tile_size);
-    rfs_st32(p + 24, r->unit_max);
-    rfs_st64(p + 32, r->image_size);
-    rfs_st64(p + 40, r->content_bytes);
-    rfs_st64(p + 48, r->data_off);
-    rfs_st64(p + 56, r->data_len);
-    for (int s = 0; s < RFS_SECT_COUNT; s++)
-        rfs_sect_store(p + RFS_IMG_SECT_TABLE_OFF + s * RFS_IMG_SECT_ENTRY_SIZE, &r->sect[s]);
-    rfs_sb_seal(p);
-}
-
 /* The superblock stub of a TRAILER image (docs/format.md 2.1.3): the
  * fields of r a stream writer knows before the data, all else zero.  The
  * writer stores it at offset 0; the reader rebuilds it from the trailer and
@@ -237,6 +217,20 @@ static inline void rfs_sb_stub_store(uint8_t *p, const rfs_sb_rec *r)
     rfs_st32(p + 12, r->features);
     rfs_st32(p + 16, r->sb_size);
     rfs_st64(p + 48, r->data_off);
+}
+
+/* The whole superblock: magic, fields, zero reserved bytes, checksum. */
+static inline void rfs_sb_store(uint8_t *p, const rfs_sb_rec *r)
+{
+    rfs_sb_stub_store(p, r); /* magic, version, flags, sizes; zero elsewhere */
+    rfs_st32(p + 20, r->tile_size);
+    rfs_st32(p + 24, r->unit_max);
+    rfs_st64(p + 32, r->image_size);
+    rfs_st64(p + 40, r->content_bytes);
+    rfs_st64(p + 56, r->data_len);
+    for (int s = 0; s < RFS_SECT_COUNT; s++)
+        rfs_sect_store(p + RFS_IMG_SECT_TABLE_OFF + s * RFS_IMG_SECT_ENTRY_SIZE, &r->sect[s]);
+    rfs_sb_seal(p);
 }
 
 static inline void rfs_inode_load(rfs_inode_rec *r, const uint8_t *p)

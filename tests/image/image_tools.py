@@ -1365,15 +1365,20 @@ def t_output_special(b, work, _):
     print("output_special: ok")
 
 
+def pack_named(b, src, work):
+    """The bytes of the image of src packed to a named IMAGE (seekable)."""
+    named = os.path.join(work, "named.img")
+    run([b("ransfs-mkimage"), "-q", src, named])
+    with open(named, "rb") as f:
+        return f.read()
+
+
 def t_output_stdout(b, work, _):
     """IMAGE '-': the image on standard output, the same bytes as a named
     IMAGE; a pipe takes it as a stream, a regular file follows the rules of
     a named IMAGE; no temporary file is left in $TMPDIR."""
     src = small_tree(os.path.join(work, "src"))
-    named = os.path.join(work, "named.img")
-    run([b("ransfs-mkimage"), "-q", src, named])
-    with open(named, "rb") as f:
-        want = f.read()
+    want = pack_named(b, src, work)
     tmp = os.path.join(work, "tmpdir")
     os.makedirs(tmp)
     env = dict(os.environ, TMPDIR=tmp)
@@ -1500,10 +1505,7 @@ def t_stream(b, work, _):
     -j2 give the same bytes; it is the seekable image but for the stub and
     the trailer; a damaged stub or trailer is refused."""
     src = stream_tree(os.path.join(work, "src"))
-    named = os.path.join(work, "named.img")
-    run([b("ransfs-mkimage"), "-q", src, named])
-    with open(named, "rb") as f:
-        want = f.read()
+    want = pack_named(b, src, work)
     # No temporary file: $TMPDIR is a regular file, below which nothing can
     # be made (not even by root), and an empty directory that stays empty.
     notdir = os.path.join(work, "notdir")

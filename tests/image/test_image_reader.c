@@ -570,6 +570,21 @@ static void golden_read(const char *name, uint8_t **buf, size_t *size)
     *buf = read_all(path, size);
 }
 
+/* Feature flags f in the superblock at sb, resealed. */
+static void features_reseal(uint8_t *sb, uint32_t f)
+{
+    rfs_st32(sb + 12, f);
+    rfs_sb_seal(sb);
+}
+
+/* Opening the image buf refuses it with err and a reason that says needle. */
+static void open_refused(const uint8_t *buf, size_t size, rfs_err err, const char *needle)
+{
+    char why[256];
+    assert_int_equal(open_copy(buf, size, why, sizeof why), err);
+    assert_non_null(strstr(why, needle));
+}
+
 /* Hard links (feature HARDLINKS): both names, one inode, nlink right; the
  * flag must match the tree, and a directory is never named twice. */
 static void test_golden_hardlinks(void **state)
@@ -582,14 +597,10 @@ static void test_golden_hardlinks(void **state)
     golden_read("tree_hardlinks", &hl, &hl_size);
     assert_int_equal(rfs_ld32(v1 + 12), 0);
     assert_int_equal(rfs_ld32(hl + 12), RFS_IMG_F_HARDLINKS);
-    rfs_st32(hl + 12, 0);
-    rfs_sb_seal(hl);
-    assert_int_equal(open_copy(hl, hl_size, why, sizeof why), RFS_E_CORRUPT);
-    assert_non_null(strstr(why, "feature HARDLINKS is not set"));
-    rfs_st32(v1 + 12, RFS_IMG_F_HARDLINKS);
-    rfs_sb_seal(v1);
-    assert_int_equal(open_copy(v1, v1_size, why, sizeof why), RFS_E_CORRUPT);
-    assert_non_null(strstr(why, "no inode has two names"));
+    features_reseal(hl, 0);
+    open_refused(hl, hl_size, RFS_E_CORRUPT, "feature HARDLINKS is not set");
+    features_reseal(v1, RFS_IMG_F_HARDLINKS);
+    open_refused(v1, v1_size, RFS_E_CORRUPT, "no inode has two names");
     /* root entry 5 (w2.fp16, a second name) made to name directory sub */
     rfs_st32(hl + 12, RFS_IMG_F_HARDLINKS);
     uint8_t *e = hl + RFS_IMG_SECT_TABLE_OFF + RFS_SECT_DIRENTS * RFS_IMG_SECT_ENTRY_SIZE;
@@ -630,18 +641,13 @@ static void test_golden_stream(void **state)
     rfs_sb_store(stub, &r);
     assert_memory_equal(stub, v1, RFS_IMG_SB_SIZE);
     st[16] ^= 1; /* stub superblock size */
-    assert_int_equal(open_copy(st, st_size, why, sizeof why), RFS_E_CORRUPT);
-    assert_non_null(strstr(why, "stub at offset 0 does not match"));
+    open_refused(st, st_size, RFS_E_CORRUPT, "stub at offset 0 does not match");
     st[16] ^= 1;
-    rfs_st32(tr + 12, 0); /* trailer without TRAILER, resealed */
-    rfs_sb_seal(tr);
-    assert_int_equal(open_copy(st, st_size, why, sizeof why), RFS_E_CORRUPT);
-    assert_non_null(strstr(why, "does not have the TRAILER flag"));
-    rfs_st32(tr + 12, RFS_IMG_F_TRAILER);
-    rfs_sb_seal(tr);
+    features_reseal(tr, 0);
+    open_refused(st, st_size, RFS_E_CORRUPT, "does not have the TRAILER flag");
+    features_reseal(tr, RFS_IMG_F_TRAILER);
     assert_int_equal(open_copy(st, st_size, why, sizeof why), RFS_OK);
-    assert_int_equal(open_copy(st, st_size - 1, why, sizeof why), RFS_E_TRUNCATED);
-    assert_non_null(strstr(why, "truncated stream"));
+    open_refused(st, st_size - 1, RFS_E_TRUNCATED, "truncated stream");
     free(v1);
     free(st);
 }
