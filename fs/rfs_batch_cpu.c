@@ -79,13 +79,6 @@ static rfs_rctx *ctx_get(cpu_backend *cb)
     return c->rctx;
 }
 
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 /*
  * Drop the mapping of a unit's encoded bytes once decoded.  The image is
  * mapped MAP_SHARED, so its pages would otherwise pile up in the daemon's RSS
@@ -153,11 +146,11 @@ static void cpu_decode_one(void *arg, unsigned worker, size_t i)
         it->err = RFS_E_NOMEM;
         return;
     }
-    t0 = now_ns();
+    t0 = rfs_hist_now_ns();
     unit_decode u = {job->cb->img, ctx, it};
     it->err = rfs_guard_call(unit_decode_guarded, &u);
     if (job->cb->hist && it->err == RFS_OK)
-        rfs_hist_add(job->cb->hist, now_ns() - t0);
+        rfs_hist_add(job->cb->hist, rfs_hist_now_ns() - t0);
     rfs_batch_drop_source(job->cb->img, it->unit);
 }
 

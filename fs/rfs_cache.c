@@ -233,6 +233,7 @@ static void entry_evict(rfs_cache *c, rfs_centry *e)
     c->bytes -= sizeof(rfs_centry);
     c->n_entries--;
     c->st.evictions++;
+    c->st.prefetch_unused += e->prefetched;
     free(e);
 }
 
@@ -366,6 +367,7 @@ rfs_centry *rfs_cache_acquire(rfs_cache *c, uint64_t unit, size_t size, int *own
         if (e->prefetched) {
             e->prefetched = 0;
             c->st.prefetch_hits++;
+            c->st.prefetch_late += e->state == ST_DECODING;
         }
         *owner = 0;
     } else {

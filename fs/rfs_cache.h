@@ -51,6 +51,8 @@ typedef struct rfs_cache_stats {
     uint64_t evictions;
     uint64_t prefetch_hits; /* first demand acquire of a prefetched unit */
     uint64_t prefetched;    /* units decoded by prefetch */
+    uint64_t prefetch_late; /* first demand acquires that found it still decoding */
+    uint64_t prefetch_unused; /* prefetched units evicted before any read used them */
     uint64_t over_budget;   /* buffers allocated beyond the budget */
     uint64_t entries;       /* entries now in the cache */
     uint64_t bytes;         /* bytes held now (entries + free buffers) */

@@ -40,6 +40,7 @@ struct rfs_engine {
     rfs_batch gpu;
     int have_gpu;
     rfs_hist decode_ns;
+    rfs_hist request_us; /* FUSE read requests, arrival to reply */
     uint64_t prefetch_min, prefetch_max, prefetch_cap;
     void (*log)(void *, const char *);
     void *log_ctx;
@@ -51,7 +52,7 @@ struct rfs_engine {
     atomic_uint_least64_t bytes_served, raw_bytes, reads, read_errors;
     atomic_uint_least64_t tiles_decoded, decode_errors, decoded_bytes;
     atomic_uint_least64_t gpu_batches;
-    atomic_uint_least64_t prefetch_batches, prefetch_inflight;
+    atomic_uint_least64_t prefetch_batches, prefetch_inflight, prefetch_resets;
 };
 
 /* ------------------------------------------------------------ lifecycle */
@@ -463,6 +464,16 @@ void rfs_engine_note_served(rfs_engine *eng, size_t bytes)
     atomic_fetch_add(&eng->bytes_served, bytes);
 }
 
+void rfs_engine_note_request(rfs_engine *eng, uint64_t ns)
+{
+    rfs_hist_add(&eng->request_us, ns / 1000u);
+}
+
+void rfs_engine_note_prefetch_reset(rfs_engine *eng)
+{
+    atomic_fetch_add(&eng->prefetch_resets, 1);
+}
+
 /* ------------------------------------------------------------ prefetch */
 
 typedef struct pf_job {
@@ -559,6 +570,35 @@ void rfs_engine_prefetch(rfs_engine *eng, uint64_t ino, uint64_t start, uint64_t
 
 /* ------------------------------------------------------------ stats */
 
+#define RFS_REQUEST_BINS 32 /* 2^31 us = 36 minutes: enough for any request */
+
+/*
+ * The request latency part of the stats: percentiles and the whole
+ * histogram folded into power-of-two bins of microseconds, so a reader can
+ * tell a slow tail from a slow median.
+ */
+static int request_stats_json(rfs_engine *eng, char *buf, size_t cap)
+{
+    uint64_t bins[RFS_REQUEST_BINS];
+    unsigned nb = rfs_hist_pow2(&eng->request_us, bins, RFS_REQUEST_BINS);
+    int n = snprintf(buf, cap,
+                     "\"read_us_count\":%llu,\"read_us_p50\":%llu,\"read_us_p90\":%llu,"
+                     "\"read_us_p99\":%llu,\"read_us_max\":%llu,\"read_us_log2\":[",
+                     (unsigned long long)rfs_hist_count(&eng->request_us),
+                     (unsigned long long)rfs_hist_quantile(&eng->request_us, 0.50),
+                     (unsigned long long)rfs_hist_quantile(&eng->request_us, 0.90),
+                     (unsigned long long)rfs_hist_quantile(&eng->request_us, 0.99),
+                     (unsigned long long)rfs_hist_quantile(&eng->request_us, 1.0));
+    for (unsigned k = 0; k <= nb && n >= 0; k++) {
+        size_t at = buf && (size_t)n < cap ? (size_t)n : cap;
+        int m = k < nb ? snprintf(buf ? buf + at : NULL, cap - at, "%s%llu", k ? "," : "",
+                                  (unsigned long long)bins[k])
+                       : snprintf(buf ? buf + at : NULL, cap - at, "],");
+        n = m < 0 ? m : n + m;
+    }
+    return n;
+}
+
 /* The GPU part of the stats: its batches, then the backend's own counters. */
 static int gpu_stats_json(rfs_engine *eng, char *buf, size_t cap)
 {
@@ -579,7 +619,7 @@ static int gpu_stats_json(rfs_engine *eng, char *buf, size_t cap)
 size_t rfs_engine_stats_json(rfs_engine *eng, char *buf, size_t cap)
 {
     rfs_cache_stats cs;
-    int n, g;
+    int n, r, g;
     rfs_cache_get_stats(eng->cache, &cs);
     n = snprintf(
         buf, cap,
@@ -587,6 +627,7 @@ size_t rfs_engine_stats_json(rfs_engine *eng, char *buf, size_t cap)
         "\"tiles_decoded\":%llu,\"decoded_bytes\":%llu,\"decode_errors\":%llu,"
         "\"cache_hits\":%llu,\"cache_waits\":%llu,\"cache_misses\":%llu,\"evictions\":%llu,"
         "\"prefetch_hits\":%llu,\"prefetched_tiles\":%llu,\"prefetch_batches\":%llu,"
+        "\"prefetch_late\":%llu,\"prefetch_unused\":%llu,\"prefetch_resets\":%llu,"
         "\"cache_bytes\":%llu,\"cache_peak_bytes\":%llu,\"cache_budget\":%llu,"
         "\"cache_over_budget\":%llu,\"cache_entries\":%llu,"
         "\"decode_us_p50\":%.1f,\"decode_us_p99\":%.1f,"
@@ -601,7 +642,9 @@ size_t rfs_engine_stats_json(rfs_engine *eng, char *buf, size_t cap)
         (unsigned long long)cs.waits, (unsigned long long)cs.misses,
         (unsigned long long)cs.evictions, (unsigned long long)cs.prefetch_hits,
         (unsigned long long)cs.prefetched,
-        (unsigned long long)atomic_load(&eng->prefetch_batches), (unsigned long long)cs.bytes,
+        (unsigned long long)atomic_load(&eng->prefetch_batches),
+        (unsigned long long)cs.prefetch_late, (unsigned long long)cs.prefetch_unused,
+        (unsigned long long)atomic_load(&eng->prefetch_resets), (unsigned long long)cs.bytes,
         (unsigned long long)cs.bytes_peak, (unsigned long long)cs.budget,
         (unsigned long long)cs.over_budget, (unsigned long long)cs.entries,
         (double)rfs_hist_quantile(&eng->decode_ns, 0.50) / 1000.0,
@@ -609,6 +652,11 @@ size_t rfs_engine_stats_json(rfs_engine *eng, char *buf, size_t cap)
         (unsigned long long)rfs_guard_faults(), atomic_load(&eng->img_changed) ? "true" : "false");
     if (n < 0)
         return 0;
+    r = (size_t)n < cap ? request_stats_json(eng, buf + n, cap - (size_t)n)
+                        : request_stats_json(eng, NULL, 0);
+    if (r < 0)
+        return 0;
+    n += r;
     if ((size_t)n < cap)
         g = gpu_stats_json(eng, buf + n, cap - (size_t)n);
     else

@@ -102,6 +102,17 @@ void rfs_readv_release(rfs_engine *eng, rfs_readv *rv);
 void rfs_engine_note_served(rfs_engine *eng, size_t bytes);
 
 /*
+ * Count one FUSE read request that reached rfs_engine_read, answered or
+ * failed, and the nanoseconds from its arrival to its reply (stats:
+ * read_us_*).  Thread-safe, lock-free.
+ */
+void rfs_engine_note_request(rfs_engine *eng, uint64_t ns);
+
+/* Count a read the prefetch detector did not take as sequential (its
+ * window was reset).  Thread-safe, lock-free. */
+void rfs_engine_note_prefetch_reset(rfs_engine *eng);
+
+/*
  * Queue the background decode of the units of [start, end) of file ino that
  * are not cached yet.  Returns at once; does nothing while too much prefetch
  * is in flight.

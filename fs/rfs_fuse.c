@@ -20,6 +20,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include "rfs_hist.h"
 #include "rfs_prefetch.h"
 
 /* writev takes at most IOV_MAX pieces; beyond this we gather into one buffer. */
@@ -393,11 +394,15 @@ static int reply_bufvec(fuse_req_t req, const rfs_fs *fs, const rfs_readv *rv)
 
 static void note_prefetch(rfs_fs *fs, rfs_fh *fh, fuse_ino_t ino, uint64_t off, uint64_t len)
 {
-    uint64_t start, end;
+    uint64_t start, end, resets;
     int go;
     pthread_mutex_lock(&fh->mu);
+    resets = fh->pf.resets;
     go = rfs_prefetch_note(&fh->pf, off, len, fh->size, &start, &end);
+    resets = fh->pf.resets - resets;
     pthread_mutex_unlock(&fh->mu);
+    if (resets)
+        rfs_engine_note_prefetch_reset(fs->eng);
     if (go)
         rfs_engine_prefetch(fs->eng, ino, start, end);
 }
@@ -410,15 +415,18 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
     rfs_readv rv;
     rfs_err err;
     size_t len;
+    uint64_t t0;
     if (off < 0 || (uint64_t)off >= fh->size || size == 0) {
         fuse_reply_buf(req, NULL, 0);
         return;
     }
+    t0 = rfs_hist_now_ns();
     len = fh->size - (uint64_t)off < size ? (size_t)(fh->size - (uint64_t)off) : size;
     rfs_readv_init(&rv);
     err = rfs_engine_read(fs->eng, ino, (uint64_t)off, len, &rv);
     if (err != RFS_OK) {
         fuse_reply_err(req, rfs_errno(err));
+        rfs_engine_note_request(fs->eng, rfs_hist_now_ns() - t0);
         return;
     }
     /* fh must not be touched after the reply: the reader may close the file
@@ -432,6 +440,7 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
         reply_iov(req, &rv);
     rfs_readv_release(fs->eng, &rv); /* the kernel has the bytes now */
     rfs_engine_note_served(fs->eng, len);
+    rfs_engine_note_request(fs->eng, rfs_hist_now_ns() - t0);
 }
 
 /* ------------------------------------------------------------ misc */

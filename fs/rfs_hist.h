@@ -11,6 +11,7 @@
 
 #include <stdatomic.h>
 #include <stdint.h>
+#include <time.h>
 
 #define RFS_HIST_BUCKETS 160
 
@@ -36,6 +37,14 @@ static inline uint64_t rfs_hist_value(unsigned idx)
         return idx;
     uint64_t lo = (uint64_t)(4u + sub) << (lg - 2);
     return lo + ((uint64_t)1 << (lg - 2)) / 2;
+}
+
+/* Monotonic clock in nanoseconds: what the histograms time with. */
+static inline uint64_t rfs_hist_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
 static inline void rfs_hist_add(rfs_hist *h, uint64_t v)
@@ -69,6 +78,29 @@ static inline uint64_t rfs_hist_count(rfs_hist *h)
     for (unsigned i = 0; i < RFS_HIST_BUCKETS; i++)
         n += atomic_load_explicit(&h->b[i], memory_order_relaxed);
     return n;
+}
+
+/*
+ * Fold the histogram into power-of-two bins: out[k] counts values in
+ * [2^k, 2^(k+1)) (out[0] also counts 0).  Returns the number of bins up to
+ * the last non-empty one (0 when empty); at most n are written.
+ */
+static inline unsigned rfs_hist_pow2(rfs_hist *h, uint64_t *out, unsigned n)
+{
+    unsigned used = 0;
+    for (unsigned k = 0; k < n; k++)
+        out[k] = 0;
+    for (unsigned i = 0; i < RFS_HIST_BUCKETS; i++) {
+        uint64_t c = atomic_load_explicit(&h->b[i], memory_order_relaxed);
+        /* Buckets below 4 hold the values themselves; above, 4 per power. */
+        unsigned k = i < 4 ? (i < 2 ? 0u : 1u) : i / 4u;
+        if (c == 0 || k >= n)
+            continue;
+        out[k] += c;
+        if (k + 1 > used)
+            used = k + 1;
+    }
+    return used;
 }
 
 #endif

@@ -20,6 +20,7 @@ void rfs_prefetch_init(rfs_prefetch *pf, uint64_t min_window, uint64_t max_windo
     pf->min_window = min_window;
     pf->max_window = max_window;
     pf->streak = 0;
+    pf->resets = 0;
 }
 
 static int is_sequential(const rfs_prefetch *pf, uint64_t off)
@@ -41,6 +42,7 @@ int rfs_prefetch_note(rfs_prefetch *pf, uint64_t off, uint64_t len, uint64_t fil
     if (is_sequential(pf, off)) {
         pf->streak++;
     } else {
+        pf->resets++;
         pf->streak = 0;
         pf->window = pf->min_window;
         pf->ahead = 0;

@@ -25,6 +25,7 @@ typedef struct rfs_prefetch {
     uint64_t min_window;
     uint64_t max_window;
     unsigned streak;     /* consecutive sequential reads */
+    uint64_t resets;     /* reads taken as a jump elsewhere (stats) */
 } rfs_prefetch;
 
 /* Start a detector; max_window = 0 disables prefetch. */

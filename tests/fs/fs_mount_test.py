@@ -433,6 +433,88 @@ def t_concurrent():
     log(json.dumps(stats(mnt)))
 
 
+def t_read_stats():
+    """The request latency histogram and the prefetch counters move sensibly."""
+    d, src, img, mnt = model_mount(16)
+    b = os.path.join(mnt, "model.safetensors")
+    before = stats(mnt)
+    for k in ("read_us_count", "read_us_p50", "read_us_p90", "read_us_p99", "read_us_max",
+              "read_us_log2", "prefetch_late", "prefetch_unused", "prefetch_resets"):
+        assert k in before, "stats lack " + k
+    drop_cache(b)
+    with open(b, "rb", buffering=0) as f:  # a sequential cat in 1 MiB reads
+        while f.read(1 << 20):
+            pass
+    # A request is timed just after its reply, so the reader may ask before
+    # the last one is counted: let the daemon settle (no timing asserted).
+    for _ in range(100):
+        st = stats(mnt)
+        if st["read_us_count"] == st["reads"]:
+            break
+        time.sleep(0.05)
+    log(json.dumps(st))
+    assert st["reads"] > before["reads"]
+    # Every request that reached the engine is timed once, answered or not.
+    assert st["read_us_count"] == st["reads"], (st["read_us_count"], st["reads"])
+    assert sum(st["read_us_log2"]) == st["read_us_count"], st["read_us_log2"]
+    assert 0 < st["read_us_max"], st
+    assert st["read_us_p50"] <= st["read_us_p90"] <= st["read_us_p99"] <= st["read_us_max"], st
+    # A sequential read is what the detector prefetches for, and it uses it.
+    assert st["prefetched_tiles"] > 0 and st["prefetch_hits"] > 0, st
+    assert st["prefetch_late"] <= st["prefetch_hits"] <= st["prefetched_tiles"], st
+    assert st["prefetch_unused"] + st["prefetch_hits"] <= st["prefetched_tiles"], st
+    assert st["prefetch_resets"] <= st["reads"], st
+
+
+def interleaved_copy(path, hdr, base, threads):
+    """How torch materialises mmap-backed tensors: one mapping, several threads
+    each copying its interleaved share of every tensor (chunks of 1 MiB dealt
+    round-robin), so the page faults reach the file as several sequential
+    streams at once.  Returns {name: bytes}."""
+    m = np.memmap(path, dtype=np.uint8, mode="r")
+    out, chunk, errors = {}, 1 << 20, []
+    for name, t in hdr.items():
+        if name == "__metadata__":
+            continue
+        a0, a1 = t["data_offsets"]
+        src, dst = m[base + a0:base + a1], np.empty(a1 - a0, dtype=np.uint8)
+
+        def work(k, src=src, dst=dst):
+            try:
+                for at in range(k * chunk, len(src), threads * chunk):
+                    dst[at:at + chunk] = src[at:at + chunk]
+            except Exception as e:  # noqa
+                errors.append(repr(e))
+
+        th = [threading.Thread(target=work, args=(k,)) for k in range(threads)]
+        for x in th:
+            x.start()
+        for x in th:
+            x.join()
+        out[name] = dst.tobytes()
+    del m
+    assert not errors, errors[:3]
+    return out
+
+
+def t_mmap_threads():
+    """The multi-thread interleaved mmap copy (torch's pattern) gives the bytes."""
+    d, src, img, mnt = model_mount(24)
+    a, b = os.path.join(src, "model.safetensors"), os.path.join(mnt, "model.safetensors")
+    hdr, base = read_safetensors_header(a)
+    with open(a, "rb") as f:
+        data = f.read()
+    for threads in (4, 3):
+        drop_cache(b)
+        got = interleaved_copy(b, hdr, base, threads)
+        for name, t in hdr.items():
+            if name == "__metadata__":
+                continue
+            a0, a1 = t["data_offsets"]
+            assert got[name] == data[base + a0:base + a1], "%s differs (%d threads)" % (name, threads)
+    log(json.dumps(stats(mnt)))
+
+
 def proc_status(pid):
     out = {}
     with open("/proc/%d/status" % pid) as f:

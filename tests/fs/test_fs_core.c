@@ -164,6 +164,27 @@ static void test_cache_reserve_prefetch(void **state)
     rfs_cache_get_stats(c, &st);
     assert_int_equal(st.prefetch_hits, 1);
     assert_int_equal(st.prefetched, 1);
+    assert_int_equal(st.prefetch_late, 1); /* acquired while still decoding */
+    assert_int_equal(st.prefetch_unused, 0);
+    rfs_cache_destroy(c);
+}
+
+/* A prefetched unit evicted before any read used it counts as unused. */
+static void test_cache_prefetch_unused(void **state)
+{
+    rfs_cache *c = rfs_cache_create(3u * 65536 + 3 * rfs_cache_charge(65536));
+    rfs_cache_stats st;
+    for (uint64_t u = 0; u < 8; u++) {
+        rfs_centry *e = rfs_cache_reserve(c, u, 65536);
+        assert_non_null(e);
+        rfs_cache_publish(c, e, RFS_OK);
+        rfs_cache_release(c, e);
+    }
+    rfs_cache_get_stats(c, &st);
+    assert_int_equal(st.prefetched, 8);
+    assert_true(st.evictions > 0);
+    assert_int_equal(st.prefetch_unused, st.evictions);
+    assert_int_equal(st.prefetch_hits, 0);
     rfs_cache_destroy(c);
 }
 
@@ -284,6 +305,7 @@ static void test_prefetch_gaps_and_jumps(void **state)
     assert_false(rfs_prefetch_note(&pf, 900u << 20, 4096, size, &s, &e));
     assert_int_equal(pf.streak, 0);
     assert_int_equal(pf.window, 1u << 20);
+    assert_int_equal(pf.resets, 1);
     /* Random 4 KiB reads never prefetch. */
     unsigned seed = 12345;
     int got = 0;
@@ -318,6 +340,25 @@ static void test_hist(void **state)
     assert_int_equal(rfs_hist_count(&h), 1000);
 }
 
+/* The power-of-two folding keeps every count in the bin of its value. */
+static void test_hist_pow2(void **state)
+{
+    static rfs_hist h;
+    uint64_t bins[24], n = 0;
+    memset(&h, 0, sizeof(h));
+    assert_int_equal(rfs_hist_pow2(&h, bins, 24), 0);
+    for (uint64_t v = 0; v < 5000; v++)
+        rfs_hist_add(&h, v);
+    assert_int_equal(rfs_hist_pow2(&h, bins, 24), 13); /* 4999 < 2^13 */
+    assert_int_equal(bins[0], 2);                       /* 0 and 1 */
+    assert_int_equal(bins[1], 2);                       /* 2, 3 */
+    for (unsigned k = 2; k < 12; k++)
+        assert_int_equal(bins[k], 1u << k);
+    for (unsigned k = 0; k < 13; k++)
+        n += bins[k];
+    assert_int_equal(n, 5000);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -326,11 +367,13 @@ int main(void)
         cmocka_unit_test(test_cache_pinned_not_evicted),
         cmocka_unit_test(test_cache_failed_unit),
         cmocka_unit_test(test_cache_reserve_prefetch),
+        cmocka_unit_test(test_cache_prefetch_unused),
         cmocka_unit_test(test_cache_single_flight),
         cmocka_unit_test(test_cache_charge_classes),
         cmocka_unit_test(test_prefetch_sequential),
         cmocka_unit_test(test_prefetch_gaps_and_jumps),
         cmocka_unit_test(test_hist),
+        cmocka_unit_test(test_hist_pow2),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
