@@ -466,22 +466,25 @@ def t_read_stats():
     assert st["prefetch_resets"] <= st["reads"], st
 
 
-def interleaved_copy(path, hdr, base, threads):
+def interleaved_copy(path, hdr, base, threads, dealt):
     """How torch materialises mmap-backed tensors: one mapping, several threads
-    each copying its interleaved share of every tensor (chunks of 1 MiB dealt
-    round-robin), so the page faults reach the file as several sequential
-    streams at once.  Returns {name: bytes}."""
+    each copying its share of every tensor, so the page faults reach the file
+    as several sequential streams at once.  The share is contiguous (torch's
+    parallel_for: thread k copies the k-th 1/threads of the tensor) or, with
+    dealt, 1 MiB chunks dealt round-robin.  Returns {name: bytes}."""
     m = np.memmap(path, dtype=np.uint8, mode="r")
-    out, chunk, errors = {}, 1 << 20, []
+    out, errors = {}, []
     for name, t in hdr.items():
         if name == "__metadata__":
             continue
         a0, a1 = t["data_offsets"]
         src, dst = m[base + a0:base + a1], np.empty(a1 - a0, dtype=np.uint8)
+        share = (len(src) + threads - 1) // threads
+        chunk, stride = (1 << 20, threads << 20) if dealt else (share, len(src) + 1)
 
-        def work(k, src=src, dst=dst):
+        def work(k, src=src, dst=dst, chunk=chunk, stride=stride):
             try:
-                for at in range(k * chunk, len(src), threads * chunk):
+                for at in range(k * chunk, len(src), stride):
                     dst[at:at + chunk] = src[at:at + chunk]
             except Exception as e:  # noqa
                 errors.append(repr(e))
@@ -504,14 +507,15 @@ def t_mmap_threads():
     hdr, base = read_safetensors_header(a)
     with open(a, "rb") as f:
         data = f.read()
-    for threads in (4, 3):
+    for threads, dealt in ((4, False), (4, True), (3, True)):
         drop_cache(b)
-        got = interleaved_copy(b, hdr, base, threads)
+        got = interleaved_copy(b, hdr, base, threads, dealt)
         for name, t in hdr.items():
             if name == "__metadata__":
                 continue
             a0, a1 = t["data_offsets"]
-            assert got[name] == data[base + a0:base + a1], "%s differs (%d threads)" % (name, threads)
+            assert got[name] == data[base + a0:base + a1], \
+                "%s differs (%d threads, dealt %s)" % (name, threads, dealt)
     log(json.dumps(stats(mnt)))
 
 
