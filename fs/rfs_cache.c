@@ -3,8 +3,8 @@
  *
  * Design note: eviction and buffers.
  *  - Entries sit in a hash table (unit -> entry) and on a CLOCK ring.  New
- *    entries go just behind the hand, so they are inspected last; every hit
- *    sets the entry's `used` bit.  The hand skips referenced and in-flight
+ *    entries go just behind the hand, so they are inspected last; a hit
+ *    sets the entry's `used` bit (but see evict-behind below).  The hand skips referenced and in-flight
  *    entries, clears set bits, and evicts the first entry with a clear bit.
  *    A scan gives up after two turns of the ring (everything pinned).
  *  - Large buffers (> RFS_CACHE_SMALL) come from mmap in size classes of four
@@ -13,6 +13,12 @@
  *    faulted in and freed memory really leaves the process (munmap), which is
  *    what makes the RSS bound hold.  Free buffers count towards the budget and
  *    are unmapped first when room is needed for another class.
+ *  - Evict behind the reader, not ahead of it: a prefetched entry starts
+ *    with its bit set and the first read of it clears the bit, so what a
+ *    sequential reader has consumed (which it will not read again: the
+ *    kernel's page cache has those bytes now) goes before what prefetch has
+ *    decoded for it and it has not reached yet.  Entries a read decoded
+ *    itself start clear too; only a second read sets the bit.
  *  - Small buffers (tiny tensors, last tiles) use malloc.
  *  - Every entry is charged its buffer's class size plus its own struct.
  */
@@ -359,15 +365,18 @@ rfs_centry *rfs_cache_acquire(rfs_cache *c, uint64_t unit, size_t size, int *own
     e = hash_find(c, unit);
     if (e) {
         e->refs++;
-        e->used = 1;
         if (e->state == ST_DECODING)
             c->st.waits++;
         else
             c->st.hits++;
         if (e->prefetched) {
+            /* Its reader has come: evict behind it (see Design note). */
             e->prefetched = 0;
+            e->used = 0;
             c->st.prefetch_hits++;
             c->st.prefetch_late += e->state == ST_DECODING;
+        } else {
+            e->used = 1;
         }
         *owner = 0;
     } else {
@@ -389,6 +398,7 @@ rfs_centry *rfs_cache_reserve(rfs_cache *c, uint64_t unit, size_t size)
         e = entry_create(c, unit, size);
         if (e) {
             e->prefetched = 1;
+            e->used = 1; /* kept over what readers have consumed */
             c->st.prefetched++;
         }
     }

@@ -1,7 +1,11 @@
 #!/usr/bin/python3
 """bench_loader.py - the mount at model scale (issue 11): loader access patterns.
 
-usage: /usr/bin/python3 tests/bench/bench_loader.py [BUILD_DIR]
+usage: /usr/bin/python3 tests/bench/bench_loader.py [BUILD_DIR...]
+
+With several build directories (e.g. a copy of build/bin from before a
+change, then build), every measurement runs once with each daemon in turn,
+so a before/after comparison shares one shard and one run.
 
 Builds one bf16 safetensors shard (RFS_BENCH_GB GiB, 1 by default: tensors
 of 8192x8192 bf16, gaussian f32 rounded to bf16 like real weights), packs
@@ -152,8 +156,8 @@ def plain_run(src, fn, hdr, base, threads):
 
 
 def main():
-    build = sys.argv[1] if len(sys.argv) > 1 else "build"
-    binp = os.path.abspath(os.path.join(build, "bin"))
+    builds = sys.argv[1:] or ["build"]
+    bins = [os.path.abspath(os.path.join(b, "bin")) for b in builds]
     gib = float(os.environ.get("RFS_BENCH_GB", "1"))
     rounds = int(os.environ.get("RFS_BENCH_ROUNDS", "2"))
     threads = int(os.environ.get("RFS_BENCH_THREADS", "4"))
@@ -171,7 +175,7 @@ def main():
             len(hdr), ROWS, COLS, size, time.perf_counter() - t0))
         img = os.path.join(w, "model.rfs")
         t0 = time.perf_counter()
-        run([os.path.join(binp, "ransfs-mkimage"), "-q", d, img])
+        run([os.path.join(bins[0], "ransfs-mkimage"), "-q", d, img])
         print("image: %d bytes (%.3f of the shard), packed in %.0f s" % (
             os.path.getsize(img), os.path.getsize(img) / size, time.perf_counter() - t0))
         with open(img, "rb") as f:  # the image in the page cache
@@ -183,13 +187,14 @@ def main():
             threads, rounds))
         for r in range(rounds):
             for name, fn in READERS:
-                mbs, line, hist = mounted_run(binp, img, mnt, name, fn, hdr, base, threads,
-                                              units)
+                got = [mounted_run(b, img, mnt, name, fn, hdr, base, threads, units)
+                       for b in bins]
                 plain = plain_run(src, fn, hdr, base, threads)
-                print("round %d %-13s mount %7.0f MB/s  plain(cached) %7.0f MB/s  %.2fx" % (
-                    r + 1, name, mbs, plain, mbs / plain))
-                print("    %s" % line)
-                print("    read_us_log2 %s" % hist)
+                print("round %d %-13s plain(cached) %7.0f MB/s" % (r + 1, name, plain))
+                for build, (mbs, line, hist) in zip(builds, got):
+                    print("    mount %7.0f MB/s  %.2fx  [%s]" % (mbs, mbs / plain, build))
+                    print("      %s" % line)
+                    print("      read_us_log2 %s" % hist)
                 sys.stdout.flush()
     finally:
         shutil.rmtree(w, ignore_errors=True)

@@ -169,6 +169,37 @@ static void test_cache_reserve_prefetch(void **state)
     rfs_cache_destroy(c);
 }
 
+/* Evict behind the reader: a unit a read has consumed goes before a
+ * prefetched unit no read has reached yet. */
+static void test_cache_evict_behind(void **state)
+{
+    rfs_cache *c = rfs_cache_create(2 * rfs_cache_charge(65536) + 100);
+    rfs_cache_stats st;
+    rfs_centry *e;
+    int owner;
+    for (uint64_t u = 0; u < 2; u++) { /* prefetch units 0 and 1 */
+        e = rfs_cache_reserve(c, u, 65536);
+        assert_non_null(e);
+        rfs_cache_publish(c, e, RFS_OK);
+        rfs_cache_release(c, e);
+    }
+    e = rfs_cache_acquire(c, 0, 65536, &owner); /* the reader consumes 0 */
+    assert_false(owner);
+    rfs_cache_release(c, e);
+    e = rfs_cache_acquire(c, 2, 65536, &owner); /* a miss: room is needed */
+    assert_true(owner);
+    rfs_cache_publish(c, e, RFS_OK);
+    rfs_cache_release(c, e);
+    assert_null(rfs_cache_reserve(c, 1, 65536)); /* 1 is still there */
+    e = rfs_cache_acquire(c, 0, 65536, &owner);  /* 0 was evicted */
+    assert_true(owner);
+    rfs_cache_publish(c, e, RFS_OK);
+    rfs_cache_release(c, e);
+    rfs_cache_get_stats(c, &st);
+    assert_int_equal(st.prefetch_unused, 0);
+    rfs_cache_destroy(c);
+}
+
 /* A prefetched unit evicted before any read used it counts as unused. */
 static void test_cache_prefetch_unused(void **state)
 {
@@ -368,6 +399,7 @@ int main(void)
         cmocka_unit_test(test_cache_failed_unit),
         cmocka_unit_test(test_cache_reserve_prefetch),
         cmocka_unit_test(test_cache_prefetch_unused),
+        cmocka_unit_test(test_cache_evict_behind),
         cmocka_unit_test(test_cache_single_flight),
         cmocka_unit_test(test_cache_charge_classes),
         cmocka_unit_test(test_prefetch_sequential),
