@@ -33,8 +33,9 @@ typedef struct walker {
     size_t path_cap;
 } walker;
 
-/* Append "/name" (or "name" at the root) to the path. */
-static int path_push(walker *w, size_t len, const char *name)
+/* Append "/name" (or "name" at the root) to the path, len long; its new
+ * length goes to *out. */
+static int path_push(walker *w, size_t len, const char *name, size_t *out)
 {
     size_t nl = strlen(name), sep = len ? 1 : 0;
     if (rfs_array_reserve(&w->path, &w->path_cap, len + sep + nl + 1, 1))
@@ -42,6 +43,7 @@ static int path_push(walker *w, size_t len, const char *name)
     if (sep)
         w->path[len] = '/';
     memcpy(w->path + len + sep, name, nl + 1);
+    *out = len + sep + nl;
     return 0;
 }
 
@@ -79,16 +81,17 @@ static int step(walker *w)
     const char *name;
     if (rfs_image_dir_entry(w->img, f->ino, f->next++, &child, &name) != RFS_OK)
         return -1;
-    size_t len = f->path_len;
-    if (path_push(w, len, name))
+    size_t len;
+    if (path_push(w, f->path_len, name, &len))
         return -1;
-    return enter(w, child, strlen(w->path));
+    return enter(w, child, len);
 }
 
 int rfs_tree_walk(const rfs_image *img, rfs_tree_fn fn, void *user)
 {
     walker w = {.img = img, .fn = fn, .user = user};
-    int rc = path_push(&w, 0, "");
+    size_t len;
+    int rc = path_push(&w, 0, "", &len);
     if (rc == 0)
         rc = enter(&w, RFS_ROOT_INO, 0);
     while (rc == 0 && w.depth > 0)
