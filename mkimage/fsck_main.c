@@ -243,6 +243,13 @@ static int sel_class(const fsck *f, const char *path)
     return ancestor ? SEL_ANCESTOR : SEL_OUT;
 }
 
+/* What a walk callback returns to pass over an entry: a directory's
+ * entries are skipped too. */
+static int walk_pass(const rfs_stat *st)
+{
+    return S_ISDIR(st->mode) ? RFS_TREE_SKIP : 0;
+}
+
 /* Every PATH names an entry of the image?  0, or 1 after naming the first
  * that does not. */
 static int sel_check(fsck *f)
@@ -304,6 +311,12 @@ static int extract_clear(fsck *f, const char *path)
     return unlinkat(f->cur, name, 0) == 0 ? 0 : dest_fail(f, path, "cannot replace");
 }
 
+/* The atime and mtime to give an extracted entry: both its image mtime. */
+static void mtime_times(struct timespec ts[2], const rfs_stat *st)
+{
+    ts[0] = ts[1] = (struct timespec){st->mtime_sec, st->mtime_nsec};
+}
+
 /* Write all n bytes (a short write is retried, so that errno names the
  * reason, e.g. ENOSPC, when it stops); 0 or -1. */
 static int write_full(int fd, const uint8_t *buf, size_t n)
@@ -344,7 +357,8 @@ static int extract_file(fsck *f, uint64_t ino, const char *path, const rfs_stat 
                     O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
     if (fd < 0)
         return dest_fail(f, path, "");
-    struct timespec ts[2] = {{st->mtime_sec, st->mtime_nsec}, {st->mtime_sec, st->mtime_nsec}};
+    struct timespec ts[2];
+    mtime_times(ts, st);
     int rc = extract_data(f, fd, ino, path, st);
     if (rc == 0 && (fchmod(fd, st->mode & 07777) || futimens(fd, ts)))
         rc = dest_fail(f, path, "");
@@ -355,7 +369,8 @@ static int extract_file(fsck *f, uint64_t ino, const char *path, const rfs_stat 
 static int extract_link(fsck *f, uint64_t ino, const char *path, const rfs_stat *st)
 {
     const char *target, *name = rfs_tree_basename(path);
-    struct timespec ts[2] = {{st->mtime_sec, st->mtime_nsec}, {st->mtime_sec, st->mtime_nsec}};
+    struct timespec ts[2];
+    mtime_times(ts, st);
     rfs_image_readlink(f->img, ino, &target);
     if (extract_clear(f, path))
         return -1;
@@ -403,7 +418,8 @@ static int extract_dir_pre(fsck *f, const char *path)
  * are in, and a mode without write permission no longer matters). */
 static int extract_dir_post(fsck *f, const char *path, const rfs_stat *st)
 {
-    struct timespec ts[2] = {{st->mtime_sec, st->mtime_nsec}, {st->mtime_sec, st->mtime_nsec}};
+    struct timespec ts[2];
+    mtime_times(ts, st);
     int fd = path[0] ? dup(f->cur) : f->cur;
     if (fd < 0)
         return dest_fail(f, path, "");
@@ -420,7 +436,7 @@ static int extract_one(void *user, uint64_t ino, const char *path, const rfs_sta
     fsck *f = user;
     int sel = sel_class(f, path);
     if (sel == SEL_OUT)
-        return S_ISDIR(st->mode) ? RFS_TREE_SKIP : 0;
+        return walk_pass(st);
     if (S_ISDIR(st->mode)) {
         if (post)
             return extract_dir_post(f, path, st);
@@ -468,7 +484,7 @@ static int remove_one(void *user, uint64_t ino, const char *path, const rfs_stat
     const char *name = rfs_tree_basename(path);
     (void)ino;
     if (sel_class(f, path) == SEL_OUT)
-        return S_ISDIR(st->mode) ? RFS_TREE_SKIP : 0;
+        return walk_pass(st);
     if (!S_ISDIR(st->mode)) {
         unlinkat(f->cur, name, 0);
         return 0;
@@ -727,7 +743,7 @@ static int compare_one(void *user, uint64_t ino, const char *path, const rfs_sta
     if (post)
         return path[0] ? dir_leave(f, path) : 0;
     if (sel == SEL_OUT)
-        return dir ? RFS_TREE_SKIP : 0;
+        return walk_pass(st);
     int r = compare_lstat(f, path, &ds);
     if (r)
         return r > 0 && dir ? RFS_TREE_SKIP : r < 0 ? -1 : 0;
@@ -735,7 +751,7 @@ static int compare_one(void *user, uint64_t ino, const char *path, const rfs_sta
     if ((ds.st_mode & S_IFMT) != (st->mode & S_IFMT)) {
         difference(f, "%s: type differs: %s in the image, %s in %s", shown, type_name(st->mode),
                    type_name(ds.st_mode), f->dest);
-        return dir ? RFS_TREE_SKIP : 0;
+        return walk_pass(st);
     }
     if (!S_ISLNK(st->mode) && (ds.st_mode & 07777) != (st->mode & 07777) && sel == SEL_IN)
         difference(f, "%s: mode differs: %04o in the image, %04o in %s", shown,
