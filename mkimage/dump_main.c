@@ -319,6 +319,7 @@ static void totals_text(const dump *d, uint64_t nt, uint64_t tin, uint64_t tout)
 static int dump_all(dump *d)
 {
     rfs_image_summary sum;
+    int rc = -1;
     rfs_image_get_summary(d->img, &sum);
     d->ino_path = calloc(sum.n_inodes, sizeof *d->ino_path);
     cJSON *root = d->json ? cJSON_CreateObject() : NULL;
@@ -336,21 +337,24 @@ static int dump_all(dump *d)
     uint64_t tin = 0, tout = 0, nt = rfs_image_tensor_count(d->img);
     for (uint64_t t = 0; t < nt; t++)
         tensor_one(d, t, tarr, &tin, &tout);
-    if (!d->json) {
+    if (!d->json)
         totals_text(d, nt, tin, tout);
-        return 0;
+    else {
+        totals_json(d, root, nt, tin, tout);
+        char *s = cJSON_PrintUnformatted(root);
+        if (!s)
+            goto fail;
+        puts(s);
+        free(s);
     }
-    totals_json(d, root, nt, tin, tout);
-    char *s = cJSON_PrintUnformatted(root);
-    if (!s)
-        goto fail;
-    puts(s);
-    free(s);
-    cJSON_Delete(root);
-    return 0;
+    rc = 0;
 fail:
     cJSON_Delete(root);
-    return -1;
+    for (uint64_t i = 0; d->ino_path && i < sum.n_inodes; i++)
+        free(d->ino_path[i]);
+    free(d->ino_path);
+    d->ino_path = NULL;
+    return rc;
 }
 
 /* ------------------------------------------------------------ --ls */
@@ -503,11 +507,6 @@ int main(int argc, char **argv)
         rc = 1;
     } else
         rc = 0;
-    rfs_image_summary sum;
-    rfs_image_get_summary(d.img, &sum);
-    for (uint64_t i = 0; d.ino_path && i < sum.n_inodes; i++)
-        free(d.ino_path[i]);
-    free(d.ino_path);
     rfs_image_close(d.img);
     if (fflush(stdout) != 0 || ferror(stdout)) {
         fprintf(stderr, "ransfs-dump: cannot write the listing: %s\n", strerror(errno));
