@@ -17,6 +17,7 @@
 #include "rfs_engine.h"
 
 #include <errno.h>
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -573,56 +574,72 @@ void rfs_engine_prefetch(rfs_engine *eng, uint64_t ino, uint64_t start, uint64_t
 #define RFS_REQUEST_BINS 32 /* 2^31 us = 36 minutes: enough for any request */
 
 /*
+ * snprintf after the *n bytes asked for so far: *n becomes the whole length
+ * asked for, as one snprintf of everything would return it (so a short buf
+ * still reports the size it needs), or stays negative after an error.
+ */
+static void json_add(char *buf, size_t cap, int *n, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static void json_add(char *buf, size_t cap, int *n, const char *fmt, ...)
+{
+    va_list ap;
+    size_t at;
+    int m;
+    if (*n < 0)
+        return;
+    at = (size_t)*n < cap ? (size_t)*n : cap;
+    va_start(ap, fmt);
+    m = vsnprintf(buf ? buf + at : NULL, cap - at, fmt, ap);
+    va_end(ap);
+    *n = m < 0 ? m : *n + m;
+}
+
+/*
  * The request latency part of the stats: percentiles and the whole
  * histogram folded into power-of-two bins of microseconds, so a reader can
  * tell a slow tail from a slow median.
  */
-static int request_stats_json(rfs_engine *eng, char *buf, size_t cap)
+static void request_stats_json(rfs_engine *eng, char *buf, size_t cap, int *n)
 {
     uint64_t bins[RFS_REQUEST_BINS];
     unsigned nb = rfs_hist_pow2(&eng->request_us, bins, RFS_REQUEST_BINS);
-    int n = snprintf(buf, cap,
-                     "\"read_us_count\":%llu,\"read_us_p50\":%llu,\"read_us_p90\":%llu,"
-                     "\"read_us_p99\":%llu,\"read_us_max\":%llu,\"read_us_log2\":[",
-                     (unsigned long long)rfs_hist_count(&eng->request_us),
-                     (unsigned long long)rfs_hist_quantile(&eng->request_us, 0.50),
-                     (unsigned long long)rfs_hist_quantile(&eng->request_us, 0.90),
-                     (unsigned long long)rfs_hist_quantile(&eng->request_us, 0.99),
-                     (unsigned long long)rfs_hist_quantile(&eng->request_us, 1.0));
-    for (unsigned k = 0; k <= nb && n >= 0; k++) {
-        size_t at = buf && (size_t)n < cap ? (size_t)n : cap;
-        int m = k < nb ? snprintf(buf ? buf + at : NULL, cap - at, "%s%llu", k ? "," : "",
-                                  (unsigned long long)bins[k])
-                       : snprintf(buf ? buf + at : NULL, cap - at, "],");
-        n = m < 0 ? m : n + m;
-    }
-    return n;
+    json_add(buf, cap, n,
+             "\"read_us_count\":%llu,\"read_us_p50\":%llu,\"read_us_p90\":%llu,"
+             "\"read_us_p99\":%llu,\"read_us_max\":%llu,\"read_us_log2\":[",
+             (unsigned long long)rfs_hist_count(&eng->request_us),
+             (unsigned long long)rfs_hist_quantile(&eng->request_us, 0.50),
+             (unsigned long long)rfs_hist_quantile(&eng->request_us, 0.90),
+             (unsigned long long)rfs_hist_quantile(&eng->request_us, 0.99),
+             (unsigned long long)rfs_hist_quantile(&eng->request_us, 1.0));
+    for (unsigned k = 0; k < nb; k++)
+        json_add(buf, cap, n, "%s%llu", k ? "," : "", (unsigned long long)bins[k]);
+    json_add(buf, cap, n, "],");
 }
 
 /* The GPU part of the stats: its batches, then the backend's own counters. */
-static int gpu_stats_json(rfs_engine *eng, char *buf, size_t cap)
+static void gpu_stats_json(rfs_engine *eng, char *buf, size_t cap, int *n)
 {
     rfs_batch_stats gs = {0};
     if (eng->have_gpu && eng->gpu.get_stats)
         eng->gpu.get_stats(eng->gpu.self, &gs);
-    return snprintf(buf, cap,
-                    "\"gpu\":\"%s\",\"gpu_batches\":%llu,\"gpu_tiles\":%llu,"
-                    "\"gpu_fallback_tiles\":%llu,\"gpu_launches\":%llu,\"gpu_errors\":%llu,"
-                    "\"gpu_usable\":%s}",
-                    eng->have_gpu ? eng->gpu.name : "off",
-                    (unsigned long long)atomic_load(&eng->gpu_batches),
-                    (unsigned long long)gs.units_dev, (unsigned long long)gs.units_cpu,
-                    (unsigned long long)gs.launches, (unsigned long long)gs.dev_errors,
-                    eng->have_gpu && gs.usable ? "true" : "false");
+    json_add(buf, cap, n,
+             "\"gpu\":\"%s\",\"gpu_batches\":%llu,\"gpu_tiles\":%llu,"
+             "\"gpu_fallback_tiles\":%llu,\"gpu_launches\":%llu,\"gpu_errors\":%llu,"
+             "\"gpu_usable\":%s}",
+             eng->have_gpu ? eng->gpu.name : "off",
+             (unsigned long long)atomic_load(&eng->gpu_batches),
+             (unsigned long long)gs.units_dev, (unsigned long long)gs.units_cpu,
+             (unsigned long long)gs.launches, (unsigned long long)gs.dev_errors,
+             eng->have_gpu && gs.usable ? "true" : "false");
 }
 
 size_t rfs_engine_stats_json(rfs_engine *eng, char *buf, size_t cap)
 {
     rfs_cache_stats cs;
-    int n, r, g;
+    int n = 0;
     rfs_cache_get_stats(eng->cache, &cs);
-    n = snprintf(
-        buf, cap,
+    json_add(
+        buf, cap, &n,
         "{\"bytes_served\":%llu,\"raw_bytes_served\":%llu,\"reads\":%llu,\"read_errors\":%llu,"
         "\"tiles_decoded\":%llu,\"decoded_bytes\":%llu,\"decode_errors\":%llu,"
         "\"cache_hits\":%llu,\"cache_waits\":%llu,\"cache_misses\":%llu,\"evictions\":%llu,"
@@ -650,16 +667,7 @@ size_t rfs_engine_stats_json(rfs_engine *eng, char *buf, size_t cap)
         (double)rfs_hist_quantile(&eng->decode_ns, 0.50) / 1000.0,
         (double)rfs_hist_quantile(&eng->decode_ns, 0.99) / 1000.0, rfs_pool_threads(eng->pool),
         (unsigned long long)rfs_guard_faults(), atomic_load(&eng->img_changed) ? "true" : "false");
-    if (n < 0)
-        return 0;
-    r = (size_t)n < cap ? request_stats_json(eng, buf + n, cap - (size_t)n)
-                        : request_stats_json(eng, NULL, 0);
-    if (r < 0)
-        return 0;
-    n += r;
-    if ((size_t)n < cap)
-        g = gpu_stats_json(eng, buf + n, cap - (size_t)n);
-    else
-        g = gpu_stats_json(eng, NULL, 0);
-    return g < 0 ? 0 : (size_t)n + (size_t)g;
+    request_stats_json(eng, buf, cap, &n);
+    gpu_stats_json(eng, buf, cap, &n);
+    return n < 0 ? 0 : (size_t)n;
 }
