@@ -426,20 +426,19 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
     err = rfs_engine_read(fs->eng, ino, (uint64_t)off, len, &rv);
     if (err != RFS_OK) {
         fuse_reply_err(req, rfs_errno(err));
-        rfs_engine_note_request(fs->eng, rfs_hist_now_ns() - t0);
-        return;
+    } else {
+        /* fh must not be touched after the reply: the reader may close the
+         * file and its release free fh before this thread goes on. */
+        note_prefetch(fs, fh, ino, (uint64_t)off, len);
+        if (rv.n_pieces > RFS_MAX_IOV)
+            reply_gathered(req, fs, &rv);
+        else if (rv.has_raw)
+            reply_bufvec(req, fs, &rv);
+        else
+            reply_iov(req, &rv);
+        rfs_readv_release(fs->eng, &rv); /* the kernel has the bytes now */
+        rfs_engine_note_served(fs->eng, len);
     }
-    /* fh must not be touched after the reply: the reader may close the file
-     * and its release free fh before this thread goes on. */
-    note_prefetch(fs, fh, ino, (uint64_t)off, len);
-    if (rv.n_pieces > RFS_MAX_IOV)
-        reply_gathered(req, fs, &rv);
-    else if (rv.has_raw)
-        reply_bufvec(req, fs, &rv);
-    else
-        reply_iov(req, &rv);
-    rfs_readv_release(fs->eng, &rv); /* the kernel has the bytes now */
-    rfs_engine_note_served(fs->eng, len);
     rfs_engine_note_request(fs->eng, rfs_hist_now_ns() - t0);
 }
 
