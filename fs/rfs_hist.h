@@ -93,7 +93,7 @@ static inline unsigned rfs_hist_pow2(rfs_hist *h, uint64_t *out, unsigned n)
     for (unsigned i = 0; i < RFS_HIST_BUCKETS; i++) {
         uint64_t c = atomic_load_explicit(&h->b[i], memory_order_relaxed);
         /* Buckets below 4 hold the values themselves; above, 4 per power. */
-        unsigned k = i < 4 ? (i < 2 ? 0u : 1u) : i / 4u;
+        unsigned k = i < 4 ? i / 2u : i / 4u;
         if (c == 0 || k >= n)
             continue;
         out[k] += c;
