@@ -483,19 +483,16 @@ static int tensor_finish(pk_stream *s, pk_worker *w, pk_slot *sl, uint64_t i)
     uint64_t (*head)[512] = w->head, (*all)[512] = w->all;
     memset(w->head, 0, sizeof w->head);
     memset(w->all, 0, sizeof w->all);
-    uint64_t e0 = 0;
+    int shared = tensor_shared(p, t);
     for (size_t k = k0; k < k0 + t->n_tiles; k++) {
         const pk_chunk *c = &p->chunks[i + (k - k0)];
-        uint64_t n = c->len / t->width;
-        uint64_t hn = t->width >= 2 && e0 < RFS_XF_SAMPLE ? RFS_XF_SAMPLE - e0 : 0;
-        hn = hn > n ? n : hn;
+        uint64_t n = c->len / t->width, hn = tile_head(t, c);
         for (unsigned pl = 0; pl < t->width; pl++)
             for (unsigned x = 0; x < 512; x++) {
                 uint64_t a = hn ? sl->hist[k].head[pl][x] : 0;
                 head[pl][x] += a;
-                all[pl][x] += a + (n > hn && tensor_shared(p, t) ? sl->hist[k].tail[pl][x] : 0);
+                all[pl][x] += a + (n > hn && shared ? sl->hist[k].tail[pl][x] : 0);
             }
-        e0 += n;
     }
     t->hash = XXH3_128bits(&sl->th[k0], t->n_tiles * sizeof *sl->th);
     t->xf = rfs_transform_choose_pairs((const uint64_t (*)[512])head, t->width, t->n_elems);
