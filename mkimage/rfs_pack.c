@@ -504,7 +504,9 @@ static int opts_check(pk_plan *p)
 static void mtimes_clamp(pk_plan *p)
 {
     int64_t max = p->o->mtime_max;
-    for (size_t i = 0; p->o->clamp_mtime && i < p->n_nodes; i++) {
+    if (!p->o->clamp_mtime)
+        return;
+    for (size_t i = 0; i < p->n_nodes; i++) {
         pk_node *n = &p->nodes[i];
         if (n->mtime_sec > max || (n->mtime_sec == max && n->mtime_nsec)) {
             n->mtime_sec = max;
