@@ -457,19 +457,29 @@ static int chunks_plan(pk_plan *p)
     return 0;
 }
 
-int pk_write_all(pk_plan *p, int fd, const void *buf, size_t len)
+int pk_write_fd(int fd, const void *buf, size_t len)
 {
     const uint8_t *b = buf;
     while (len) {
         ssize_t n = write(fd, b, len);
         if (n < 0 && errno == EINTR)
             continue;
-        if (n <= 0)
-            return pk_fail(p, "%s: write failed: %s", p->o->image, n < 0 ? strerror(errno) : "?");
+        if (n <= 0) {
+            if (n == 0)
+                errno = 0;
+            return -1;
+        }
         b += n;
         len -= (size_t)n;
     }
     return 0;
+}
+
+int pk_write_all(pk_plan *p, int fd, const void *buf, size_t len)
+{
+    if (pk_write_fd(fd, buf, len) == 0)
+        return 0;
+    return pk_fail(p, "%s: write failed: %s", p->o->image, errno ? strerror(errno) : "?");
 }
 
 /* Units of tiles name their owning tensor record (the tensor's index). */

@@ -163,7 +163,11 @@ int pk_src_verify_all(pk_plan *p);
 /* Read, analyse, encode and write every chunk (rfs_pack_stream.c). */
 int pk_stream_all(pk_plan *p, pk_out *o);
 
-/* write(2) all of buf to fd; -1 with p->err on failure. */
+/* write(2) all of buf to fd, retrying on EINTR; 0, or -1 with errno (0
+ * when write(2) wrote nothing without saying why). */
+int pk_write_fd(int fd, const void *buf, size_t len);
+
+/* pk_write_fd, with p->err naming the image on failure. */
 int pk_write_all(pk_plan *p, int fd, const void *buf, size_t len);
 
 /* Before the data: the first RFS_IMG_SB_SIZE bytes, zeros that

@@ -225,21 +225,6 @@ fail:
                    strerror(errno));
 }
 
-/* write(2) all of buf to standard output; -1 with errno. */
-static int stdout_write(const uint8_t *b, size_t len)
-{
-    while (len) {
-        ssize_t n = write(STDOUT_FILENO, b, len);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            return -1;
-        b += n;
-        len -= (size_t)n;
-    }
-    return 0;
-}
-
 /* Copy the finished image (o->pos bytes) to standard output.  A regular
  * file there is emptied first (it held an image or nothing: pk_out_check),
  * and emptied again when the copy fails, so it never holds half an image. */
@@ -264,8 +249,8 @@ static int finish_stdout(pk_plan *p, pk_out *o)
                          got < 0 ? strerror(errno) : "short read");
             goto out;
         }
-        if (stdout_write(buf, (size_t)got) != 0) {
-            e = errno;
+        if (pk_write_fd(STDOUT_FILENO, buf, (size_t)got) != 0) {
+            e = errno ? errno : EIO; /* a write that took nothing still fails */
             goto out;
         }
         off += (uint64_t)got;
