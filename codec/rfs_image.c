@@ -47,6 +47,17 @@ static rfs_err fail(char *why, size_t why_cap, rfs_err err, const char *fmt, ...
 
 #define FAIL(err, ...) fail(why, why_cap, err, __VA_ARGS__)
 
+/* Make image bytes [off, off+len) valid (rfs_img_ensure) or say which
+ * range could not be read. */
+static rfs_err ensure(const rfs_image *img, uint64_t off, uint64_t len, char *why, size_t why_cap)
+{
+    rfs_err err = rfs_img_ensure(img, off, len);
+    if (err)
+        return FAIL(err, "cannot read image bytes [%llu, +%llu): %s", (unsigned long long)off,
+                    (unsigned long long)len, rfs_strerror(err));
+    return RFS_OK;
+}
+
 /* 1 when [off, off+len) lies inside [0, size). */
 static int range_ok(uint64_t off, uint64_t len, uint64_t size)
 {
@@ -90,11 +101,14 @@ static rfs_err sb_trailer_find(rfs_image *img, const uint8_t **sbp, rfs_sb_rec *
                     "a trailer superblock (truncated stream?)",
                     (unsigned long long)img->map_size);
     const uint8_t *p = img->map + img->map_size - RFS_IMG_SB_SIZE;
+    rfs_err err = ensure(img, img->map_size - RFS_IMG_SB_SIZE, RFS_IMG_SB_SIZE, why, why_cap);
+    if (err)
+        return err;
     if (!rfs_sb_magic_ok(p))
         return FAIL(RFS_E_TRUNCATED, "no trailer superblock at the end of the image (truncated "
                     "stream?)");
     rfs_sb_load(sb, p);
-    rfs_err err = sb_head_check(sb, "trailer superblock: ", why, why_cap);
+    err = sb_head_check(sb, "trailer superblock: ", why, why_cap);
     if (err)
         return err;
     if (!(sb->features & RFS_IMG_F_TRAILER))
@@ -120,7 +134,10 @@ static rfs_err sb_parse(rfs_image *img, char *why, size_t why_cap)
 {
     const uint8_t *p = img->map;
     rfs_sb_rec sb;
-    rfs_err err;
+    rfs_err err = ensure(img, 0, img->map_size < RFS_IMG_SB_SIZE ? img->map_size : RFS_IMG_SB_SIZE,
+                         why, why_cap);
+    if (err)
+        return err;
     if (img->map_size < RFS_IMG_SB_SIZE)
         return FAIL(img->map_size >= RFS_IMG_MAGIC_SIZE && !rfs_sb_magic_ok(p) ? RFS_E_MAGIC
                                                                                 : RFS_E_TRUNCATED,
@@ -180,6 +197,11 @@ static const uint32_t sect_rec[RFS_SECT_COUNT] = {RFS_INODE_SIZE,  RFS_DIRENT_SI
 static rfs_err sect_parse(rfs_image *img, char *why, size_t why_cap)
 {
     uint64_t expect = img->data_off + img->data_len;
+    /* Every section must lie in [expect, meta_end) (checked below), and
+     * sb_parse put expect inside it: one ensure covers them all. */
+    rfs_err err = ensure(img, expect, img->meta_end - expect, why, why_cap);
+    if (err)
+        return err;
     for (int s = 0; s < RFS_SECT_COUNT; s++) {
         const rfs_sect *sc = &img->sect[s];
         if (sc->off != expect || !range_ok(sc->off, sc->len, img->meta_end))
@@ -719,16 +741,40 @@ static rfs_err image_fd_open(rfs_image *img, const char *path, struct stat *st, 
     return RFS_OK;
 }
 
-rfs_err rfs_image_open(rfs_image **out, const char *path, char *why, size_t why_cap)
+/* Validate an image whose map, map_size (and src) are set; frees it on failure. */
+static rfs_err image_validate(rfs_image **out, rfs_image *img, char *why, size_t why_cap)
 {
     rfs_err err;
-    struct stat st;
+    if ((err = sb_parse(img, why, why_cap)) || (err = sect_parse(img, why, why_cap)) ||
+        (err = records_load(img, why, why_cap)) || (err = namespace_check(img, why, why_cap)) ||
+        (err = units_check(img, why, why_cap)) || (err = files_check(img, why, why_cap)) ||
+        (err = tensors_check(img, why, why_cap))) {
+        rfs_image_close(img);
+        return err;
+    }
+    *out = img;
+    return RFS_OK;
+}
+
+static rfs_image *image_alloc(rfs_image **out, char *why, size_t why_cap)
+{
     *out = NULL;
     if (why && why_cap)
         why[0] = '\0';
     rfs_image *img = calloc(1, sizeof *img);
+    if (img)
+        img->fd = -1;
+    return img;
+}
+
+rfs_err rfs_image_open(rfs_image **out, const char *path, char *why, size_t why_cap)
+{
+    rfs_err err;
+    struct stat st;
+    rfs_image *img = image_alloc(out, why, why_cap);
     if (!img)
         return FAIL(RFS_E_NOMEM, "out of memory");
+    img->own_map = 1;
     if ((err = image_fd_open(img, path, &st, why, why_cap)))
         goto fail;
     img->map_size = (uint64_t)st.st_size;
@@ -740,25 +786,37 @@ rfs_err rfs_image_open(rfs_image **out, const char *path, char *why, size_t why_
         }
         img->map = m;
     }
-    if ((err = sb_parse(img, why, why_cap)) || (err = sect_parse(img, why, why_cap)) ||
-        (err = records_load(img, why, why_cap)) || (err = namespace_check(img, why, why_cap)) ||
-        (err = units_check(img, why, why_cap)) || (err = files_check(img, why, why_cap)) ||
-        (err = tensors_check(img, why, why_cap)))
-        goto fail;
-    *out = img;
-    return RFS_OK;
+    return image_validate(out, img, why, why_cap);
 fail:
     rfs_image_close(img);
     return err;
 }
 
+rfs_err rfs_image_open_source(rfs_image **out, const rfs_source *src, char *why, size_t why_cap)
+{
+    rfs_image *img = image_alloc(out, why, why_cap);
+    if (!img)
+        return FAIL(RFS_E_NOMEM, "out of memory");
+    if (!src || (src->size && !src->base)) {
+        rfs_image_close(img);
+        return FAIL(RFS_E_ARG, "no image source");
+    }
+    img->src = *src;
+    img->fd = src->fd;
+    img->map = src->base;
+    img->map_size = src->size;
+    return image_validate(out, img, why, why_cap);
+}
+
+int rfs_image_is_sourced(const rfs_image *img) { return img->src.ensure != NULL; }
+
 void rfs_image_close(rfs_image *img)
 {
     if (!img)
         return;
-    if (img->map)
+    if (img->own_map && img->map)
         munmap((void *)img->map, img->map_size);
-    if (img->fd >= 0)
+    if (img->own_map && img->fd >= 0)
         close(img->fd);
     free(img->inodes);
     free(img->dirents);

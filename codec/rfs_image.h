@@ -13,7 +13,10 @@
  *    is refused with a precise reason.  Unit payloads are checked (XXH3) each
  *    time they are decoded.
  *  - The image file is mapped read-only and must not be modified or
- *    truncated while open (images are immutable once built).
+ *    truncated while open (images are immutable once built).  Bytes may
+ *    instead come from an rfs_source (rfs_image_open_source: a remote
+ *    object with a local cache), whose ensure hook is called before the
+ *    reader touches any of them.
  *  - Memory: the image owns its metadata; names and link targets returned
  *    point into it and live until rfs_image_close.
  *  - Threads: an open rfs_image is read-only and may be used by any number
@@ -67,9 +70,42 @@ typedef struct rfs_image_summary {
  * (e.g. "tile index checksum mismatch").
  */
 rfs_err rfs_image_open(rfs_image **img, const char *path, char *why, size_t why_cap);
+
+/*
+ * Where an image's bytes come from when it is not a local file (I/O is a
+ * seam: codec/ never learns about sockets or threads).  base maps all size
+ * bytes of the image, but a byte is valid only after ensure has returned
+ * RFS_OK for a range holding it; before every access (metadata at open,
+ * a unit's encoded bytes, a RAW extent) the reader calls ensure for exactly
+ * the bytes it is about to touch.  ensure may block (a network fetch), is
+ * called from any number of threads at once, and must be thread-safe;
+ * bytes it made valid stay valid until the source is closed.  fd, when
+ * >= 0, is a file holding the same bytes at the same offsets (rfs_image_fd
+ * returns it, for pread/splice of RAW extents already ensured), or -1.
+ * A local file is the case ensure == NULL: every byte of base is valid.
+ */
+typedef struct rfs_source {
+    void *ctx;
+    uint64_t size;
+    const uint8_t *base;
+    int fd;
+    rfs_err (*ensure)(void *ctx, uint64_t off, uint64_t len);
+} rfs_source;
+
+/*
+ * Open and validate an image read from src (copied; the source itself is
+ * not owned: close the image before the source).  Validation, errors and
+ * why are as for rfs_image_open; an ensure failure at open is returned as
+ * ensure's error with why naming the range.
+ */
+rfs_err rfs_image_open_source(rfs_image **img, const rfs_source *src, char *why, size_t why_cap);
+/* 1 when the image is read through an rfs_source with an ensure hook (bytes
+ * fetched on demand, so e.g. the image file's stat says nothing of it). */
+int rfs_image_is_sourced(const rfs_image *img);
 void rfs_image_close(rfs_image *img);
 void rfs_image_get_summary(const rfs_image *img, rfs_image_summary *sum);
-/* The open file descriptor of the image (for splicing RAW extents). */
+/* The open file descriptor of the image (for splicing RAW extents that
+ * rfs_image_raw_verify has passed); for an rfs_source, its fd (maybe -1). */
 int rfs_image_fd(const rfs_image *img);
 
 /* ------------------------------------------------------------ namespace */
@@ -144,7 +180,8 @@ int rfs_image_unit_verify(const rfs_unit_src *src);
  * index records (RFS_E_CORRUPT).  *src receives the unit once it is found.
  * rfs_image_unit_decode starts with exactly these; the GPU paths make them
  * before a tile goes to the device.  Reads every encoded byte from the
- * image mapping.  Thread-safe.
+ * image mapping, after the source's ensure (rfs_source; its error, e.g.
+ * RFS_E_IO, is returned).  Thread-safe.
  */
 rfs_err rfs_image_unit_check(const rfs_image *img, uint64_t unit, size_t dst_cap,
                              rfs_unit_src *src);

@@ -60,7 +60,9 @@ rfs_err rfs_image_extent_info(const rfs_image *img, uint64_t ino, uint64_t idx,
  * on rfs_image_fd) calls it before serving them.  A match is remembered
  * for the open image (the image is immutable while open), so each extent
  * is hashed once; a mismatch is reported every time.  Thread-safe.
- * Errors: RFS_E_CHECKSUM, RFS_E_NOENT, RFS_E_ISDIR, RFS_E_INVAL.
+ * The extent's bytes are made valid first (rfs_source's ensure; its error,
+ * e.g. RFS_E_IO, is returned and nothing is remembered).
+ * Errors: RFS_E_CHECKSUM, RFS_E_NOENT, RFS_E_ISDIR, RFS_E_INVAL, RFS_E_IO.
  */
 rfs_err rfs_image_raw_verify(const rfs_image *img, uint64_t ino, uint64_t off);
 

@@ -17,6 +17,8 @@ struct rfs_image {
     int fd;
     const uint8_t *map; /* the whole image, PROT_READ */
     uint64_t map_size;
+    int own_map;        /* map and fd are ours (a local file), not an rfs_source's */
+    rfs_source src;     /* src.ensure == NULL for a local file */
 
     uint32_t features; /* superblock feature flags, all known (RFS_IMG_FEATURES_KNOWN) */
     uint32_t tile_size, unit_max;
@@ -40,5 +42,14 @@ struct rfs_image {
     rfs_table *tables;     /* all parsed shared tables */
     rfs_table_set *tsets;  /* per tensor, pointing into tables */
 };
+
+/* Make [off, off+len) of the image valid before it is read (rfs_source);
+ * RFS_OK at once for a local file. */
+static inline rfs_err rfs_img_ensure(const rfs_image *img, uint64_t off, uint64_t len)
+{
+    if (!img->src.ensure || len == 0)
+        return RFS_OK;
+    return img->src.ensure(img->src.ctx, off, len);
+}
 
 #endif

@@ -227,6 +227,8 @@ rfs_err rfs_image_raw_verify(const rfs_image *img, uint64_t ino, uint64_t off)
     atomic_uchar *ok = &img->raw_ok[x - img->extents];
     if (atomic_load_explicit(ok, memory_order_relaxed))
         return RFS_OK;
+    if ((err = rfs_img_ensure(img, x->src, x->length)))
+        return err;
     if (XXH3_64bits(img->map + x->src, x->length) != x->xxh3)
         return RFS_E_CHECKSUM;
     atomic_store_explicit(ok, 1, memory_order_relaxed);
@@ -298,6 +300,8 @@ rfs_err rfs_image_unit_check(const rfs_image *img, uint64_t unit, size_t dst_cap
         return err;
     if (dst_cap < src->decoded_size)
         return RFS_E_DST_SMALL;
+    if ((err = rfs_img_ensure(img, img->units[unit].off, src->size)))
+        return err;
     if (!rfs_image_unit_verify(src))
         return RFS_E_CHECKSUM;
     if (src->kind != RFS_UNIT_TILE)

@@ -108,7 +108,7 @@ rfs_err rfs_engine_create(rfs_engine **out, const rfs_image *img, const rfs_engi
     if (!eng)
         goto fail;
     eng->img = img;
-    if (fstat(rfs_image_fd(img), &eng->img_stat) != 0) {
+    if (!rfs_image_is_sourced(img) && fstat(rfs_image_fd(img), &eng->img_stat) != 0) {
         err = RFS_E_IO;
         snprintf(why, why_cap, "cannot stat the image: %s", strerror(errno));
         goto fail_quiet;
@@ -315,6 +315,10 @@ static rfs_err image_unchanged(rfs_engine *eng)
 {
     struct stat sb;
     const struct stat *was = &eng->img_stat;
+    /* A sourced (remote) image: its fd is a cache file that fetches write
+     * to; the source pins the object itself (docs/remote.md). */
+    if (rfs_image_is_sourced(eng->img))
+        return RFS_OK;
     if (!atomic_load(&eng->img_changed) && fstat(rfs_image_fd(eng->img), &sb) == 0 &&
         sb.st_size == was->st_size && sb.st_ctim.tv_sec == was->st_ctim.tv_sec &&
         sb.st_ctim.tv_nsec == was->st_ctim.tv_nsec)
