@@ -1,0 +1,249 @@
+/*
+ * ransfs_tensors.c - libransfs: the tensors of a safetensors file in an
+ * image, and their parallel decode into host memory (see ransfs.h).
+ *
+ * Design: a call's byte ranges are cut into pieces at the image's span
+ * boundaries (one coded unit, or one stored extent, each), so a piece is
+ * the work of one rfs_image_read: a whole unit decodes straight into the
+ * caller's buffer, a unit cut by a range's end goes through the context's
+ * scratch.  Workers (the caller plus threads - 1 pool threads started for
+ * this call) take pieces from one atomic counter, each with its own decode
+ * context; the first error stops them all.
+ */
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "rfs_pool.h"
+#include "rfs_safetensors.h"
+#include "ransfs_internal.h"
+
+/* ------------------------------------------------------- tensors (list) */
+
+/* The first need bytes of file ino into a new buffer (*out, caller frees). */
+static ransfs_err file_head(ransfs *img, uint64_t ino, size_t need, uint8_t **out)
+{
+    uint8_t *buf = malloc(need ? need : 1);
+    rfs_rctx *ctx = ransfs_ctx_get(img);
+    size_t got = 0;
+    rfs_err err = RFS_E_NOMEM;
+    if (buf && ctx)
+        err = rfs_image_read(img->img, ctx, ino, 0, need, buf, &got);
+    ransfs_ctx_put(img, ctx);
+    if (err == RFS_OK && got != need)
+        err = RFS_E_CORRUPT; /* the image said the file is longer */
+    if (err) {
+        free(buf);
+        return ransfs_from_rfs(err);
+    }
+    *out = buf;
+    return RANSFS_OK;
+}
+
+/* Parse the safetensors header of file ino (size bytes) into h. */
+static ransfs_err header_load(ransfs *img, uint64_t ino, uint64_t size, rfs_st_header *h)
+{
+    uint8_t first[8], *head = NULL;
+    if (size < 8)
+        return RANSFS_E_NOT_SAFETENSORS;
+    ransfs_err err = file_head(img, ino, 8, &head);
+    if (err)
+        return err;
+    memcpy(first, head, 8);
+    free(head);
+    uint64_t need = rfs_st_head_size(first, size);
+    if (need - 8 > RFS_ST_SNIFF_MAX) /* the format's own header limit */
+        return RANSFS_E_NOT_SAFETENSORS;
+    if ((err = file_head(img, ino, (size_t)need, &head)))
+        return err;
+    char why[256];
+    int rc = rfs_st_parse(h, head, size, why, sizeof why);
+    free(head);
+    return rc ? RANSFS_E_NOT_SAFETENSORS : RANSFS_OK;
+}
+
+/* One list block: the array, then every name. */
+static ransfs_err list_build(const rfs_st_header *h, ransfs_tensor **list)
+{
+    size_t names = 0;
+    for (size_t i = 0; i < h->n; i++) {
+        if (h->t[i].ndim > 8 || strlen(h->t[i].dtype) >= sizeof(*list)->dtype)
+            return RANSFS_E_UNSUPPORTED;
+        names += strlen(h->t[i].name) + 1;
+    }
+    ransfs_tensor *l = calloc(1, h->n * sizeof *l + names);
+    if (!l)
+        return RANSFS_E_NOMEM;
+    char *p = (char *)(l + h->n);
+    for (size_t i = 0; i < h->n; i++) {
+        const rfs_st_tensor *s = &h->t[i];
+        size_t len = strlen(s->name) + 1;
+        memcpy(p, s->name, len);
+        l[i].name = p;
+        p += len;
+        strcpy(l[i].dtype, s->dtype);
+        l[i].ndim = s->ndim;
+        memcpy(l[i].shape, s->dims, s->ndim * sizeof s->dims[0]);
+        l[i].offset = s->begin;
+        l[i].size = s->end - s->begin;
+    }
+    *list = l;
+    return RANSFS_OK;
+}
+
+ransfs_err ransfs_tensors(ransfs *img, const char *path, ransfs_tensor **list, size_t *n)
+{
+    if (!img || !path || !list || !n)
+        return RANSFS_E_INVAL;
+    uint64_t ino, size;
+    rfs_st_header h;
+    ransfs_err err = ransfs_resolve_file(img, path, &ino, &size);
+    if (err || (err = header_load(img, ino, size, &h)))
+        return err;
+    ransfs_tensor *l = NULL;
+    if (h.n && (err = list_build(&h, &l)) != RANSFS_OK) {
+        rfs_st_free(&h);
+        return err;
+    }
+    *list = l;
+    *n = h.n;
+    rfs_st_free(&h);
+    return RANSFS_OK;
+}
+
+void ransfs_tensors_free(ransfs_tensor *list, size_t n)
+{
+    (void)n; /* one block: the array and its names */
+    free(list);
+}
+
+/* ------------------------------------------------------- ranges (check) */
+
+ransfs_err ransfs_ranges_check(const ransfs *img, const char *path, const ransfs_tensor *t,
+                               size_t n, void *const *dst, uint64_t *ino)
+{
+    if (!img || !path || (n && (!t || !dst)))
+        return RANSFS_E_INVAL;
+    uint64_t size;
+    ransfs_err err = ransfs_resolve_file(img, path, ino, &size);
+    if (err)
+        return err;
+    for (size_t i = 0; i < n; i++) {
+        if (t[i].size && !dst[i])
+            return RANSFS_E_INVAL;
+        if (t[i].offset > size || t[i].size > size - t[i].offset)
+            return RANSFS_E_RANGE;
+    }
+    return RANSFS_OK;
+}
+
+/* --------------------------------------------------------- read (host) */
+
+typedef struct piece {
+    size_t tensor;
+    uint64_t off; /* file offset */
+    uint64_t len;
+} piece;
+
+typedef struct job {
+    ransfs *img;
+    uint64_t ino;
+    const ransfs_tensor *t;
+    void *const *dst;
+    piece *p;
+    size_t n_pieces;
+    atomic_size_t next;
+    atomic_int err; /* the first ransfs_err, RANSFS_OK while none */
+} job;
+
+/* Append the pieces of range [off, off + len) of tensor ti. */
+static ransfs_err pieces_add(job *j, size_t *cap, size_t ti, uint64_t off, uint64_t len)
+{
+    while (len > 0) {
+        rfs_span sp;
+        rfs_err e = rfs_image_map(j->img->img, j->ino, off, &sp);
+        if (e)
+            return ransfs_from_rfs(e);
+        uint64_t n = sp.length < len ? sp.length : len;
+        if (j->n_pieces == *cap) {
+            size_t c = *cap ? 2 * *cap : 64;
+            piece *p = realloc(j->p, c * sizeof *p);
+            if (!p)
+                return RANSFS_E_NOMEM;
+            j->p = p;
+            *cap = c;
+        }
+        j->p[j->n_pieces++] = (piece){ti, off, n};
+        off += n;
+        len -= n;
+    }
+    return RANSFS_OK;
+}
+
+static void job_fail(job *j, ransfs_err err)
+{
+    int none = RANSFS_OK;
+    atomic_compare_exchange_strong(&j->err, &none, (int)err);
+}
+
+/* One worker: pieces from the shared counter until none is left or one
+ * failed.  Item index and worker index are unused: every item is a worker. */
+static void job_run(void *arg, unsigned worker, size_t item)
+{
+    job *j = arg;
+    (void)worker;
+    (void)item;
+    rfs_rctx *ctx = ransfs_ctx_get(j->img);
+    if (!ctx) {
+        job_fail(j, RANSFS_E_NOMEM);
+        return;
+    }
+    for (;;) {
+        size_t i = atomic_fetch_add(&j->next, 1);
+        if (i >= j->n_pieces || atomic_load(&j->err) != RANSFS_OK)
+            break;
+        const piece *p = &j->p[i];
+        uint8_t *out = (uint8_t *)j->dst[p->tensor] + (p->off - j->t[p->tensor].offset);
+        size_t got = 0;
+        rfs_err e = rfs_image_read(j->img->img, ctx, j->ino, p->off, (size_t)p->len, out, &got);
+        if (e == RFS_OK && got != p->len)
+            e = RFS_E_CORRUPT;
+        if (e)
+            job_fail(j, ransfs_from_rfs(e));
+    }
+    ransfs_ctx_put(j->img, ctx);
+}
+
+static unsigned threads_pick(int threads, size_t n_pieces)
+{
+    long n = threads > 0 ? threads : sysconf(_SC_NPROCESSORS_ONLN);
+    if (n < 1)
+        n = 1;
+    if ((size_t)n > n_pieces)
+        n = n_pieces ? (long)n_pieces : 1;
+    return (unsigned)n;
+}
+
+ransfs_err ransfs_read_tensors(ransfs *img, const char *path, const ransfs_tensor *t, size_t n,
+                               void *const *dst, int threads)
+{
+    job j = {.img = img, .t = t, .dst = dst};
+    size_t cap = 0;
+    ransfs_err err = ransfs_ranges_check(img, path, t, n, dst, &j.ino);
+    for (size_t i = 0; err == RANSFS_OK && i < n; i++)
+        err = pieces_add(&j, &cap, i, t[i].offset, t[i].size);
+    if (err) {
+        free(j.p);
+        return err;
+    }
+    atomic_init(&j.next, 0);
+    atomic_init(&j.err, RANSFS_OK);
+    unsigned nt = threads_pick(threads, j.n_pieces);
+    /* A NULL pool (one thread, or none could start) runs it all here. */
+    rfs_pool *pool = nt > 1 ? rfs_pool_create(nt - 1) : NULL;
+    rfs_pool_for(pool, RFS_PRIO_HIGH, nt, job_run, &j);
+    rfs_pool_destroy(pool);
+    free(j.p);
+    return (ransfs_err)atomic_load(&j.err);
+}
