@@ -11,7 +11,8 @@ CMAKE_ARGS ?=
 DEB_PKGS = build-essential cmake pkg-config libfuse3-dev fuse3 libcmocka-dev \
            libzstd-dev libxxhash-dev libhtscodecs-dev libcjson-dev \
            python3 python3-numpy squashfs-tools squashfuse attr zstd \
-           clang libclang-rt-14-dev bc
+           clang libclang-rt-14-dev bc \
+           nginx openssl curl iproute2 python3-venv
 
 .PHONY: all deps configure build test demo clean asan tsan
 
