@@ -26,6 +26,9 @@
 /* writev takes at most IOV_MAX pieces; beyond this we gather into one buffer. */
 #define RFS_MAX_IOV 512
 
+/* Background (readahead) requests the kernel may have in flight at once. */
+#define RFS_MAX_BACKGROUND 64
+
 typedef struct rfs_fh {
     struct rfs_fh *prev, *next; /* rfs_fs.open_files */
     uint64_t size;
@@ -498,14 +501,18 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
     const unsigned want = FUSE_CAP_ASYNC_READ | FUSE_CAP_SPLICE_WRITE | FUSE_CAP_READDIRPLUS |
                           FUSE_CAP_READDIRPLUS_AUTO | FUSE_CAP_CACHE_SYMLINKS |
                           FUSE_CAP_PARALLEL_DIROPS;
-    /* max_pages follows max_write: 1 MiB requests. */
+    /* max_pages follows max_write: 1 MiB requests, the most libfuse 3.14
+     * allows (FUSE_MAX_MAX_PAGES 256; the kernel's max_pages_limit is 256). */
     conn->max_write = 1u << 20;
     conn->max_readahead = fs->max_readahead > (1u << 20) ? (unsigned)fs->max_readahead : 1u << 20;
-    conn->max_background = 64;
-    conn->congestion_threshold = 48;
+    conn->max_background = RFS_MAX_BACKGROUND;
+    conn->congestion_threshold = RFS_MAX_BACKGROUND * 3 / 4;
     conn->want |= conn->capable & want;
-    conn->want &= ~(unsigned)(FUSE_CAP_AUTO_INVAL_DATA | FUSE_CAP_WRITEBACK_CACHE |
-                              FUSE_CAP_SPLICE_MOVE | FUSE_CAP_SPLICE_READ);
+    conn->want &= ~(unsigned)(FUSE_CAP_SPLICE_MOVE | FUSE_CAP_SPLICE_READ);
+    if (fs->conn_opts)
+        fuse_apply_conn_info_opts(fs->conn_opts, conn);
+    /* Whatever was asked: the image never changes and nothing is written. */
+    conn->want &= ~(unsigned)(FUSE_CAP_AUTO_INVAL_DATA | FUSE_CAP_WRITEBACK_CACHE);
 }
 
 /* ------------------------------------------------------------ read-only */

@@ -35,6 +35,10 @@ typedef struct rfs_fs {
     int direct_io;
     uint64_t max_readahead; /* bytes offered to the kernel at init */
     double timeout;         /* entry and attribute timeout, seconds */
+    /* libfuse's -o max_background=, congestion_threshold=, max_write=,
+     * [no_]splice_write, ... (fuse_parse_conn_info_opts), applied at init
+     * over our defaults; NULL: none.  Owned by the caller. */
+    struct fuse_conn_info_opts *conn_opts;
     pthread_mutex_t fh_mu;  /* guards open_files */
     struct rfs_fh *open_files; /* handles not yet released (freed at exit) */
 } rfs_fs;

@@ -471,6 +471,7 @@ static void free_main(rfs_main *m)
     free(m->cfg.readahead);
     free(m->cfg.gpu);
     free(m->cfg.gpu_min);
+    free(m->fs.conn_opts);
 }
 
 int main(int argc, char **argv)
@@ -510,7 +511,8 @@ int main(int argc, char **argv)
     }
     if (check_mountpoint(m.cfg.mountpoint) != 0)
         goto out;
-    if (fuse_parse_cmdline(&args, &m.opts) != 0) {
+    if (fuse_parse_cmdline(&args, &m.opts) != 0 ||
+        !(m.fs.conn_opts = fuse_parse_conn_info_opts(&args))) {
         ret = 2;
         goto out;
     }

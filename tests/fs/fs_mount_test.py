@@ -733,6 +733,61 @@ def gpu_build():
     return "GPU decode: cuda" in r.stdout
 
 
+def init_reply(img, mnt, *opts):
+    """Mount with -d (libfuse's debug output), list the root, unmount;
+    returns the fields of the INIT reply the daemon sent the kernel."""
+    os.makedirs(mnt, exist_ok=True)
+    CLEANUPS.append(lambda: unmount(mnt))
+    errf = open(os.path.join(os.path.dirname(mnt), "debug.err"), "w+")
+    cmd = [tool("ransfs"), "-d", img, mnt] + (["-o", ",".join(opts)] if opts else [])
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=errf)
+    CLEANUPS.append(lambda: p.poll() is None and p.kill())
+    assert wait_mounted(mnt, p), "debug mount did not come up"
+    os.listdir(mnt)
+    unmount(mnt)
+    p.wait(timeout=60)
+    errf.seek(0)
+    lines = errf.read().splitlines()
+    # The reply follows the kernel's request; its lines are indented.
+    start = lines.index(next(x for x in lines if x.startswith("   INIT: ")))
+    reply = {}
+    for x in lines[start + 1:]:
+        if not x.startswith("   ") or "=" not in x:
+            break
+        k, v = x.strip().split("=", 1)
+        reply[k] = int(v, 0)
+    return reply
+
+
+def t_conn_opts():
+    """The connection's INIT settings: the defaults (1 MiB requests, 64
+    background requests, congestion at 48), libfuse's -o max_background=,
+    congestion_threshold=, max_write= when given (the bytes still right),
+    and a bad value refused with one line, exit 2, nothing mounted."""
+    d = tmpdir()
+    src = synth_model(os.path.join(d, "src"), 3, 5)
+    img = mkimage(src, os.path.join(d, "img.rfs"))
+    got = init_reply(img, os.path.join(d, "mnt_dflt"))
+    log("defaults: %s" % got)
+    assert got["max_write"] == 1 << 20, got
+    assert got["max_background"] == 64 and got["congestion_threshold"] == 48, got
+    got = init_reply(img, os.path.join(d, "mnt_dbg"), "max_background=100",
+                     "congestion_threshold=80", "max_write=262144")
+    log("asked 100/80/256K: %s" % got)
+    assert got["max_background"] == 100 and got["congestion_threshold"] == 80, got
+    assert got["max_write"] == 262144, got
+    mnt = os.path.join(d, "mnt")
+    mount(img, mnt, "max_background=100", "congestion_threshold=80", "max_write=262144",
+          "no_splice_write")
+    assert compare_trees(src, mnt) == 2
+    unmount(mnt)
+    for bad in ("max_background=many", "congestion_threshold=-"):
+        r = mount(img, mnt, bad, check=False)
+        log("-o %s: rc=%d %s" % (bad, r.returncode, r.stderr.strip()))
+        assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r
+        assert bad in r.stderr and not is_mounted(mnt), r
+
+
 def t_gpu_on_refused():
     """-o gpu=on without a usable GPU (no device, or a build without CUDA):
     one line naming the problem, non-zero exit, nothing left mounted, both
