@@ -1,35 +1,51 @@
 #!/usr/bin/python3
 """bench_loader.py - the mount at model scale (issue 11): loader access patterns.
 
-usage: /usr/bin/python3 tests/bench/bench_loader.py [BUILD_DIR...]
+usage: /usr/bin/python3 tests/bench/bench_loader.py [VARIANT...]
+       VARIANT = BUILD_DIR[:MOUNT_OPTS[:ENV]]   (default: build)
 
-With several build directories (e.g. a copy of build/bin from before a
-change, then build), every measurement runs once with each daemon in turn,
-so a before/after comparison shares one shard and one run.
+Each VARIANT is a daemon (BUILD_DIR/bin/ransfs) with the -o options
+MOUNT_OPTS (comma-separated, e.g. readahead=8M,max_background=128) and the
+environment ENV (comma-separated K=V) for the daemon.  Every measurement
+runs once with each variant in turn, then on the plain file, so a
+before/after or knob comparison shares one shard and one run.
 
-Builds one bf16 safetensors shard (RFS_BENCH_GB GiB, 1 by default: tensors
-of 8192x8192 bf16, gaussian f32 rounded to bf16 like real weights), packs
-it with ransfs-mkimage, and measures in one run, side by side, each reader
-through a fresh mount with default options and on the plain file (in the
-page cache):
+Builds one bf16 safetensors shard (RFS_BENCH_GB GiB, 1 by default;
+gaussian f32 rounded to bf16 like real weights) of tensors 8192 x
+RFS_BENCH_COLS (8192 by default, 16384 from 5 GiB up: the issue's shard is
+RFS_BENCH_GB=5, 20 tensors of 8192x16384), packs it with ransfs-mkimage,
+and measures in one run, side by side, each reader through a fresh mount
+and on the plain file:
+  torch-load    safetensors.torch.load_file + .clone() of every tensor (only
+                when torch and safetensors are importable; they are not on
+                this project's machines: mmap-threads stands in);
   mmap-threads  torch's pattern: ONE numpy memmap of the file, 4 threads
                 (RFS_BENCH_THREADS) each copying its contiguous share of
                 every tensor, so the faults reach the file as several
                 sequential streams at once;
   mmap-16M      Python mmap, sequential 16 MiB copies;
   read-1M       read() in 1 MiB blocks.
-The image file is read once first so that it sits in the page cache (the
-issue's conditions).  Every measurement is run RFS_BENCH_ROUNDS times (2),
-alternating mount and plain file, because the machine is shared.  For each
-mount run it prints the daemon's stats: request latency p50/p99/max,
-requests, prefetch hits / late / unused / resets, demand misses, and units
-decoded against the file's units.  Needs root (mounts), /dev/fuse and
-Debian's python3-numpy.  Not run by CTest (tests/fs's mmap_threads test
-checks the same pattern's bytes).
+Page cache: by default the image and the plain file are read once before
+each run (the issue's "cached" conditions).  RFS_BENCH_COLD=1: cold disk
+instead: `sync; echo 3 > /proc/sys/vm/drop_caches` before every run, so
+the plain file comes cold from the disk and the mount reads the image cold
+from the same disk.  Every measurement is run RFS_BENCH_ROUNDS times (2),
+alternating, because the machine is shared; the load average is printed
+per round.  For each mount run it prints the daemon's stats (request
+latency p50/p99/max, requests, prefetch hits / late / unused / resets,
+demand misses, units decoded against the file's units) and memory: the
+daemon's peak RSS (VmHWM), the growth of the page cache during the load
+(/proc/meminfo Cached) and how much of the image is resident after it
+(fincore).  RFS_BENCH_DIR=DIR keeps the shard and image in DIR and reuses
+them (delete DIR when done: they are RFS_BENCH_GB x 1.66 GiB).  Needs
+root (mounts, drop_caches), /dev/fuse, util-linux's fincore and Debian's
+python3-numpy.  Not run by CTest (tests/fs's mmap_threads test checks the
+same pattern's bytes).
 """
 import json
 import mmap
 import os
+import resource
 import shutil
 import struct
 import subprocess
@@ -41,7 +57,7 @@ import time
 import numpy as np
 
 STATS = "user.ransfs.stats"
-ROWS = COLS = 8192
+ROWS = 8192
 TILE = 262144
 
 
@@ -50,31 +66,47 @@ def bf16(w):
     return ((u + 0x7FFF + ((u >> 16) & 1)) >> 16).astype(np.uint16)
 
 
-def build_shard(path, gib):
-    """n tensors of ROWS x COLS bf16, written one by one (bounded memory)."""
-    n = max(1, round(gib * (1 << 30) / (ROWS * COLS * 2)))
+def build_shard(path, gib, cols):
+    """n tensors of ROWS x cols bf16, written one by one (bounded memory)."""
+    size = ROWS * cols * 2
+    n = max(1, round(gib * (1 << 30) / size))
     rng = np.random.default_rng(11)
     header, off = {}, 0
     for i in range(n):
-        size = ROWS * COLS * 2
         header["model.layers.%d.weight" % i] = {
-            "dtype": "BF16", "shape": [ROWS, COLS], "data_offsets": [off, off + size]}
+            "dtype": "BF16", "shape": [ROWS, cols], "data_offsets": [off, off + size]}
         off += size
     h = json.dumps(header).encode()
     h += b" " * (-len(h) % 8)
-    with open(path, "wb") as f:
+    with open(path + ".tmp", "wb") as f:
         f.write(struct.pack("<Q", len(h)) + h)
         for i in range(n):
-            w = rng.standard_normal((ROWS, COLS), dtype=np.float32)
+            w = rng.standard_normal((ROWS, cols), dtype=np.float32)
             w *= 0.02
             f.write(bf16(w).tobytes())
-    return header, 8 + len(h)
+    os.rename(path + ".tmp", path)
 
 
-def run(cmd):
-    r = subprocess.run(cmd, capture_output=True, text=True)
+def read_header(path):
+    with open(path, "rb") as f:
+        n = struct.unpack("<Q", f.read(8))[0]
+        hdr = json.loads(f.read(n))
+    hdr.pop("__metadata__", None)
+    return hdr, 8 + n
+
+
+def run(cmd, env=None):
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if r.returncode != 0:
         sys.exit("bench_loader: %s failed: %s" % (cmd[0], r.stderr.strip()))
+
+
+def read_torch(path, hdr, base, threads):
+    from safetensors.torch import load_file
+    total = 0
+    for t in load_file(path).values():
+        total += t.clone().numel() * t.element_size()
+    return total
 
 
 def read_mmap_threads(path, hdr, base, threads):
@@ -119,14 +151,84 @@ def read_blocks(path, hdr, base, threads):
             total += len(b)
 
 
+def torch_usable():
+    try:
+        import safetensors.torch  # noqa: F401
+        import torch  # noqa: F401
+        return True
+    except ImportError:
+        return False
+
+
 READERS = [("mmap-threads", read_mmap_threads), ("mmap-16M", read_mmap_seq),
            ("read-1M", read_blocks)]
 
 
+def self_cpu():
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_utime + ru.ru_stime
+
+
 def timed(fn, path, hdr, base, threads):
-    t0 = time.perf_counter()
+    """MB/s of one read of path, and the CPU seconds the reader spent."""
+    c0, t0 = self_cpu(), time.perf_counter()
     n = fn(path, hdr, base, threads)
-    return n / (time.perf_counter() - t0) / 1e6
+    return n / (time.perf_counter() - t0) / 1e6, self_cpu() - c0
+
+
+def proc_cpu(pid):
+    """user + system CPU seconds of process pid, all its threads."""
+    with open("/proc/%d/stat" % pid) as f:
+        f = f.read().rsplit(")", 1)[1].split()
+    return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def meminfo_cached():
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("Cached:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def resident(path):
+    """Bytes of path in the page cache (util-linux fincore)."""
+    r = subprocess.run(["fincore", "-b", "-n", "-o", "RES", path], capture_output=True,
+                       text=True)
+    return int(r.stdout.split()[0]) if r.returncode == 0 and r.stdout.strip() else -1
+
+
+def vm_hwm(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def daemon_pid(mnt):
+    mnt = os.path.realpath(mnt).encode()
+    for pid in os.listdir("/proc"):
+        try:
+            with open("/proc/%s/cmdline" % pid, "rb") as f:
+                argv = f.read().split(b"\0")
+        except (OSError, ValueError):
+            continue
+        if argv and os.path.basename(argv[0]) == b"ransfs" and mnt in argv:
+            return int(pid)
+    sys.exit("bench_loader: no daemon for " + mnt.decode())
+
+
+def drop_caches():
+    os.sync()
+    with open("/proc/sys/vm/drop_caches", "w") as f:
+        f.write("3\n")
+
+
+def warm(path):
+    with open(path, "rb") as f:
+        while f.read(16 << 20):
+            pass
 
 
 def stats_line(st, units):
@@ -138,66 +240,111 @@ def stats_line(st, units):
                 st["tiles_decoded"], units))
 
 
-def mounted_run(binp, img, mnt, name, fn, hdr, base, threads, units):
+MIB = float(1 << 20)
+
+
+def mounted_run(var, img, mnt, fn, hdr, base, threads, units, cold):
+    binp, opts, env = var
     os.makedirs(mnt, exist_ok=True)
-    run([os.path.join(binp, "ransfs"), img, mnt])
+    cmd = [os.path.join(binp, "ransfs"), img, mnt] + (["-o", opts] if opts else [])
+    if not cold:
+        warm(img)
+    run(cmd, env=dict(os.environ, **env))
     try:
-        mbs = timed(fn, os.path.join(mnt, "model.safetensors"), hdr, base, threads)
+        pid = daemon_pid(mnt)
+        if cold:
+            drop_caches()
+        c0, d0 = meminfo_cached(), proc_cpu(pid)
+        mbs, cpu = timed(fn, os.path.join(mnt, "model.safetensors"), hdr, base, threads)
         time.sleep(0.1)  # the last replies' counters
         st = json.loads(os.getxattr(mnt, STATS))
+        mem = "cpu s: daemon %.2f reader %.2f | daemon VmHWM %.0f MiB | page cache: %+.0f MiB " \
+              "during the load (Cached, whole machine); resident after it: file %.0f MiB, " \
+              "image %.0f MiB" % (
+                  proc_cpu(pid) - d0, cpu, vm_hwm(pid) / MIB, (meminfo_cached() - c0) / MIB,
+                  resident(os.path.join(mnt, "model.safetensors")) / MIB, resident(img) / MIB)
     finally:
         subprocess.run(["fusermount3", "-u", "-z", mnt])
-    return mbs, stats_line(st, units), st["read_us_log2"]
+    return mbs, stats_line(st, units), st["read_us_log2"], mem
 
 
-def plain_run(src, fn, hdr, base, threads):
-    fn(src, hdr, base, threads)  # in the page cache
-    return timed(fn, src, hdr, base, threads)
+def plain_run(src, fn, hdr, base, threads, cold):
+    if cold:
+        drop_caches()
+    else:
+        warm(src)
+    c0 = meminfo_cached()
+    mbs, cpu = timed(fn, src, hdr, base, threads)
+    return mbs, cpu, (meminfo_cached() - c0) / MIB
+
+
+def parse_variant(arg):
+    """BUILD_DIR[:MOUNT_OPTS[:ENV]] -> (bin dir, opts, env dict)."""
+    parts = arg.split(":")
+    env = dict(kv.split("=", 1) for kv in parts[2].split(",") if kv) if len(parts) > 2 else {}
+    return os.path.abspath(os.path.join(parts[0], "bin")), parts[1] if len(parts) > 1 else "", env
+
+
+def prepare(w, gib, cols, mkimage):
+    """The shard and its image in w (reused when there from an earlier run)."""
+    d = os.path.join(w, "model")
+    os.makedirs(d, exist_ok=True)
+    src, img = os.path.join(d, "model.safetensors"), os.path.join(w, "model.rfs")
+    if not os.path.exists(src):
+        t0 = time.perf_counter()
+        build_shard(src, gib, cols)
+        print("shard built in %.0f s" % (time.perf_counter() - t0))
+    if not os.path.exists(img):
+        t0 = time.perf_counter()
+        run([mkimage, "-q", d, img])
+        print("image packed in %.0f s" % (time.perf_counter() - t0))
+    return src, img
 
 
 def main():
-    builds = sys.argv[1:] or ["build"]
-    bins = [os.path.abspath(os.path.join(b, "bin")) for b in builds]
+    args = sys.argv[1:] or ["build"]
+    variants = [parse_variant(a) for a in args]
     gib = float(os.environ.get("RFS_BENCH_GB", "1"))
+    cols = int(os.environ.get("RFS_BENCH_COLS", "16384" if gib >= 5 else "8192"))
     rounds = int(os.environ.get("RFS_BENCH_ROUNDS", "2"))
     threads = int(os.environ.get("RFS_BENCH_THREADS", "4"))
+    cold = os.environ.get("RFS_BENCH_COLD", "0") == "1"
+    keep = os.environ.get("RFS_BENCH_DIR")
     if os.geteuid() != 0:
-        sys.exit("bench_loader: needs root (mounts)")
-    w = tempfile.mkdtemp(prefix="rfs-bench-loader.")
+        sys.exit("bench_loader: needs root (mounts, drop_caches)")
+    w = keep or tempfile.mkdtemp(prefix="rfs-bench-loader.")
+    readers = ([("torch-load", read_torch)] if torch_usable() else []) + READERS
     try:
-        d = os.path.join(w, "model")
-        os.makedirs(d)
-        src = os.path.join(d, "model.safetensors")
-        t0 = time.perf_counter()
-        hdr, base = build_shard(src, gib)
+        src, img = prepare(w, gib, cols, os.path.join(variants[0][0], "ransfs-mkimage"))
+        hdr, base = read_header(src)
         size = os.path.getsize(src)
-        print("shard: %d tensors %dx%d bf16, %d bytes (built in %.0f s)" % (
-            len(hdr), ROWS, COLS, size, time.perf_counter() - t0))
-        img = os.path.join(w, "model.rfs")
-        t0 = time.perf_counter()
-        run([os.path.join(bins[0], "ransfs-mkimage"), "-q", d, img])
-        print("image: %d bytes (%.3f of the shard), packed in %.0f s" % (
-            os.path.getsize(img), os.path.getsize(img) / size, time.perf_counter() - t0))
-        with open(img, "rb") as f:  # the image in the page cache
-            while f.read(16 << 20):
-                pass
+        print("shard: %d tensors %s bf16, %d bytes; image %d bytes (%.3f of the shard)" % (
+            len(hdr), "x".join(map(str, next(iter(hdr.values()))["shape"])), size,
+            os.path.getsize(img), os.path.getsize(img) / size))
         units = (size + TILE - 1) // TILE
         mnt = os.path.join(w, "mnt")
-        print("threads for mmap-threads: %d; rounds: %d; mount options: defaults" % (
-            threads, rounds))
+        print("threads for mmap-threads: %d; rounds: %d; page cache: %s; torch: %s" % (
+            threads, rounds, "cold (drop_caches before every run)" if cold else
+            "image and plain file cached", "yes" if readers[0][0] == "torch-load" else
+            "not importable (mmap-threads stands in)"))
         for r in range(rounds):
-            for name, fn in READERS:
-                got = [mounted_run(b, img, mnt, name, fn, hdr, base, threads, units)
-                       for b in bins]
-                plain = plain_run(src, fn, hdr, base, threads)
-                print("round %d %-13s plain(cached) %7.0f MB/s" % (r + 1, name, plain))
-                for build, (mbs, line, hist) in zip(builds, got):
-                    print("    mount %7.0f MB/s  %.2fx  [%s]" % (mbs, mbs / plain, build))
+            print("round %d, load average %s" % (r + 1, " ".join(
+                open("/proc/loadavg").read().split()[:3])))
+            for name, fn in readers:
+                got = [mounted_run(v, img, mnt, fn, hdr, base, threads, units, cold)
+                       for v in variants]
+                plain, cpu, pc = plain_run(src, fn, hdr, base, threads, cold)
+                print("round %d %-13s plain(%s) %7.0f MB/s (reader cpu %.2f s, page cache "
+                      "%+.0f MiB)" % (r + 1, name, "cold" if cold else "cached", plain, cpu, pc))
+                for a, (mbs, line, hist, mem) in zip(args, got):
+                    print("    mount %7.0f MB/s  %.2fx  [%s]" % (mbs, mbs / plain, a))
                     print("      %s" % line)
+                    print("      %s" % mem)
                     print("      read_us_log2 %s" % hist)
                 sys.stdout.flush()
     finally:
-        shutil.rmtree(w, ignore_errors=True)
+        if not keep:
+            shutil.rmtree(w, ignore_errors=True)
 
 
 if __name__ == "__main__":
