@@ -12,7 +12,7 @@ DEB_PKGS = build-essential cmake pkg-config libfuse3-dev fuse3 libcmocka-dev \
            libzstd-dev libxxhash-dev libhtscodecs-dev libcjson-dev \
            python3 python3-numpy squashfs-tools squashfuse attr zstd \
            clang libclang-rt-14-dev bc \
-           nginx openssl curl iproute2 python3-venv
+           nginx openssl curl iproute2 python3-venv libcurl4-openssl-dev
 
 .PHONY: all deps configure build test demo clean asan tsan
 
