@@ -208,6 +208,8 @@ static void log_bad_unit(rfs_engine *eng, uint64_t ino, uint64_t unit, rfs_err e
     char line[256];
     if (unit / 8 > eng->sum.n_units / 8)
         return;
+    if (err == RFS_E_IO && rfs_image_is_sourced(eng->img))
+        return; /* a remote fetch failure: the source logged it, once */
     if (atomic_fetch_or(&eng->bad_logged[unit / 8], bit) & bit)
         return;
     if (!eng->log)

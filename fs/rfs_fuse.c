@@ -473,6 +473,14 @@ static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t
         return;
     }
     n = rfs_engine_stats_json(fs->eng, buf, sizeof(buf));
+    if (fs->stats_extra && n > 0 && n < sizeof(buf) && buf[n - 1] == '}') {
+        /* {...,"gpu_usable":x} -> {...,"gpu_usable":x,<extra>} */
+        buf[n - 1] = ',';
+        size_t k = fs->stats_extra(fs->stats_ctx, buf + n, sizeof(buf) - n);
+        n = k && n + k + 1 < sizeof(buf) ? n + k : sizeof(buf);
+        if (n < sizeof(buf))
+            buf[n++] = '}';
+    }
     if (n >= sizeof(buf))
         fuse_reply_err(req, E2BIG);
     else if (size == 0)

@@ -39,6 +39,9 @@ typedef struct rfs_fs {
      * [no_]splice_write, ... (fuse_parse_conn_info_opts), applied at init
      * over our defaults; NULL: none.  Owned by the caller. */
     struct fuse_conn_info_opts *conn_opts;
+    /* More stats members ("\"k\":v,..."), e.g. a remote source's; NULL: none. */
+    size_t (*stats_extra)(void *ctx, char *buf, size_t cap);
+    void *stats_ctx;
     pthread_mutex_t fh_mu;  /* guards open_files */
     struct rfs_fh *open_files; /* handles not yet released (freed at exit) */
 } rfs_fs;

@@ -34,6 +34,7 @@
 #include "rfs_engine.h"
 #include "rfs_fuse.h"
 #include "rfs_gpu.h"
+#include "rfs_main_remote.h"
 
 #define RFS_VERSION "0.1.0"
 #define RFS_DEFAULT_CACHE (256ull << 20)
@@ -62,6 +63,7 @@ typedef struct rfs_main {
     uint64_t cache_bytes, prefetch_bytes, readahead_bytes, gpu_min_bytes;
     rfs_gpu_mode gpu;
     rfs_image *img;
+    rfs_main_remote remote; /* remote options; the source of a URL image */
     rfs_fs fs;
     rfs_engine *eng;
     struct fuse_session *se;
@@ -106,9 +108,11 @@ static void usage(FILE *f, const char *prog)
            "    -o gpu_min=SIZE        smallest batch decoded on the GPU (default 8M)\n"
            "    -o uid=N -o gid=N      owner of all files (default: the mounting user)\n"
            "    -o direct_io           bypass the page cache (one-pass streaming; breaks mmap)\n"
+           "%s"
+           "    IMAGE may be a URL: http://..., https://..., s3://BUCKET/KEY (docs/remote.md).\n"
            "    SIZE takes K, M, G suffixes (powers of 1024).\n"
            "    Every mount is ro,nosuid,nodev: -o rw, suid and dev are overridden.\n\n",
-           prog);
+           prog, rfs_main_remote_usage);
 }
 
 static int opt_proc(void *data, const char *arg, int key, struct fuse_args *outargs)
@@ -331,9 +335,14 @@ static int start_ready_thread(rfs_main *m)
 
 /* ------------------------------------------------------------ main */
 
+static void fs_settings(rfs_main *m);
+static int open_remote_image(rfs_main *m);
+
 static int open_image(rfs_main *m)
 {
     char why[256] = "";
+    if (rfs_main_remote_is_url(m->cfg.image))
+        return open_remote_image(m);
     rfs_err err = rfs_image_open(&m->img, m->cfg.image, why, sizeof(why));
     if (err == RFS_OK)
         err = rfs_fs_init(&m->fs, m->img);
@@ -346,12 +355,33 @@ static int open_image(rfs_main *m)
         fprintf(stderr, "ransfs: %s: %s\n", m->cfg.image, strerror(errno));
         return -1;
     }
+    fs_settings(m);
+    return 0;
+}
+
+/* A URL: the remote source, then the image on it.  From here on the URL is
+ * shown without credentials (cfg.image is what messages print). */
+static int open_remote_image(rfs_main *m)
+{
+    if (rfs_main_remote_open(&m->remote, m->cfg.image, log_line, m, &m->img, &m->image_abs) != 0)
+        return -1;
+    free(m->cfg.image);
+    m->cfg.image = strdup(m->image_abs);
+    if (!m->cfg.image || rfs_fs_init(&m->fs, m->img) != RFS_OK)
+        return -1;
+    m->fs.stats_extra = rfs_main_remote_stats;
+    m->fs.stats_ctx = &m->remote;
+    fs_settings(m);
+    return 0;
+}
+
+static void fs_settings(rfs_main *m)
+{
     m->fs.uid = m->cfg.uid_set ? (uid_t)m->cfg.uid : getuid();
     m->fs.gid = m->cfg.gid_set ? (gid_t)m->cfg.gid : getgid();
     m->fs.direct_io = m->cfg.direct_io;
     m->fs.max_readahead = m->readahead_bytes;
     m->fs.timeout = 365.0 * 86400.0; /* "forever": the image is immutable */
-    return 0;
 }
 
 static int start_engine(rfs_main *m)
@@ -462,6 +492,7 @@ static void free_main(rfs_main *m)
     rfs_engine_destroy(m->eng);
     rfs_fs_fini(&m->fs);
     rfs_image_close(m->img);
+    rfs_main_remote_free(&m->remote); /* after the image on it */
     free(m->opts.mountpoint);
     free(m->image_abs);
     free(m->cfg.image);
@@ -481,7 +512,8 @@ int main(int argc, char **argv)
     int ret = 1, mounted = 0;
     memset(&m, 0, sizeof(m));
     m.notify_fd = -1;
-    if (fuse_opt_parse(&args, &m.cfg, rfs_opt_spec, opt_proc) != 0) {
+    if (rfs_main_remote_parse(&args, &m.remote) != 0 ||
+        fuse_opt_parse(&args, &m.cfg, rfs_opt_spec, opt_proc) != 0) {
         ret = 2;
         goto out;
     }

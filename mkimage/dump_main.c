@@ -20,6 +20,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "rfs_tool_open.h"
 #include "rfs_image.h"
 #include "rfs_image_info.h"
 #include "rfs_tool_guard.h"
@@ -496,7 +497,8 @@ int main(int argc, char **argv)
     dump d = {.json = o.json};
     char why[512];
     rfs_tool_guard_arm("ransfs-dump", o.image);
-    if (rfs_image_open(&d.img, o.image, why, sizeof why)) {
+    void *remote = NULL;
+    if (rfs_tool_image_open(&d.img, &remote, o.image, why, sizeof why)) {
         fprintf(stderr, "ransfs-dump: %s: %s\n", o.image, why);
         return 1;
     }
@@ -507,7 +509,7 @@ int main(int argc, char **argv)
         rc = 1;
     } else
         rc = 0;
-    rfs_image_close(d.img);
+    rfs_tool_image_close(d.img, remote);
     if (fflush(stdout) != 0 || ferror(stdout)) {
         fprintf(stderr, "ransfs-dump: cannot write the listing: %s\n", strerror(errno));
         rc = 1;

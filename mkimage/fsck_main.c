@@ -34,6 +34,7 @@
 
 #include "rfs_array.h"
 #include "rfs_image.h"
+#include "rfs_tool_open.h"
 #include "rfs_image_info.h"
 #include "rfs_pool.h"
 #include "rfs_tool_guard.h"
@@ -61,6 +62,7 @@ typedef struct fsck {
     const fsck_opts *o;
     const char *image;
     rfs_image *img;
+    void *remote; /* the source of a URL image (rfs_tool_open.h) */
     rfs_rctx *ctx;
     rfs_image_summary sum;
     uint64_t *unit_ino; /* first file using each unit (0: none) ... */
@@ -889,7 +891,7 @@ static void fsck_free(fsck *f)
     if (f->root >= 0)
         close(f->root);
     rfs_rctx_destroy(f->ctx);
-    rfs_image_close(f->img);
+    rfs_tool_image_close(f->img, f->remote);
 }
 
 /* Open the image and make the work arrays.  0, or 1 after a message. */
@@ -897,7 +899,7 @@ static int fsck_open(fsck *f)
 {
     char why[512];
     rfs_tool_guard_arm("ransfs-fsck", f->image);
-    if (rfs_image_open(&f->img, f->image, why, sizeof why) != RFS_OK) {
+    if (rfs_tool_image_open(&f->img, &f->remote, f->image, why, sizeof why) != RFS_OK) {
         fprintf(stderr, "ransfs-fsck: %s: %s\n", f->image, why);
         return 1;
     }
