@@ -3,12 +3,14 @@
  * image, and their parallel decode into host memory (see ransfs.h).
  *
  * Design: a call's byte ranges are cut into pieces at the image's span
- * boundaries (one coded unit, or one stored extent, each), so a piece is
- * the work of one rfs_image_read: a whole unit decodes straight into the
- * caller's buffer, a unit cut by a range's end goes through the context's
- * scratch.  Workers (the caller plus threads - 1 pool threads started for
- * this call) take pieces from one atomic counter, each with its own decode
- * context; the first error stops them all.
+ * boundaries (one coded unit, or one stored extent, each) and the pieces
+ * grouped by unit, so each unit is decoded once however many tensors share
+ * it (small tensors share zstd blocks): a unit that lies wholly in one
+ * tensor decodes straight into the caller's buffer, any other once into the
+ * worker's scratch and is copied out to each piece.  Workers (the caller
+ * plus threads - 1 pool threads started for this call) take groups from one
+ * atomic counter, each with its own decode context; the first error stops
+ * them all.
  */
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -140,10 +142,14 @@ ransfs_err ransfs_ranges_check(const ransfs *img, const char *path, const ransfs
 
 /* --------------------------------------------------------- read (host) */
 
+/* A byte range of one tensor that lies in one span of the file. */
 typedef struct piece {
     size_t tensor;
     uint64_t off; /* file offset */
     uint64_t len;
+    int is_raw;
+    uint64_t unit; /* coded span: its unit, where in it, its size */
+    uint32_t unit_off, unit_size;
 } piece;
 
 typedef struct job {
@@ -153,6 +159,9 @@ typedef struct job {
     void *const *dst;
     piece *p;
     size_t n_pieces;
+    size_t *group;  /* work items: pieces group[g] .. group[g + 1] - 1 share one unit */
+    size_t n_groups;
+    size_t scratch; /* bytes of a worker's scratch: the largest unit */
     atomic_size_t next;
     atomic_int err; /* the first ransfs_err, RANSFS_OK while none */
 } job;
@@ -174,10 +183,40 @@ static ransfs_err pieces_add(job *j, size_t *cap, size_t ti, uint64_t off, uint6
             j->p = p;
             *cap = c;
         }
-        j->p[j->n_pieces++] = (piece){ti, off, n};
+        j->p[j->n_pieces++] = (piece){ti, off, n, sp.is_raw, sp.unit, sp.unit_off, sp.unit_size};
         off += n;
         len -= n;
     }
+    return RANSFS_OK;
+}
+
+/* Coded pieces by unit, so the pieces of one unit (several small tensors in
+ * one zstd block, or overlapping ranges) are neighbours and it is decoded
+ * once; stored pieces after them, in their order. */
+static int piece_cmp(const void *a, const void *b)
+{
+    const piece *x = a, *y = b;
+    if (x->is_raw != y->is_raw)
+        return x->is_raw - y->is_raw;
+    uint64_t kx = x->is_raw ? x->off : x->unit, ky = y->is_raw ? y->off : y->unit;
+    if (kx != ky)
+        return kx < ky ? -1 : 1;
+    if (x->tensor != y->tensor)
+        return x->tensor < y->tensor ? -1 : 1;
+    return x->off < y->off ? -1 : x->off > y->off;
+}
+
+/* Sort the pieces and cut them into groups (one unit, or one stored span). */
+static ransfs_err groups_make(job *j)
+{
+    qsort(j->p, j->n_pieces, sizeof *j->p, piece_cmp);
+    j->group = malloc((j->n_pieces + 1) * sizeof *j->group);
+    if (!j->group)
+        return RANSFS_E_NOMEM;
+    for (size_t i = 0; i < j->n_pieces; i++)
+        if (i == 0 || j->p[i].is_raw || j->p[i - 1].is_raw || j->p[i].unit != j->p[i - 1].unit)
+            j->group[j->n_groups++] = i;
+    j->group[j->n_groups] = j->n_pieces;
     return RANSFS_OK;
 }
 
@@ -187,41 +226,63 @@ static void job_fail(job *j, ransfs_err err)
     atomic_compare_exchange_strong(&j->err, &none, (int)err);
 }
 
-/* One worker: pieces from the shared counter until none is left or one
- * failed.  Item index and worker index are unused: every item is a worker. */
+static uint8_t *piece_dst(const job *j, const piece *p)
+{
+    return (uint8_t *)j->dst[p->tensor] + (p->off - j->t[p->tensor].offset);
+}
+
+/* Decode group g: a whole unit straight into its one tensor's memory, else
+ * once into scratch and copied out to every piece of it. */
+static rfs_err group_run(const job *j, rfs_rctx *ctx, uint8_t *scratch, size_t g)
+{
+    const piece *p = &j->p[j->group[g]], *end = &j->p[j->group[g + 1]];
+    size_t got = 0;
+    if (p->is_raw) {
+        rfs_err e = rfs_image_read(j->img->img, ctx, j->ino, p->off, (size_t)p->len,
+                                   piece_dst(j, p), &got);
+        return e ? e : got != p->len ? RFS_E_CORRUPT : RFS_OK;
+    }
+    if (end - p == 1 && p->unit_off == 0 && p->len == p->unit_size)
+        return rfs_image_unit_decode(j->img->img, ctx, p->unit, piece_dst(j, p), (size_t)p->len,
+                                     &got);
+    rfs_err e = rfs_image_unit_decode(j->img->img, ctx, p->unit, scratch, j->scratch, &got);
+    if (e == RFS_OK && got != p->unit_size)
+        e = RFS_E_CORRUPT;
+    for (; e == RFS_OK && p < end; p++)
+        memcpy(piece_dst(j, p), scratch + p->unit_off, (size_t)p->len);
+    return e;
+}
+
+/* One worker: groups from the shared counter until none is left or one
+ * failed.  Item and worker index are unused: every item is a worker. */
 static void job_run(void *arg, unsigned worker, size_t item)
 {
     job *j = arg;
     (void)worker;
     (void)item;
     rfs_rctx *ctx = ransfs_ctx_get(j->img);
-    if (!ctx) {
+    uint8_t *scratch = malloc(j->scratch);
+    if (!ctx || !scratch)
         job_fail(j, RANSFS_E_NOMEM);
-        return;
-    }
-    for (;;) {
-        size_t i = atomic_fetch_add(&j->next, 1);
-        if (i >= j->n_pieces || atomic_load(&j->err) != RANSFS_OK)
+    while (ctx && scratch) {
+        size_t g = atomic_fetch_add(&j->next, 1);
+        if (g >= j->n_groups || atomic_load(&j->err) != RANSFS_OK)
             break;
-        const piece *p = &j->p[i];
-        uint8_t *out = (uint8_t *)j->dst[p->tensor] + (p->off - j->t[p->tensor].offset);
-        size_t got = 0;
-        rfs_err e = rfs_image_read(j->img->img, ctx, j->ino, p->off, (size_t)p->len, out, &got);
-        if (e == RFS_OK && got != p->len)
-            e = RFS_E_CORRUPT;
+        rfs_err e = group_run(j, ctx, scratch, g);
         if (e)
             job_fail(j, ransfs_from_rfs(e));
     }
+    free(scratch);
     ransfs_ctx_put(j->img, ctx);
 }
 
-static unsigned threads_pick(int threads, size_t n_pieces)
+static unsigned threads_pick(int threads, size_t n_items)
 {
     long n = threads > 0 ? threads : sysconf(_SC_NPROCESSORS_ONLN);
     if (n < 1)
         n = 1;
-    if ((size_t)n > n_pieces)
-        n = n_pieces ? (long)n_pieces : 1;
+    if ((size_t)n > n_items)
+        n = n_items ? (long)n_items : 1;
     return (unsigned)n;
 }
 
@@ -233,17 +294,22 @@ ransfs_err ransfs_read_tensors(ransfs *img, const char *path, const ransfs_tenso
     ransfs_err err = ransfs_ranges_check(img, path, t, n, dst, &j.ino);
     for (size_t i = 0; err == RANSFS_OK && i < n; i++)
         err = pieces_add(&j, &cap, i, t[i].offset, t[i].size);
-    if (err) {
-        free(j.p);
-        return err;
+    if (err == RANSFS_OK)
+        err = groups_make(&j);
+    if (err == RANSFS_OK && j.n_groups) {
+        rfs_image_summary sum;
+        rfs_image_get_summary(img->img, &sum);
+        j.scratch = sum.unit_max ? sum.unit_max : 1;
+        atomic_init(&j.next, 0);
+        atomic_init(&j.err, RANSFS_OK);
+        unsigned nt = threads_pick(threads, j.n_groups);
+        /* A NULL pool (one thread, or none could start) runs it all here. */
+        rfs_pool *pool = nt > 1 ? rfs_pool_create(nt - 1) : NULL;
+        rfs_pool_for(pool, RFS_PRIO_HIGH, nt, job_run, &j);
+        rfs_pool_destroy(pool);
+        err = (ransfs_err)atomic_load(&j.err);
     }
-    atomic_init(&j.next, 0);
-    atomic_init(&j.err, RANSFS_OK);
-    unsigned nt = threads_pick(threads, j.n_pieces);
-    /* A NULL pool (one thread, or none could start) runs it all here. */
-    rfs_pool *pool = nt > 1 ? rfs_pool_create(nt - 1) : NULL;
-    rfs_pool_for(pool, RFS_PRIO_HIGH, nt, job_run, &j);
-    rfs_pool_destroy(pool);
+    free(j.group);
     free(j.p);
-    return (ransfs_err)atomic_load(&j.err);
+    return err;
 }

@@ -10,5 +10,8 @@ int rfs_bench_codec(int argc, char **argv);
 #ifdef RFS_BENCH_HAVE_GPU
 int rfs_bench_gpu(int argc, char **argv);
 #endif
+#ifdef RFS_BENCH_HAVE_LIB
+int rfs_bench_lib(int argc, char **argv);
+#endif
 
 #endif

@@ -20,6 +20,9 @@ static const bench_cmd cmds[] = {
 #ifdef RFS_BENCH_HAVE_GPU
     {"gpu", rfs_bench_gpu, "CUDA tile decode"},
 #endif
+#ifdef RFS_BENCH_HAVE_LIB
+    {"lib", rfs_bench_lib, "libransfs: ransfs_read_tensors of a safetensors file"},
+#endif
 };
 
 static void usage(FILE *f)
