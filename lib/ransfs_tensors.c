@@ -209,7 +209,8 @@ static int piece_cmp(const void *a, const void *b)
 /* Sort the pieces and cut them into groups (one unit, or one stored span). */
 static ransfs_err groups_make(job *j)
 {
-    qsort(j->p, j->n_pieces, sizeof *j->p, piece_cmp);
+    if (j->n_pieces)
+        qsort(j->p, j->n_pieces, sizeof *j->p, piece_cmp);
     j->group = malloc((j->n_pieces + 1) * sizeof *j->group);
     if (!j->group)
         return RANSFS_E_NOMEM;

@@ -30,12 +30,15 @@ for f in "$libdir/libransfs.so.0" "$libdir/libransfs.a" \
 done
 
 cc=${CC:-cc}
-# shellcheck disable=SC2046 # the flags are meant to split
-$cc -std=c11 -Wall -Wextra -Werror -o "$tmp/example" "$here/lib_example.c" \
+# In a sanitizer build the library needs the sanitizer runtime in the
+# program too (tests/lib/CMakeLists.txt passes the flags).
+extra=${RFS_EXAMPLE_CFLAGS:-}
+# shellcheck disable=SC2046,SC2086 # the flags are meant to split
+$cc -std=c11 -Wall -Wextra -Werror $extra -o "$tmp/example" "$here/lib_example.c" \
     $(pkg-config --cflags --libs ransfs)
 static_libs=$(pkg-config --static --libs ransfs | sed 's/-lransfs//')
 # shellcheck disable=SC2046,SC2086
-$cc -std=c11 -Wall -Wextra -Werror -o "$tmp/example-static" "$here/lib_example.c" \
+$cc -std=c11 -Wall -Wextra -Werror $extra -o "$tmp/example-static" "$here/lib_example.c" \
     $(pkg-config --cflags ransfs) "$libdir/libransfs.a" $static_libs
 if ldd "$tmp/example-static" | grep -q libransfs; then
     echo "lib_install: the static example links libransfs.so" >&2; exit 1
