@@ -21,7 +21,7 @@
 #error "the build defines RANSFS_VERSION_STRING (the project version)"
 #endif
 
-ransfs_err ransfs_from_rfs(rfs_err err)
+ransfs_err rfs_lib_err(rfs_err err)
 {
     switch (err) {
     case RFS_OK: return RANSFS_OK;
@@ -120,7 +120,7 @@ ransfs_err ransfs_open(ransfs **out, const char *path, char *why, size_t why_cap
         why_prefix(why, why_cap, path, reason, err);
         pthread_mutex_destroy(&img->lock);
         free(img);
-        return ransfs_from_rfs(err);
+        return rfs_lib_err(err);
     }
     *out = img;
     return RANSFS_OK;
@@ -130,7 +130,7 @@ void ransfs_close(ransfs *img)
 {
     if (!img)
         return;
-    ransfs_gpus_free(img);
+    rfs_lib_gpus_free(img);
     for (size_t i = 0; i < img->n_spare; i++)
         rfs_rctx_destroy(img->spare[i]);
     free(img->spare);
@@ -141,7 +141,7 @@ void ransfs_close(ransfs *img)
 
 /* ------------------------------------------------------ decode contexts */
 
-rfs_rctx *ransfs_ctx_get(ransfs *img)
+rfs_rctx *rfs_lib_ctx_get(ransfs *img)
 {
     rfs_rctx *ctx = NULL;
     pthread_mutex_lock(&img->lock);
@@ -151,7 +151,7 @@ rfs_rctx *ransfs_ctx_get(ransfs *img)
     return ctx ? ctx : rfs_rctx_create(img->img);
 }
 
-void ransfs_ctx_put(ransfs *img, rfs_rctx *ctx)
+void rfs_lib_ctx_put(ransfs *img, rfs_rctx *ctx)
 {
     if (!ctx)
         return;
@@ -184,19 +184,19 @@ static void stat_out(struct ransfs_stat *dst, const rfs_stat *src)
     dst->mtime_nsec = src->mtime_nsec;
 }
 
-ransfs_err ransfs_resolve(const ransfs *img, const char *path, uint64_t *ino, rfs_stat *st)
+ransfs_err rfs_lib_resolve(const ransfs *img, const char *path, uint64_t *ino, rfs_stat *st)
 {
     rfs_err err = rfs_image_lookup_path(img->img, path, ino);
     if (err == RFS_OK)
         err = rfs_image_stat(img->img, *ino, st);
-    return ransfs_from_rfs(err);
+    return rfs_lib_err(err);
 }
 
-ransfs_err ransfs_resolve_file(const ransfs *img, const char *path, uint64_t *ino,
+ransfs_err rfs_lib_resolve_file(const ransfs *img, const char *path, uint64_t *ino,
                                uint64_t *size)
 {
     rfs_stat st;
-    ransfs_err err = ransfs_resolve(img, path, ino, &st);
+    ransfs_err err = rfs_lib_resolve(img, path, ino, &st);
     if (err)
         return err;
     if (S_ISDIR(st.mode))
@@ -213,7 +213,7 @@ ransfs_err ransfs_stat(ransfs *img, const char *path, struct ransfs_stat *st)
         return RANSFS_E_INVAL;
     uint64_t ino;
     rfs_stat rs;
-    ransfs_err err = ransfs_resolve(img, path, &ino, &rs);
+    ransfs_err err = rfs_lib_resolve(img, path, &ino, &rs);
     if (err == RANSFS_OK)
         stat_out(st, &rs);
     return err;
@@ -227,7 +227,7 @@ ransfs_err ransfs_dir_count(ransfs *img, const char *path, uint64_t *n)
     rfs_err err = rfs_image_lookup_path(img->img, path, &ino);
     if (err == RFS_OK)
         err = rfs_image_dir_count(img->img, ino, n);
-    return ransfs_from_rfs(err);
+    return rfs_lib_err(err);
 }
 
 ransfs_err ransfs_dir_entry(ransfs *img, const char *path, uint64_t idx, const char **name,
@@ -240,14 +240,14 @@ ransfs_err ransfs_dir_entry(ransfs *img, const char *path, uint64_t idx, const c
     if (err == RFS_OK)
         err = rfs_image_dir_count(img->img, dir, &count);
     if (err)
-        return ransfs_from_rfs(err);
+        return rfs_lib_err(err);
     if (idx >= count)
         return RANSFS_E_RANGE;
     const char *nm;
     rfs_stat rs;
     if ((err = rfs_image_dir_entry(img->img, dir, idx, &child, &nm)) ||
         (st && (err = rfs_image_stat(img->img, child, &rs))))
-        return ransfs_from_rfs(err);
+        return rfs_lib_err(err);
     *name = nm;
     if (st)
         stat_out(st, &rs);
@@ -262,7 +262,7 @@ ransfs_err ransfs_readlink(ransfs *img, const char *path, const char **target)
     rfs_err err = rfs_image_lookup_path(img->img, path, &ino);
     if (err == RFS_OK)
         err = rfs_image_readlink(img->img, ino, target);
-    return ransfs_from_rfs(err);
+    return rfs_lib_err(err);
 }
 
 /* ------------------------------------------------------------ file data */
@@ -275,17 +275,17 @@ ransfs_err ransfs_read(ransfs *img, const char *path, uint64_t off, void *buf, s
     if (!img || !path || !got || (!buf && len))
         return RANSFS_E_INVAL;
     uint64_t ino, size;
-    ransfs_err err = ransfs_resolve_file(img, path, &ino, &size);
+    ransfs_err err = rfs_lib_resolve_file(img, path, &ino, &size);
     if (err || off >= size || len == 0)
         return err;
-    rfs_rctx *ctx = ransfs_ctx_get(img);
+    rfs_rctx *ctx = rfs_lib_ctx_get(img);
     if (!ctx)
         return RANSFS_E_NOMEM;
     size_t n = 0;
     rfs_err e = rfs_image_read(img->img, ctx, ino, off, len, buf, &n);
-    ransfs_ctx_put(img, ctx);
+    rfs_lib_ctx_put(img, ctx);
     if (e)
-        return ransfs_from_rfs(e);
+        return rfs_lib_err(e);
     *got = n;
     return RANSFS_OK;
 }

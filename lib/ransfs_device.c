@@ -32,10 +32,10 @@ static ransfs_err gpu_create(const ransfs *img, int device, rfs_gpu **gpu)
 }
 
 /* The decoder slot of device, made on first use (under img->lock). */
-static ransfs_err slot_get(ransfs *img, int device, ransfs_gpu_slot **out)
+static ransfs_err slot_get(ransfs *img, int device, rfs_lib_gpu_slot **out)
 {
     ransfs_err err = RANSFS_OK;
-    ransfs_gpu_slot *s;
+    rfs_lib_gpu_slot *s;
     pthread_mutex_lock(&img->lock);
     for (s = img->gpus; s && s->device != device; s = s->next)
         ;
@@ -58,11 +58,11 @@ static ransfs_err slot_get(ransfs *img, int device, ransfs_gpu_slot **out)
     return err;
 }
 
-void ransfs_gpus_free(ransfs *img)
+void rfs_lib_gpus_free(ransfs *img)
 {
-    ransfs_gpu_slot *s = img->gpus;
+    rfs_lib_gpu_slot *s = img->gpus;
     while (s) {
-        ransfs_gpu_slot *next = s->next;
+        rfs_lib_gpu_slot *next = s->next;
         rfs_gpu_destroy(s->gpu);
         pthread_mutex_destroy(&s->lock);
         free(s);
@@ -76,12 +76,12 @@ ransfs_err ransfs_read_tensors_device(ransfs *img, const char *path, const ransf
 {
     (void)stream; /* see ransfs.h: the work runs on the decoder's own streams */
     uint64_t ino;
-    ransfs_err err = ransfs_ranges_check(img, path, t, n, dev_dst, &ino);
+    ransfs_err err = rfs_lib_ranges_check(img, path, t, n, dev_dst, &ino);
     if (err)
         return err;
     if (strcmp(rfs_gpu_build(), "cuda") != 0 || device < 0 || device >= rfs_gpu_device_count())
         return RANSFS_E_NOCUDA;
-    ransfs_gpu_slot *s;
+    rfs_lib_gpu_slot *s;
     if ((err = slot_get(img, device, &s)))
         return err;
     pthread_mutex_lock(&s->lock);
@@ -91,7 +91,7 @@ ransfs_err ransfs_read_tensors_device(ransfs *img, const char *path, const ransf
             continue;
         rfs_err e = rfs_gpu_read_to_device(s->gpu, img->img, ino, t[i].offset, t[i].size,
                                            dev_dst[i], &got);
-        err = e ? ransfs_from_rfs(e) : got != t[i].size ? RANSFS_E_CORRUPT : RANSFS_OK;
+        err = e ? rfs_lib_err(e) : got != t[i].size ? RANSFS_E_CORRUPT : RANSFS_OK;
     }
     pthread_mutex_unlock(&s->lock);
     return err;

@@ -27,17 +27,17 @@
 static ransfs_err file_head(ransfs *img, uint64_t ino, size_t need, uint8_t **out)
 {
     uint8_t *buf = malloc(need ? need : 1);
-    rfs_rctx *ctx = ransfs_ctx_get(img);
+    rfs_rctx *ctx = rfs_lib_ctx_get(img);
     size_t got = 0;
     rfs_err err = RFS_E_NOMEM;
     if (buf && ctx)
         err = rfs_image_read(img->img, ctx, ino, 0, need, buf, &got);
-    ransfs_ctx_put(img, ctx);
+    rfs_lib_ctx_put(img, ctx);
     if (err == RFS_OK && got != need)
         err = RFS_E_CORRUPT; /* the image said the file is longer */
     if (err) {
         free(buf);
-        return ransfs_from_rfs(err);
+        return rfs_lib_err(err);
     }
     *out = buf;
     return RANSFS_OK;
@@ -100,7 +100,7 @@ ransfs_err ransfs_tensors(ransfs *img, const char *path, ransfs_tensor **list, s
         return RANSFS_E_INVAL;
     uint64_t ino, size;
     rfs_st_header h;
-    ransfs_err err = ransfs_resolve_file(img, path, &ino, &size);
+    ransfs_err err = rfs_lib_resolve_file(img, path, &ino, &size);
     if (err || (err = header_load(img, ino, size, &h)))
         return err;
     ransfs_tensor *l = NULL;
@@ -122,13 +122,13 @@ void ransfs_tensors_free(ransfs_tensor *list, size_t n)
 
 /* ------------------------------------------------------- ranges (check) */
 
-ransfs_err ransfs_ranges_check(const ransfs *img, const char *path, const ransfs_tensor *t,
+ransfs_err rfs_lib_ranges_check(const ransfs *img, const char *path, const ransfs_tensor *t,
                                size_t n, void *const *dst, uint64_t *ino)
 {
     if (!img || !path || (n && (!t || !dst)))
         return RANSFS_E_INVAL;
     uint64_t size;
-    ransfs_err err = ransfs_resolve_file(img, path, ino, &size);
+    ransfs_err err = rfs_lib_resolve_file(img, path, ino, &size);
     if (err)
         return err;
     for (size_t i = 0; i < n; i++) {
@@ -173,7 +173,7 @@ static ransfs_err pieces_add(job *j, size_t *cap, size_t ti, uint64_t off, uint6
         rfs_span sp;
         rfs_err e = rfs_image_map(j->img->img, j->ino, off, &sp);
         if (e)
-            return ransfs_from_rfs(e);
+            return rfs_lib_err(e);
         uint64_t n = sp.length < len ? sp.length : len;
         if (j->n_pieces == *cap) {
             size_t c = *cap ? 2 * *cap : 64;
@@ -261,7 +261,7 @@ static void job_run(void *arg, unsigned worker, size_t item)
     job *j = arg;
     (void)worker;
     (void)item;
-    rfs_rctx *ctx = ransfs_ctx_get(j->img);
+    rfs_rctx *ctx = rfs_lib_ctx_get(j->img);
     uint8_t *scratch = malloc(j->scratch);
     if (!ctx || !scratch)
         job_fail(j, RANSFS_E_NOMEM);
@@ -271,10 +271,10 @@ static void job_run(void *arg, unsigned worker, size_t item)
             break;
         rfs_err e = group_run(j, ctx, scratch, g);
         if (e)
-            job_fail(j, ransfs_from_rfs(e));
+            job_fail(j, rfs_lib_err(e));
     }
     free(scratch);
-    ransfs_ctx_put(j->img, ctx);
+    rfs_lib_ctx_put(j->img, ctx);
 }
 
 static unsigned threads_pick(int threads, size_t n_items)
@@ -292,7 +292,7 @@ ransfs_err ransfs_read_tensors(ransfs *img, const char *path, const ransfs_tenso
 {
     job j = {.img = img, .t = t, .dst = dst};
     size_t cap = 0;
-    ransfs_err err = ransfs_ranges_check(img, path, t, n, dst, &j.ino);
+    ransfs_err err = rfs_lib_ranges_check(img, path, t, n, dst, &j.ino);
     for (size_t i = 0; err == RANSFS_OK && i < n; i++)
         err = pieces_add(&j, &cap, i, t[i].offset, t[i].size);
     if (err == RANSFS_OK)

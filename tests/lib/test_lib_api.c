@@ -119,7 +119,8 @@ static void make_safetensors(void)
         b[i] = (uint8_t)((uint64_t)jl >> (8 * i));
     memcpy(b + 8, json, jl);
     for (size_t i = g_data_start; i < g_data_start + g_want[0].size; i += 2) {
-        uint16_t v = (uint16_t)(0x3c00 + (rnd() % 4) * 0x80 + (rnd() & 0x7f) + (rnd() & 1) * 0x8000);
+        uint16_t v =
+            (uint16_t)(0x3c00 + (rnd() % 4) * 0x80 + (rnd() & 0x7f) + (rnd() & 1) * 0x8000);
         b[i] = (uint8_t)v;
         b[i + 1] = (uint8_t)(v >> 8);
     }
@@ -451,8 +452,10 @@ static void test_read_tensors(void **state)
     assert_int_equal(ransfs_read_tensors(img, "model.safetensors", &bad, 1, d1, 2), RANSFS_E_RANGE);
     bad = (ransfs_tensor){.offset = 0, .size = 4};
     void *dnull[1] = {NULL};
-    assert_int_equal(ransfs_read_tensors(img, "model.safetensors", &bad, 1, dnull, 2), RANSFS_E_INVAL);
-    assert_int_equal(ransfs_read_tensors(img, "model.safetensors", &bad, 1, NULL, 2), RANSFS_E_INVAL);
+    assert_int_equal(ransfs_read_tensors(img, "model.safetensors", &bad, 1, dnull, 2),
+                     RANSFS_E_INVAL);
+    assert_int_equal(ransfs_read_tensors(img, "model.safetensors", &bad, 1, NULL, 2),
+                     RANSFS_E_INVAL);
     assert_int_equal(ransfs_read_tensors(img, "model.safetensors", NULL, 1, d1, 2), RANSFS_E_INVAL);
     assert_int_equal(ransfs_read_tensors(img, "sub", &bad, 1, d1, 2), RANSFS_E_ISDIR);
     assert_int_equal(ransfs_read_tensors(img, "ln", &bad, 1, d1, 2), RANSFS_E_INVAL);
