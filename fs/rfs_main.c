@@ -397,6 +397,7 @@ static int start_engine(rfs_main *m)
         .log_ctx = m,
     };
     rfs_err err = rfs_engine_create(&m->eng, m->img, &eo, why, sizeof(why));
+    rfs_main_remote_start(&m->remote); /* threads: after the fork, like the engine's */
     if (err == RFS_OK) {
         m->fs.eng = m->eng;
         return 0;

@@ -136,6 +136,13 @@ int rfs_main_remote_open(rfs_main_remote *mr, const char *url,
     return *display ? 0 : -1;
 }
 
+void rfs_main_remote_start(rfs_main_remote *mr)
+{
+    if (mr->remote && rfs_remote_start(mr->remote) != 0)
+        fprintf(stderr, "ransfs: %s: no read-ahead threads (reads fetch on demand only)\n",
+                rfs_remote_display(mr->remote));
+}
+
 size_t rfs_main_remote_stats(void *ctx, char *buf, size_t cap)
 {
     rfs_main_remote *mr = ctx;
@@ -152,4 +159,5 @@ int rfs_main_remote_open(rfs_main_remote *mr, const char *url,
 }
 
 size_t rfs_main_remote_stats(void *ctx, char *buf, size_t cap) { return 0; }
+void rfs_main_remote_start(rfs_main_remote *mr) {}
 #endif

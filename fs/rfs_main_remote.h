@@ -37,6 +37,8 @@ int rfs_main_remote_is_url(const char *image);
 int rfs_main_remote_open(rfs_main_remote *mr, const char *url,
                          void (*log)(void *ctx, const char *line), void *log_ctx,
                          rfs_image **img, char **display);
+/* Start the remote source's threads (read-ahead): after the fork. */
+void rfs_main_remote_start(rfs_main_remote *mr);
 /* Append the remote stats as JSON members ("\"remote_...\":N,..."). */
 size_t rfs_main_remote_stats(void *mr, char *buf, size_t cap);
 void rfs_main_remote_free(rfs_main_remote *mr);

@@ -12,10 +12,17 @@
  * flight are waited for.  So a chunk is fetched once at a time, reads of
  * present chunks never wait on the network, and n readers of n different
  * chunks fetch in parallel (bounded by the curl handle pool).
+ *
+ * Read-ahead: once rfs_remote_start has run, a read whose previous chunk
+ * is present also queues the absent chunks after it (a window of up to
+ * 64 MiB, at most fetch_parallel chunks) for fetch_parallel/2 threads, one
+ * chunk per request, so a sequential reader keeps several requests in
+ * flight and finds its next chunks present or in flight.
  */
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -40,11 +47,20 @@ struct rfs_remote {
     rfs_http *http;
     rfs_rcache *cache;
     uint64_t size, chunk, n_chunks;
-    unsigned retries;
+    unsigned retries, parallel;
     char etag[256], last_mod[64];
     pthread_mutex_t mu;
     pthread_cond_t cv;
     uint8_t *inflight; /* per chunk, under mu */
+    /* Read-ahead (rfs_remote_start): chunks queued ahead of a sequential
+     * reader, fetched by ra_n threads; all under mu. */
+    uint64_t *ra_queue;
+    size_t ra_head, ra_len, ra_cap;
+    unsigned ra_window; /* chunks ahead of the last one read */
+    pthread_t *ra_threads;
+    unsigned ra_n;
+    int ra_stop;
+    pthread_cond_t ra_cv;
     atomic_int changed;
     atomic_uint logged;
     uint64_t other_bytes; /* cache dir bytes of other objects, at open */
@@ -250,12 +266,109 @@ static rfs_err fetch_run(rfs_remote *r, uint64_t s, uint64_t e)
     return fetch_range(r, off, end - off);
 }
 
+/* ------------------------------------------------------------ read-ahead */
+
+/*
+ * A reader at chunk last whose chunk before first is present reads on
+ * sequentially: queue the absent chunks of (last, last + window] that are
+ * not in flight, for the read-ahead threads.  Random readers rarely find
+ * their previous chunk present, and a wrong guess costs one window.
+ */
+static void readahead_note(rfs_remote *r, uint64_t first, uint64_t last)
+{
+    if (!r->ra_n || first == 0 || !rfs_rcache_present(r->cache, first - 1))
+        return;
+    uint64_t end = last + r->ra_window < r->n_chunks - 1 ? last + r->ra_window : r->n_chunks - 1;
+    uint64_t c = last + 1;
+    while (c <= end && rfs_rcache_present(r->cache, c))
+        c++;
+    if (c > end)
+        return; /* the window is full already: no lock taken */
+    pthread_mutex_lock(&r->mu);
+    for (; c <= end && r->ra_len < r->ra_cap; c++) {
+        if (busy(r, c))
+            continue;
+        r->inflight[c] = 1;
+        r->ra_queue[(r->ra_head + r->ra_len++) % r->ra_cap] = c;
+        pthread_cond_signal(&r->ra_cv);
+    }
+    pthread_mutex_unlock(&r->mu);
+}
+
+static void *readahead_main(void *arg)
+{
+    rfs_remote *r = arg;
+    pthread_mutex_lock(&r->mu);
+    for (;;) {
+        while (!r->ra_stop && r->ra_len == 0)
+            pthread_cond_wait(&r->ra_cv, &r->mu);
+        if (r->ra_stop)
+            break;
+        uint64_t c = r->ra_queue[r->ra_head];
+        r->ra_head = (r->ra_head + 1) % r->ra_cap;
+        r->ra_len--;
+        pthread_mutex_unlock(&r->mu);
+        fetch_run(r, c, c); /* a failure is logged; a demand read tries again */
+        pthread_mutex_lock(&r->mu);
+        r->inflight[c] = 0;
+        pthread_cond_broadcast(&r->cv);
+    }
+    /* Whatever is still queued was never fetched: not in flight any more. */
+    for (; r->ra_len; r->ra_len--, r->ra_head = (r->ra_head + 1) % r->ra_cap)
+        r->inflight[r->ra_queue[r->ra_head]] = 0;
+    pthread_cond_broadcast(&r->cv);
+    pthread_mutex_unlock(&r->mu);
+    return NULL;
+}
+
+int rfs_remote_start(rfs_remote *r)
+{
+    if (r->ra_n || r->n_chunks < 2)
+        return 0;
+    unsigned n = r->parallel > 1 ? r->parallel / 2 : 1;
+    uint64_t win = (64ull << 20) / r->chunk;
+    r->ra_window = (unsigned)(win < 2 ? 2 : win > r->parallel ? r->parallel : win);
+    r->ra_cap = r->ra_window * 4u;
+    r->ra_queue = calloc(r->ra_cap, sizeof *r->ra_queue);
+    r->ra_threads = calloc(n, sizeof *r->ra_threads);
+    if (!r->ra_queue || !r->ra_threads)
+        return -1;
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, &old); /* signals stay with the caller's threads */
+    for (unsigned i = 0; i < n; i++) {
+        if (pthread_create(&r->ra_threads[i], NULL, readahead_main, r) != 0)
+            break;
+        pthread_mutex_lock(&r->mu);
+        r->ra_n++;
+        pthread_mutex_unlock(&r->mu);
+    }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    return r->ra_n ? 0 : -1;
+}
+
+static void readahead_stop(rfs_remote *r)
+{
+    pthread_mutex_lock(&r->mu);
+    r->ra_stop = 1;
+    pthread_cond_broadcast(&r->ra_cv);
+    unsigned n = r->ra_n;
+    pthread_mutex_unlock(&r->mu);
+    for (unsigned i = 0; i < n; i++)
+        pthread_join(r->ra_threads[i], NULL);
+    free(r->ra_threads);
+    free(r->ra_queue);
+}
+
+/* ------------------------------------------------------------ ensure */
+
 static rfs_err remote_ensure(void *ctx, uint64_t off, uint64_t len)
 {
     rfs_remote *r = ctx;
     if (off > r->size || len > r->size - off)
         return RFS_E_ARG;
     uint64_t c = off / r->chunk, last = (off + len - 1) / r->chunk, first = c;
+    readahead_note(r, first, last);
     while (c <= last && rfs_rcache_present(r->cache, c))
         c++;
     atomic_fetch_add(&r->hits, c - first);
@@ -448,10 +561,12 @@ rfs_err rfs_remote_open(rfs_remote **out, const rfs_remote_opts *o, char *why, s
         return RFS_E_NOMEM;
     pthread_mutex_init(&r->mu, NULL);
     pthread_cond_init(&r->cv, NULL);
+    pthread_cond_init(&r->ra_cv, NULL);
     r->log = o->log;
     r->log_ctx = o->log_ctx;
     r->chunk = o->fetch_size ? o->fetch_size : RFS_REMOTE_DEFAULT_FETCH;
     r->retries = o->retries ? o->retries : 4;
+    r->parallel = o->fetch_parallel ? o->fetch_parallel : RFS_REMOTE_DEFAULT_PARALLEL;
     pick_region(r, o);
     if ((err = rfs_url_parse(&r->url, o->url, pick_endpoint(o), r->region, w, sizeof w))) {
         r_fail(why, why_cap, err, "%s", w);
@@ -487,6 +602,7 @@ void rfs_remote_close(rfs_remote *r)
 {
     if (!r)
         return;
+    readahead_stop(r);
     rfs_http_destroy(r->http);
     rfs_rcache_close(r->cache);
     rfs_cred_free(&r->cred);
@@ -494,6 +610,7 @@ void rfs_remote_close(rfs_remote *r)
     free(r->inflight);
     pthread_mutex_destroy(&r->mu);
     pthread_cond_destroy(&r->cv);
+    pthread_cond_destroy(&r->ra_cv);
     free(r);
 }
 

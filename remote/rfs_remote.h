@@ -20,7 +20,8 @@
  *  - Secrets (S3 credentials) are never logged, never in why, never in
  *    stats.  Log lines and messages show the URL without credentials.
  *  - Threads: ensure and the stats calls are thread-safe; open/close not.
- *    No thread is started: fetches run on the callers' threads.
+ *    Until rfs_remote_start no thread is started (fetches run on the
+ *    callers' threads), so a daemon may open before it forks.
  */
 #ifndef RFS_REMOTE_H
 #define RFS_REMOTE_H
@@ -72,6 +73,12 @@ typedef struct rfs_remote_stats {
  */
 rfs_err rfs_remote_open(rfs_remote **r, const rfs_remote_opts *o, char *why, size_t why_cap);
 void rfs_remote_close(rfs_remote *r);
+/*
+ * Start the read-ahead threads (fetch_parallel/2; they fetch ahead of
+ * sequential readers).  Call once, after any fork; rfs_remote_close stops
+ * them.  0, or -1 when no thread could start (then no read-ahead).
+ */
+int rfs_remote_start(rfs_remote *r);
 /* The source for rfs_image_open_source; valid until rfs_remote_close. */
 void rfs_remote_source(rfs_remote *r, rfs_source *src);
 /* The URL as shown (no credentials, no query). */

@@ -6,8 +6,9 @@
  * tsan.sh).  The image is packed here from tests/data/human32-mini; every
  * read is compared with the same image opened as a local file.
  *
- *  - many threads read random ranges at once: right bytes, and no chunk
- *    fetched twice (single flight: misses <= chunks);
+ *  - many threads read random ranges at once, with the read-ahead threads
+ *    running: right bytes, and no chunk fetched twice (single flight:
+ *    misses <= chunks);
  *  - a reopen on the same cache dir makes one request (the pin) only;
  *  - the server stopped: EIO once the retries are spent; started again:
  *    the same read succeeds (recovery);
@@ -231,6 +232,7 @@ static void test_concurrent_then_warm(void **state)
     rfs_remote *r;
     rfs_remote_opts o = opts("cache-a");
     rfs_image *img = open_remote(&r, &o);
+    assert_int_equal(rfs_remote_start(r), 0); /* read-ahead threads race the readers */
     rfs_image_summary sum;
     rfs_image_get_summary(img, &sum);
     const uint64_t chunks = (sum.image_bytes + FETCH - 1) / FETCH;
