@@ -31,12 +31,12 @@
 #include <syslog.h>
 #include <unistd.h>
 
+#include "rfs_build.h"
 #include "rfs_engine.h"
 #include "rfs_fuse.h"
 #include "rfs_gpu.h"
 #include "rfs_main_remote.h"
 
-#define RFS_VERSION "0.1.0"
 #define RFS_DEFAULT_CACHE (256ull << 20)
 #define RFS_DEFAULT_PREFETCH (32ull << 20)
 #define RFS_DEFAULT_READAHEAD (1ull << 20)
@@ -526,9 +526,10 @@ int main(int argc, char **argv)
         goto out;
     }
     if (m.cfg.version) {
-        printf("ransfs %s (libfuse %s, GPU decode: %s)\n", RFS_VERSION, fuse_pkgversion(),
-               rfs_gpu_build());
-        ret = 0;
+        char extra[96];
+        snprintf(extra, sizeof(extra), "libfuse %s, GPU decode: %s", fuse_pkgversion(),
+                 rfs_gpu_build());
+        ret = rfs_build_print(stdout, "ransfs", extra) == 0 ? 0 : 1;
         goto out;
     }
     if (!m.cfg.image || !m.cfg.mountpoint) {

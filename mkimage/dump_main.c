@@ -20,6 +20,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "rfs_build.h"
 #include "rfs_tool_open.h"
 #include "rfs_image.h"
 #include "rfs_image_info.h"
@@ -456,7 +457,13 @@ static int dump_ls(const rfs_image *img, const dump_opts *o)
 static const char usage_text[] =
     "usage: ransfs-dump [--json] IMAGE\n"
     "       ransfs-dump --ls IMAGE [PATH]\n"
-    "       ransfs-dump --version\n";
+    "       ransfs-dump --version\n"
+    "Describe IMAGE: its files, tensors and totals; or list one directory.\n"
+    "      --json          the description as one JSON object\n"
+    "      --ls            list PATH (default: the root) as ls -lgo does\n"
+    "  -h, --help          this text\n"
+    "      --version       print the version and the features built in\n"
+    "Exit status: 0 done, 1 the image or PATH cannot be read, 2 usage error.\n";
 
 /* Parse the command line into o.  Returns -1 to go on, else the exit
  * status (0 after --help or --version, 2 on a usage error). */
@@ -474,7 +481,7 @@ static int parse_args(int argc, char **argv, dump_opts *o)
         else if (c == 'L')
             o->ls = 1;
         else if (c == 'V')
-            return printf("ransfs-dump %s\n", RFS_VERSION), 0;
+            return rfs_build_print(stdout, "ransfs-dump", NULL) == 0 ? 0 : 1;
         else
             return fputs(usage_text, c == 'h' ? stdout : stderr), c == 'h' ? 0 : 2;
     }

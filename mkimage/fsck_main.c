@@ -33,6 +33,7 @@
 #include <unistd.h>
 
 #include "rfs_array.h"
+#include "rfs_build.h"
 #include "rfs_image.h"
 #include "rfs_tool_open.h"
 #include "rfs_image_info.h"
@@ -795,7 +796,18 @@ static const char usage_text[] =
     "usage: ransfs-fsck [-q] [-j N] IMAGE\n"
     "       ransfs-fsck [-q] [-j N] [-f] --extract DIR IMAGE [PATH...]\n"
     "       ransfs-fsck [-q] --compare DIR IMAGE [PATH...]\n"
-    "       ransfs-fsck --version\n";
+    "       ransfs-fsck --version\n"
+    "Check every unit of IMAGE; extract it into DIR, or compare it with DIR.\n"
+    "  -j, --threads N     decode threads, 1..256 (default: all cores)\n"
+    "  -q, --quiet         print only problems and differences, no summary line\n"
+    "  -x, --extract DIR   after a clean check, write the tree (or the PATHs) into\n"
+    "                      DIR, which must not exist or be empty\n"
+    "  -f, --force         with --extract: write into an existing DIR\n"
+    "      --compare DIR   compare the tree (or the PATHs) with DIR byte for byte\n"
+    "  -h, --help          this text\n"
+    "      --version       print the version and the features built in\n"
+    "Exit status: 0 all good, 1 damaged image, failed extraction or a difference,\n"
+    "2 usage error.\n";
 
 static int usage(void)
 {
@@ -859,7 +871,7 @@ static int parse_args(int argc, char **argv, fsck_opts *o)
         else if (c == 'j' && (rc = parse_threads(optarg, &o->n_threads)) >= 0)
             return rc;
         else if (c == 'V')
-            return printf("ransfs-fsck %s\n", RFS_VERSION), 0;
+            return rfs_build_print(stdout, "ransfs-fsck", NULL) == 0 ? 0 : 1;
         else if (c == 'h')
             return fputs(usage_text, stdout), 0;
         else if (c != 'j')
