@@ -12,9 +12,9 @@ DEB_PKGS = build-essential cmake pkg-config libfuse3-dev fuse3 libcmocka-dev \
            libzstd-dev libxxhash-dev libhtscodecs-dev libcjson-dev \
            python3 python3-numpy squashfs-tools squashfuse attr zstd \
            clang libclang-rt-14-dev bc \
-           nginx openssl curl iproute2 python3-venv libcurl4-openssl-dev
+           nginx openssl curl iproute2 python3-venv libcurl4-openssl-dev man-db groff-base
 
-.PHONY: all deps configure build test demo clean asan tsan
+.PHONY: all deps configure build test demo clean asan tsan package
 
 all: build
 
@@ -36,6 +36,10 @@ build: configure
 
 test: build
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
+
+# The Debian package of build/: $(BUILD)/ransfs_<version>_<arch>.deb (CPack).
+package: build
+	cmake --build $(BUILD) --target package
 
 # The whole suite again under AddressSanitizer + UndefinedBehaviorSanitizer.
 asan:
