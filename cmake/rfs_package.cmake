@@ -16,6 +16,11 @@ tiles are split into byte planes and the predictable planes entropy-coded
 with 32-way interleaved rANS. Contains the mount (ransfs, for
 mount -t fuse.ransfs and fstab), ransfs-mkimage, ransfs-fsck and
 ransfs-dump, with their manual pages.")
+if(TARGET libransfs)
+  string(APPEND CPACK_DEBIAN_PACKAGE_DESCRIPTION "
+Also libransfs, a C library to read images without a mount (libransfs.so.0,
+libransfs.a, ransfs.h, ransfs.pc).")
+endif()
 set(CPACK_PACKAGING_INSTALL_PREFIX /usr)
 set(CPACK_DEBIAN_FILE_NAME DEB-DEFAULT) # ransfs_<version>_<arch>.deb
 set(CPACK_DEBIAN_PACKAGE_SECTION utils)
