@@ -26,7 +26,8 @@ set(CPACK_DEBIAN_FILE_NAME DEB-DEFAULT) # ransfs_<version>_<arch>.deb
 set(CPACK_DEBIAN_PACKAGE_SECTION utils)
 set(CPACK_DEBIAN_PACKAGE_PRIORITY optional)
 set(CPACK_STRIP_FILES ON) # as Debian packages are; the build tree keeps its symbols
-# The shared libraries (libfuse3-3, libzstd1, libxxhash0, libcjson1, libc6),
+# The shared libraries (libfuse3-3, libzstd1, libxxhash0, libcjson1, libc6;
+# libcurl4 when remote/ is built),
 # with versions, come from dpkg-shlibdeps over the packaged binaries; fuse3
 # is no library but the mount needs its fusermount3 and mount.fuse3.  The
 # CUDA decoder is linked statically (CUDA::cudart_static): no CUDA package

@@ -193,7 +193,7 @@ def t_version():
 
 # One option at the start of an option line: `-o name[=...]`, `--long[=...]`
 # or `-x`, each perhaps followed by an argument in capitals (N, DIR, ...).
-OPT_RE = re.compile(r"(-o\s+[a-z_]+(?:=\S*)?|--[a-z][a-z0-9-]*(?:=\S+)?|-[A-Za-z](?![\w-]))"
+OPT_RE = re.compile(r"(-o\s+[a-z0-9_]+(?:=\S*)?|--[a-z][a-z0-9-]*(?:=\S+)?|-[A-Za-z](?![\w-]))"
                     r"(?:\s[A-Z][A-Z_]*\b)?")
 
 
@@ -310,6 +310,7 @@ def t_man_parser():
         "       -f     Stay in the foreground; -x is not read": ["-f"],
         "    -o gpu=auto|on|off     decode bulk reads": ["-o gpu"],
         "    -o max_idle_threads    the maximum number": ["-o max_idle_threads"],
+        "    -o s3_region=REGION    S3 signing region": ["-o s3_region"],
         "  IMAGE - writes the image to standard output": [],
     }
     for line, want in cases.items():
@@ -409,8 +410,10 @@ def check_deb_contents(deb, work):
         path = root + f
         if not is_elf(path):
             continue
+        libs = run(["ldd", path]).stdout
+        assert "libcudart" not in libs, "%s needs libcudart (CUDA must be static):\n%s" % (
+            f, libs)
         for lib, where in ldd_libs(path):
-            assert "libcudart" not in lib, "%s needs %s (CUDA must be static)" % (f, lib)
             if lib.startswith("libransfs"):
                 continue  # in this package
             owner = run(["dpkg", "-S", where], expect=None).stdout.split(":")[0].strip()
@@ -419,15 +422,25 @@ def check_deb_contents(deb, work):
 
 
 def ldd_libs(path):
-    """(soname, resolved path) of each shared library ldd finds for path."""
-    out = []
+    """(soname, resolved path) of each shared library path needs itself
+    (its DT_NEEDED: what its package must depend on; ldd also lists the
+    libraries' own needs, which their packages bring)."""
+    needed = re.findall(r"\(NEEDED\)\s+Shared library: \[(\S+)\]",
+                        run(["readelf", "-d", path]).stdout)
+    where = {}
     for line in run(["ldd", path]).stdout.splitlines():
+        assert "not found" not in line, "%s: %s" % (path, line.strip())
         m = re.match(r"\s*(\S+) => (\S+)", line)
         if m:
-            assert m.group(2) != "not", "%s: %s not found" % (path, m.group(1))
-            # dpkg -S knows /lib/x86_64-linux-gnu/... as /usr/lib/... or not:
-            # ask for the path dpkg recorded (usrmerge keeps both spellings).
-            out.append((m.group(1), dpkg_path(m.group(2))))
+            where[m.group(1)] = m.group(2)
+    out = []
+    for lib in needed:
+        if lib.startswith("ld-linux"):
+            continue  # the dynamic loader, libc6's
+        assert lib in where, "%s: ldd does not resolve %s" % (path, lib)
+        # dpkg -S knows /lib/x86_64-linux-gnu/... as /usr/lib/... or not:
+        # ask for the path dpkg recorded (usrmerge keeps both spellings).
+        out.append((lib, dpkg_path(where[lib])))
     return out
 
 
