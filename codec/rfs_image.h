@@ -141,6 +141,8 @@ typedef struct rfs_span {
     uint64_t unit;      /* otherwise: the unit holding them ... */
     uint32_t unit_off;  /* ... at this offset of its decoded bytes */
     uint32_t unit_size; /* decoded size of that unit */
+    uint64_t ext_off;   /* the extent holding off: its file offset ... */
+    uint64_t ext_len;   /* ... and length (a coded tensor's whole range) */
 } rfs_span;
 
 /*

@@ -175,6 +175,8 @@ rfs_err rfs_image_map(const rfs_image *img, uint64_t ino, uint64_t off, rfs_span
         return RFS_E_INVAL;
     const rfs_extent_rec *x = extent_find(img, r, off);
     uint64_t rel = off - x->file_off;
+    span->ext_off = x->file_off;
+    span->ext_len = x->length;
     if (x->kind == RFS_EXT_RAW) {
         span->is_raw = 1;
         span->raw_off = x->src + rel;

@@ -49,6 +49,7 @@ struct rfs_centry {
     uint8_t used;
     uint8_t prefetched;
     uint8_t detached; /* out of the index; freed at the last release */
+    uint8_t claimed;  /* someone is decoding it (see rfs_cache_claim) */
     rfs_err err;
 };
 
@@ -381,8 +382,10 @@ rfs_centry *rfs_cache_acquire(rfs_cache *c, uint64_t unit, size_t size, int *own
         *owner = 0;
     } else {
         e = entry_create(c, unit, size);
-        if (e)
+        if (e) {
+            e->claimed = 1;
             c->st.misses++;
+        }
         *owner = e != NULL;
     }
     pthread_mutex_unlock(&c->mu);
@@ -404,6 +407,17 @@ rfs_centry *rfs_cache_reserve(rfs_cache *c, uint64_t unit, size_t size)
     }
     pthread_mutex_unlock(&c->mu);
     return e;
+}
+
+int rfs_cache_claim(rfs_cache *c, rfs_centry *e)
+{
+    int won;
+    pthread_mutex_lock(&c->mu);
+    won = e->state == ST_DECODING && !e->claimed;
+    if (won)
+        e->claimed = 1;
+    pthread_mutex_unlock(&c->mu);
+    return won;
 }
 
 void rfs_cache_publish(rfs_cache *c, rfs_centry *e, rfs_err err)

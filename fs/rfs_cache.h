@@ -75,11 +75,26 @@ void rfs_cache_destroy(rfs_cache *c);
 rfs_centry *rfs_cache_acquire(rfs_cache *c, uint64_t unit, size_t size, int *owner);
 
 /*
- * For prefetch: create and own the entry of unit only when it is absent.
- * Returns the owned entry, or NULL when the unit is present, being decoded,
- * or memory ran out.  The entry is marked prefetched (see stats).
+ * For prefetch: create the entry of unit only when it is absent, reserved
+ * for decoding but not claimed: whoever claims it first (rfs_cache_claim;
+ * the prefetcher when it starts, or a reader that got there before) decodes
+ * and publishes it.  Returns the entry, referenced, or NULL when the unit is
+ * present, being decoded, or memory ran out.  The entry is marked
+ * prefetched (see stats).
  */
 rfs_centry *rfs_cache_reserve(rfs_cache *c, uint64_t unit, size_t size);
+
+/*
+ * Take over the decode of an entry that rfs_cache_reserve created and nobody
+ * has started decoding: returns 1 when the caller now decodes it (it must
+ * then publish it, exactly once, before it waits on any other entry), 0 when
+ * it is decoded, failed, or claimed already.  The prefetcher claims each
+ * entry it reserved just before decoding it and skips those a reader took
+ * first, so a reader never waits behind queued prefetch work for a unit
+ * that no thread is decoding yet.  Entries made by rfs_cache_acquire are
+ * claimed by their owner from the start.  The caller holds a reference.
+ */
+int rfs_cache_claim(rfs_cache *c, rfs_centry *e);
 
 /*
  * End the decode of an owned entry: err = RFS_OK makes the bytes visible,

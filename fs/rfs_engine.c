@@ -10,9 +10,12 @@
  *  3. only then waits for units that other threads are decoding (an owner
  *     never waits before publishing, so two readers can't deadlock);
  *  4. points the memory pieces into the cached buffers.
- * Prefetch reserves the absent units of a range and decodes them as one
- * low-priority batch on a pool worker.  Pool workers never wait on the
- * cache, so every in-flight entry is always making progress.
+ * Prefetch reserves the absent units of a range and queues them as small
+ * low-priority jobs; a job claims each unit just before decoding it, and a
+ * read that reaches a unit no job has claimed yet claims and decodes it in
+ * step 2 instead of waiting (so it waits only for decodes under way).  Pool
+ * workers never wait on the cache, so every claimed entry is always making
+ * progress.
  */
 #include "rfs_engine.h"
 
@@ -54,6 +57,7 @@ struct rfs_engine {
     atomic_uint_least64_t tiles_decoded, decode_errors, decoded_bytes;
     atomic_uint_least64_t gpu_batches;
     atomic_uint_least64_t prefetch_batches, prefetch_inflight, prefetch_resets;
+    atomic_uint_least64_t prefetch_stolen;
 };
 
 /* ------------------------------------------------------------ lifecycle */
@@ -372,11 +376,28 @@ static rfs_err plan_read(rfs_engine *eng, uint64_t ino, uint64_t off, size_t len
     return rv->has_raw ? image_unchanged(eng) : RFS_OK;
 }
 
+/*
+ * Units that prefetch has reserved but no worker has started: this read
+ * decodes them itself rather than wait behind the queued prefetch work.
+ */
+static void claim_queued(rfs_engine *eng, rfs_readv *rv)
+{
+    uint64_t stolen = 0;
+    for (size_t i = 0; i < rv->n_refs; i++)
+        if (!rv->refs[i].owned && rfs_cache_claim(eng->cache, rv->refs[i].e)) {
+            rv->refs[i].owned = 1;
+            stolen++;
+        }
+    if (stolen)
+        atomic_fetch_add(&eng->prefetch_stolen, stolen);
+}
+
 /* Step 2: decode and publish the units this read owns. */
 static rfs_err decode_owned(rfs_engine *eng, rfs_readv *rv)
 {
     rfs_batch_item stack[RFS_READV_INLINE], *items = stack;
     size_t n = 0;
+    claim_queued(eng, rv);
     for (size_t i = 0; i < rv->n_refs; i++)
         n += rv->refs[i].owned;
     if (n == 0)
@@ -483,13 +504,38 @@ void rfs_engine_note_prefetch_reset(rfs_engine *eng)
 
 /* ------------------------------------------------------------ prefetch */
 
+/*
+ * Prefetch jobs decode at most this many units each on the CPU: a reader
+ * that reaches a unit still queued claims it and decodes it itself
+ * (claim_queued), so what can make it wait is only the jobs the workers
+ * have started, a few units each.  With a GPU one range is one job (its
+ * batches want to be large).
+ */
+#define RFS_PF_JOB_UNITS 8
+
 typedef struct pf_job {
     rfs_engine *eng;
-    size_t n, cap;
+    size_t n;
     uint64_t bytes;
-    rfs_centry **entries;
+    rfs_centry **entries; /* n reserved entries, each referenced by the job */
     rfs_batch_item *items;
 } pf_job;
+
+typedef struct pf_list {
+    rfs_centry **entries;
+    size_t n, cap;
+} pf_list;
+
+/* Entries that will not be decoded: those still unclaimed are dropped
+ * (RFS_E_NOMEM), those a reader claimed are its own; all are released. */
+static void pf_abandon(rfs_engine *eng, rfs_centry **entries, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (rfs_cache_claim(eng->cache, entries[i]))
+            rfs_cache_publish(eng->cache, entries[i], RFS_E_NOMEM);
+        rfs_cache_release(eng->cache, entries[i]);
+    }
+}
 
 static void pf_job_free(pf_job *job)
 {
@@ -498,36 +544,38 @@ static void pf_job_free(pf_job *job)
     free(job);
 }
 
+/* Claim what no reader has taken, decode and publish it; release all. */
 static void pf_job_run(void *arg)
 {
     pf_job *job = arg;
     rfs_engine *eng = job->eng;
-    int stop = atomic_load(&eng->stopping);
-    if (!stop) {
-        for (size_t i = 0; i < job->n; i++)
-            item_for(&job->items[i], job->entries[i]);
-        batch_decode(eng, job->items, job->n, 1);
+    size_t m = 0;
+    if (atomic_load(&eng->stopping)) {
+        pf_abandon(eng, job->entries, job->n);
+        goto done;
     }
     for (size_t i = 0; i < job->n; i++) {
-        /* RFS_E_NOMEM: not decoded, the cache drops the entry. */
-        rfs_cache_publish(eng->cache, job->entries[i], stop ? RFS_E_NOMEM : job->items[i].err);
+        rfs_centry *e = job->entries[i];
+        if (!rfs_cache_claim(eng->cache, e))
+            continue; /* a reader decodes it */
+        job->entries[i] = job->entries[m]; /* claimed ones first */
+        job->entries[m] = e;
+        item_for(&job->items[m++], e);
+    }
+    if (m)
+        batch_decode(eng, job->items, m, 1);
+    for (size_t i = 0; i < job->n; i++) {
+        if (i < m)
+            rfs_cache_publish(eng->cache, job->entries[i], job->items[i].err);
         rfs_cache_release(eng->cache, job->entries[i]);
     }
+done:
     atomic_fetch_sub(&eng->prefetch_inflight, job->bytes);
     pf_job_free(job);
 }
 
-static int pf_job_add(pf_job *job, rfs_centry *e)
-{
-    if (rfs_array_reserve(&job->entries, &job->cap, job->n + 1, sizeof(*job->entries)))
-        return -1;
-    job->entries[job->n++] = e;
-    job->bytes += rfs_centry_size(e);
-    return 0;
-}
-
-/* Reserve the absent units of [start, end) into job. */
-static void pf_collect(rfs_engine *eng, pf_job *job, uint64_t ino, uint64_t start, uint64_t end)
+/* Reserve the absent units of [start, end) into list. */
+static void pf_collect(rfs_engine *eng, pf_list *list, uint64_t ino, uint64_t start, uint64_t end)
 {
     uint64_t pos = start, last_unit = UINT64_MAX;
     while (pos < end) {
@@ -535,44 +583,76 @@ static void pf_collect(rfs_engine *eng, pf_job *job, uint64_t ino, uint64_t star
         if (rfs_image_map(eng->img, ino, pos, &sp) != RFS_OK || sp.length == 0)
             return;
         if (!sp.is_raw && sp.unit != last_unit && sp.unit_size > 0) {
-            rfs_centry *e = rfs_cache_reserve(eng->cache, sp.unit, sp.unit_size);
+            rfs_centry *e;
             last_unit = sp.unit;
-            if (e && pf_job_add(job, e) != 0) {
-                rfs_cache_publish(eng->cache, e, RFS_E_NOMEM);
-                rfs_cache_release(eng->cache, e);
+            if (rfs_array_reserve(&list->entries, &list->cap, list->n + 1,
+                                  sizeof(*list->entries)))
                 return;
-            }
+            e = rfs_cache_reserve(eng->cache, sp.unit, sp.unit_size);
+            if (e)
+                list->entries[list->n++] = e;
         }
         pos += sp.length;
     }
 }
 
+/* Queue entries [0, n) as one low-priority job; 0 on success. */
+static int pf_submit(rfs_engine *eng, rfs_centry **entries, size_t n)
+{
+    pf_job *job = calloc(1, sizeof(*job));
+    if (!job)
+        return -1;
+    job->eng = eng;
+    job->n = n;
+    job->entries = malloc(n * sizeof(*job->entries));
+    job->items = calloc(n, sizeof(*job->items));
+    if (!job->entries || !job->items) {
+        pf_job_free(job);
+        return -1;
+    }
+    memcpy(job->entries, entries, n * sizeof(*entries));
+    for (size_t i = 0; i < n; i++)
+        job->bytes += rfs_centry_size(entries[i]);
+    atomic_fetch_add(&eng->prefetch_inflight, job->bytes);
+    atomic_fetch_add(&eng->prefetch_batches, 1);
+    if (rfs_pool_submit(eng->pool, RFS_PRIO_LOW, pf_job_run, job) != 0) {
+        atomic_fetch_sub(&eng->prefetch_inflight, job->bytes);
+        pf_job_free(job);
+        return -1;
+    }
+    return 0;
+}
+
+int rfs_engine_tensor_at(rfs_engine *eng, uint64_t ino, uint64_t off, uint64_t *start,
+                         uint64_t *end)
+{
+    rfs_span sp;
+    rfs_unit_src src;
+    if (rfs_image_map(eng->img, ino, off, &sp) != RFS_OK || sp.is_raw ||
+        sp.ext_len <= sp.unit_size ||
+        rfs_image_unit_source(eng->img, sp.unit, &src) != RFS_OK || src.kind != RFS_UNIT_TILE)
+        return 0;
+    *start = sp.ext_off;
+    *end = sp.ext_off + sp.ext_len;
+    return 1;
+}
+
 void rfs_engine_prefetch(rfs_engine *eng, uint64_t ino, uint64_t start, uint64_t end)
 {
-    pf_job *job;
+    pf_list list = {NULL, 0, 0};
+    size_t done = 0, per = eng->have_gpu ? SIZE_MAX : RFS_PF_JOB_UNITS;
     if (eng->prefetch_max == 0 || atomic_load(&eng->stopping) ||
         atomic_load(&eng->prefetch_inflight) >= eng->prefetch_cap)
         return;
-    job = calloc(1, sizeof(*job));
-    if (!job)
-        return;
-    job->eng = eng;
-    pf_collect(eng, job, ino, start, end);
-    if (job->n == 0) {
-        pf_job_free(job);
-        return;
+    pf_collect(eng, &list, ino, start, end);
+    while (done < list.n) {
+        size_t k = list.n - done < per ? list.n - done : per;
+        if (pf_submit(eng, list.entries + done, k) != 0)
+            break;
+        done += k;
     }
-    job->items = calloc(job->n, sizeof(*job->items));
-    atomic_fetch_add(&eng->prefetch_inflight, job->bytes);
-    atomic_fetch_add(&eng->prefetch_batches, 1);
-    if (!job->items || rfs_pool_submit(eng->pool, RFS_PRIO_LOW, pf_job_run, job) != 0) {
-        for (size_t i = 0; i < job->n; i++) {
-            rfs_cache_publish(eng->cache, job->entries[i], RFS_E_NOMEM);
-            rfs_cache_release(eng->cache, job->entries[i]);
-        }
-        atomic_fetch_sub(&eng->prefetch_inflight, job->bytes);
-        pf_job_free(job);
-    }
+    pf_abandon(eng, list.entries + done, list.n - done);
+    free(list.entries);
 }
 
 /* ------------------------------------------------------------ stats */
@@ -651,6 +731,7 @@ size_t rfs_engine_stats_json(rfs_engine *eng, char *buf, size_t cap)
         "\"cache_hits\":%llu,\"cache_waits\":%llu,\"cache_misses\":%llu,\"evictions\":%llu,"
         "\"prefetch_hits\":%llu,\"prefetched_tiles\":%llu,\"prefetch_batches\":%llu,"
         "\"prefetch_late\":%llu,\"prefetch_unused\":%llu,\"prefetch_resets\":%llu,"
+        "\"prefetch_stolen\":%llu,"
         "\"cache_bytes\":%llu,\"cache_peak_bytes\":%llu,\"cache_budget\":%llu,"
         "\"cache_over_budget\":%llu,\"cache_entries\":%llu,"
         "\"decode_us_p50\":%.1f,\"decode_us_p99\":%.1f,"
@@ -667,7 +748,8 @@ size_t rfs_engine_stats_json(rfs_engine *eng, char *buf, size_t cap)
         (unsigned long long)cs.prefetched,
         (unsigned long long)atomic_load(&eng->prefetch_batches),
         (unsigned long long)cs.prefetch_late, (unsigned long long)cs.prefetch_unused,
-        (unsigned long long)atomic_load(&eng->prefetch_resets), (unsigned long long)cs.bytes,
+        (unsigned long long)atomic_load(&eng->prefetch_resets),
+        (unsigned long long)atomic_load(&eng->prefetch_stolen), (unsigned long long)cs.bytes,
         (unsigned long long)cs.bytes_peak, (unsigned long long)cs.budget,
         (unsigned long long)cs.over_budget, (unsigned long long)cs.entries,
         (double)rfs_hist_quantile(&eng->decode_ns, 0.50) / 1000.0,

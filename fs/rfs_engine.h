@@ -119,6 +119,15 @@ void rfs_engine_note_prefetch_reset(rfs_engine *eng);
  */
 void rfs_engine_prefetch(rfs_engine *eng, uint64_t ino, uint64_t start, uint64_t end);
 
+/*
+ * The coded tensor holding offset off of file ino (a UNITS extent of two
+ * tiles or more), as the file range [*start, *end): returns 1, or 0 when
+ * off lies in none (RAW or zstd-block bytes, a one-tile tensor, an error).
+ * For weight-aware prefetch (rfs_prefetch_note_tensor).  Thread-safe.
+ */
+int rfs_engine_tensor_at(rfs_engine *eng, uint64_t ino, uint64_t off, uint64_t *start,
+                         uint64_t *end);
+
 /* Initial prefetch window and the configured maximum (0 = disabled). */
 uint64_t rfs_engine_prefetch_min(const rfs_engine *eng);
 uint64_t rfs_engine_prefetch_max(const rfs_engine *eng);

@@ -397,11 +397,12 @@ static int reply_bufvec(fuse_req_t req, const rfs_fs *fs, const rfs_readv *rv)
 
 static void note_prefetch(rfs_fs *fs, rfs_fh *fh, fuse_ino_t ino, uint64_t off, uint64_t len)
 {
-    uint64_t start, end, resets;
+    uint64_t start, end, resets, t_start = 0, t_end = 0;
     int go;
+    rfs_engine_tensor_at(fs->eng, ino, off, &t_start, &t_end); /* weight-aware */
     pthread_mutex_lock(&fh->mu);
     resets = fh->pf.resets;
-    go = rfs_prefetch_note(&fh->pf, off, len, fh->size, &start, &end);
+    go = rfs_prefetch_note_tensor(&fh->pf, off, len, fh->size, t_start, t_end, &start, &end);
     resets = fh->pf.resets - resets;
     pthread_mutex_unlock(&fh->mu);
     if (resets)

@@ -1,68 +1,199 @@
 /*
- * rfs_prefetch.c - sequential detection (see rfs_prefetch.h).
+ * rfs_prefetch.c - sequential detection over several streams (see
+ * rfs_prefetch.h).
  *
- * A read is "sequential" when it starts within one window behind or ahead
- * of the end of the furthest read so far.  The first read at offset 0 counts
- * as the start of a streak (cat, cp, numpy.fromfile all begin there).  From
- * the second sequential read on, the window doubles per read and prefetch
- * is issued in chunks of at least half a window, so each issue is a batch
- * worth spreading over the workers (or a GPU).
+ * A read continues a stream when it starts within one window behind or
+ * ahead of that stream's end.  The first read at offset 0 counts as the
+ * start of a streak (cat, cp, numpy.fromfile all begin there); a read
+ * elsewhere that continues nothing opens a stream with no streak, so random
+ * reads, each opening its own, never prefetch.  From a stream's second
+ * sequential read on, its window doubles per read and prefetch is issued in
+ * chunks of at least half a window, so each issue is a batch worth
+ * spreading over the workers (or a GPU).
  */
 #include "rfs_prefetch.h"
+
+#include <string.h>
+
+/* A stream read within this many reads of the newest counts as active when
+ * max_window is shared out (a table's worth of interleaved readers, twice). */
+#define RFS_PREFETCH_RECENT (2u * RFS_PREFETCH_STREAMS)
+#define RFS_PREFETCH_NEAR (8u << 20)
+/* Weight-aware prefetch starts early only for reads this large: readahead
+ * and mmap faults send 128 KiB and more, a random 4 KiB pread 4 KiB. */
+#define RFS_PREFETCH_TENSOR_READ (128u << 10)
 
 void rfs_prefetch_init(rfs_prefetch *pf, uint64_t min_window, uint64_t max_window)
 {
     if (min_window > max_window)
         min_window = max_window;
-    pf->next = 0;
-    pf->ahead = 0;
-    pf->window = min_window;
+    memset(pf, 0, sizeof(*pf));
     pf->min_window = min_window;
     pf->max_window = max_window;
-    pf->streak = 0;
-    pf->resets = 0;
 }
 
-static int is_sequential(const rfs_prefetch *pf, uint64_t off)
+/* How far off a read may start from a stream's end and still continue it:
+ * its window, but at least min_window (out-of-order readahead) and at most
+ * RFS_PREFETCH_NEAR, so that a neighbouring reader's stream (torch's threads
+ * start a share apart) is not taken for this one. */
+static uint64_t slack_of(const rfs_prefetch *pf, const rfs_pf_stream *s)
 {
-    uint64_t slack = pf->window > pf->min_window ? pf->window : pf->min_window;
-    if (pf->streak == 0 && pf->next == 0)
-        return off == 0;
-    if (off >= pf->next)
-        return off - pf->next <= slack;
-    return pf->next - off <= slack;
+    uint64_t w = s->window > pf->min_window ? s->window : pf->min_window;
+    return w < RFS_PREFETCH_NEAR ? w : RFS_PREFETCH_NEAR;
+}
+
+/* How far off is from s's end, and whether that is a plain continuation
+ * (1), a forward skip an established stream takes (2), or neither (0). */
+static int relation(const rfs_prefetch *pf, const rfs_pf_stream *s, uint64_t off, uint64_t *dist)
+{
+    uint64_t slack = slack_of(pf, s);
+    if (s->last_use == 0)
+        return 0;
+    *dist = off >= s->next ? off - s->next : s->next - off;
+    if (*dist <= slack)
+        return 1;
+    if (off > s->next && s->streak >= 2 && *dist <= RFS_PREFETCH_SKIP)
+        return 2;
+    return 0;
+}
+
+/* The stream off continues (nearest first), or -1; *how as in relation. */
+static int find_stream(const rfs_prefetch *pf, uint64_t off, int *how)
+{
+    int best = -1;
+    uint64_t best_dist = UINT64_MAX;
+    for (int i = 0; i < RFS_PREFETCH_STREAMS; i++) {
+        uint64_t d;
+        int r = relation(pf, &pf->s[i], off, &d);
+        if (r && (d < best_dist || (d == best_dist && r < *how))) {
+            best = i;
+            best_dist = d;
+            *how = r;
+        }
+    }
+    return best;
+}
+
+/* A free slot, else the least recently used one other than keep. */
+static rfs_pf_stream *victim(rfs_prefetch *pf, int keep)
+{
+    int v = -1;
+    for (int i = 0; i < RFS_PREFETCH_STREAMS; i++) {
+        if (i == keep)
+            continue;
+        if (pf->s[i].last_use == 0)
+            return &pf->s[i];
+        if (v < 0 || pf->s[i].last_use < pf->s[v].last_use)
+            v = i;
+    }
+    return &pf->s[v];
+}
+
+/* max_window split over the streams with a streak read lately (this one too). */
+static uint64_t share_of(const rfs_prefetch *pf)
+{
+    uint64_t active = 0, share;
+    for (int i = 0; i < RFS_PREFETCH_STREAMS; i++) {
+        const rfs_pf_stream *s = &pf->s[i];
+        active += s->last_use != 0 && s->streak >= 1 &&
+                  pf->tick - s->last_use < RFS_PREFETCH_RECENT;
+    }
+    share = pf->max_window / (active ? active : 1);
+    return share > pf->min_window ? share : pf->min_window;
+}
+
+/* File the read under a stream (continued, forked or new); returns it. */
+static rfs_pf_stream *file_read(rfs_prefetch *pf, uint64_t off, uint64_t len)
+{
+    int how = 0, i = find_stream(pf, off, &how);
+    rfs_pf_stream *s;
+    if (i >= 0 && how == 1) {
+        s = &pf->s[i];
+        s->streak++;
+        if (off + len > s->next)
+            s->next = off + len;
+    } else if (i >= 0) {
+        /* Forward skip: a new stream with the old one's momentum. */
+        rfs_pf_stream from = pf->s[i];
+        s = victim(pf, i);
+        *s = from;
+        s->streak++;
+        s->first = off;
+        s->next = off + len;
+    } else {
+        pf->resets += pf->tick != 0; /* the first read is no jump */
+        s = victim(pf, -1);
+        s->first = off;
+        s->next = off + len;
+        s->ahead = 0;
+        s->window = pf->min_window;
+        s->streak = off == 0;
+    }
+    s->last_use = ++pf->tick;
+    return s;
+}
+
+/*
+ * Where s's prefetch should stop short of target: at the start of another
+ * stream ahead of it (a neighbouring reader has read, or is reading, from
+ * there on; torch's threads each start a share further on).  A single read
+ * (streak 0, e.g. a random one) is no stream to stop for.
+ */
+static uint64_t stop_at_neighbour(const rfs_prefetch *pf, const rfs_pf_stream *s, uint64_t target)
+{
+    for (int i = 0; i < RFS_PREFETCH_STREAMS; i++) {
+        const rfs_pf_stream *o = &pf->s[i];
+        if (o != s && o->last_use != 0 && o->streak >= 1 && o->first >= s->next &&
+            o->first < target)
+            target = o->first;
+    }
+    return target;
 }
 
 int rfs_prefetch_note(rfs_prefetch *pf, uint64_t off, uint64_t len, uint64_t file_size,
                       uint64_t *start, uint64_t *end)
 {
-    uint64_t target, from;
+    return rfs_prefetch_note_tensor(pf, off, len, file_size, 0, 0, start, end);
+}
+
+int rfs_prefetch_note_tensor(rfs_prefetch *pf, uint64_t off, uint64_t len, uint64_t file_size,
+                             uint64_t t_start, uint64_t t_end, uint64_t *start, uint64_t *end)
+{
+    uint64_t target, from, cap, stop;
+    rfs_pf_stream *s;
+    int in_tensor = t_end > t_start && off >= t_start && off < t_end &&
+                    len >= RFS_PREFETCH_TENSOR_READ;
     if (pf->max_window == 0)
         return 0;
-    if (is_sequential(pf, off)) {
-        pf->streak++;
-    } else {
-        pf->resets++;
-        pf->streak = 0;
-        pf->window = pf->min_window;
-        pf->ahead = 0;
-    }
-    if (off + len > pf->next || pf->streak == 0)
-        pf->next = off + len;
-    if (pf->streak < 2)
+    s = file_read(pf, off, len);
+    if (s->streak < 2 && !(in_tensor && s->streak == 1))
         return 0;
-    if (pf->window < pf->max_window)
-        pf->window = pf->window * 2 < pf->max_window ? pf->window * 2 : pf->max_window;
-    target = pf->next + pf->window;
+    cap = share_of(pf);
+    if (s->streak < 2)
+        ; /* the window grows with the sequential streak only */
+    else if (s->window < cap)
+        s->window = s->window * 2 < cap ? s->window * 2 : cap;
+    else
+        s->window = cap;
+    target = s->next + s->window;
+    if (in_tensor && t_end > target) {
+        /* Weight-aware: the rest of the tensor at once, up to the share. */
+        uint64_t rest = s->next + cap < t_end ? s->next + cap : t_end;
+        if (rest > target)
+            target = rest;
+    }
     if (target > file_size)
         target = file_size;
-    from = pf->ahead > pf->next ? pf->ahead : pf->next;
-    if (from >= target)
+    stop = stop_at_neighbour(pf, s, target);
+    from = s->ahead > s->next ? s->ahead : s->next;
+    if (from >= stop)
         return 0;
-    /* Batch: wait until half a window is due, unless the file ends first. */
-    if (target - from < pf->window / 2 && target < file_size)
+    /* Batch: wait until half a window is due, unless the file, the tensor
+     * or the bytes of this stream end first. */
+    if (stop - from < s->window / 2 && stop < file_size && stop != t_end && stop == target)
         return 0;
-    pf->ahead = target;
+    target = stop;
+    s->ahead = target;
     *start = from;
     *end = target;
     return 1;

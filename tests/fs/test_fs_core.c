@@ -1,7 +1,7 @@
 /*
  * test_fs_core.c - unit tests of the daemon's FUSE-free parts: the decoded
  * unit cache (budget, single flight, references, eviction) and the
- * sequential-prefetch detector (the worker pool: tests/util).
+ * sequential-prefetch detector with its streams (the worker pool: tests/util).
  */
 #include <pthread.h>
 #include <setjmp.h>
@@ -155,6 +155,8 @@ static void test_cache_reserve_prefetch(void **state)
     assert_null(rfs_cache_reserve(c, 3, 65536)); /* already there */
     d = rfs_cache_acquire(c, 3, 65536, &owner);
     assert_false(owner);
+    assert_true(rfs_cache_claim(c, e)); /* the prefetcher starts it */
+    assert_false(rfs_cache_claim(c, d)); /* so the reader waits */
     fill_unit(rfs_centry_data(e), 65536, 3);
     rfs_cache_publish(c, e, RFS_OK);
     rfs_cache_release(c, e);
@@ -169,6 +171,39 @@ static void test_cache_reserve_prefetch(void **state)
     rfs_cache_destroy(c);
 }
 
+/* A unit prefetch reserved but has not started goes to the first claimer:
+ * a reader that gets there first decodes it, and the prefetcher skips it. */
+static void test_cache_claim(void **state)
+{
+    rfs_cache *c = rfs_cache_create(4u << 20);
+    rfs_cache_stats st;
+    int owner;
+    rfs_centry *p = rfs_cache_reserve(c, 5, 65536), *r;
+    assert_non_null(p);
+    r = rfs_cache_acquire(c, 5, 65536, &owner);
+    assert_ptr_equal(r, p);
+    assert_false(owner);
+    assert_true(rfs_cache_claim(c, r));  /* the reader takes it */
+    assert_false(rfs_cache_claim(c, p)); /* the prefetcher skips it */
+    fill_unit(rfs_centry_data(r), 65536, 5);
+    rfs_cache_publish(c, r, RFS_OK);
+    rfs_cache_release(c, p);
+    assert_false(rfs_cache_claim(c, r)); /* decoded: nothing to claim */
+    assert_true(check_unit(rfs_centry_data(r), 65536, 5));
+    rfs_cache_release(c, r);
+    /* An entry a read created is its owner's from the start. */
+    r = rfs_cache_acquire(c, 6, 65536, &owner);
+    assert_true(owner);
+    assert_false(rfs_cache_claim(c, r));
+    rfs_cache_publish(c, r, RFS_OK);
+    rfs_cache_release(c, r);
+    rfs_cache_get_stats(c, &st);
+    assert_int_equal(st.prefetched, 1);
+    assert_int_equal(st.prefetch_hits, 1);
+    assert_int_equal(st.misses, 1);
+    rfs_cache_destroy(c);
+}
+
 /* Evict behind the reader: a unit a read has consumed goes before a
  * prefetched unit no read has reached yet. */
 static void test_cache_evict_behind(void **state)
@@ -180,6 +215,7 @@ static void test_cache_evict_behind(void **state)
     for (uint64_t u = 0; u < 2; u++) { /* prefetch units 0 and 1 */
         e = rfs_cache_reserve(c, u, 65536);
         assert_non_null(e);
+        assert_true(rfs_cache_claim(c, e));
         rfs_cache_publish(c, e, RFS_OK);
         rfs_cache_release(c, e);
     }
@@ -208,6 +244,7 @@ static void test_cache_prefetch_unused(void **state)
     for (uint64_t u = 0; u < 8; u++) {
         rfs_centry *e = rfs_cache_reserve(c, u, 65536);
         assert_non_null(e);
+        assert_true(rfs_cache_claim(c, e));
         rfs_cache_publish(c, e, RFS_OK);
         rfs_cache_release(c, e);
     }
@@ -296,6 +333,15 @@ static void test_cache_charge_classes(void **state)
 
 /* ------------------------------------------------------------ prefetch */
 
+/* The stream the latest read was filed under. */
+static const rfs_pf_stream *last_stream(const rfs_prefetch *pf)
+{
+    for (int i = 0; i < RFS_PREFETCH_STREAMS; i++)
+        if (pf->s[i].last_use == pf->tick)
+            return &pf->s[i];
+    return NULL;
+}
+
 static void test_prefetch_sequential(void **state)
 {
     rfs_prefetch pf;
@@ -314,7 +360,8 @@ static void test_prefetch_sequential(void **state)
         }
     }
     assert_true(issues > 5);
-    assert_int_equal(pf.window, 32u << 20);
+    assert_int_equal(last_stream(&pf)->window, 32u << 20);
+    assert_int_equal(pf.resets, 0); /* one stream from offset 0 */
     /* Always ahead of the reader. */
     assert_true(issued_to > off);
 }
@@ -328,14 +375,14 @@ static void test_prefetch_gaps_and_jumps(void **state)
     /* A safetensors loader: header, then tensors with small gaps. */
     assert_false(rfs_prefetch_note(&pf, 0, 4096, size, &s, &e));
     assert_true(rfs_prefetch_note(&pf, 8192, 1 << 20, size, &s, &e));
-    assert_true(pf.streak >= 2);
+    assert_true(last_stream(&pf)->streak >= 2);
     /* Slightly out of order (async readahead): still sequential. */
     rfs_prefetch_note(&pf, 4096, 4096, size, &s, &e);
-    assert_true(pf.streak >= 3);
-    /* A far jump resets. */
+    assert_true(last_stream(&pf)->streak >= 3);
+    /* A far jump opens a new stream. */
     assert_false(rfs_prefetch_note(&pf, 900u << 20, 4096, size, &s, &e));
-    assert_int_equal(pf.streak, 0);
-    assert_int_equal(pf.window, 1u << 20);
+    assert_int_equal(last_stream(&pf)->streak, 0);
+    assert_int_equal(last_stream(&pf)->window, 1u << 20);
     assert_int_equal(pf.resets, 1);
     /* Random 4 KiB reads never prefetch. */
     unsigned seed = 12345;
@@ -354,6 +401,138 @@ static void test_prefetch_gaps_and_jumps(void **state)
     rfs_prefetch_init(&pf, 1u << 20, 0);
     for (int i = 0; i < 10; i++)
         assert_false(rfs_prefetch_note(&pf, (uint64_t)i << 20, 1 << 20, size, &s, &e));
+}
+
+/*
+ * torch's pattern: 4 threads copy their quarter of a 128 MiB tensor, 1 MiB
+ * faults arriving in turn.  Each quarter becomes its own stream, each
+ * prefetches ahead of itself only (never into another's bytes twice), the
+ * four share max_window, and after the first read of each quarter nothing
+ * counts as a jump.
+ */
+static void test_prefetch_interleaved_streams(void **state)
+{
+    rfs_prefetch pf;
+    uint64_t s, e, ahead[4] = {0}, issued = 0;
+    const uint64_t q = 32u << 20, size = 1ull << 30, req = 1u << 20;
+    int issues[4] = {0};
+    rfs_prefetch_init(&pf, 1u << 20, 32u << 20);
+    for (uint64_t step = 0; step < q / req; step++) {
+        for (int k = 0; k < 4; k++) {
+            uint64_t off = (uint64_t)k * q + step * req;
+            if (!rfs_prefetch_note(&pf, off, req, size, &s, &e))
+                continue;
+            assert_true(s >= off + req);         /* ahead of this reader */
+            assert_true(s >= ahead[k]);          /* not the same bytes twice */
+            assert_true(e - (off + req) <= q / 4 + (1u << 20)); /* its share */
+            ahead[k] = e;
+            issued += e - s;
+            issues[k]++;
+        }
+    }
+    assert_int_equal(pf.resets, 3); /* quarters 1-3 open; quarter 0 starts at 0 */
+    for (int k = 0; k < 4; k++) {
+        assert_true(issues[k] > 3);
+        assert_true(ahead[k] > (uint64_t)k * q + q - req); /* kept ahead to the end */
+    }
+    /* Each stream issued about its own quarter (plus a window past it). */
+    assert_true(issued >= 4 * (q - 3 * req));
+    assert_true(issued <= 4 * (q + q / 4));
+}
+
+/*
+ * A far jump opens a new stream and leaves the others alone; a forward
+ * skip of up to 16 MiB on an established stream keeps its momentum (the
+ * skipping loader prefetches at once); the ninth stream replaces the least
+ * recently used one, whose reader then starts over.
+ */
+static void test_prefetch_jumps_and_replacement(void **state)
+{
+    rfs_prefetch pf;
+    uint64_t s, e;
+    const uint64_t size = 4ull << 30, req = 1u << 20;
+    /* A 4 MiB window, so that the skip lands beyond what was issued. */
+    rfs_prefetch_init(&pf, 1u << 20, 4u << 20);
+    for (uint64_t off = 0; off < 8 * req; off += req)
+        rfs_prefetch_note(&pf, off, req, size, &s, &e);
+    assert_int_equal(last_stream(&pf)->streak, 8);
+    /* A jump elsewhere: a new stream, then back to the first: it goes on. */
+    assert_false(rfs_prefetch_note(&pf, 3ull << 30, req, size, &s, &e));
+    assert_int_equal(pf.resets, 1);
+    rfs_prefetch_note(&pf, 8 * req, req, size, &s, &e);
+    assert_int_equal(last_stream(&pf)->streak, 9);
+    assert_int_equal(pf.resets, 1);
+    /* Forward skip of 12 MiB (a tensor the loader does not want). */
+    assert_true(rfs_prefetch_note(&pf, 21 * req, req, size, &s, &e));
+    assert_true(s >= 22 * req);
+    assert_true(last_stream(&pf)->streak >= 10);
+    assert_int_equal(pf.resets, 1);
+    /* ... but a skip of 40 MiB is a jump. */
+    rfs_prefetch_note(&pf, 62 * req, req, size, &s, &e);
+    assert_int_equal(pf.resets, 2);
+    /* Fill the table with streams far apart, then read on in all but the
+     * first (at 256 MiB): it was used longest ago and gives way to the ninth. */
+    rfs_prefetch_init(&pf, 1u << 20, 32u << 20);
+    for (uint64_t k = 0; k < RFS_PREFETCH_STREAMS; k++)
+        rfs_prefetch_note(&pf, (k + 1) * (256u << 20), req, size, &s, &e);
+    assert_int_equal(pf.resets, RFS_PREFETCH_STREAMS - 1); /* the first is none */
+    for (uint64_t k = 1; k < RFS_PREFETCH_STREAMS; k++) /* all but the first again */
+        rfs_prefetch_note(&pf, (k + 1) * (256u << 20) + req, req, size, &s, &e);
+    assert_int_equal(pf.resets, RFS_PREFETCH_STREAMS - 1);
+    rfs_prefetch_note(&pf, 3ull << 30, req, size, &s, &e); /* the ninth */
+    assert_int_equal(pf.resets, RFS_PREFETCH_STREAMS);
+    rfs_prefetch_note(&pf, (256u << 20) + req, req, size, &s, &e); /* the first's reader */
+    assert_int_equal(pf.resets, RFS_PREFETCH_STREAMS + 1);
+    /* It replaced the next least recently used (at 512 MiB); the newest kept. */
+    rfs_prefetch_note(&pf, RFS_PREFETCH_STREAMS * (256u << 20) + 2 * req, req, size, &s, &e);
+    assert_int_equal(pf.resets, RFS_PREFETCH_STREAMS + 1);
+    assert_int_equal(last_stream(&pf)->streak, 2);
+}
+
+/*
+ * Weight-aware: inside a coded tensor, a stream's second read asks for the
+ * rest of the tensor up to the stream's share at once; a stream with no
+ * sequential trend stops at the tensor's end, one with a trend runs on into
+ * the next; small random reads never trigger it; outside tensors it is the
+ * plain detector.
+ */
+static void test_prefetch_tensor(void **state)
+{
+    rfs_prefetch pf, plain;
+    uint64_t s, e, s2, e2;
+    const uint64_t t0 = (8u << 20) + 4096, t1 = t0 + (128u << 20), size = 1ull << 30;
+    const uint64_t req = 1u << 20;
+    rfs_prefetch_init(&pf, 1u << 20, 32u << 20);
+    assert_false(rfs_prefetch_note_tensor(&pf, t0, req, size, t0, t1, &s, &e));
+    assert_true(rfs_prefetch_note_tensor(&pf, t0 + req, req, size, t0, t1, &s, &e));
+    assert_int_equal(s, t0 + 2 * req);
+    assert_int_equal(e, t0 + 2 * req + (32u << 20)); /* the whole share */
+    /* The plain detector waits one read more and starts small. */
+    rfs_prefetch_init(&plain, 1u << 20, 32u << 20);
+    assert_false(rfs_prefetch_note(&plain, t0, req, size, &s2, &e2));
+    assert_false(rfs_prefetch_note(&plain, t0 + req, req, size, &s2, &e2));
+    assert_true(rfs_prefetch_note(&plain, t0 + 2 * req, req, size, &s2, &e2));
+    assert_true(e2 - s2 <= 2 * req);
+    /* A new stream near the tensor's end: up to the end, not beyond. */
+    rfs_prefetch_init(&pf, 1u << 20, 32u << 20);
+    rfs_prefetch_note_tensor(&pf, t1 - 6 * req, req, size, t0, t1, &s, &e);
+    assert_true(rfs_prefetch_note_tensor(&pf, t1 - 5 * req, req, size, t0, t1, &s, &e));
+    assert_int_equal(e, t1);
+    /* Sequential on: into the next tensor, as far as the window reaches. */
+    rfs_prefetch_note_tensor(&pf, t1 - 4 * req, req, size, t0, t1, &s, &e);
+    for (uint64_t off = t1 - 3 * req; off < t1; off += req)
+        if (rfs_prefetch_note_tensor(&pf, off, req, size, t0, t1, &s, &e))
+            assert_true(e > t1);
+    assert_true(last_stream(&pf)->ahead > t1);
+    /* Random 4 KiB reads inside one big tensor never prefetch. */
+    rfs_prefetch_init(&pf, 1u << 20, 32u << 20);
+    unsigned seed = 777;
+    int got = 0;
+    for (int i = 0; i < 2000; i++) {
+        uint64_t off = ((uint64_t)rand_r(&seed) * 4096) % size;
+        got += rfs_prefetch_note_tensor(&pf, off, 4096, size, 0, size, &s, &e);
+    }
+    assert_true(got < 10);
 }
 
 /* ------------------------------------------------------------ histogram */
@@ -398,12 +577,16 @@ int main(void)
         cmocka_unit_test(test_cache_pinned_not_evicted),
         cmocka_unit_test(test_cache_failed_unit),
         cmocka_unit_test(test_cache_reserve_prefetch),
+        cmocka_unit_test(test_cache_claim),
         cmocka_unit_test(test_cache_prefetch_unused),
         cmocka_unit_test(test_cache_evict_behind),
         cmocka_unit_test(test_cache_single_flight),
         cmocka_unit_test(test_cache_charge_classes),
         cmocka_unit_test(test_prefetch_sequential),
         cmocka_unit_test(test_prefetch_gaps_and_jumps),
+        cmocka_unit_test(test_prefetch_interleaved_streams),
+        cmocka_unit_test(test_prefetch_jumps_and_replacement),
+        cmocka_unit_test(test_prefetch_tensor),
         cmocka_unit_test(test_hist),
         cmocka_unit_test(test_hist_pow2),
     };
