@@ -42,29 +42,54 @@ static uint64_t slack_of(const rfs_prefetch *pf, const rfs_pf_stream *s)
     return w < RFS_PREFETCH_NEAR ? w : RFS_PREFETCH_NEAR;
 }
 
-/* How far off is from s's end, and whether that is a plain continuation
- * (1), a forward skip an established stream takes (2), or neither (0). */
-static int relation(const rfs_prefetch *pf, const rfs_pf_stream *s, uint64_t off, uint64_t *dist)
+static uint64_t gap(uint64_t a, uint64_t b)
 {
-    uint64_t slack = slack_of(pf, s);
+    return a > b ? a - b : b - a;
+}
+
+/*
+ * How far the read [off, off+len) is from s, and whether that is a plain
+ * continuation (1), a forward skip an established stream takes (2), a read
+ * inside the range s has prefetched (3: it counts for s but does not move
+ * its end, so the stream's own next reads still continue it), or neither
+ * (0).  The distance is from s's end to the read's start, or from
+ * the read's end to s's beginning: a large memcpy out of a mapping may run
+ * backwards (glibc does for some sizes), so its faults come in descending
+ * order, each ending where the previous one began.
+ */
+static int relation(const rfs_prefetch *pf, const rfs_pf_stream *s, uint64_t off, uint64_t len,
+                    uint64_t *dist)
+{
+    uint64_t slack = slack_of(pf, s), back;
     if (s->last_use == 0)
         return 0;
-    *dist = off >= s->next ? off - s->next : s->next - off;
+    *dist = gap(off, s->next);
+    back = gap(off + len, s->first);
+    if (back < *dist)
+        *dist = back;
     if (*dist <= slack)
         return 1;
-    if (off > s->next && s->streak >= 2 && *dist <= RFS_PREFETCH_SKIP)
+    if (off > s->next && off < s->ahead) {
+        /* In what its prefetch has asked for: a fault ahead of the stream's
+         * own (memcpy touches a large copy's last page first). */
+        *dist = off - s->next;
+        return 3;
+    }
+    if (off > s->next && s->streak >= 2 && off - s->next <= RFS_PREFETCH_SKIP) {
+        *dist = off - s->next;
         return 2;
+    }
     return 0;
 }
 
-/* The stream off continues (nearest first), or -1; *how as in relation. */
-static int find_stream(const rfs_prefetch *pf, uint64_t off, int *how)
+/* The stream the read continues (nearest first), or -1; *how as in relation. */
+static int find_stream(const rfs_prefetch *pf, uint64_t off, uint64_t len, int *how)
 {
     int best = -1;
     uint64_t best_dist = UINT64_MAX;
     for (int i = 0; i < RFS_PREFETCH_STREAMS; i++) {
         uint64_t d;
-        int r = relation(pf, &pf->s[i], off, &d);
+        int r = relation(pf, &pf->s[i], off, len, &d);
         if (r && (d < best_dist || (d == best_dist && r < *how))) {
             best = i;
             best_dist = d;
@@ -105,13 +130,18 @@ static uint64_t share_of(const rfs_prefetch *pf)
 /* File the read under a stream (continued, forked or new); returns it. */
 static rfs_pf_stream *file_read(rfs_prefetch *pf, uint64_t off, uint64_t len)
 {
-    int how = 0, i = find_stream(pf, off, &how);
+    int how = 0, i = find_stream(pf, off, len, &how);
     rfs_pf_stream *s;
     if (i >= 0 && how == 1) {
         s = &pf->s[i];
         s->streak++;
         if (off + len > s->next)
             s->next = off + len;
+        if (off < s->first)
+            s->first = off;
+    } else if (i >= 0 && how == 3) {
+        s = &pf->s[i];
+        s->streak++;
     } else if (i >= 0) {
         /* Forward skip: a new stream with the old one's momentum. */
         rfs_pf_stream from = pf->s[i];

@@ -490,6 +490,47 @@ static void test_prefetch_jumps_and_replacement(void **state)
 }
 
 /*
+ * Python's mmap copy of 16 MiB chunks (glibc memcpy): the first fault of a
+ * chunk is at its last page, then the copy runs from the chunk's start, or
+ * downwards in half-MiB faults.  A fault inside what a stream has
+ * prefetched counts for it without moving its end, and a read that ends
+ * where a stream begins continues it: no stream is lost, nothing resets.
+ */
+static void test_prefetch_memcpy_order(void **state)
+{
+    rfs_prefetch pf;
+    uint64_t s, e, off;
+    const uint64_t size = 1ull << 30, mib = 1u << 20, half = 516u << 10;
+    rfs_prefetch_init(&pf, 1u << 20, 32u << 20);
+    for (off = 0; off < 8 * mib; off += mib)
+        rfs_prefetch_note(&pf, off, mib, size, &s, &e);
+    const rfs_pf_stream *st = last_stream(&pf);
+    uint64_t next = st->next, ahead = st->ahead;
+    assert_true(ahead > next + 4 * mib);
+    rfs_prefetch_note(&pf, ahead - mib, mib, size, &s, &e); /* the tail first */
+    assert_int_equal(pf.resets, 0);
+    assert_int_equal(last_stream(&pf)->next, next);
+    for (off = next; off < next + 4 * mib; off += mib) /* then from the start */
+        rfs_prefetch_note(&pf, off, mib, size, &s, &e);
+    assert_int_equal(pf.resets, 0);
+    assert_int_equal(last_stream(&pf)->next, next + 4 * mib);
+    /* Downwards: each fault ends where the previous one began. */
+    rfs_prefetch_init(&pf, 1u << 20, 32u << 20);
+    rfs_prefetch_note(&pf, 0, mib, size, &s, &e);
+    off = 15 * mib + mib / 2;
+    rfs_prefetch_note(&pf, off, mib, size, &s, &e);
+    assert_int_equal(pf.resets, 1);
+    int issued = 0;
+    while (off >= mib + half) {
+        off -= half;
+        issued += rfs_prefetch_note(&pf, off, half, size, &s, &e);
+    }
+    assert_int_equal(pf.resets, 1);
+    assert_true(issued >= 1); /* and it prefetches the next chunk */
+    assert_true(e > 16 * mib);
+}
+
+/*
  * Weight-aware: inside a coded tensor, a stream's second read asks for the
  * rest of the tensor up to the stream's share at once; a stream with no
  * sequential trend stops at the tensor's end, one with a trend runs on into
@@ -586,6 +627,7 @@ int main(void)
         cmocka_unit_test(test_prefetch_gaps_and_jumps),
         cmocka_unit_test(test_prefetch_interleaved_streams),
         cmocka_unit_test(test_prefetch_jumps_and_replacement),
+        cmocka_unit_test(test_prefetch_memcpy_order),
         cmocka_unit_test(test_prefetch_tensor),
         cmocka_unit_test(test_hist),
         cmocka_unit_test(test_hist_pow2),
