@@ -219,6 +219,20 @@ def daemon_pid(mnt):
     sys.exit("bench_loader: no daemon for " + mnt.decode())
 
 
+def wait_exit(pid, secs=60):
+    """Wait for the unmounted daemon to go, so that runs do not overlap and
+    the next run's daemon_pid cannot find this one."""
+    end = time.time() + secs
+    while time.time() < end:
+        try:
+            with open("/proc/%d/stat" % pid) as f:
+                if f.read().rsplit(")", 1)[1].split()[0] == "Z":
+                    return
+        except OSError:
+            return
+        time.sleep(0.05)
+
+
 def drop_caches():
     os.sync()
     with open("/proc/sys/vm/drop_caches", "w") as f:
@@ -250,8 +264,8 @@ def mounted_run(var, img, mnt, fn, hdr, base, threads, units, cold):
     if not cold:
         warm(img)
     run(cmd, env=dict(os.environ, **env))
+    pid = daemon_pid(mnt)
     try:
-        pid = daemon_pid(mnt)
         if cold:
             drop_caches()
         c0, d0 = meminfo_cached(), proc_cpu(pid)
@@ -265,6 +279,7 @@ def mounted_run(var, img, mnt, fn, hdr, base, threads, units, cold):
                   resident(os.path.join(mnt, "model.safetensors")) / MIB, resident(img) / MIB)
     finally:
         subprocess.run(["fusermount3", "-u", "-z", mnt])
+        wait_exit(pid)
     return mbs, stats_line(st, units), st["read_us_log2"], mem
 
 
