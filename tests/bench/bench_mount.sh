@@ -80,10 +80,11 @@ echo "model: $MODEL ($(du -sb "$MODEL" | cut -f1) bytes)"
 mksquashfs "$MODEL" "$W/sq.img" -comp zstd -b 262144 -quiet -no-progress >/dev/null
 mkdir -p "$W/mnt_rans" "$W/mnt_raw" "$W/mnt_sq"
 
-$PY - "$W" "$BIN" "$MODEL" <<'EOF'
+$PY - "$W" "$BIN" "$MODEL" "${RFS_BENCH_OPTS:-}" <<'EOF'
 import json, mmap, os, random, subprocess, sys, time
 import numpy as np
-W, BIN, MODEL = sys.argv[1:4]
+W, BIN, MODEL, OPTS = sys.argv[1:5]
+RFS_OPTS = ["-o", OPTS] if OPTS else []
 
 def drop():
     subprocess.run(["sync"])
@@ -186,12 +187,14 @@ def bench(name, mount_cmd, mnt, img):
 
 rows = []
 for name, cmd, mnt, img in (
-        ("ransfs", [BIN + "/ransfs", W + "/rans.rfs", W + "/mnt_rans"], W + "/mnt_rans", W + "/rans.rfs"),
-        ("ransfs-raw", [BIN + "/ransfs", W + "/raw.rfs", W + "/mnt_raw"], W + "/mnt_raw", W + "/raw.rfs"),
+        ("ransfs", [BIN + "/ransfs", W + "/rans.rfs", W + "/mnt_rans"] + RFS_OPTS, W + "/mnt_rans", W + "/rans.rfs"),
+        ("ransfs-raw", [BIN + "/ransfs", W + "/raw.rfs", W + "/mnt_raw"] + RFS_OPTS, W + "/mnt_raw", W + "/raw.rfs"),
         ("squashfuse_ll", ["squashfuse_ll", W + "/sq.img", W + "/mnt_sq"], W + "/mnt_sq", W + "/sq.img")):
     r, total = bench(name, cmd, mnt, img)
     rows.append(r)
-print("input: %.1f MB in %s, %d CPUs" % (total / 1e6, MODEL, os.cpu_count()))
+print("input: %.1f MB in %s, %d CPUs, ransfs options: %s, load average %s" % (
+    total / 1e6, MODEL, os.cpu_count(), OPTS or "defaults",
+    " ".join(open("/proc/loadavg").read().split()[:3])))
 hdr = ("mount", "image MB", "cat MB/s", "numpy MB/s", "4K p50 us", "4K p99 us",
        "mmap p50 us", "mmap p99 us", "peak RSS MB")
 print("| " + " | ".join(hdr) + " |")
