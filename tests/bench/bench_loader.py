@@ -198,12 +198,16 @@ def resident(path):
     return int(r.stdout.split()[0]) if r.returncode == 0 and r.stdout.strip() else -1
 
 
-def vm_hwm(pid):
+def proc_mem(pid):
+    """VmHWM (peak RSS) and, at the end of the load, RssAnon and RssFile
+    (pages of the image mapping), bytes."""
+    got = {}
     with open("/proc/%d/status" % pid) as f:
         for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    return 0
+            k, _, v = line.partition(":")
+            if k in ("VmHWM", "RssAnon", "RssFile"):
+                got[k] = int(v.split()[0]) * 1024
+    return got
 
 
 def daemon_pid(mnt):
@@ -247,11 +251,13 @@ def warm(path):
 
 def stats_line(st, units):
     return ("req %d p50 %d us p99 %d us max %d us | prefetched %d hits %d late %d unused %d "
-            "resets %d | demand misses %d | decoded %d of %d units" % (
+            "resets %d | demand misses %d | decoded %d of %d units | cache peak %.0f MiB, "
+            "over budget %d" % (
                 st["reads"], st["read_us_p50"], st["read_us_p99"], st["read_us_max"],
                 st["prefetched_tiles"], st["prefetch_hits"], st["prefetch_late"],
                 st["prefetch_unused"], st["prefetch_resets"], st["cache_misses"],
-                st["tiles_decoded"], units))
+                st["tiles_decoded"], units, st["cache_peak_bytes"] / MIB,
+                st["cache_over_budget"]))
 
 
 MIB = float(1 << 20)
@@ -272,10 +278,12 @@ def mounted_run(var, img, mnt, fn, hdr, base, threads, units, cold):
         mbs, cpu = timed(fn, os.path.join(mnt, "model.safetensors"), hdr, base, threads)
         time.sleep(0.1)  # the last replies' counters
         st = json.loads(os.getxattr(mnt, STATS))
-        mem = "cpu s: daemon %.2f reader %.2f | daemon VmHWM %.0f MiB | page cache: %+.0f MiB " \
-              "during the load (Cached, whole machine); resident after it: file %.0f MiB, " \
-              "image %.0f MiB" % (
-                  proc_cpu(pid) - d0, cpu, vm_hwm(pid) / MIB, (meminfo_cached() - c0) / MIB,
+        pm = proc_mem(pid)
+        mem = "cpu s: daemon %.2f reader %.2f | daemon VmHWM %.0f MiB (at the end: anon %.0f, " \
+              "file %.0f) | page cache: %+.0f MiB during the load (Cached, whole machine); " \
+              "resident after it: file %.0f MiB, image %.0f MiB" % (
+                  proc_cpu(pid) - d0, cpu, pm["VmHWM"] / MIB, pm["RssAnon"] / MIB,
+                  pm["RssFile"] / MIB, (meminfo_cached() - c0) / MIB,
                   resident(os.path.join(mnt, "model.safetensors")) / MIB, resident(img) / MIB)
     finally:
         subprocess.run(["fusermount3", "-u", "-z", mnt])

@@ -788,6 +788,37 @@ def t_conn_opts():
         assert bad in r.stderr and not is_mounted(mnt), r
 
 
+def read_ahead_kb(mnt):
+    st = os.stat(mnt)
+    with open("/sys/class/bdi/%d:%d/read_ahead_kb" % (os.major(st.st_dev),
+                                                      os.minor(st.st_dev))) as f:
+        return int(f.read())
+
+
+# ransfs's default -o readahead (docs/mount.md), in KiB.
+READAHEAD_KB = 1024
+
+
+def t_readahead():
+    """-o readahead sets the mount's bdi read_ahead_kb (as root): the
+    default, a given size, 0 = the kernel's own; a bad size exits 2."""
+    if os.geteuid() != 0:
+        log("skipped: -o readahead acts only for root")
+        raise Skip()
+    d = tmpdir()
+    img = mkimage(synth_model(os.path.join(d, "src"), 2, 3), os.path.join(d, "img.rfs"))
+    mnt = os.path.join(d, "mnt")
+    for opt, want in ((None, READAHEAD_KB), ("readahead=2M", 2048), ("readahead=0", 128)):
+        mount(img, mnt, *([opt] if opt else []))
+        got = read_ahead_kb(mnt)
+        log("%s: read_ahead_kb %d" % (opt or "default", got))
+        assert got == want, (opt, got, want)
+        unmount(mnt)
+    r = mount(img, mnt, "readahead=lots", check=False)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r
+    assert "readahead" in r.stderr and not is_mounted(mnt), r
+
+
 def t_gpu_on_refused():
     """-o gpu=on without a usable GPU (no device, or a build without CUDA):
     one line naming the problem, non-zero exit, nothing left mounted, both
