@@ -222,6 +222,8 @@ size_t rfs_tile_bound(size_t src_size, unsigned width);
  * Encode src_size bytes (a multiple of p->width) into dst.
  * Errors: RFS_E_ARG, RFS_E_TOO_BIG, RFS_E_DST_SMALL.
  * Output is a deterministic function of (src, params, shared tables).
+ * For width 2 and 4, dst may be src itself (encoding in place, dst_cap up
+ * to rfs_tile_bound); otherwise, and for width 1, they must not overlap.
  */
 rfs_err rfs_tile_encode(rfs_enc *enc, uint8_t *dst, size_t dst_cap, size_t *dst_size,
                         const void *src, size_t src_size, const rfs_tile_params *p);

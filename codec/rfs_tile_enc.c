@@ -486,15 +486,16 @@ rfs_err rfs_tile_encode(rfs_enc *e, uint8_t *dst, size_t dst_cap, size_t *dst_si
     size_t n = src_size / w, hdr = rfs_tile_hdr_size(w);
     if (dst_cap < hdr)
         return RFS_E_DST_SMALL;
+    /* W = 1 has nothing to split: code straight from src.  Otherwise src is
+     * read only here, before dst is written: dst may be src (in place). */
+    const uint8_t *planes = w == 1 ? (const uint8_t *)src : e->planes;
+    if (n && w > 1)
+        e->be->split(e->planes, src, n, w, prm->transform);
     dst[0] = (uint8_t)w;
     dst[1] = (uint8_t)prm->transform;
     dst[2] = RFS_PROB_BITS;
     dst[3] = 0;
     rfs_st32(dst + 4, (uint32_t)n);
-    /* W = 1 has nothing to split: code straight from src. */
-    const uint8_t *planes = w == 1 ? (const uint8_t *)src : e->planes;
-    if (n && w > 1)
-        e->be->split(e->planes, src, n, w, prm->transform);
     size_t pos = hdr;
     for (unsigned p = 0; p < w; p++) {
         size_t written = 0;

@@ -231,6 +231,40 @@ static void test_given_counts(void **state)
     rfs_enc_destroy(e);
 }
 
+/* W = 2 and 4 encode in place (dst = src, the packer's use) to the same
+ * bytes as into another buffer, for every kind, length and transform, with
+ * and without a shared table. */
+static void test_in_place(void **state)
+{
+    (void)state;
+    tu_rng r = {g_seed ^ 7};
+    size_t cap = 65537 * 4, bound = rfs_tile_bound(cap, RFS_MAX_WIDTH);
+    rfs_enc *e = rfs_enc_create(cap);
+    uint8_t *src = malloc(cap), *a = malloc(bound), *b = malloc(bound);
+    static rfs_table tab[RFS_MAX_WIDTH];
+    for (unsigned w = 2; w <= 4; w += 2)
+        for (kind k = 0; k < K_COUNT; k++)
+            for (size_t li = 0; li < N_LENGTHS; li++)
+                for (unsigned xf = 0; xf < RFS_XF_COUNT; xf++) {
+                    size_t n = lengths[li], sa = 0, sb = 0;
+                    fill(src, n, w, k, &r);
+                    rfs_table_set set;
+                    tu_table_set(&set, tab, src, n, w, (rfs_transform)xf);
+                    rfs_tile_params p = {.width = w, .transform = (rfs_transform)xf,
+                                         .shared = li & 1 ? &set : NULL};
+                    assert_int_equal(rfs_tile_encode(e, a, bound, &sa, src, n * w, &p), RFS_OK);
+                    memcpy(b, src, n * w);
+                    assert_int_equal(rfs_tile_encode(e, b, rfs_tile_bound(n * w, w), &sb, b,
+                                                     n * w, &p),
+                                     RFS_OK);
+                    assert_same_tile(a, sa, b, sb);
+                }
+    free(src);
+    free(a);
+    free(b);
+    rfs_enc_destroy(e);
+}
+
 /* Encode src with encoder e on path name; returns the encoded size. */
 static size_t encode_on(rfs_enc *e, const char *name, uint8_t *dst, size_t cap, const void *src,
                         size_t size, const rfs_tile_params *p)
@@ -294,7 +328,7 @@ int main(void)
         cmocka_unit_test(test_kinds),         cmocka_unit_test(test_mode_choice),
         cmocka_unit_test(test_shared_table),  cmocka_unit_test(test_context_reuse),
         cmocka_unit_test(test_raw_only),      cmocka_unit_test(test_given_counts),
-        cmocka_unit_test(test_encoder_paths),
+        cmocka_unit_test(test_encoder_paths), cmocka_unit_test(test_in_place),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
