@@ -60,18 +60,20 @@ typedef struct pk_group {
     uint64_t c0, c1, bytes;
 } pk_group;
 
+/* A slot's buffer (slot_layout): the group's source bytes, chunk k's at
+ * buf + in_off[k], then room for the encoded chunks that are not encoded in
+ * place; chunk k's encoded bytes are at buf + out_off[k]. */
 typedef struct pk_slot {
     int state;
     size_t g;
-    uint8_t *buf;              /* in, then out: one buffer, fewer fresh pages */
+    uint8_t *buf;              /* in and out: one buffer, fewer fresh pages */
     size_t buf_cap;
-    uint8_t *in;               /* the group's source bytes, chunk after chunk */
-    uint8_t *out;              /* chunk k's encoded bytes at out + out_off[k] */
-    uint64_t *out_off;         /* per chunk: room for its worst case */
+    size_t want;               /* bytes the slot's later groups need (slot_want) */
+    uint64_t *in_off;          /* per chunk: its source bytes in buf */
+    uint64_t *out_off;         /* per chunk: room for its worst case in buf */
     pk_hist *hist;             /* per chunk */
     XXH128_hash_t *th;         /* per chunk: tile hash */
     uint64_t *uh;              /* per chunk: unit XXH3-64 */
-    uint64_t *in_off;          /* per chunk: offset in in */
     atomic_uint *pend;         /* at a tensor's first chunk: tiles not analysed */
     size_t n_cap;              /* chunks the arrays hold */
     int failed;
@@ -163,6 +165,76 @@ static int grow_bytes(uint8_t **b, size_t *cap, size_t need)
     return 0;
 }
 
+/* Whether chunk c is encoded in place, over its own source bytes: the
+ * tiles of 2- and 4-byte tensors (rfs_tile_encode reads those whole before
+ * it writes).  Why: a separate output buffer for every tile doubled the
+ * fresh memory the kernel must zero (all-MiniLM-L6-v2 in bf16: page
+ * clearing was 17% of the packer's CPU time). */
+static int chunk_in_place(const pk_plan *p, const pk_chunk *c)
+{
+    return c->tensor >= 0 && p->tensors[c->tensor].width >= 2;
+}
+
+/* Room for chunk c's encoded bytes. */
+static size_t chunk_bound(const pk_plan *p, const pk_chunk *c)
+{
+    return c->tensor < 0 ? ZSTD_compressBound(c->len)
+                         : rfs_tile_bound(c->len, p->tensors[c->tensor].width);
+}
+
+static uint64_t align64(uint64_t x)
+{
+    return (x + 63) & ~(uint64_t)63;
+}
+
+/* The buffer layout of group g: chunk k's source bytes at in_off[k], its
+ * encoded bytes at out_off[k] (both may be NULL: only the size is wanted).
+ * In-place chunks get their worst case at their own source bytes; other
+ * chunks' source bytes follow each other (so that a run of blob blocks is
+ * one read), their worst cases come after all source bytes.  Returns the
+ * bytes the buffer needs. */
+static uint64_t slot_layout(const pk_plan *p, const pk_group *g, uint64_t *in_off,
+                            uint64_t *out_off)
+{
+    uint64_t in = 0, out;
+    for (uint64_t i = g->c0; i < g->c1; i++) {
+        const pk_chunk *c = &p->chunks[i];
+        int place = chunk_in_place(p, c);
+        if (place)
+            in = align64(in);
+        if (in_off)
+            in_off[i - g->c0] = in;
+        if (place && out_off)
+            out_off[i - g->c0] = in;
+        in += place ? chunk_bound(p, c) : c->len;
+    }
+    out = align64(in);
+    for (uint64_t i = g->c0; i < g->c1; i++) {
+        const pk_chunk *c = &p->chunks[i];
+        if (chunk_in_place(p, c))
+            continue;
+        if (out_off)
+            out_off[i - g->c0] = out;
+        out += align64(chunk_bound(p, c));
+    }
+    return out;
+}
+
+/* Per slot, the most bytes any of its groups needs, huge groups aside: the
+ * buffer is made that big at once, not grown group after group (each
+ * growth is a fresh allocation, zeroed again by the kernel). */
+static void slot_want(pk_stream *s)
+{
+    for (size_t g = 0; g < s->n_groups; g++) {
+        pk_slot *sl = &s->slot[g % PK_SLOTS];
+        if (s->groups[g].bytes >= PK_GROUP_BIG)
+            continue;
+        uint64_t need = slot_layout(s->p, &s->groups[g], NULL, NULL);
+        if (need > sl->want)
+            sl->want = (size_t)need;
+    }
+}
+
 /* Room in slot for group g's chunks. */
 static int slot_fit(pk_stream *s, pk_slot *sl, const pk_group *g)
 {
@@ -186,23 +258,8 @@ static int slot_fit(pk_stream *s, pk_slot *sl, const pk_group *g)
             return -1;
         }
     }
-    uint64_t out = 0;
-    for (size_t k = 0; k < n; k++) {
-        const pk_chunk *c = &s->p->chunks[g->c0 + k];
-        size_t b = c->tensor < 0 ? ZSTD_compressBound(c->len)
-                                 : rfs_tile_bound(c->len, s->p->tensors[c->tensor].width);
-        sl->out_off[k] = out;
-        out += (b + 63) & ~(size_t)63;
-    }
-    /* One buffer: each of in and out rounded up to 2 MiB pages wasted up to
-     * 2 MiB of freshly zeroed memory per slot (corpus: 40 MB of fresh pages
-     * for 43 MB of input, and page zeroing was up to 14% of the CPU). */
-    size_t in = ((size_t)g->bytes + 63) & ~(size_t)63;
-    if (grow_bytes(&sl->buf, &sl->buf_cap, in + (size_t)out))
-        return -1;
-    sl->in = sl->buf;
-    sl->out = sl->buf + in;
-    return 0;
+    size_t need = (size_t)slot_layout(s->p, g, sl->in_off, sl->out_off);
+    return grow_bytes(&sl->buf, &sl->buf_cap, need > sl->want ? need : sl->want);
 }
 
 /* --------------------------------------------------------------- reader */
@@ -227,35 +284,36 @@ static int reader_run(pk_reader *r, pk_slot *sl, uint64_t c0, uint64_t c1, uint6
             return -1;
         r->file = c->file;
     }
-    return pk_src_read(p, f, r->fd, sl->in + pos, c->file_off,
+    return pk_src_read(p, f, r->fd, sl->buf + pos, c->file_off,
                        last->file_off + last->len - c->file_off, sl->err, sizeof sl->err);
 }
 
-/* Read group g into sl: runs of chunks contiguous in one file, one read each. */
+/* Whether chunk i follows chunk i - 1 both in its file and in the buffer. */
+static int reader_follows(const pk_plan *p, const pk_slot *sl, const pk_group *g, uint64_t i)
+{
+    const pk_chunk *b = &p->chunks[i - 1], *c = &p->chunks[i];
+    return b->file == c->file && b->file_off + b->len == c->file_off &&
+           sl->in_off[i - 1 - g->c0] + b->len == sl->in_off[i - g->c0];
+}
+
+/* Read group g into sl: runs of chunks contiguous in one file and in the
+ * buffer, one read each. */
 static int reader_group(pk_reader *r, pk_slot *sl, const pk_group *g)
 {
-    pk_stream *s = r->s;
-    pk_plan *p = s->p;
-    if (slot_fit(s, sl, g)) {
+    pk_plan *p = r->s->p;
+    if (slot_fit(r->s, sl, g)) {
         snprintf(sl->err, sizeof sl->err, "out of memory");
         return -1;
     }
-    uint64_t pos = 0, run = g->c0, run_pos = 0;
-    for (uint64_t i = g->c0; i < g->c1; i++) {
-        const pk_chunk *c = &p->chunks[i];
-        if (i > run) {
-            const pk_chunk *b = &p->chunks[i - 1];
-            if (b->file != c->file || b->file_off + b->len != c->file_off) {
-                if (reader_run(r, sl, run, i, run_pos))
-                    return -1;
-                run = i;
-                run_pos = pos;
-            }
-        }
-        sl->in_off[i - g->c0] = pos;
-        pos += c->len;
+    uint64_t run = g->c0;
+    for (uint64_t i = g->c0 + 1; i <= g->c1; i++) {
+        if (i < g->c1 && reader_follows(p, sl, g, i))
+            continue;
+        if (reader_run(r, sl, run, i, sl->in_off[run - g->c0]))
+            return -1;
+        run = i;
     }
-    return g->c1 > run ? reader_run(r, sl, run, g->c1, run_pos) : 0;
+    return 0;
 }
 
 /* Wait until slot sl reaches state (or the run stops); 1 when stopped. */
@@ -361,7 +419,7 @@ static void tile_counts(uint32_t out[RFS_MAX_WIDTH][256], const pk_hist *h, int 
 static void blob_compress(pk_stream *s, pk_worker *w, pk_slot *sl, size_t k, pk_chunk *c,
                           const uint8_t *src)
 {
-    uint8_t *out = sl->out + sl->out_off[k];
+    uint8_t *out = sl->buf + sl->out_off[k];
     size_t cap = ZSTD_compressBound(c->len);
     size_t n = ZSTD_compressCCtx(w->zc, out, cap, src, c->len, s->p->o->zstd_level);
     c->raw = ZSTD_isError(n) || n >= c->len;
@@ -378,7 +436,7 @@ static void phase_a_job(pk_stream *s, unsigned worker, size_t k)
 {
     pk_slot *sl = s->cur_a;
     pk_chunk *c = &s->p->chunks[s->groups[sl->g].c0 + k];
-    const uint8_t *src = sl->in + sl->in_off[k];
+    const uint8_t *src = sl->buf + sl->in_off[k];
     if (c->tensor < 0) {
         blob_compress(s, &s->w[worker], sl, k, c, src);
         return;
@@ -397,13 +455,17 @@ static int hash_eq(XXH128_hash_t a, XXH128_hash_t b)
     return a.high64 == b.high64 && a.low64 == b.low64;
 }
 
-/* Are tensor t's bytes (at mine) those of the earlier tensor o?  Re-read o. */
-static int tensor_same(pk_stream *s, const pk_tensor *o, const uint8_t *mine, int *same)
+/* Are the bytes of tensor t (its tiles in slot sl, the first at slot
+ * index k0) those of the earlier tensor o, of the same length?  Re-read o,
+ * a tile's length at a time (t's tiles are not contiguous in sl: see
+ * chunk_in_place). */
+static int tensor_same(pk_stream *s, const pk_tensor *o, const pk_tensor *t, const pk_slot *sl,
+                       size_t k0, int *same)
 {
-    enum { BLK = 1u << 20 };
     pk_plan *p = s->p;
     const pk_file *f = &p->files[o->file];
-    uint8_t *buf = malloc(BLK);
+    uint32_t ts = p->o->tile_size;
+    uint8_t *buf = malloc(ts);
     int fd = -1, rc = -1;
     *same = 0;
     if (!buf) {
@@ -414,13 +476,14 @@ static int tensor_same(pk_stream *s, const pk_tensor *o, const uint8_t *mine, in
         goto done;
     rc = 0;
     *same = 1;
-    for (uint64_t off = 0; off < o->len && *same; off += BLK) {
-        uint64_t n = o->len - off < BLK ? o->len - off : BLK;
-        if (pk_src_read(p, f, fd, buf, o->off + off, n, p->err, p->err_cap)) {
+    for (uint32_t k = 0; k < t->n_tiles && *same; k++) {
+        const pk_chunk *c = &p->chunks[t->first_chunk + k];
+        if (pk_src_read(p, f, fd, buf, o->off + (c->file_off - t->off), c->len, p->err,
+                        p->err_cap)) {
             rc = -1;
             break;
         }
-        *same = memcmp(buf, mine + off, n) == 0;
+        *same = memcmp(buf, sl->buf + sl->in_off[k0 + k], c->len) == 0;
     }
 done:
     if (fd >= 0)
@@ -429,8 +492,9 @@ done:
     return rc;
 }
 
-/* The earliest tensor identical to t, else record t; -1 on error. */
-static int tensor_dedup(pk_stream *s, size_t ti, const uint8_t *bytes)
+/* The earliest tensor identical to tensor ti (its first tile at slot index
+ * k0 of sl), else record it; -1 on error. */
+static int tensor_dedup(pk_stream *s, size_t ti, const pk_slot *sl, size_t k0)
 {
     pk_plan *p = s->p;
     pk_tensor *t = &p->tensors[ti];
@@ -440,7 +504,7 @@ static int tensor_dedup(pk_stream *s, size_t ti, const uint8_t *bytes)
         int same = 0;
         if (!hash_eq(o->hash, t->hash) || o->len != t->len || o->dtype != t->dtype)
             continue;
-        if (tensor_same(s, o, bytes, &same))
+        if (tensor_same(s, o, t, sl, k0, &same))
             return -1;
         if (same) {
             t->alias_of = s->dedup[h];
@@ -519,10 +583,10 @@ static void phase_b_job(pk_stream *s, unsigned worker, size_t k)
                     t->xf);
         tp.counts = (const uint32_t (*)[256])wk->counts;
     }
-    uint8_t *out = sl->out + sl->out_off[k];
+    uint8_t *out = sl->buf + sl->out_off[k]; /* in place: sl->buf + sl->in_off[k] */
     size_t n = 0;
     if (rfs_tile_encode(wk->enc, out, rfs_tile_bound(c->len, t->width), &n,
-                        sl->in + sl->in_off[k], c->len, &tp) != RFS_OK)
+                        sl->buf + sl->in_off[k], c->len, &tp) != RFS_OK)
         atomic_store(&s->b_failed, 1);
     c->out_len = (uint32_t)n;
     c->raw = 0;
@@ -564,7 +628,7 @@ static int group_dedup(pk_stream *s, pk_slot *sl)
     for (uint64_t i = g->c0; i < g->c1; i++) {
         const pk_chunk *c = &p->chunks[i];
         if (c->tensor >= 0 && p->tensors[c->tensor].first_chunk == i &&
-            tensor_dedup(s, (size_t)c->tensor, sl->in + sl->in_off[i - g->c0]))
+            tensor_dedup(s, (size_t)c->tensor, sl, (size_t)(i - g->c0)))
             return -1;
     }
     return 0;
@@ -636,7 +700,7 @@ static int chunk_record(pk_stream *s, pk_slot *sl, uint64_t i)
         pk_tensor *t = &p->tensors[c->tensor];
         if (i == t->first_chunk)
             t->first_unit = c->unit;
-        t->used_mask |= tile_shared_planes(sl->out + sl->out_off[k], c->out_len);
+        t->used_mask |= tile_shared_planes(sl->buf + sl->out_off[k], c->out_len);
     }
     return 0;
 }
@@ -681,7 +745,7 @@ static int group_write(pk_stream *s, pk_slot *sl)
             snprintf(s->werr, sizeof s->werr, "out of memory");
             return -1;
         }
-        iov[n++] = (struct iovec){c->raw ? sl->in + sl->in_off[k] : sl->out + sl->out_off[k],
+        iov[n++] = (struct iovec){sl->buf + (c->raw ? sl->in_off[k] : sl->out_off[k]),
                                   c->out_len};
         if (n == NIOV) {
             if (writev_all(s, iov, n))
@@ -731,7 +795,10 @@ static int stream_init(pk_stream *s)
         if (!s->w[w].enc || !s->w[w].zc)
             return pk_fail(p, "out of memory");
     }
-    return groups_plan(s);
+    if (groups_plan(s))
+        return -1;
+    slot_want(s);
+    return 0;
 }
 
 static void stream_free(pk_stream *s)
