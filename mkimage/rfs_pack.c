@@ -525,10 +525,11 @@ static void mtimes_clamp(pk_plan *p)
     }
 }
 
-static int plan_all(pk_plan *p)
+static int plan_all(pk_plan *p, pk_readahead *ra)
 {
     if (pk_tree_walk(p))
         return -1;
+    pk_readahead_start(ra, p);
     if (files_dedup(p))
         return -1;
     for (size_t i = 0; i < p->n_files; i++)
@@ -565,6 +566,7 @@ int rfs_pack(const rfs_pack_opts *o, rfs_pack_stats *st, char *err, size_t err_c
     rfs_pack_opts oo = *o; /* for "-", errors name the temporary image */
     pk_plan p = {.o = &oo, .st = st, .err = err, .err_cap = err_cap};
     pk_out out = {.fd = -1};
+    pk_readahead ra = {0};
     int rc = opts_check(&p);
     if (rc == 0)
         rc = pk_out_check(&p, &out);
@@ -576,11 +578,12 @@ int rfs_pack(const rfs_pack_opts *o, rfs_pack_stats *st, char *err, size_t err_c
     if (rc == 0 && o->n_threads > 1 && !(p.pool = rfs_pool_create(o->n_threads - 1)))
         rc = pk_fail(&p, "out of memory");
     if (rc == 0)
-        rc = plan_all(&p);
+        rc = plan_all(&p, &ra);
     if (rc == 0)
         rc = pk_sb_head_write(&p, &out);
     if (rc == 0)
         rc = pk_stream_all(&p, &out);
+    pk_readahead_join(&ra);
     if (rc == 0)
         rc = pk_src_verify_all(&p);
     if (rc == 0) {

@@ -11,6 +11,7 @@
 #ifndef RFS_PACK_INTERNAL_H
 #define RFS_PACK_INTERNAL_H
 
+#include <pthread.h>
 #include <stdint.h>
 #include <sys/types.h>
 #include <time.h>
@@ -157,6 +158,24 @@ void pk_tree_free(pk_plan *p);
 int pk_src_open(const pk_plan *p, const pk_file *f, int *fd, char *err, size_t err_cap);
 int pk_src_read(const pk_plan *p, const pk_file *f, int fd, void *buf, uint64_t off,
                 uint64_t len, char *err, size_t err_cap);
+/*
+ * A hint to the kernel while the plan is made: on a thread of its own,
+ * start reading the first PK_READAHEAD bytes of the files, in the order the
+ * stream reads them (POSIX_FADV_WILLNEED), so that with a cold page cache
+ * the reading overlaps the dedup pass and the safetensors headers, not the
+ * stream.  pk_readahead_start after the walk (nothing happens when the
+ * thread cannot start); pk_readahead_join before the nodes or files are
+ * freed.  Nothing it does can fail the pack.
+ */
+#define PK_READAHEAD ((uint64_t)128 << 20)
+typedef struct pk_readahead {
+    const pk_plan *p;
+    pthread_t thread;
+    int live;
+} pk_readahead;
+void pk_readahead_start(pk_readahead *ra, const pk_plan *p);
+void pk_readahead_join(pk_readahead *ra);
+
 /* stat every file again after packing: any change or vanished file fails. */
 int pk_src_verify_all(pk_plan *p);
 

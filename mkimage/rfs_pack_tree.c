@@ -213,6 +213,38 @@ int pk_src_open(const pk_plan *p, const pk_file *f, int *fd, char *err, size_t e
     return -1;
 }
 
+static void *readahead_main(void *arg)
+{
+    const pk_readahead *ra = arg;
+    const pk_plan *p = ra->p;
+    uint64_t left = PK_READAHEAD;
+    char err[512];
+    for (size_t i = 0; i < p->n_files && left; i++) {
+        const pk_file *f = &p->files[i];
+        int fd;
+        if (f->size == 0 || pk_src_open(p, f, &fd, err, sizeof err))
+            continue; /* the stream reports it, if it still matters then */
+        uint64_t n = f->size < left ? f->size : left;
+        posix_fadvise(fd, 0, (off_t)n, POSIX_FADV_WILLNEED);
+        close(fd);
+        left -= n;
+    }
+    return NULL;
+}
+
+void pk_readahead_start(pk_readahead *ra, const pk_plan *p)
+{
+    ra->p = p;
+    ra->live = pthread_create(&ra->thread, NULL, readahead_main, ra) == 0;
+}
+
+void pk_readahead_join(pk_readahead *ra)
+{
+    if (ra->live)
+        pthread_join(ra->thread, NULL);
+    ra->live = 0;
+}
+
 int pk_src_read(const pk_plan *p, const pk_file *f, int fd, void *buf, uint64_t off,
                 uint64_t len, char *err, size_t err_cap)
 {
