@@ -6,7 +6,8 @@
  * blocks) of at least PK_GROUP_MIN bytes.  Three stages run at once on a
  * ring of PK_SLOTS group slots:
  *   reader thread: pread the group's bytes into the slot's buffer (large
- *     sequential reads; the source is never mapped);
+ *     sequential reads; the source is never mapped); phase A of a group
+ *     starts as soon as its reading does, each chunk as it arrives;
  *   main thread (+ the pool's workers, rfs_pool_for; phase B of a group
  *   runs in one loop with phase A of the next, encode_run):
  *     A. per chunk, in parallel: blob blocks are zstd-compressed; tensor
@@ -49,7 +50,13 @@
 #define PK_GROUP_BIG ((uint64_t)256 << 20)
 #define PK_SLOTS 3
 
-enum { SLOT_FREE, SLOT_READ, SLOT_ENCODED };
+/* A slot is READING from when its layout is made until its last chunk is
+ * read; phase A may start on it then (chunk_wait). */
+enum { SLOT_FREE, SLOT_READING, SLOT_READ, SLOT_ENCODED };
+
+/* Source bytes read at most in one pread, so that a long run of blob blocks
+ * reaches phase A piece by piece (tiles are read one by one). */
+#define PK_READ_RUN ((uint64_t)2 << 20)
 
 typedef struct pk_hist {
     uint32_t head[RFS_MAX_WIDTH][512]; /* elements below RFS_XF_SAMPLE */
@@ -69,6 +76,7 @@ typedef struct pk_slot {
     uint8_t *buf;              /* in and out: one buffer, fewer fresh pages */
     size_t buf_cap;
     size_t want;               /* bytes the slot's later groups need (slot_want) */
+    atomic_size_t n_read;      /* chunks [0, n_read) are read (SLOT_READING on) */
     uint64_t *in_off;          /* per chunk: its source bytes in buf */
     uint64_t *out_off;         /* per chunk: room for its worst case in buf */
     pk_hist *hist;             /* per chunk */
@@ -102,6 +110,7 @@ typedef struct pk_stream {
     pk_slot *cur_a, *cur_b;    /* slots of the running phases A and B */
     size_t n_b;                /* items of phase B in the running pool loop */
     atomic_int a_failed, b_failed;
+    atomic_int read_waiters;   /* phase A jobs in chunk_wait */
     uint64_t done, total;
     char werr[512];            /* the writer's error */
 } pk_stream;
@@ -296,22 +305,43 @@ static int reader_follows(const pk_plan *p, const pk_slot *sl, const pk_group *g
            sl->in_off[i - 1 - g->c0] + b->len == sl->in_off[i - g->c0];
 }
 
+static void slot_set(pk_stream *s, pk_slot *sl, int state, int stop);
+
+/* Chunks [0, n) of sl are read: wake the phase A jobs waiting for them. */
+static void reader_progress(pk_stream *s, pk_slot *sl, size_t n)
+{
+    atomic_store(&sl->n_read, n);
+    if (atomic_load(&s->read_waiters)) { /* seq_cst both sides: see chunk_wait */
+        pthread_mutex_lock(&s->mu);
+        pthread_cond_broadcast(&s->cv);
+        pthread_mutex_unlock(&s->mu);
+    }
+}
+
 /* Read group g into sl: runs of chunks contiguous in one file and in the
- * buffer, one read each. */
+ * buffer, one read each (of at most about PK_READ_RUN bytes); phase A
+ * analyses the chunks read while the reader reads the rest. */
 static int reader_group(pk_reader *r, pk_slot *sl, const pk_group *g)
 {
-    pk_plan *p = r->s->p;
-    if (slot_fit(r->s, sl, g)) {
+    pk_stream *s = r->s;
+    pk_plan *p = s->p;
+    if (slot_fit(s, sl, g)) {
         snprintf(sl->err, sizeof sl->err, "out of memory");
         return -1;
     }
-    uint64_t run = g->c0;
+    atomic_store(&sl->n_read, 0);
+    slot_set(s, sl, SLOT_READING, 0);
+    uint64_t run = g->c0, bytes = p->chunks[g->c0].len;
     for (uint64_t i = g->c0 + 1; i <= g->c1; i++) {
-        if (i < g->c1 && reader_follows(p, sl, g, i))
+        if (i < g->c1 && bytes < PK_READ_RUN && reader_follows(p, sl, g, i)) {
+            bytes += p->chunks[i].len;
             continue;
+        }
         if (reader_run(r, sl, run, i, sl->in_off[run - g->c0]))
             return -1;
+        reader_progress(s, sl, (size_t)(i - g->c0));
         run = i;
+        bytes = i < g->c1 ? p->chunks[i].len : 0;
     }
     return 0;
 }
@@ -432,10 +462,31 @@ static void blob_compress(pk_stream *s, pk_worker *w, pk_slot *sl, size_t k, pk_
 
 static int tensor_finish(pk_stream *s, pk_worker *w, pk_slot *sl, uint64_t i);
 
+/* Wait until chunk k of slot sl is read; -1 when it never will be (the read
+ * failed: encode_run reports it; or the run stops).  The reader stores
+ * n_read, then loads read_waiters; a waiter adds itself, then loads n_read
+ * (all seq_cst, the waiter under mu): either the reader sees the waiter and
+ * broadcasts under mu, or the waiter sees the chunk read. */
+static int chunk_wait(pk_stream *s, pk_slot *sl, size_t k)
+{
+    if (atomic_load(&sl->n_read) > k)
+        return 0;
+    pthread_mutex_lock(&s->mu);
+    atomic_fetch_add(&s->read_waiters, 1);
+    while (atomic_load(&sl->n_read) <= k && sl->state == SLOT_READING && !s->stop)
+        pthread_cond_wait(&s->cv, &s->mu);
+    atomic_fetch_sub(&s->read_waiters, 1);
+    int ok = atomic_load(&sl->n_read) > k;
+    pthread_mutex_unlock(&s->mu);
+    return ok ? 0 : -1;
+}
+
 static void phase_a_job(pk_stream *s, unsigned worker, size_t k)
 {
     pk_slot *sl = s->cur_a;
     pk_chunk *c = &s->p->chunks[s->groups[sl->g].c0 + k];
+    if (chunk_wait(s, sl, k))
+        return;
     const uint8_t *src = sl->buf + sl->in_off[k];
     if (c->tensor < 0) {
         blob_compress(s, &s->w[worker], sl, k, c, src);
@@ -653,6 +704,12 @@ static int encode_run(pk_stream *s, pk_slot *b, pk_slot *a)
         return pk_fail(s->p, "internal error: tile encoder failed");
     if (b)
         slot_set(s, b, SLOT_ENCODED, 0);
+    /* Every chunk of a is read, or its read failed: wait for the reader's
+     * verdict. */
+    if (a && slot_wait(s, a, SLOT_READ))
+        return -1; /* the writer failed: its message is in werr */
+    if (a && a->failed)
+        return pk_fail(s->p, "%s", a->err);
     if (a && atomic_load(&s->a_failed))
         return pk_fail(s->p, "out of memory building frequency tables");
     return a ? group_dedup(s, a) : 0;
@@ -822,13 +879,25 @@ static void stream_free(pk_stream *s)
     free(s->groups);
 }
 
-/* 1 when slot sl has been read (without waiting). */
+/* 1 when the reader has begun (or finished) slot sl's group (without
+ * waiting): phase A can start on it. */
 static int slot_ready(pk_stream *s, pk_slot *sl)
 {
     pthread_mutex_lock(&s->mu);
-    int ready = sl->state == SLOT_READ;
+    int ready = sl->state == SLOT_READING || sl->state == SLOT_READ;
     pthread_mutex_unlock(&s->mu);
     return ready;
+}
+
+/* Wait until slot_ready(sl), or the run stops; 1 when stopped. */
+static int slot_wait_ready(pk_stream *s, pk_slot *sl)
+{
+    pthread_mutex_lock(&s->mu);
+    while (sl->state != SLOT_READING && sl->state != SLOT_READ && !s->stop)
+        pthread_cond_wait(&s->cv, &s->mu);
+    int stop = s->stop;
+    pthread_mutex_unlock(&s->mu);
+    return stop;
 }
 
 /* The main thread's part: analyse each group as the reader delivers it,
@@ -845,10 +914,8 @@ static int stream_encode(pk_stream *s)
                 return -1;
             pend = NULL;
         }
-        if (slot_wait(s, sl, SLOT_READ))
+        if (slot_wait_ready(s, sl))
             return -1; /* the writer failed: its message is in werr */
-        if (sl->failed)
-            return pk_fail(s->p, "%s", sl->err);
         group_start(s, sl);
         if (encode_run(s, pend, sl))
             return -1;
@@ -864,6 +931,9 @@ int pk_stream_all(pk_plan *p, pk_out *o)
     int rc = stream_init(&s), have_r = 0, have_w = 0;
     atomic_init(&s.a_failed, 0);
     atomic_init(&s.b_failed, 0);
+    atomic_init(&s.read_waiters, 0);
+    for (unsigned i = 0; i < PK_SLOTS; i++)
+        atomic_init(&s.slot[i].n_read, 0);
     pthread_mutex_init(&s.mu, NULL);
     pthread_cond_init(&s.cv, NULL);
     if (rc == 0) {
