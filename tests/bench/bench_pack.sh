@@ -3,16 +3,20 @@
 #
 #   tests/bench/bench_pack.sh SOURCE_DIR [BIN_DIR] [TILE_SIZES...]
 #
-# Packs SOURCE_DIR with ransfs-mkimage (all cores, default tile size) and
-# with mksquashfs -comp zstd at the same block size, at its default level
-# (15) and at -Xcompression-level 3, all cores; prints input MB/s, the CPU
-# seconds (user + system) of that run, and image size for each.  The runs
-# of the tools alternate (ransfs, squashfs 3, ransfs, ...) so that a change
-# in the machine's load hits both; the image is removed before each run.
+# Packs SOURCE_DIR with ransfs-mkimage -jJOBS and with mksquashfs -comp
+# zstd -processors JOBS at the same block size (JOBS=2 by default), at
+# -Xcompression-level 3 and at its default level (15); prints input MB/s and
+# wall ms (median wall), the median CPU ms (user + system) and the image
+# size for each.  Runs alternate (ransfs, squashfs 3, then the other order)
+# so that a change in the machine's load hits both; before each run the
+# image is removed and, with COLD=1 (the default), SOURCE_DIR's files are
+# dropped from the page cache.  RUNS (default 9) runs each; BASE_BIN=DIR
+# adds DIR/ransfs-mkimage to the rotation (a before/after in one run) and
+# compares its image with BIN_DIR's byte for byte.
 # Then, for each TILE_SIZE given (bytes, e.g. 65536), a tile-size sweep:
 # image ratio, pack MB/s, and full-decode MB/s (ransfs-fsck -j1, which
-# verifies and decodes every unit on one thread).  Best of RUNS (default 5)
-# by wall time.  Needs squashfs-tools and GNU time.  Not run by CTest.
+# verifies and decodes every unit on one thread), best of RUNS by wall
+# time.  Needs squashfs-tools, bc and python3.  Not run by CTest.
 #
 #   tests/bench/bench_pack.sh --make-data CORPUS_DIR OUT_DIR
 #
@@ -107,23 +111,45 @@ work=$(mktemp -d /tmp/rfs-bench-pack-XXXXXX)
 trap 'rm -rf "$work"' EXIT
 input=$(find "$src" -type f -printf "%s\n" | awk "{s+=\$1} END {print s}")
 
-runs=${RUNS:-5}
-declare -A bw bc
+runs=${RUNS:-9}
+jobs=${JOBS:-2}
+cold=${COLD:-1}
+# One run: evict SOURCE_DIR's files from the page cache (COLD=1, the
+# default: posix_fadvise DONTNEED, only these files), remove the image, run
+# the command; prints the wall and the CPU seconds (user + system, from
+# wait4: microseconds, where GNU time has 10 ms steps).
+cat >"$work/run1.py" <<'PY'
+import os, subprocess, sys, time
+src, cold, img, argv = sys.argv[1], sys.argv[2] == "1", sys.argv[3], sys.argv[4:]
+if cold:
+    for d, _, fs in os.walk(src):
+        for n in fs:
+            q = os.path.join(d, n)
+            if os.path.isfile(q) and not os.path.islink(q):
+                fd = os.open(q, os.O_RDONLY)
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+                os.close(fd)
+if os.path.exists(img):
+    os.unlink(img)
+t0 = time.monotonic()
+p = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+_, st, ru = os.wait4(p.pid, 0)
+t1 = time.monotonic()
+if st:
+    sys.exit("bench_pack.sh: %s failed" % argv[0])
+print("%.6f %.6f" % (t1 - t0, ru.ru_utime + ru.ru_stime))
+PY
+declare -A walls cpus imgs
 
-once() { # name image command...: one run; keeps the best wall time per name
-    local name=$1 img=$2 t0 t1 w u s; shift 2
-    rm -f "$img"
-    t0=$(date +%s.%N) # GNU time's %e has 10 ms steps: too coarse here
-    /usr/bin/time -o "$work/time" -f "%U %S" "$@" >/dev/null 2>&1
-    t1=$(date +%s.%N)
-    w=$(echo "$t1 - $t0" | bc -l)
-    read -r u s <"$work/time"
-    if [ -z "${bw[$name]:-}" ] || [ "$(echo "$w < ${bw[$name]}" | bc -l)" = 1 ]; then
-        bw[$name]=$w; bc[$name]=$(echo "$u + $s" | bc -l)
-    fi
+once() { # name image command...: one run, its wall and CPU seconds appended
+    local name=$1 img=$2 w c; shift 2
+    read -r w c < <(/usr/bin/python3 "$work/run1.py" "$src" "$cold" "$img" "$@")
+    walls[$name]+="$w "
+    cpus[$name]+="$c "
+    imgs[$name]=$img
 }
 
-best() { # best wall time of $runs runs of "$@", in seconds
+best() { # best wall time of $runs runs of "$@", in seconds (the tile-size sweep)
     local b=""
     for _ in $(seq "$runs"); do
         local t0 t1 d
@@ -134,30 +160,53 @@ best() { # best wall time of $runs runs of "$@", in seconds
     echo "$b"
 }
 
-row() { # name image
-    local sz; sz=$(stat -c %s "$2")
-    printf '%-34s %10.1f %8.2f %14d %8.4f\n' "$1" "$(echo "$input / ${bw[$1]} / 1000000" | bc -l)" \
-        "${bc[$1]}" "$sz" "$(echo "$sz / $input" | bc -l)"
+median() { # numbers... -> their median
+    printf '%s\n' "$@" | sort -g | awk '{a[NR] = $1} END {print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2}'
 }
 
-R="ransfs-mkimage -j$(nproc)"
+row() { # name
+    local sz w c
+    sz=$(stat -c %s "${imgs[$1]}")
+    # shellcheck disable=SC2086 # the lists split on purpose
+    w=$(median ${walls[$1]}); c=$(median ${cpus[$1]})
+    printf '%-36s %10.1f %9.1f %9.1f %14d %8.4f\n' "$1" "$(echo "$input / $w / 1000000" | bc -l)" \
+        "$(echo "$w * 1000" | bc -l)" "$(echo "$c * 1000" | bc -l)" "$sz" "$(echo "$sz / $input" | bc -l)"
+}
+
+R="ransfs-mkimage -j$jobs"
+B="ransfs-mkimage -j$jobs (BASE_BIN)"
 S15="mksquashfs -comp zstd (level 15)"
 S3="mksquashfs -comp zstd level 3"
-sq=(-noappend -quiet -no-progress -comp zstd -b "$tile")
-echo "source: $src ($input bytes), $(nproc) cores, tile/block $tile, best of $runs"
-for _ in $(seq "$runs"); do
-    once "$R" "$work/r.img" "$bin/ransfs-mkimage" -q "$src" "$work/r.img"
-    once "$S3" "$work/s3.img" mksquashfs "$src" "$work/s3.img" "${sq[@]}" -Xcompression-level 3
+sq=(-noappend -quiet -no-progress -comp zstd -b "$tile" -processors "$jobs")
+echo "source: $src ($input bytes), $jobs threads each, tile/block $tile," \
+     "median of $runs alternating runs, $([ "$cold" = 1 ] && echo cold || echo warm) page cache;" \
+     "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
+for i in $(seq "$runs"); do # alternate, and swap the order every other round
+    a=("$R" "$work/r.img" "$bin/ransfs-mkimage" -q "-j$jobs" "$src" "$work/r.img")
+    b=("$S3" "$work/s3.img" mksquashfs "$src" "$work/s3.img" "${sq[@]}" -Xcompression-level 3)
+    if [ $((i % 2)) = 1 ]; then once "${a[@]}"; once "${b[@]}"; else once "${b[@]}"; once "${a[@]}"; fi
+    if [ -n "${BASE_BIN:-}" ]; then
+        once "$B" "$work/b.img" "$BASE_BIN/ransfs-mkimage" -q "-j$jobs" "$src" "$work/b.img"
+    fi
 done
 for _ in $(seq $(( runs < 2 ? 1 : 2 ))); do # level 15 is slow: at most 2 runs
     once "$S15" "$work/s15.img" mksquashfs "$src" "$work/s15.img" "${sq[@]}"
 done
-printf '%-34s %10s %8s %14s %8s\n' tool "input MB/s" "CPU s" "image bytes" ratio
-row "$R" "$work/r.img"
-row "$S15" "$work/s15.img"
-row "$S3" "$work/s3.img"
-echo "ransfs / mksquashfs level 3: speed $(echo "${bw[$S3]} / ${bw[$R]}" | bc -l | cut -c1-5)x," \
+echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
+printf '%-36s %10s %9s %9s %14s %8s\n' tool "input MB/s" "wall ms" "CPU ms" "image bytes" ratio
+row "$R"
+[ -n "${BASE_BIN:-}" ] && row "$B"
+row "$S15"
+row "$S3"
+# shellcheck disable=SC2086
+echo "ransfs / mksquashfs level 3: speed (median wall)" \
+     "$(echo "$(median ${walls[$S3]}) / $(median ${walls[$R]})" | bc -l | cut -c1-5)x," \
+     "CPU $(echo "$(median ${cpus[$S3]}) / $(median ${cpus[$R]})" | bc -l | cut -c1-5)x," \
      "size $(echo "$(stat -c %s "$work/r.img") / $(stat -c %s "$work/s3.img")" | bc -l | cut -c1-6)x"
+if [ -n "${BASE_BIN:-}" ]; then
+    cmp -s "$work/r.img" "$work/b.img" && echo "BASE_BIN's image: the same bytes" ||
+        echo "BASE_BIN's image: DIFFERENT bytes"
+fi
 
 if [ ${#sweep[@]} -gt 0 ]; then
     echo
