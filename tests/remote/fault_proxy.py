@@ -16,6 +16,12 @@ that, at a set rate or on demand, a request gets one of these faults:
   ignore_range a Range request answered 200 with the whole object
   503, 429     that status, with Retry-After: 0, without asking upstream
 
+Instead of a rate, set(first=K, kinds=[...], align=A) fails the first K
+requests for each A-aligned chunk (by the start of its Range), taking the
+kinds in rotation, and serves the next one: a deterministic "every range
+fails K times" for a client with a retry budget.  set(throttle=B) sends every
+body at B bytes/s (per connection), to keep fetches in flight.
+
 pause() closes the listening socket and every open connection (new
 connections are refused: a server that is down); resume() listens again on
 the same port.  Every request is logged (method, path, Range, If-Match, the
@@ -70,6 +76,8 @@ class FaultProxy:
         self.queue = collections.deque()
         self.stall_secs = 5.0
         self.match = None
+        self.first, self.kinds, self.align, self.seen, self.turn = 0, (), 0, {}, 0
+        self.throttle = 0
         self.upstream_timeout = upstream_timeout
         self.released = threading.Event()
         self.entries = []
@@ -79,19 +87,27 @@ class FaultProxy:
 
     # ---------------------------------------------------------- control
 
-    def set(self, stall_secs=None, match=None, **rates):
+    def set(self, stall_secs=None, match=None, first=0, kinds=(), align=0, throttle=0,
+            **rates):
         """Fault rates per request (0..1, summed must be <= 1), e.g.
         set(reset=0.1, **{"503": 0.05}); kinds not named are set to 0.
         match: a substring of the path a request must contain to be
-        faulted (None: every request)."""
-        bad = [k for k in rates if k not in KINDS]
-        if bad or sum(rates.values()) > 1.0:
-            raise ValueError("bad fault rates %r (kinds: %s)" % (rates, " ".join(KINDS)))
+        faulted (None: every request).  first, kinds, align: the first
+        `first` ranged requests of each align-byte chunk (by the Range's
+        start; align 0: each distinct start) get kinds in rotation, before
+        any rate.  throttle: body bytes per second per connection (0: as
+        fast as it goes)."""
+        bad = [k for k in list(rates) + list(kinds) if k not in KINDS]
+        if bad or sum(rates.values()) > 1.0 or (first and not kinds):
+            raise ValueError("bad faults %r %r (kinds: %s)" % (rates, kinds, " ".join(KINDS)))
         with self.lock:
             self.rates = {k: float(v) for k, v in rates.items() if v}
             if stall_secs is not None:
                 self.stall_secs = float(stall_secs)
             self.match = match
+            self.first, self.kinds, self.align = int(first), tuple(kinds), int(align)
+            self.seen, self.turn = {}, 0
+            self.throttle = float(throttle)
         return self
 
     def once(self, *kinds):
@@ -107,7 +123,7 @@ class FaultProxy:
     def clear(self):
         """No more faults; every stall in progress ends now."""
         with self.lock:
-            self.rates, self.match = {}, None
+            self.rates, self.match, self.first, self.throttle = {}, None, 0, 0
             self.queue.clear()
         self.released.set()
         self.released = threading.Event()
@@ -115,7 +131,8 @@ class FaultProxy:
 
     def log(self):
         """A copy of the request log, oldest first (dicts: method, path,
-        range, if_match, fault, status, bytes)."""
+        range, if_match, fault, status, bytes (body bytes sent so far),
+        done (the whole response was sent))."""
         with self.lock:
             return [dict(e) for e in self.entries]
 
@@ -124,12 +141,20 @@ class FaultProxy:
         c = collections.Counter(e["fault"] or "ok" for e in self.log())
         return dict(c)
 
-    def _pick(self, path):
+    def _pick(self, path, rng_header):
         with self.lock:
             if self.match is not None and self.match not in path:
                 return None
             if self.queue:
                 return self.queue.popleft()
+            start = _range_start(rng_header)
+            if self.first and start is not None:
+                key = (path, start // self.align if self.align else start)
+                n = self.seen.get(key, 0)
+                self.seen[key] = n + 1
+                if n < self.first:
+                    self.turn += 1
+                    return self.kinds[self.turn % len(self.kinds)]
             r = self.rng.random()
             for k in KINDS:
                 p = self.rates.get(k, 0.0)
@@ -209,6 +234,16 @@ def _rst(sock):
         pass
 
 
+def _range_start(value):
+    """The first byte of a 'bytes=A-B' Range header, or None."""
+    if not value or not value.startswith("bytes="):
+        return None
+    try:
+        return int(value[6:].split("-", 1)[0])
+    except ValueError:
+        return None
+
+
 def _shift_range(value):
     """A Content-Range naming other bytes than value does: one byte later."""
     try:
@@ -255,10 +290,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         p = self.server.proxy
         if self.path.startswith(CONTROL):
             return self._control(p)
-        fault = p._pick(self.path)
+        fault = p._pick(self.path, self.headers.get("Range"))
         entry = {"method": self.command, "path": self.path,
                  "range": self.headers.get("Range"), "if_match": self.headers.get("If-Match"),
-                 "fault": fault, "status": None, "bytes": 0, "time": time.time()}
+                 "fault": fault, "status": None, "bytes": 0, "done": False, "time": time.time()}
         p._record(entry)
         body = self._request_body()
         if fault == "reset":
@@ -317,12 +352,14 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         if self.command == "HEAD":
             resp.read()
+            entry["done"] = True
             return
         total = int(data_len)
         cut = total
         if fault in ("reset_body", "truncate", "stall_body"):
             cut = max(0, min(total - 1, total // 2))
-        sent = self._copy(resp, data, cut, entry)
+        sent = self._copy(p, resp, data, cut, entry)
+        entry["done"] = sent == total
         if sent < total:
             self._drop_upstream()
             if fault == "stall_body":
@@ -333,11 +370,16 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         elif resp.will_close:
             self._drop_upstream()
 
-    def _copy(self, resp, data, cut, entry):
-        sent = 0
+    def _copy(self, p, resp, data, cut, entry):
+        sent, t0 = 0, time.time()
+        step = CHUNK if not p.throttle else max(1024, min(CHUNK, int(p.throttle / 50)))
         while sent < cut:
-            chunk = data[sent:sent + CHUNK] if data is not None else \
-                resp.read(min(CHUNK, cut - sent))
+            if p.throttle:
+                ahead = sent / p.throttle - (time.time() - t0)
+                if ahead > 0:
+                    time.sleep(ahead)
+            chunk = data[sent:sent + step] if data is not None else \
+                resp.read(min(step, cut - sent))
             if not chunk:
                 break
             chunk = chunk[:cut - sent]
@@ -358,6 +400,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.send_header("Content-Length", str(len(msg)))
             self.end_headers()
             self.wfile.write(msg)
+            entry["done"] = True
         except OSError:
             self.close_connection = True
 

@@ -91,6 +91,7 @@ def t_nginx_range_etag():
     assert st == 206, "If-Match with the ETag: %d" % st
     assert R.http_get(ng.url("sub/small.txt"))[2] == b"hello\n"
     assert R.http_get(ng.url("missing"))[0] == 404
+    assert R.http_get(ng.url("rfs-forbidden/x"))[0] == 403
     # A replaced object has a new ETag and the old one no longer matches.
     new = rng.randbytes(len(big))
     ng.replace("obj.bin", new)
@@ -233,6 +234,16 @@ def t_fault_proxy():
     assert R._split_response(get().stdout)[0] == 429
     r = R.curl(px.url("__proxy__/log"))
     assert b'"seed"' in r.stdout and r.stdout.count(b'"fault": "429"') == 2
+    # Each 64 KiB chunk fails twice (the kinds in turn), then is served;
+    # another start in the same chunk counts for that chunk.
+    px.set(first=2, kinds=("503", "429"), align=65536)
+    seen = [R._split_response(get(rng_=(70000, 80000)).stdout)[0] for _ in range(3)]
+    assert sorted(seen[:2]) == [429, 503] and seen[2] == 206, seen
+    assert R._split_response(get(rng_=(65536, 70000)).stdout)[0] == 206, "same chunk"
+    assert R._split_response(get(rng_=(0, 10)).stdout)[0] in (429, 503), "other chunk"
+    px.clear()
+    r = get()
+    assert r.returncode == 0 and px.log()[-1]["done"], "a served response is logged done"
 
 
 def t_fault_proxy_sigv4():
