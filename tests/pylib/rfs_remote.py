@@ -115,6 +115,13 @@ def stop_group(proc, term_secs=5.0):
         pass
 
 
+def _in_netns(netns):
+    """The command prefix that runs a server in network namespace netns
+    (None: here).  `ip netns exec` execs the server, so its pid is the
+    server's."""
+    return ["ip", "netns", "exec", netns] if netns else []
+
+
 def _tail(path, n=2000):
     try:
         with open(path, "rb") as f:
@@ -280,9 +287,9 @@ class Nginx:
     mtime on, or a same-size rewrite within one second would keep the ETag.
     """
 
-    def __init__(self, root, workdir, cleanup, tls=None, host=LOOP, port=None):
+    def __init__(self, root, workdir, cleanup, tls=None, host=LOOP, port=None, netns=None):
         self.root, self.dir, self.tls, self.host = os.path.abspath(root), workdir, tls, host
-        self.port = port
+        self.port, self.netns = port, netns
         self.proc = None
         self.cleanup = cleanup
 
@@ -313,7 +320,8 @@ class Nginx:
             f.write(NGINX_CONF.format(d=self.dir, host=self.host, port=self.port,
                                       ssl=" ssl" if self.tls else "", tls=tls, root=self.root))
         log = os.path.join(self.dir, "error.log")
-        self.proc = _popen(["nginx", "-p", self.dir, "-c", conf, "-e", log], log)
+        self.proc = _popen(_in_netns(self.netns) + ["nginx", "-p", self.dir, "-c", conf,
+                                                    "-e", log], log)
         self.cleanup.push(self.stop)
         cafile = self.tls and self.tls.get("ca")
         wait_until(lambda: self._answers(cafile), secs, "nginx on port %d" % self.port,
@@ -403,8 +411,9 @@ class SeaweedS3:
     PORT_NAMES = ("master.port", "master.port.grpc", "volume.port", "volume.port.grpc",
                   "filer.port", "filer.port.grpc", "s3.port", "s3.port.grpc")
 
-    def __init__(self, weed, workdir, cleanup):
-        self.weed, self.dir, self.cleanup = weed, workdir, cleanup
+    def __init__(self, weed, workdir, cleanup, host=LOOP, netns=None):
+        self.weed, self.dir, self.cleanup = os.path.abspath(weed), workdir, cleanup
+        self.host, self.netns = host, netns
         self.access_key = "RFS" + _secret(17).upper()
         self.secret = _secret(40)
         self.proc = None
@@ -412,7 +421,7 @@ class SeaweedS3:
 
     @property
     def endpoint(self):
-        return "http://%s:%d" % (LOOP, self.ports["s3.port"])
+        return "http://%s:%d" % (self.host, self.ports["s3.port"])
 
     def url(self, bucket, key=""):
         """The path-style https?:// URL of an object (or of the bucket)."""
@@ -441,7 +450,8 @@ class SeaweedS3:
                 "credentials": [{"accessKey": self.access_key, "secretKey": self.secret}],
                 "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}, f)
         os.chmod(conf, 0o600)
-        cmd = [self.weed, "server", "-ip=" + LOOP, "-ip.bind=" + LOOP, "-dir=" + data,
+        cmd = _in_netns(self.netns) + [
+               self.weed, "server", "-ip=" + self.host, "-ip.bind=" + self.host, "-dir=" + data,
                "-s3", "-s3.config=" + conf, "-s3.port.iceberg=0", "-s3.port.lance=0",
                "-filer.localSocket=" + os.path.join(tmp, "filer.sock"),
                "-master.volumeSizeLimitMB=1024", "-volume.max=16", "-metricsPort=0"]

@@ -217,6 +217,12 @@ class _Server(http.server.ThreadingHTTPServer):
     allow_reuse_address = True
     request_queue_size = 128
 
+    def handle_error(self, request, client_address):
+        # A client that hangs up (it timed out, or we reset it) is normal
+        # here; anything else is a proxy bug and keeps its traceback.
+        if not isinstance(sys.exc_info()[1], OSError):
+            super().handle_error(request, client_address)
+
 
 def _rst(sock):
     """Close sock with an RST (SO_LINGER 0) instead of a FIN."""
