@@ -62,6 +62,11 @@ struct rfs_enc {
     uint32_t fs[256];    /* freq | start << 16, for the SIMD loop */
     uint32_t counts[256];
     double cost[RFS_PROB_SCALE + 1]; /* cost[f] = bits of a symbol of freq f */
+    /* rcp[f], rcp_shift[f]: enc_sym's reciprocal of freq f (f >= 2), made
+     * once: a 64-bit division per symbol of every coded plane was a good
+     * part of a small tile's table set-up. */
+    uint32_t rcp[RFS_PROB_SCALE + 1];
+    uint8_t rcp_shift[RFS_PROB_SCALE + 1];
 };
 
 rfs_enc *rfs_enc_create(size_t max_tile_bytes)
@@ -83,6 +88,11 @@ rfs_enc *rfs_enc_create(size_t max_tile_bytes)
     e->cost[0] = 1e30;
     for (unsigned f = 1; f <= RFS_PROB_SCALE; f++)
         e->cost[f] = RFS_PROB_BITS - log2((double)f);
+    for (uint32_t f = 2; f <= RFS_PROB_SCALE; f++) {
+        uint32_t shift = 32u - (uint32_t)__builtin_clz(f - 1); /* ceil(log2(f)) */
+        e->rcp[f] = (uint32_t)(((1ull << (shift + 31)) + f - 1) / f);
+        e->rcp_shift[f] = (uint8_t)(shift - 1);
+    }
     return e;
 }
 
@@ -285,7 +295,7 @@ static double table_cost_bits(const rfs_enc *e, const uint32_t *counts, const ui
 
 /* ------------------------------------------------------------- rANS */
 
-static void enc_sym_init(enc_sym *s, uint32_t start, uint32_t freq)
+static void enc_sym_init(const rfs_enc *e, enc_sym *s, uint32_t start, uint32_t freq)
 {
     s->x_max = ((RFS_RANS_L >> RFS_PROB_BITS) << 16) * freq;
     s->cmpl_freq = (uint16_t)(RFS_PROB_SCALE - freq);
@@ -294,9 +304,8 @@ static void enc_sym_init(enc_sym *s, uint32_t start, uint32_t freq)
         s->rcp_shift = 0;
         s->bias = start + RFS_PROB_SCALE - 1;
     } else {
-        uint32_t shift = 32u - (uint32_t)__builtin_clz(freq - 1); /* ceil(log2(freq)) */
-        s->rcp_freq = (uint32_t)(((1ull << (shift + 31)) + freq - 1) / freq);
-        s->rcp_shift = (uint16_t)(shift - 1);
+        s->rcp_freq = e->rcp[freq];
+        s->rcp_shift = e->rcp_shift[freq];
         s->bias = start;
     }
 }
@@ -349,7 +358,7 @@ static rfs_err rans_encode_plane(rfs_enc *e, uint8_t *dst, size_t dst_cap, size_
 {
     for (unsigned s = 0; s < 256; s++) {
         if (t->freq[s]) {
-            enc_sym_init(&e->sym[s], t->start[s], t->freq[s]);
+            enc_sym_init(e, &e->sym[s], t->start[s], t->freq[s]);
             e->fs[s] = t->freq[s] | (uint32_t)t->start[s] << 16;
         }
     }

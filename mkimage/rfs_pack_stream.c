@@ -596,8 +596,8 @@ static int tensor_finish(pk_stream *s, pk_worker *w, pk_slot *sl, uint64_t i)
     pk_tensor *t = &p->tensors[p->chunks[i].tensor];
     size_t k0 = (size_t)(i - s->groups[sl->g].c0);
     uint64_t (*head)[512] = w->head, (*all)[512] = w->all;
-    memset(w->head, 0, sizeof w->head);
-    memset(w->all, 0, sizeof w->all);
+    memset(w->head, 0, t->width * sizeof w->head[0]); /* the planes read below */
+    memset(w->all, 0, t->width * sizeof w->all[0]);
     int shared = tensor_shared(p, t);
     for (size_t k = k0; k < k0 + t->n_tiles; k++) {
         const pk_chunk *c = &p->chunks[i + (k - k0)];
