@@ -147,7 +147,7 @@ static obj_ent *objs_list(const char *dir, size_t *n)
                 break;
             v = nv;
         }
-        snprintf(v[*n].name, sizeof v->name, "%s", e->d_name);
+        memcpy(v[*n].name, e->d_name, strlen(e->d_name) + 1); /* length checked above */
         v[*n].mtime = (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
         v[*n].bytes = dir_entry_bytes(p);
         (*n)++;
