@@ -425,8 +425,11 @@ void rfs_cache_publish(rfs_cache *c, rfs_centry *e, rfs_err err)
     pthread_mutex_lock(&c->mu);
     assert(e->state == ST_DECODING);
     e->err = err;
-    if (err == RFS_E_NOMEM) {
-        /* Not decoded (no memory, shutting down): forget it, a later read retries. */
+    if (err == RFS_E_NOMEM || err == RFS_E_IO) {
+        /* Not decoded (no memory, shutting down, the bytes could not be
+         * fetched from a remote source): a fact of the moment, not of the
+         * image, so forget it and a later read retries (the waiters that
+         * hold the entry still get err). */
         e->state = ST_FAILED;
         buffer_free(c, e);
         hash_remove(c, e);

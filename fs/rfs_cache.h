@@ -27,6 +27,9 @@
  *    given back as soon as references drop.
  *  - Failed decodes: the entry keeps the error (no buffer, no bytes) so
  *    readers of a corrupt unit fail fast; it is evicted like any entry.
+ *    RFS_E_NOMEM and RFS_E_IO (the unit's bytes could not be had now: a
+ *    remote fetch ran out of retries) are not kept: the waiters of that
+ *    decode get the error, the next acquire decodes again.
  *  - Threads: all functions are thread-safe (one mutex per cache).
  *  - Memory: the cache owns every buffer; data pointers are valid while the
  *    entry is referenced.

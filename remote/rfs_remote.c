@@ -18,6 +18,16 @@
  * 64 MiB, at most fetch_parallel chunks) for fetch_parallel/2 threads, one
  * chunk per request, so a sequential reader keeps several requests in
  * flight and finds its next chunks present or in flight.
+ *
+ * Failures.  A fetch that spends its retry budget marks its chunks failed
+ * and the server down.  A thread that waited for a chunk whose flight
+ * failed gets the failure (EIO) instead of starting its own budget: one
+ * budget per flight, however many readers wait.  While the server is down
+ * every fetch makes one attempt (no retries, no backoff) and read-ahead
+ * pauses, so a stalled server costs each read at most one timeout rather
+ * than a budget per chunk per reader; the first attempt that succeeds
+ * ends it (recovery needs no remount: failures are never remembered as
+ * facts of the object).
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -40,6 +50,8 @@
 #define RUN_MAX_CHUNKS 16 /* one request fetches at most this many chunks */
 #define LOG_MAX 32        /* fetch failures logged, then silence */
 
+enum { CH_INFLIGHT = 1, CH_FAILED = 2 }; /* chunk_st: claimed here; its last flight failed */
+
 struct rfs_remote {
     rfs_url url;
     rfs_cred cred;
@@ -51,7 +63,7 @@ struct rfs_remote {
     char etag[256], last_mod[64];
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    uint8_t *inflight; /* per chunk, under mu */
+    uint8_t *chunk_st; /* per chunk, CH_* flags, under mu */
     /* Read-ahead (rfs_remote_start): chunks queued ahead of a sequential
      * reader, fetched by ra_n threads; all under mu. */
     uint64_t *ra_queue;
@@ -62,6 +74,7 @@ struct rfs_remote {
     int ra_stop;
     pthread_cond_t ra_cv;
     atomic_int changed;
+    atomic_int down; /* the last fetch spent its budget, none succeeded since */
     atomic_uint logged;
     uint64_t other_bytes; /* cache dir bytes of other objects, at open */
     atomic_uint_fast64_t requests, bytes, n_retries, errors, hits, misses;
@@ -209,14 +222,33 @@ static void object_changed(rfs_remote *r)
                     "again)");
 }
 
-/* GET [off, off+len) into the cache and mark it, retrying as the policy says. */
+/* The attempt [off, off+len) succeeded: store it; the server is up. */
+static rfs_err fetched(rfs_remote *r, uint64_t off, uint64_t len)
+{
+    if (atomic_exchange(&r->down, 0))
+        r_log(r, 0, "the server answers again");
+    if (rfs_rcache_mark(r->cache, off, len) != RFS_OK) {
+        r_log(r, 0, "cannot write the cache dir entry %s: %s", rfs_rcache_path(r->cache),
+              strerror(errno));
+        return RFS_E_IO;
+    }
+    return RFS_OK;
+}
+
+/*
+ * GET [off, off+len) into the cache and mark it, retrying as the policy
+ * says: retries attempts after the first, or none while the server is
+ * down (see Failures above).
+ */
 static rfs_err fetch_range(rfs_remote *r, uint64_t off, uint64_t len)
 {
     unsigned seed = (unsigned)(off / r->chunk) ^ (unsigned)time(NULL) ^ (unsigned)getpid();
     char why[320] = "";
     rfs_http_resp rs;
     cache_sink sink = {r, off};
-    for (unsigned k = 0; k <= r->retries; k++) {
+    attempt_res a = ATT_RETRY;
+    unsigned retries = atomic_load(&r->down) ? 0 : r->retries;
+    for (unsigned k = 0; k <= retries && a == ATT_RETRY; k++) {
         if (k) {
             atomic_fetch_add(&r->n_retries, 1);
             backoff(k, &seed);
@@ -228,23 +260,18 @@ static rfs_err fetch_range(rfs_remote *r, uint64_t off, uint64_t len)
                      r->etag[0] ? NULL : (r->last_mod[0] ? r->last_mod : NULL), to_cache, &sink,
                      &rs);
         atomic_fetch_add(&r->bytes, rs.got);
-        attempt_res a = judge(r, off, len, &rs, why, sizeof why);
-        if (a == ATT_OK) {
-            if (rfs_rcache_mark(r->cache, off, len) != RFS_OK) {
-                r_log(r, 0, "cannot write the cache dir entry %s: %s",
-                      rfs_rcache_path(r->cache), strerror(errno));
-                return RFS_E_IO;
-            }
-            return RFS_OK;
-        }
+        a = judge(r, off, len, &rs, why, sizeof why);
+        if (a == ATT_OK)
+            return fetched(r, off, len);
         atomic_fetch_add(&r->errors, 1);
-        if (a == ATT_CHANGED) {
-            object_changed(r);
-            return RFS_E_IO;
-        }
-        if (a == ATT_FAIL)
-            break;
     }
+    if (a == ATT_CHANGED) {
+        object_changed(r);
+        return RFS_E_IO;
+    }
+    if (a == ATT_RETRY && !atomic_exchange(&r->down, 1))
+        r_log(r, 0, "the server keeps failing: one attempt per read, no read-ahead, until it "
+                    "answers again");
     r_log(r, 0, "bytes %" PRIu64 "-%" PRIu64 ": %s%s", off, off + len - 1, why,
           atomic_load(&r->changed) ? "" : " (gave up: EIO)");
     return RFS_E_IO;
@@ -253,7 +280,20 @@ static rfs_err fetch_range(rfs_remote *r, uint64_t off, uint64_t len)
 /* Chunk c is present, or in flight here; with mu held. */
 static int busy(const rfs_remote *r, uint64_t c)
 {
-    return r->inflight[c] || rfs_rcache_present(r->cache, c);
+    return (r->chunk_st[c] & CH_INFLIGHT) || rfs_rcache_present(r->cache, c);
+}
+
+/* Claim chunks [s, e] for a flight (with mu held). */
+static void claim(rfs_remote *r, uint64_t s, uint64_t e)
+{
+    memset(r->chunk_st + s, CH_INFLIGHT, e - s + 1);
+}
+
+/* The flight of [s, e] ended with err; wake its waiters (with mu held). */
+static void land(rfs_remote *r, uint64_t s, uint64_t e, rfs_err err)
+{
+    memset(r->chunk_st + s, err ? CH_FAILED : 0, e - s + 1);
+    pthread_cond_broadcast(&r->cv);
 }
 
 /* Fetch chunks [s, e] (claimed in flight by the caller). */
@@ -276,7 +316,8 @@ static rfs_err fetch_run(rfs_remote *r, uint64_t s, uint64_t e)
  */
 static void readahead_note(rfs_remote *r, uint64_t first, uint64_t last)
 {
-    if (!r->ra_n || first == 0 || !rfs_rcache_present(r->cache, first - 1))
+    if (!r->ra_n || first == 0 || atomic_load(&r->down) ||
+        !rfs_rcache_present(r->cache, first - 1))
         return;
     uint64_t end = last + r->ra_window < r->n_chunks - 1 ? last + r->ra_window : r->n_chunks - 1;
     uint64_t c = last + 1;
@@ -288,7 +329,7 @@ static void readahead_note(rfs_remote *r, uint64_t first, uint64_t last)
     for (; c <= end && r->ra_len < r->ra_cap; c++) {
         if (busy(r, c))
             continue;
-        r->inflight[c] = 1;
+        claim(r, c, c);
         r->ra_queue[(r->ra_head + r->ra_len++) % r->ra_cap] = c;
         pthread_cond_signal(&r->ra_cv);
     }
@@ -308,14 +349,16 @@ static void *readahead_main(void *arg)
         r->ra_head = (r->ra_head + 1) % r->ra_cap;
         r->ra_len--;
         pthread_mutex_unlock(&r->mu);
-        fetch_run(r, c, c); /* a failure is logged; a demand read tries again */
+        /* A failure is logged and given to whoever waits for c.  Once the
+         * server is down, what is queued is not fetched: read-ahead is a
+         * guess, and each guess would cost a timeout. */
+        rfs_err err = atomic_load(&r->down) ? RFS_E_IO : fetch_run(r, c, c);
         pthread_mutex_lock(&r->mu);
-        r->inflight[c] = 0;
-        pthread_cond_broadcast(&r->cv);
+        land(r, c, c, err);
     }
     /* Whatever is still queued was never fetched: not in flight any more. */
     for (; r->ra_len; r->ra_len--, r->ra_head = (r->ra_head + 1) % r->ra_cap)
-        r->inflight[r->ra_queue[r->ra_head]] = 0;
+        r->chunk_st[r->ra_queue[r->ra_head]] = 0;
     pthread_cond_broadcast(&r->cv);
     pthread_mutex_unlock(&r->mu);
     return NULL;
@@ -374,6 +417,7 @@ static rfs_err remote_ensure(void *ctx, uint64_t off, uint64_t len)
     atomic_fetch_add(&r->hits, c - first);
     if (c > last)
         return RFS_OK;
+    int waited = 0;
     pthread_mutex_lock(&r->mu);
     for (;;) {
         while (c <= last && rfs_rcache_present(r->cache, c))
@@ -385,17 +429,24 @@ static rfs_err remote_ensure(void *ctx, uint64_t off, uint64_t len)
             s++;
         if (s > last) { /* everything missing is in flight elsewhere: wait */
             pthread_cond_wait(&r->cv, &r->mu);
+            waited = 1;
             continue;
+        }
+        /* s was in flight when we began to wait (all missing chunks were)
+         * and that flight failed: its failure is ours (one budget per
+         * flight).  A reader that did not wait for it tries again. */
+        if (waited && (r->chunk_st[s] & CH_FAILED)) {
+            pthread_mutex_unlock(&r->mu);
+            return RFS_E_IO;
         }
         uint64_t e = s;
         while (e < last && e - s + 1 < RUN_MAX_CHUNKS && !busy(r, e + 1))
             e++;
-        memset(r->inflight + s, 1, e - s + 1);
+        claim(r, s, e);
         pthread_mutex_unlock(&r->mu);
         rfs_err err = fetch_run(r, s, e);
         pthread_mutex_lock(&r->mu);
-        memset(r->inflight + s, 0, e - s + 1);
-        pthread_cond_broadcast(&r->cv);
+        land(r, s, e, err);
         if (err) {
             pthread_mutex_unlock(&r->mu);
             return err;
@@ -545,8 +596,8 @@ static rfs_err cache_open(rfs_remote *r, const rfs_remote_opts *o, char *why, si
     uint64_t mine = rfs_rcache_bytes(r->cache);
     r->other_bytes = info.dir_bytes > mine ? info.dir_bytes - mine : 0;
     r->n_chunks = rfs_rcache_chunks(r->cache);
-    r->inflight = calloc(r->n_chunks, 1);
-    return r->inflight ? RFS_OK : RFS_E_NOMEM;
+    r->chunk_st = calloc(r->n_chunks, 1);
+    return r->chunk_st ? RFS_OK : RFS_E_NOMEM;
 }
 
 rfs_err rfs_remote_open(rfs_remote **out, const rfs_remote_opts *o, char *why, size_t why_cap)
@@ -607,7 +658,7 @@ void rfs_remote_close(rfs_remote *r)
     rfs_rcache_close(r->cache);
     rfs_cred_free(&r->cred);
     rfs_url_free(&r->url);
-    free(r->inflight);
+    free(r->chunk_st);
     pthread_mutex_destroy(&r->mu);
     pthread_cond_destroy(&r->cv);
     pthread_cond_destroy(&r->ra_cv);

@@ -15,8 +15,12 @@
  *    others wait for it), at most fetch_parallel requests in flight.
  *    Failures are retried (connection errors, stalls past timeout, 429,
  *    5xx, short bodies, a wrong Content-Range) with exponential backoff and
- *    jitter, a bounded number of times; then RFS_E_IO.  A later ensure
- *    tries again, so the mount recovers when the server does.
+ *    jitter, a bounded number of times; then RFS_E_IO.  Callers that
+ *    waited for that flight get its RFS_E_IO too (one budget per flight),
+ *    and until an attempt succeeds again the server counts as down: each
+ *    fetch makes one attempt (a stalled server costs a read one timeout),
+ *    read-ahead pauses.  Nothing failed is remembered: a later ensure
+ *    tries again, so the mount recovers by itself when the server does.
  *  - Secrets (S3 credentials) are never logged, never in why, never in
  *    stats.  Log lines and messages show the URL without credentials.
  *  - Threads: ensure and the stats calls are thread-safe; open/close not.

@@ -142,6 +142,21 @@ static void test_cache_failed_unit(void **state)
     assert_true(owner);
     rfs_cache_publish(c, e, RFS_OK);
     rfs_cache_release(c, e);
+    /* So is a fetch that failed (RFS_E_IO: a remote server down): a waiter
+     * of that decode gets the error, the next acquire decodes again. */
+    e = rfs_cache_acquire(c, 9, 4096, &owner);
+    assert_true(owner);
+    int o2;
+    rfs_centry *w = rfs_cache_acquire(c, 9, 4096, &o2);
+    assert_false(o2);
+    rfs_cache_publish(c, e, RFS_E_IO);
+    assert_int_equal(rfs_cache_wait(c, w), RFS_E_IO);
+    rfs_cache_release(c, w);
+    rfs_cache_release(c, e);
+    e = rfs_cache_acquire(c, 9, 4096, &owner);
+    assert_true(owner);
+    rfs_cache_publish(c, e, RFS_OK);
+    rfs_cache_release(c, e);
     rfs_cache_destroy(c);
 }
 

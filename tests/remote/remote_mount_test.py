@@ -602,10 +602,13 @@ def fail_read(src, mnt, p, px, fault):
     target = os.path.join(mnt, TARGETS[fault])
     inject(px, fault)
     FS.drop_cache(target)
+    t0, n0 = time.time(), len(px.log())
     rd = Reader(target)
     if rd.wait(0.5)[0] == "hang":  # still retrying: other reads must not wait for it
         cached_reads(src, mnt)
     r = rd.wait(180)
+    log("%s: the read ended (%s) after %.1f s, %d requests" % (
+        fault, r[0], time.time() - t0, len(px.log()) - n0))
     assert r == ("errno", errno.EIO), "%s: the read gave %s, not EIO" % (fault, r[0])
     assert alive(p), "daemon died"
     cached_reads(src, mnt)

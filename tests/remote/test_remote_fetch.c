@@ -10,8 +10,9 @@
  *    running: right bytes, and no chunk fetched twice (single flight:
  *    misses <= chunks);
  *  - a reopen on the same cache dir makes one request (the pin) only;
- *  - the server stopped: EIO once the retries are spent; started again:
- *    the same read succeeds (recovery);
+ *  - the server stopped: EIO once the retries are spent, then one attempt
+ *    per read while it stays down; started again: the same read succeeds
+ *    (recovery) and the next outage gets the whole budget again;
  *  - the object replaced on the server: EIO for uncached bytes, never the
  *    new bytes; a missing object: the open fails naming HTTP 404.
  * Skips (77) when nginx is not installed.
@@ -296,8 +297,20 @@ static void test_server_down_then_back(void **state)
     rfs_remote_get_stats(r, &st);
     assert_int_equal(st.retries, 1);
     assert_int_equal(st.errors, 2);
+    /* Down now: the next read of other bytes makes one attempt, no retry. */
+    assert_int_equal(read_compare(img, ctx, lctx, ino[big], size[big] / 4, 4096), RFS_E_IO);
+    rfs_remote_get_stats(r, &st);
+    assert_int_equal(st.retries, 1);
+    assert_int_equal(st.errors, 3);
     nginx_start();
     assert_int_equal(read_compare(img, ctx, lctx, ino[big], size[big] / 2, 4096), RFS_OK);
+    /* Up again: the next outage gets the whole budget again. */
+    nginx_stop();
+    assert_int_equal(read_compare(img, ctx, lctx, ino[big], size[big] / 4 * 3, 4096), RFS_E_IO);
+    rfs_remote_get_stats(r, &st);
+    assert_int_equal(st.retries, 2);
+    assert_int_equal(st.errors, 5);
+    nginx_start();
     assert_int_equal(read_compare(img, ctx, lctx, ino[big], 0, size[big]), RFS_OK);
     rfs_rctx_destroy(ctx);
     rfs_rctx_destroy(lctx);
