@@ -101,8 +101,17 @@ typedef enum rfs_plane_mode {
     RFS_PM_CONST = 1,       /* one byte repeated n times, no payload */
     RFS_PM_RANS_TILE = 2,   /* rANS with a frequency table in the payload */
     RFS_PM_RANS_SHARED = 3, /* rANS with the tensor's shared table for this plane */
-    RFS_PM_COUNT = 4,
+    /* rANS with two tables in the payload, chosen per element by its byte in
+     * plane W-1 (the exponent): only plane W-2 of a W = 2 or 4 tile
+     * (docs/format.md 1.2, 1.4.1).  Tile format 2. */
+    RFS_PM_RANS_CTX = 4,
+    RFS_PM_COUNT = 5,
 } rfs_plane_mode;
+
+/* RANS_CTX: the plane it is allowed for, and the plane holding the context
+ * byte, for a tile of width w (2 or 4). */
+#define RFS_CTX_PLANE(w) ((w) - 2u)
+#define RFS_CTX_SRC_PLANE(w) ((w) - 1u)
 
 /*
  * A normalised order-0 frequency table (sum exactly 2^12, every present
@@ -199,6 +208,10 @@ typedef struct rfs_tile_params {
      * but counts that do and are wrong code a tile that does not decode to
      * src (Debug builds assert against the encoder's own count). */
     const uint32_t (*counts)[256];
+    /* Non-zero: plane W-2 of a W = 2 or 4 tile may be coded RANS_CTX where
+     * that is smaller after its tables (tile format 2; an image holding such
+     * a tile needs feature CTX).  Zero: the tile is tile format 1. */
+    int ctx;
 } rfs_tile_params;
 
 /* Create an encoder for tiles of up to max_tile_bytes decoded bytes. */
@@ -294,6 +307,22 @@ rfs_err rfs_tile_parse(rfs_tile_layout *lay, const uint8_t *src, size_t src_size
  */
 rfs_err rfs_plane_parse_rans(const uint8_t *src, const rfs_plane_layout *pl, int have_shared,
                              uint16_t freq[256], size_t *stream_off, size_t *stream_size);
+
+/*
+ * The payload of a RANS_CTX plane pl of tile src (docs/format.md 1.4.1):
+ * *threshold receives the context threshold, freq0 and freq1 the two
+ * tables (parsed and checked as rfs_table_parse_freq), *stream_off and
+ * *stream_size the stream, checked as for rfs_plane_parse_rans.
+ * Errors: RFS_E_TRUNCATED, RFS_E_HEADER (threshold 0), RFS_E_TABLE,
+ * RFS_E_TRAILING, RFS_E_ARG when pl is not a RANS_CTX plane.
+ */
+rfs_err rfs_plane_parse_ctx(const uint8_t *src, const rfs_plane_layout *pl, uint8_t *threshold,
+                            uint16_t freq0[256], uint16_t freq1[256], size_t *stream_off,
+                            size_t *stream_size);
+
+/* 1 when the tile src (already checked by rfs_tile_parse or a decode) has
+ * a RANS_CTX plane, so an image holding it needs feature CTX. */
+int rfs_tile_uses_ctx(const uint8_t *src, size_t src_size);
 
 /*
  * Decode one tile into dst (the original bytes).  *dst_size receives n*W.

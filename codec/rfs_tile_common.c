@@ -51,12 +51,16 @@ rfs_err rfs_tile_info(const uint8_t *src, size_t src_size, unsigned *width, uint
     return RFS_OK;
 }
 
-/* One plane descriptor d of a tile of n elements (8 bytes, in bounds). */
-static rfs_err plane_desc_parse(rfs_plane_layout *pl, const uint8_t *d, uint32_t n)
+/* One plane descriptor d of plane p of a tile of n elements and width w
+ * (8 bytes, in bounds). */
+static rfs_err plane_desc_parse(rfs_plane_layout *pl, const uint8_t *d, uint32_t n, unsigned p,
+                                unsigned w)
 {
     unsigned mode = d[0];
     uint32_t size = rfs_ld32(d + 4);
     if (mode >= RFS_PM_COUNT || d[2] || d[3] || (mode != RFS_PM_CONST && d[1]))
+        return RFS_E_HEADER;
+    if (mode == RFS_PM_RANS_CTX && (w < 2 || p != RFS_CTX_PLANE(w)))
         return RFS_E_HEADER;
     if ((mode == RFS_PM_RAW && size != n) || (mode == RFS_PM_CONST && size != 0))
         return RFS_E_HEADER;
@@ -76,7 +80,8 @@ rfs_err rfs_tile_parse(rfs_tile_layout *lay, const uint8_t *src, size_t src_size
         return RFS_E_TRUNCATED;
     for (unsigned p = 0; p < lay->width; p++) {
         rfs_plane_layout *pl = &lay->plane[p];
-        err = plane_desc_parse(pl, src + RFS_TILE_HDR_SIZE + RFS_PLANE_DESC_SIZE * p, lay->n);
+        err = plane_desc_parse(pl, src + RFS_TILE_HDR_SIZE + RFS_PLANE_DESC_SIZE * p, lay->n, p,
+                               lay->width);
         if (err != RFS_OK)
             return err;
         if (pl->size > src_size - pos)
@@ -85,6 +90,53 @@ rfs_err rfs_tile_parse(rfs_tile_layout *lay, const uint8_t *src, size_t src_size
         pos += pl->size;
     }
     return pos == src_size ? RFS_OK : RFS_E_TRAILING;
+}
+
+/* The stream part of a rANS payload of size bytes: the 32 states, then
+ * whole words. */
+static rfs_err stream_check(size_t size)
+{
+    if (size < RFS_STATES_SIZE)
+        return RFS_E_TRUNCATED;
+    return (size - RFS_STATES_SIZE) % 2 ? RFS_E_TRAILING : RFS_OK;
+}
+
+rfs_err rfs_plane_parse_ctx(const uint8_t *src, const rfs_plane_layout *pl, uint8_t *threshold,
+                            uint16_t freq0[256], uint16_t freq1[256], size_t *stream_off,
+                            size_t *stream_size)
+{
+    if (pl->mode != RFS_PM_RANS_CTX)
+        return RFS_E_ARG;
+    size_t off = pl->off, size = pl->size, used = 0;
+    if (size < 1)
+        return RFS_E_TRUNCATED;
+    if (src[off] == 0) /* every element would use table 1: not a context */
+        return RFS_E_HEADER;
+    *threshold = src[off];
+    off++;
+    size--;
+    uint16_t *freq[2] = {freq0, freq1};
+    for (unsigned c = 0; c < 2; c++) {
+        rfs_err err = rfs_table_parse_freq(freq[c], src + off, size, &used);
+        if (err != RFS_OK)
+            return err;
+        off += used;
+        size -= used;
+    }
+    rfs_err err = stream_check(size);
+    if (err != RFS_OK)
+        return err;
+    *stream_off = off;
+    *stream_size = size;
+    return RFS_OK;
+}
+
+int rfs_tile_uses_ctx(const uint8_t *src, size_t src_size)
+{
+    rfs_tile_layout lay;
+    if (rfs_tile_parse(&lay, src, src_size) != RFS_OK || lay.width < 2)
+        return 0;
+    return lay.plane[RFS_CTX_PLANE(lay.width)].mode == RFS_PM_RANS_CTX;
 }
 
 rfs_err rfs_plane_parse_rans(const uint8_t *src, const rfs_plane_layout *pl, int have_shared,
@@ -103,10 +155,9 @@ rfs_err rfs_plane_parse_rans(const uint8_t *src, const rfs_plane_layout *pl, int
     } else if (!have_shared) {
         return RFS_E_NO_SHARED;
     }
-    if (size < RFS_STATES_SIZE)
-        return RFS_E_TRUNCATED;
-    if ((size - RFS_STATES_SIZE) % 2)
-        return RFS_E_TRAILING;
+    rfs_err err = stream_check(size);
+    if (err != RFS_OK)
+        return err;
     *stream_off = off;
     *stream_size = size;
     return RFS_OK;

@@ -67,6 +67,13 @@ struct rfs_enc {
      * part of a small tile's table set-up. */
     uint32_t rcp[RFS_PROB_SCALE + 1];
     uint8_t rcp_shift[RFS_PROB_SCALE + 1];
+    /* RANS_CTX: the threshold, the two tables (no dec[]), their counts and
+     * encode constants, and the sampled (context value, byte) histogram. */
+    uint8_t ctx_thr;
+    rfs_table ctx_tab[2];
+    uint32_t ctx_counts[2][256];
+    enc_sym ctx_sym[2][256];
+    uint32_t ctx_joint[256][256];
 };
 
 rfs_enc *rfs_enc_create(size_t max_tile_bytes)
@@ -390,6 +397,178 @@ static rfs_err rans_encode_plane(rfs_enc *e, uint8_t *dst, size_t dst_cap, size_
     return RFS_OK;
 }
 
+/* ------------------------------------------------------------- RANS_CTX */
+
+/*
+ * RANS_CTX (docs/format.md 1.4.1): plane W-2 coded with table 0 where the
+ * element's byte in plane W-1 (the exponent) is below a threshold and
+ * table 1 elsewhere.  Why one threshold: measured on real weights
+ * (docs/benchmarks.md, "Context-coded low byte"), after the tables' cost a
+ * split of the exponent range into two gains more than giving the most
+ * frequent exponents tables of their own, and three or four ranges gain no
+ * more than two: the mantissa is near uniform for small magnitudes and
+ * skewed for the large ones, and a table costs ~300 bytes of a 128 KiB
+ * plane.
+ *
+ * The threshold is chosen on every 2^CTX_SAMPLE_SHIFT-th element, among
+ * at most CTX_CANDIDATES values that cut the sampled context histogram
+ * into near-equal parts (so the choice costs little next to the coding);
+ * the plane's cost is then exact for that threshold.
+ */
+#define CTX_SAMPLE_SHIFT 3
+#define CTX_CANDIDATES 16u
+#define CTX_EST_MARGIN 1.01 /* the sample's estimate may be this much high */
+
+/* Bytes of the symbols counted in c (total m > 0) coded with a table
+ * built from them, and (*tab, added to) the bytes of that table; f
+ * receives the table. */
+static double ctx_part_cost(const rfs_enc *e, uint16_t f[256], const uint32_t *c, uint64_t m,
+                            double *tab)
+{
+    normalise_freq(f, c, m);
+    *tab += (double)table_size(f);
+    return table_cost_bits(e, c, f) / 8;
+}
+
+/* Estimated RANS_CTX bytes of a plane of n symbols from a sample of m:
+ * with threshold t, the sample's rows below t (lo, total m_lo) and the
+ * rest (tot - lo), coded with tables of their own (the symbols' bytes
+ * scaled to n, the tables' not). */
+static double ctx_split_cost(const rfs_enc *e, const uint32_t *lo, uint64_t m_lo,
+                             const uint32_t *tot, uint64_t m, size_t n)
+{
+    uint32_t hi[256];
+    uint16_t f[256];
+    double tab = 0;
+    for (unsigned s = 0; s < 256; s++)
+        hi[s] = tot[s] - lo[s];
+    double sym = ctx_part_cost(e, f, lo, m_lo, &tab) + ctx_part_cost(e, f, hi, m - m_lo, &tab);
+    return sym * (double)n / (double)m + tab;
+}
+
+/* The best threshold for plane (context bytes ctx) on the sample, and
+ * *est, the plane's estimated RANS_CTX bytes with it (the sample's cost
+ * scaled up); 0 when the sampled contexts have a single value. */
+static unsigned ctx_choose(rfs_enc *e, const uint8_t *plane, const uint8_t *ctx, size_t n,
+                           double *est)
+{
+    uint32_t vc[256] = {0}, lo[256] = {0}, tot[256] = {0};
+    uint64_t m = 0;
+    for (size_t i = 0; i < n; i += 1u << CTX_SAMPLE_SHIFT, m++)
+        vc[ctx[i]]++;
+    unsigned used = 0;
+    for (unsigned v = 0; v < 256; v++)
+        if (vc[v])
+            memset(e->ctx_joint[v], 0, sizeof e->ctx_joint[v]), used++;
+    if (used < 2)
+        return 0;
+    for (size_t i = 0; i < n; i += 1u << CTX_SAMPLE_SHIFT)
+        e->ctx_joint[ctx[i]][plane[i]]++;
+    for (unsigned v = 0; v < 256; v++)
+        if (vc[v])
+            for (unsigned s = 0; s < 256; s++)
+                tot[s] += e->ctx_joint[v][s];
+    double best = 1e300;
+    unsigned thr = 0;
+    uint64_t m_lo = 0, next = 0;
+    for (unsigned v = 0; v < 256; v++) {
+        /* candidate v: lo holds the rows below v */
+        if (vc[v] && m_lo && m_lo >= next) {
+            double c = ctx_split_cost(e, lo, m_lo, tot, m, n);
+            if (c < best)
+                best = c, thr = v;
+            next = m_lo + m / CTX_CANDIDATES;
+        }
+        if (vc[v])
+            for (unsigned s = 0; s < 256; s++)
+                lo[s] += e->ctx_joint[v][s];
+        m_lo += vc[v];
+    }
+    *est = best;
+    return thr;
+}
+
+/* Exact RANS_CTX cost of the plane (bytes of payload), with the threshold
+ * chosen and both tables in e; huge when a part is empty, or when the
+ * sample's estimate is not below bound by a margin (the sample's tables
+ * lack the rare symbols, so it errs low; the exact pass is skipped only
+ * where it would not win). */
+static double ctx_plan(rfs_enc *e, const uint8_t *plane, const uint8_t *ctx, size_t n,
+                       double bound)
+{
+    double est = 0;
+    unsigned thr = ctx_choose(e, plane, ctx, n, &est);
+    if (!thr || est >= bound * CTX_EST_MARGIN)
+        return 1e300;
+    memset(e->ctx_counts, 0, sizeof e->ctx_counts);
+    for (size_t i = 0; i < n; i++)
+        e->ctx_counts[ctx[i] >= thr][plane[i]]++;
+    uint64_t m0 = 0;
+    for (unsigned s = 0; s < 256; s++)
+        m0 += e->ctx_counts[0][s];
+    if (m0 == 0 || m0 == n)
+        return 1e300;
+    e->ctx_thr = (uint8_t)thr;
+    double tab = 0;
+    double sym = ctx_part_cost(e, e->ctx_tab[0].freq, e->ctx_counts[0], m0, &tab) +
+                 ctx_part_cost(e, e->ctx_tab[1].freq, e->ctx_counts[1], n - m0, &tab);
+    return 1.0 + RFS_STATES_SIZE + tab + sym;
+}
+
+/* Code the plane with the two tables of e (ctx_plan) into dst: states, then
+ * words, as rans_encode_plane; symbol i with table (ctx[i] >= threshold). */
+static rfs_err rans_encode_ctx(rfs_enc *e, uint8_t *dst, size_t dst_cap, size_t *written,
+                               const uint8_t *plane, const uint8_t *ctx, size_t n)
+{
+    for (unsigned c = 0; c < 2; c++)
+        for (unsigned s = 0, start = 0; s < 256; start += e->ctx_tab[c].freq[s++])
+            if (e->ctx_tab[c].freq[s])
+                enc_sym_init(e, &e->ctx_sym[c][s], start, e->ctx_tab[c].freq[s]);
+    uint32_t x[RFS_LANES];
+    for (unsigned j = 0; j < RFS_LANES; j++)
+        x[j] = RFS_RANS_L;
+    const unsigned thr = e->ctx_thr;
+    uint16_t *end = e->words + e->words_cap, *ptr = end;
+    size_t i = n;
+    while (i % RFS_LANES) { /* the last, partial step */
+        i--;
+        ptr = enc_put(&x[i % RFS_LANES], ptr, &e->ctx_sym[ctx[i] >= thr][plane[i]]);
+    }
+    while (i) { /* lanes 31..0, so each step's words come out in lane order */
+        i -= RFS_LANES;
+        for (unsigned j = RFS_LANES; j-- > 0;)
+            ptr = enc_put(&x[j], ptr, &e->ctx_sym[ctx[i + j] >= thr][plane[i + j]]);
+    }
+    size_t nwords = (size_t)(end - ptr), size = RFS_STATES_SIZE + 2 * nwords;
+    if (size > dst_cap)
+        return RFS_E_DST_SMALL;
+    for (unsigned j = 0; j < RFS_LANES; j++)
+        rfs_st32(dst + 4 * j, x[j]);
+    for (size_t k = 0; k < nwords; k++)
+        rfs_st16(dst + RFS_STATES_SIZE + 2 * k, ptr[k]);
+    *written = size;
+    return RFS_OK;
+}
+
+/* The RANS_CTX payload: threshold, table 0, table 1, stream. */
+static rfs_err encode_ctx_payload(rfs_enc *e, uint8_t *dst, size_t dst_cap, size_t *written,
+                                  const uint8_t *plane, const uint8_t *ctx, size_t n)
+{
+    size_t pos = 1, k = 0;
+    if (dst_cap < 1)
+        return RFS_E_DST_SMALL;
+    dst[0] = e->ctx_thr;
+    for (unsigned c = 0; c < 2; c++) {
+        rfs_err err = rfs_table_write(dst + pos, dst_cap - pos, &k, &e->ctx_tab[c]);
+        if (err != RFS_OK)
+            return err;
+        pos += k;
+    }
+    rfs_err err = rans_encode_ctx(e, dst + pos, dst_cap - pos, &k, plane, ctx, n);
+    *written = pos + k;
+    return err;
+}
+
 /* ------------------------------------------------------------- plane choice */
 
 /* Plane coding decision. */
@@ -405,8 +584,8 @@ static size_t rans_budget(size_t n)
     return n - (n >> RFS_ENC_RAW_GAIN_SHIFT);
 }
 
-static plane_plan plan_plane(rfs_enc *e, const uint8_t *plane, size_t n, unsigned p,
-                             const rfs_tile_params *prm)
+static plane_plan plan_plane(rfs_enc *e, const uint8_t *plane, const uint8_t *ctx, size_t n,
+                             unsigned p, const rfs_tile_params *prm)
 {
     plane_plan pl = {RFS_PM_RAW, 0, NULL};
     if (n == 0 || prm->raw_only)
@@ -431,9 +610,14 @@ static plane_plan plan_plane(rfs_enc *e, const uint8_t *plane, size_t n, unsigne
     if (sh) {
         c = (double)RFS_STATES_SIZE + table_cost_bits(e, e->counts, sh->freq) / 8;
         if (c < best) {
+            best = c;
             pl.mode = RFS_PM_RANS_SHARED;
             pl.table = sh;
         }
+    }
+    if (ctx && ctx_plan(e, plane, ctx, n, best) < best) {
+        pl.mode = RFS_PM_RANS_CTX;
+        pl.table = NULL;
     }
     if (pl.mode == RFS_PM_RANS_TILE) {
         uint32_t start = 0;
@@ -447,17 +631,20 @@ static plane_plan plan_plane(rfs_enc *e, const uint8_t *plane, size_t n, unsigne
 
 /* Code one plane's payload at dst; fills the descriptor fields. */
 static rfs_err encode_plane(rfs_enc *e, uint8_t *desc, uint8_t *dst, size_t dst_cap,
-                            size_t *written, const uint8_t *plane, size_t n, unsigned p,
-                            const rfs_tile_params *prm)
+                            size_t *written, const uint8_t *plane, const uint8_t *ctx, size_t n,
+                            unsigned p, const rfs_tile_params *prm)
 {
-    plane_plan pl = plan_plane(e, plane, n, p, prm);
+    plane_plan pl = plan_plane(e, plane, ctx, n, p, prm);
     size_t size = 0;
-    if (pl.mode == RFS_PM_RANS_TILE || pl.mode == RFS_PM_RANS_SHARED) {
+    if (pl.mode == RFS_PM_RANS_TILE || pl.mode == RFS_PM_RANS_SHARED ||
+        pl.mode == RFS_PM_RANS_CTX) {
         size_t tsize = 0, ssize = 0;
         rfs_err err = RFS_OK;
-        if (pl.mode == RFS_PM_RANS_TILE)
+        if (pl.mode == RFS_PM_RANS_CTX)
+            err = encode_ctx_payload(e, dst, dst_cap, &ssize, plane, ctx, n);
+        else if (pl.mode == RFS_PM_RANS_TILE)
             err = rfs_table_write(dst, dst_cap, &tsize, pl.table);
-        if (err == RFS_OK)
+        if (err == RFS_OK && pl.mode != RFS_PM_RANS_CTX)
             err = rans_encode_plane(e, dst + tsize, dst_cap - tsize, &ssize, plane, n, pl.table);
         size = tsize + ssize;
         /* Estimates can be off by a few bytes: the same rule on the real size. */
@@ -508,8 +695,11 @@ rfs_err rfs_tile_encode(rfs_enc *e, uint8_t *dst, size_t dst_cap, size_t *dst_si
     size_t pos = hdr;
     for (unsigned p = 0; p < w; p++) {
         size_t written = 0;
+        /* RANS_CTX is tried for plane W-2, with plane W-1 as its context */
+        const uint8_t *ctx =
+            prm->ctx && w >= 2 && p == RFS_CTX_PLANE(w) ? planes + RFS_CTX_SRC_PLANE(w) * n : NULL;
         rfs_err err = encode_plane(e, dst + RFS_TILE_HDR_SIZE + RFS_PLANE_DESC_SIZE * p,
-                                   dst + pos, dst_cap - pos, &written, planes + p * n, n, p,
+                                   dst + pos, dst_cap - pos, &written, planes + p * n, ctx, n, p,
                                    prm);
         if (err != RFS_OK)
             return err;

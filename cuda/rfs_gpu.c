@@ -68,9 +68,11 @@ static void why_set(char *why, size_t cap, const char *what, cudaError_t e)
 static size_t meta_bound(size_t max_tiles, size_t max_chunks)
 {
     size_t planes = RFS_MAX_WIDTH * max_tiles;
+    /* a RANS_CTX plane has two tables: at most one table more per tile */
     return max_tiles * sizeof(rfs_gpu_tile_desc) + planes * sizeof(rfs_gpu_task) +
            planes * sizeof(rfs_gpu_job) + max_chunks * sizeof(rfs_gpu_chunk) +
-           planes * RFS_GPU_TABLE_WORDS * sizeof(uint32_t) + 6 * META_ALIGN;
+           (planes + max_tiles) * RFS_GPU_TABLE_WORDS * sizeof(uint32_t) +
+           max_tiles * sizeof(rfs_gpu_ctx_job) + 7 * META_ALIGN;
 }
 
 static cudaError_t slot_alloc(rfs_gpu *g, rfs_gpu_slot *s)
@@ -261,6 +263,7 @@ static size_t stage_meta(rfs_gpu_slot *s, rfs_gpu_view *v, uint8_t *out_base)
         {p->chunks, p->n_chunks * sizeof(*p->chunks), (const void **)&v->chunks},
         {p->tables, p->n_tables * RFS_GPU_TABLE_WORDS * sizeof(uint32_t),
          (const void **)&v->tables},
+        {p->ctx_jobs, p->n_ctx_jobs * sizeof(*p->ctx_jobs), (const void **)&v->ctx_jobs},
     };
     for (size_t k = 0; k < sizeof(parts) / sizeof(parts[0]); k++) {
         if (parts[k].size)
@@ -274,6 +277,7 @@ static size_t stage_meta(rfs_gpu_slot *s, rfs_gpu_view *v, uint8_t *out_base)
     v->err = s->d_err;
     v->n_jobs = (uint32_t)p->n_jobs;
     v->n_chunks = (uint32_t)p->n_chunks;
+    v->n_ctx_jobs = (uint32_t)p->n_ctx_jobs;
     return at;
 }
 

@@ -29,8 +29,10 @@ static __device__ void build_table(uint32_t *dec, const uint32_t *rec, unsigned 
 }
 
 /* One warp decodes one rANS plane into scratch; returns 0 or an rfs_err.
- * Every branch on a warp-wide value is uniform, so all 32 lanes reach every
- * ballot and shuffle. */
+ * CTX: a RANS_CTX plane, dec its two tables, each symbol's picked by its
+ * element's byte in plane W-1.  Every branch on a warp-wide value is
+ * uniform, so all 32 lanes reach every ballot and shuffle. */
+template <bool CTX>
 static __device__ uint32_t decode_plane(const rfs_gpu_view &v, rfs_gpu_task task,
                                         const uint32_t *dec, unsigned lane)
 {
@@ -54,7 +56,13 @@ static __device__ uint32_t decode_plane(const rfs_gpu_view &v, rfs_gpu_task task
         int need = 0;
         if (lane < n - 32u * k) { /* all lanes but in the last step */
             uint8_t s;
-            x = rfs_lane_decode(x, dec, &s);
+            const uint32_t *d = dec;
+            if (CTX)
+                d = rfs_gw_ctx_table(dec,
+                                     rfs_gw_ctx_byte(&t->plane[t->width - 1u], v.in, v.scratch,
+                                                     32u * k + lane),
+                                     pd->value);
+            x = rfs_lane_decode(x, d, &s);
             out[32u * k + lane] = s;
             need = rfs_lane_needs_word(x);
         }
@@ -93,9 +101,30 @@ __global__ void __launch_bounds__(RFS_GPU_WARPS * 32, 12) rfs_gpu_decode_kernel(
     if (warp >= job.count)
         return;
     const rfs_gpu_task task = v.tasks[job.first + warp];
-    const uint32_t err = decode_plane(v, task, dec, lane);
+    const uint32_t err = decode_plane<false>(v, task, dec, lane);
     if (err && lane == 0)
         v.err[task.tile] = err;
+}
+
+/* Kernel 1b: one block of one warp per RANS_CTX plane, after kernel 1 (the
+ * plane's context may be a plane kernel 1 decodes).  Both tables are built
+ * as kernel 1 builds one, lane j writing slots start+j, start+j+32, ... */
+__global__ void __launch_bounds__(32) rfs_gpu_ctx_kernel(rfs_gpu_view v)
+{
+    __shared__ uint32_t dec[2 * RFS_PROB_SCALE];
+    const rfs_gpu_ctx_job job = v.ctx_jobs[blockIdx.x];
+    const unsigned lane = threadIdx.x;
+    for (unsigned c = 0; c < 2; c++)
+        for (unsigned w = 0; w < RFS_GPU_WARPS; w++)
+            build_table(dec + c * RFS_PROB_SCALE,
+                        v.tables + (size_t)(job.table + c) * RFS_GPU_TABLE_WORDS, w, lane);
+    __syncwarp();
+    if (v.err[job.tile]) /* the context plane failed: the host decodes the tile */
+        return;
+    const rfs_gpu_task task = {job.tile, job.plane};
+    const uint32_t err = decode_plane<true>(v, task, dec, lane);
+    if (err && lane == 0)
+        v.err[job.tile] = err;
 }
 
 /* Kernel 2 body for width W (constant, so the group code unrolls). */
@@ -135,6 +164,10 @@ extern "C" int rfs_gpu_launch(const rfs_gpu_view *v, void *stream)
     if (v->n_jobs)
         rfs_gpu_decode_kernel<<<v->n_jobs, RFS_GPU_WARPS * 32, 0, s>>>(*v);
     cudaError_t e = cudaGetLastError();
+    if (e == cudaSuccess && v->n_ctx_jobs) {
+        rfs_gpu_ctx_kernel<<<v->n_ctx_jobs, 32, 0, s>>>(*v);
+        e = cudaGetLastError();
+    }
     if (e == cudaSuccess && v->n_chunks)
         rfs_gpu_interleave_kernel<<<v->n_chunks, RFS_GPU_IL_THREADS, 0, s>>>(*v);
     return e == cudaSuccess ? (int)cudaGetLastError() : (int)e;

@@ -38,6 +38,7 @@ void rfs_gpu_plan_free(rfs_gpu_plan *p)
     free(p->jobs);
     free(p->chunks);
     free(p->tables);
+    free(p->ctx_jobs);
     free(p->shared_key);
     free(p->shared_idx);
     free(p->sort_count);
@@ -48,7 +49,7 @@ void rfs_gpu_plan_free(rfs_gpu_plan *p)
 void rfs_gpu_plan_reset(rfs_gpu_plan *p)
 {
     p->in_used = p->scratch_used = p->out_used = 0;
-    p->n_tiles = p->n_tasks = p->n_jobs = p->n_chunks = p->n_tables = 0;
+    p->n_tiles = p->n_tasks = p->n_jobs = p->n_chunks = p->n_tables = p->n_ctx_jobs = 0;
     if (p->n_shared)
         memset(p->shared_key, 0, p->shared_cap * sizeof(*p->shared_key));
     p->n_shared = 0;
@@ -145,6 +146,8 @@ typedef struct parsed_tile {
     rfs_gpu_plane_desc plane[RFS_MAX_WIDTH];   /* off: relative to the tile */
     uint32_t rec[RFS_MAX_WIDTH][RFS_GPU_TABLE_WORDS];
     const rfs_table *shared[RFS_MAX_WIDTH];   /* RANS_SHARED: its table */
+    uint32_t ctx_rec[2][RFS_GPU_TABLE_WORDS]; /* RANS_CTX: its two tables */
+    int has_ctx;                              /* plane W-2 is RANS_CTX */
     unsigned n_rans;
     size_t scratch;                           /* scratch bytes needed */
 } parsed_tile;
@@ -170,6 +173,26 @@ static rfs_err parse_stream(parsed_tile *pt, unsigned p, const uint8_t *src,
     return RFS_OK;
 }
 
+/* The payload of RANS_CTX plane p (rfs_plane_parse_ctx): its stream, its
+ * threshold (in the descriptor's value) and its two table records. */
+static rfs_err parse_ctx_stream(parsed_tile *pt, unsigned p, const uint8_t *src,
+                                const rfs_plane_layout *pl)
+{
+    uint16_t freq[2][256];
+    size_t off = 0, size = 0;
+    rfs_err err = rfs_plane_parse_ctx(src, pl, &pt->plane[p].value, freq[0], freq[1], &off, &size);
+    if (err != RFS_OK)
+        return err;
+    freq_record(pt->ctx_rec[0], freq[0]);
+    freq_record(pt->ctx_rec[1], freq[1]);
+    pt->plane[p].off = off;
+    pt->plane[p].size = (uint32_t)size;
+    pt->has_ctx = 1;
+    pt->n_rans++;
+    pt->scratch += align_up(pt->n);
+    return RFS_OK;
+}
+
 /* Header, plane descriptors and tables of one tile (format.md 1.3, 1.4),
  * for a unit that must decode to decoded_size bytes. */
 static rfs_err parse_tile(parsed_tile *pt, const uint8_t *src, size_t src_size,
@@ -189,6 +212,7 @@ static rfs_err parse_tile(parsed_tile *pt, const uint8_t *src, size_t src_size,
         return RFS_E_CORRUPT;
     pt->n_rans = 0;
     pt->scratch = 0;
+    pt->has_ctx = 0;
     for (unsigned p = 0; p < pt->width; p++) {
         const rfs_plane_layout *pl = &lay.plane[p];
         rfs_gpu_plane_desc *pd = &pt->plane[p];
@@ -197,11 +221,12 @@ static rfs_err parse_tile(parsed_tile *pt, const uint8_t *src, size_t src_size,
         pd->value = pl->value;
         pd->off = pl->off;
         pd->size = pl->size;
-        if (pl->mode == RFS_PM_RANS_TILE || pl->mode == RFS_PM_RANS_SHARED) {
+        if (pl->mode == RFS_PM_RANS_TILE || pl->mode == RFS_PM_RANS_SHARED)
             err = parse_stream(pt, p, src, pl, shared);
-            if (err != RFS_OK)
-                return err;
-        }
+        else if (pl->mode == RFS_PM_RANS_CTX)
+            err = parse_ctx_stream(pt, p, src, pl);
+        if (err != RFS_OK)
+            return err;
     }
     return RFS_OK;
 }
@@ -234,6 +259,17 @@ static void commit_rans(rfs_gpu_plan *p, parsed_tile *pt, rfs_gpu_tile_desc *td,
     size_t scratch = p->scratch_used;
     for (unsigned q = 0; q < pt->width; q++) {
         rfs_gpu_plane_desc *pd = &td->plane[q];
+        if (pd->mode == RFS_PM_RANS_CTX) { /* a kernel 1b job, its tables side by side */
+            pd->scratch = scratch;
+            scratch += align_up(pt->n);
+            rfs_gpu_ctx_job *cj = &p->ctx_jobs[p->n_ctx_jobs++];
+            cj->tile = tile;
+            cj->plane = q;
+            cj->table = add_table(p, pt->ctx_rec[0]);
+            add_table(p, pt->ctx_rec[1]);
+            cj->pad = 0;
+            continue;
+        }
         if (pd->mode != RFS_PM_RANS_TILE && pd->mode != RFS_PM_RANS_SHARED)
             continue;
         const rfs_table *t = pt->shared[q];
@@ -261,15 +297,19 @@ static size_t chunk_count(unsigned w, uint32_t lo, uint32_t hi, uint64_t *g0, ui
     return (size_t)((*g1 - *g0 + RFS_GPU_IL_GROUPS - 1) / RFS_GPU_IL_GROUPS);
 }
 
-/* Grow every array for one more tile with n_rans tasks and n_chunks chunks. */
+/* Grow every array for one more tile with n_rans tasks (a RANS_CTX plane
+ * among them takes one table more) and n_chunks chunks. */
 static int reserve(rfs_gpu_plan *p, unsigned n_rans, size_t n_chunks)
 {
+    if (rfs_array_reserve(&p->ctx_jobs, &p->cap_ctx_jobs, p->n_ctx_jobs + 1,
+                          sizeof(*p->ctx_jobs)))
+        return -1;
     return rfs_array_reserve(&p->tiles, &p->cap_tiles, p->n_tiles + 1, sizeof(*p->tiles)) ||
            rfs_array_reserve(&p->tasks, &p->cap_tasks, p->n_tasks + n_rans, sizeof(*p->tasks)) ||
            rfs_array_reserve(&p->task_table, &p->cap_task_table, p->n_tasks + n_rans,
                              sizeof(*p->task_table)) ||
            rfs_array_reserve(&p->tables, &p->cap_tables,
-                             (p->n_tables + n_rans) * RFS_GPU_TABLE_WORDS, sizeof(uint32_t)) ||
+                             (p->n_tables + n_rans + 1) * RFS_GPU_TABLE_WORDS, sizeof(uint32_t)) ||
            rfs_array_reserve(&p->chunks, &p->cap_chunks, p->n_chunks + n_chunks,
                              sizeof(*p->chunks)) ||
            shared_reserve(p, n_rans);

@@ -6,9 +6,10 @@
  * Contract:
  *  - The plan copies each accepted tile's encoded bytes into the caller's
  *    input staging buffer (pinned memory on the GPU path) and records its
- *    header, planes, rANS tasks and table records.  Tile headers and
- *    per-tile frequency tables are checked by the codec's parser
- *    (rfs_tile_parse, rfs_plane_parse_rans: the CPU decoder's own); a tile
+ *    header, planes, rANS tasks and table records (a RANS_CTX plane: a
+ *    kernel 1b job with its two tables).  Tile headers and per-tile
+ *    frequency tables are checked by the codec's parser (rfs_tile_parse,
+ *    rfs_plane_parse_rans, rfs_plane_parse_ctx: the CPU decoder's own); a tile
  *    that fails is not added and the caller decodes it on the CPU (which
  *    returns the precise error).  The rANS streams themselves are checked
  *    by the kernel.
@@ -44,8 +45,9 @@ typedef struct rfs_gpu_plan {
     rfs_gpu_job *jobs;
     rfs_gpu_chunk *chunks;
     uint32_t *tables;        /* RFS_GPU_TABLE_WORDS per table */
-    size_t n_tiles, n_tasks, n_jobs, n_chunks, n_tables;
-    size_t cap_tiles, cap_tasks, cap_task_table, cap_jobs, cap_chunks, cap_tables;
+    rfs_gpu_ctx_job *ctx_jobs; /* RANS_CTX planes (kernel 1b), two tables each */
+    size_t n_tiles, n_tasks, n_jobs, n_chunks, n_tables, n_ctx_jobs;
+    size_t cap_tiles, cap_tasks, cap_task_table, cap_jobs, cap_chunks, cap_tables, cap_ctx_jobs;
 
     /* shared tables already recorded in this batch: open addressing */
     const rfs_table **shared_key;

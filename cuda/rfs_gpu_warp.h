@@ -21,6 +21,12 @@
  *    pos - base < 64, so they lie in w0/w1 and are fetched with two
  *    shuffles; w2 is a prefetch in flight.  When pos passes base + 64 the
  *    window slides by one line (one coalesced 128-byte load).
+ *  - Kernel 1b (RANS_CTX, docs/format.md 1.4.1): one block of one warp per
+ *    RANS_CTX plane, launched after kernel 1 so that the plane's context
+ *    (plane W-1: RAW in the input, CONST, or a rANS plane kernel 1 has
+ *    decoded into scratch) is there.  It builds the plane's two tables back
+ *    to back in shared memory and decodes as kernel 1 does, each lane
+ *    taking its symbol's table from the context byte of its element.
  *  - Kernel 2 (interleave): each thread builds one group of 4 elements from
  *    the W planes (RAW planes read straight from the encoded input with
  *    32-bit loads, CONST broadcast, rANS planes from scratch), undoes the
@@ -59,7 +65,7 @@
 /* One plane of a tile as the kernels see it. */
 typedef struct rfs_gpu_plane_desc {
     uint8_t mode;     /* RFS_PM_* (RANS_TILE and RANS_SHARED decode alike) */
-    uint8_t value;    /* CONST: the byte */
+    uint8_t value;    /* CONST: the byte; RANS_CTX: the threshold */
     uint8_t pad[2];
     uint32_t size;    /* RAW: n; rANS: stream bytes (128 of states + words) */
     uint64_t off;     /* RAW: payload, rANS: stream; offset in the input */
@@ -93,6 +99,14 @@ typedef struct rfs_gpu_job {
     uint32_t pad;
 } rfs_gpu_job;
 
+/* One RANS_CTX plane (a kernel 1b block): tables table and table + 1. */
+typedef struct rfs_gpu_ctx_job {
+    uint32_t tile;
+    uint32_t plane;
+    uint32_t table;
+    uint32_t pad;
+} rfs_gpu_ctx_job;
+
 /* One interleave block: groups [first, first+count) of a tile (group g =
  * elements 4g .. 4g+3). */
 typedef struct rfs_gpu_chunk {
@@ -107,6 +121,7 @@ RFS_GPU_STATIC_ASSERT(sizeof(rfs_gpu_tile_desc) == 128, "tile desc layout");
 RFS_GPU_STATIC_ASSERT(sizeof(rfs_gpu_task) == 8, "task layout");
 RFS_GPU_STATIC_ASSERT(sizeof(rfs_gpu_job) == 16, "job layout");
 RFS_GPU_STATIC_ASSERT(sizeof(rfs_gpu_chunk) == 16, "chunk layout");
+RFS_GPU_STATIC_ASSERT(sizeof(rfs_gpu_ctx_job) == 16, "ctx job layout");
 
 /* Everything one launch reads and writes (device pointers on the GPU, host
  * pointers in the emulator). */
@@ -122,6 +137,8 @@ typedef struct rfs_gpu_view {
     uint32_t *err;                  /* per tile: 0 or an rfs_err */
     uint32_t n_jobs;
     uint32_t n_chunks;
+    const rfs_gpu_ctx_job *ctx_jobs; /* kernel 1b's blocks */
+    uint32_t n_ctx_jobs;
 } rfs_gpu_view;
 
 /* ------------------------------------------------------------- loads */
@@ -200,6 +217,26 @@ static inline RFS_HD uint16_t rfs_gw_pick(uint32_t v0, uint32_t v1, uint32_t r)
 {
     uint32_t v = r < 64u ? v0 : v1;
     return (uint16_t)((r & 1u) ? v >> 16 : v);
+}
+
+/* Context byte of element i for a RANS_CTX plane: byte i of plane W-1,
+ * described by cd (RAW in the input, CONST, or decoded into scratch). */
+static inline RFS_HD uint32_t rfs_gw_ctx_byte(const rfs_gpu_plane_desc *cd, const uint8_t *in,
+                                              const uint8_t *scratch, uint32_t i)
+{
+    if (cd->mode == RFS_PM_CONST)
+        return cd->value;
+    if (cd->mode == RFS_PM_RAW)
+        return in[cd->off + i];
+    return scratch[cd->scratch + i];
+}
+
+/* The decode table of a symbol whose context byte is c: the second of the
+ * two tables laid back to back when c >= the threshold. */
+static inline RFS_HD const uint32_t *rfs_gw_ctx_table(const uint32_t *dec, uint32_t c,
+                                                      uint32_t threshold)
+{
+    return dec + (c >= threshold ? RFS_PROB_SCALE : 0u);
 }
 
 /* ----------------------------------------------- interleave (kernel 2) */

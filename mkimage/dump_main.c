@@ -41,7 +41,7 @@ typedef struct dump {
     uint64_t n_files, n_dirs, n_links;
 } dump;
 
-static const char *mode_names[RFS_PM_COUNT] = {"raw", "const", "tile", "shared"};
+static const char *mode_names[RFS_PM_COUNT] = {"raw", "const", "tile", "shared", "ctx"};
 
 /* ------------------------------------------------------------ names in JSON */
 

@@ -2,7 +2,8 @@
  * Golden tiles: tests/data/golden/NAME.tile must decode to NAME.raw on
  * every backend (NAME.table, when present, is the serialised shared table
  * of plane 1).  These pin the format: an encoder change may produce other
- * bytes, but these must keep decoding.  `test_tile_golden --write DIR`
+ * bytes, but these must keep decoding.  NAME_ctx tiles have a RANS_CTX
+ * plane (tile format 2); the others are tile format 1.  `test_tile_golden --write DIR`
  * regenerates them (only when the format version changes).
  */
 #include <setjmp.h>
@@ -20,8 +21,30 @@
 
 static const char *const names[] = {"bf16_gauss", "fp16_gauss", "f32_gauss", "i8_gauss",
                                     "const_f32", "raw_random", "special_bf16", "example_3",
-                                    "bf16_shared"};
+                                    "bf16_shared", "bf16_ctx",  "fp16_ctx",  "f32_ctx"};
 #define N_NAMES (sizeof(names) / sizeof(names[0]))
+
+/* 1 for the inputs coded with RANS_CTX allowed. */
+static int golden_ctx(unsigned k)
+{
+    return k >= 9;
+}
+
+/* Element i of a RANS_CTX input of width w: in transformed form, plane
+ * W-1 in one of two ranges, plane W-2 a byte whose distribution depends on
+ * the range (so two tables pay), the rest noise; returned untransformed. */
+static uint32_t ctx_elem(uint64_t u, unsigned w, rfs_transform xf)
+{
+    unsigned up = u & 1;
+    unsigned hi = (up ? 0x7c : 0x70) + (unsigned)(u >> 8 & 3);
+    unsigned lo = (up ? 0 : 128) + (unsigned)(u >> 16 & 15);
+    uint32_t t = (uint32_t)hi << (8 * (w - 1)) | (uint32_t)lo << (8 * (w - 2));
+    if (w == 4)
+        t |= (uint32_t)(u >> 24) & 0xffff;
+    if (xf == RFS_XF_ROT1)
+        t = w == 2 ? ((t >> 1) | (t << 15)) & 0xffff : (t >> 1) | (t << 31);
+    return t;
+}
 
 /* Build golden input k: its bytes, width and transform. */
 static uint8_t *golden_input(unsigned k, size_t *size, unsigned *w, rfs_transform *xf,
@@ -45,6 +68,12 @@ static uint8_t *golden_input(unsigned k, size_t *size, unsigned *w, rfs_transfor
         case 5: memcpy(buf + 4 * i, &u, 4); *w = 4; *xf = RFS_XF_NONE; break;
         case 6: { static const uint16_t sp[] = {0x7fc1, 0xff80, 0x8000, 0x0001, 0x3f80};
                   memcpy(buf + 2 * i, &sp[u % 5], 2); break; }
+        case 9: case 10: case 11: {
+            *w = k == 11 ? 4 : 2;
+            *xf = k == 10 ? RFS_XF_NONE : RFS_XF_ROT1;
+            uint32_t e = ctx_elem(tu_next(&r), *w, *xf);
+            memcpy(buf + *w * i, &e, *w); /* little-endian host */
+            break; }
         default: break;
         }
     }
@@ -82,7 +111,8 @@ static int write_golden(const char *dir)
         rfs_transform xf;
         uint8_t *src = golden_input(k, &size, &w, &xf, &shared);
         rfs_table_set set = {{NULL, &shared, NULL, NULL}};
-        rfs_tile_params p = {.width = w, .transform = xf, .shared = k == 8 ? &set : NULL};
+        rfs_tile_params p = {.width = w, .transform = xf, .shared = k == 8 ? &set : NULL,
+                             .ctx = golden_ctx(k)};
         rfs_enc *e = rfs_enc_create(size);
         uint8_t *enc = malloc(rfs_tile_bound(size, w));
         if (rfs_tile_encode(e, enc, rfs_tile_bound(size, w), &es, src, size, &p) != RFS_OK)
@@ -117,6 +147,8 @@ static void test_golden(void **state)
         uint8_t *tb = tu_read_file(path, &tbs);
         if (!tile || !raw)
             fail_msg("golden %s missing", names[k]);
+        /* each golden is of the tile format it stands for */
+        assert_int_equal(rfs_tile_uses_ctx(tile, ts), golden_ctx(k));
         rfs_table_set set = {{NULL, NULL, NULL, NULL}};
         if (tb) {
             assert_int_equal(rfs_table_parse(&shared, tb, tbs, &used), RFS_OK);

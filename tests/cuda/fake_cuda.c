@@ -131,6 +131,7 @@ int rfs_gpu_launch(const rfs_gpu_view *v, void *stream)
         return cudaErrorLaunchFailure;
     launches++;
     emu_decode_kernel(v);
+    emu_ctx_kernel(v);
     emu_interleave_kernel(v);
     return cudaSuccess;
 }

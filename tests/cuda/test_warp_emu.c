@@ -147,8 +147,10 @@ static void flush(batch *b)
     memset(outb, CANARY, out_size + 1);
     uint32_t *err = calloc(p.n_tiles + 1, sizeof(uint32_t));
     rfs_gpu_view v = {in, p.tiles, p.tasks, p.jobs, p.chunks, p.tables, scratch, outb, err,
-                      (uint32_t)p.n_jobs, (uint32_t)p.n_chunks};
+                      (uint32_t)p.n_jobs, (uint32_t)p.n_chunks, p.ctx_jobs,
+                      (uint32_t)p.n_ctx_jobs};
     emu_decode_kernel(&v);
+    emu_ctx_kernel(&v);
     emu_interleave_kernel(&v);
     b->st.jobs += p.n_jobs;
     b->st.tables += p.n_tables;
@@ -241,7 +243,8 @@ static void add_tensor(batch *b, const void *src, size_t size, unsigned w, int x
     rfs_transform xf = xf_mode < 0 ? rfs_transform_choose(src, n, w) : (rfs_transform)xf_mode;
     const rfs_table_set *shared = use_shared && n ? tensor_tables(b, src, n, w, xf) : NULL;
     b->open_set = shared != NULL;
-    rfs_tile_params prm = {.width = w, .transform = xf, .shared = shared};
+    /* RANS_CTX where it pays, as the packer codes */
+    rfs_tile_params prm = {.width = w, .transform = xf, .shared = shared, .ctx = 1};
     tile -= tile % w;
     for (size_t off = 0; off < size || off == 0; off += tile) {
         size_t len = size - off < tile ? size - off : tile;
@@ -261,10 +264,11 @@ static void add_tensor(batch *b, const void *src, size_t size, unsigned w, int x
 static void print_stats(const char *what, const stats *st)
 {
     printf("%s: %zu tiles, %.1f MiB decoded; GPU path %zu, CPU fallback %zu (plan) + %zu "
-           "(device flag); planes RAW %zu CONST %zu RANS_TILE %zu RANS_SHARED %zu; %zu blocks, "
-           "%zu tables\n",
+           "(device flag); planes RAW %zu CONST %zu RANS_TILE %zu RANS_SHARED %zu RANS_CTX %zu; "
+           "%zu blocks, %zu tables\n",
            what, st->tiles, (double)st->bytes / 1048576.0, st->gpu, st->cpu_plan, st->cpu_dev,
-           st->planes[0], st->planes[1], st->planes[2], st->planes[3], st->jobs, st->tables);
+           st->planes[0], st->planes[1], st->planes[2], st->planes[3], st->planes[4], st->jobs,
+           st->tables);
 }
 
 static int setup(void **state)
@@ -311,7 +315,7 @@ static void test_emu_golden(void **state)
     (void)state;
     static const char *names[] = {"bf16_gauss", "bf16_shared", "const_f32", "example_3",
                                   "f32_gauss", "fp16_gauss", "i8_gauss", "raw_random",
-                                  "special_bf16"};
+                                  "special_bf16", "bf16_ctx", "fp16_ctx", "f32_ctx"};
     batch b = {0};
     rfs_table shared;
     rfs_table_set set = {{NULL, NULL, NULL, NULL}};
@@ -387,6 +391,23 @@ static void fill(uint8_t *buf, size_t n, unsigned w, int kind, tu_rng *r)
     }
 }
 
+/* n elements of width w (2 or 4) whose low byte (plane W-2) depends on
+ * which of two ranges the top byte is in, so RANS_CTX pays (it is chosen
+ * for tiles of a few thousand elements and more). */
+static void fill_ctx(uint8_t *buf, size_t n, unsigned w, tu_rng *r)
+{
+    for (size_t i = 0; i < n; i++) {
+        uint64_t u = tu_next(r);
+        unsigned up = u & 1;
+        uint32_t t = (uint32_t)((up ? 0x7c : 0x70) + (u >> 8 & 3)) << (8 * (w - 1)) |
+                     (uint32_t)((up ? 0 : 128) + (u >> 16 & 15)) << (8 * (w - 2));
+        if (w == 4)
+            t |= (uint32_t)(u >> 24) & 0xffff;
+        for (unsigned k = 0; k < w; k++)
+            buf[i * w + k] = (uint8_t)(t >> (8 * k));
+    }
+}
+
 static void test_emu_synthetic(void **state)
 {
     (void)state;
@@ -406,6 +427,12 @@ static void test_emu_synthetic(void **state)
                 add_tensor(&b, buf, n * w, w, xf, kind % 2, tile);
                 add_tensor(&b, buf, n * w, w, xf, 0, 256u * 1024);
             }
+    /* RANS_CTX tiles (kernel 1b): every size class, W = 2 and 4 */
+    for (size_t si = 0; si < sizeof(sizes) / sizeof(sizes[0]); si++)
+        for (unsigned w = 2; w <= 4; w += 2) {
+            fill_ctx(buf, sizes[si], w, &r);
+            add_tensor(&b, buf, sizes[si] * w, w, (int)si % 2, (int)si % 3 == 0, 65536u + 2 * w);
+        }
     /* large realistic tensors: bf16 and fp16 with shared tables, 64 KiB tiles */
     for (int k = 0; k < 2; k++) {
         size_t n = 4u << 20;
@@ -421,6 +448,7 @@ static void test_emu_synthetic(void **state)
     print_stats("synthetic", &b.st);
     assert_int_equal(b.st.cpu_plan + b.st.cpu_dev, 0);
     assert_true(b.st.planes[RFS_PM_RANS_SHARED] > 0 && b.st.planes[RFS_PM_RANS_TILE] > 0);
+    assert_true(b.st.planes[RFS_PM_RANS_CTX] > 0);
     free(buf);
     free(b.it);
 }
@@ -508,6 +536,10 @@ static void test_emu_corrupt(void **state)
             fill(buf, n, w, kind, &r);
             add_tensor(&src, buf, n * w, w, -1, kind == 1, 8192u * w + (kind ? 2u * w : 0));
         }
+    for (unsigned w = 2; w <= 4; w += 2) { /* RANS_CTX tiles */
+        fill_ctx(buf, n, w, &r);
+        add_tensor(&src, buf, n * w, w, -1, w == 4, 8192u * w);
+    }
     for (int round = 0; round < 40; round++)
         for (size_t i = 0; i < src.n; i++) {
             item *s = &src.it[i];

@@ -24,12 +24,14 @@ static void emu_build_table(uint32_t dec[RFS_PROB_SCALE], const uint32_t *rec)
         }
 }
 
-/* Kernel 1, one warp decoding one rANS plane: the lanes in lock-step. */
+/* Kernel 1 (ctx 0) or 1b (ctx 1, a RANS_CTX plane, dec its two tables),
+ * one warp decoding one rANS plane: the lanes in lock-step. */
 static rfs_err emu_warp_plane(const rfs_gpu_view *v, const rfs_gpu_task *task,
-                              const uint32_t *dec)
+                              const uint32_t *dec, int ctx)
 {
     const rfs_gpu_tile_desc *t = &v->tiles[task->tile];
     const rfs_gpu_plane_desc *pd = &t->plane[task->plane];
+    const rfs_gpu_plane_desc *cd = &t->plane[t->width - 1u];
     const uint8_t *stream = v->in + pd->off;
     const uint8_t *words = stream + RFS_STATES_SIZE;
     uint32_t nwords = (pd->size - RFS_STATES_SIZE) / 2;
@@ -55,7 +57,11 @@ static rfs_err emu_warp_plane(const rfs_gpu_view *v, const rfs_gpu_task *task,
             need[l] = 0;
             if (l < t->n - 32u * k) {
                 uint8_t s;
-                x[l] = rfs_lane_decode(x[l], dec, &s);
+                const uint32_t *d = dec;
+                if (ctx)
+                    d = rfs_gw_ctx_table(dec, rfs_gw_ctx_byte(cd, v->in, v->scratch, 32u * k + l),
+                                         pd->value);
+                x[l] = rfs_lane_decode(x[l], d, &s);
                 out[32u * k + l] = s;
                 need[l] = rfs_lane_needs_word(x[l]);
             }
@@ -99,10 +105,27 @@ void emu_decode_kernel(const rfs_gpu_view *v)
         emu_build_table(dec, v->tables + (size_t)job->table * RFS_GPU_TABLE_WORDS);
         for (uint32_t w = 0; w < job->count; w++) {
             const rfs_gpu_task *task = &v->tasks[job->first + w];
-            rfs_err err = emu_warp_plane(v, task, dec);
+            rfs_err err = emu_warp_plane(v, task, dec, 0);
             if (err != RFS_OK)
                 v->err[task->tile] = err;
         }
+    }
+}
+
+void emu_ctx_kernel(const rfs_gpu_view *v)
+{
+    static uint32_t dec[2 * RFS_PROB_SCALE]; /* the block's shared memory */
+    for (uint32_t b = 0; b < v->n_ctx_jobs; b++) {
+        const rfs_gpu_ctx_job *job = &v->ctx_jobs[b];
+        for (unsigned c = 0; c < 2; c++)
+            emu_build_table(dec + c * RFS_PROB_SCALE,
+                            v->tables + (size_t)(job->table + c) * RFS_GPU_TABLE_WORDS);
+        if (v->err[job->tile])
+            continue;
+        const rfs_gpu_task task = {job->tile, job->plane};
+        rfs_err err = emu_warp_plane(v, &task, dec, 1);
+        if (err != RFS_OK)
+            v->err[job->tile] = err;
     }
 }
 

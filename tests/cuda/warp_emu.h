@@ -14,6 +14,8 @@
 
 /* Kernel 1 over every block (job) of v; sets v->err[tile] on a bad stream. */
 void emu_decode_kernel(const rfs_gpu_view *v);
+/* Kernel 1b over every block (RANS_CTX plane) of v, after kernel 1. */
+void emu_ctx_kernel(const rfs_gpu_view *v);
 /* Kernel 2 over every block (chunk) of v; skips tiles with an error. */
 void emu_interleave_kernel(const rfs_gpu_view *v);
 

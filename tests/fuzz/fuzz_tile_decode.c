@@ -47,11 +47,15 @@ static void layout_agrees(const rfs_gpu_tile_desc *td, const uint8_t *tile, size
         const rfs_plane_layout *pl = &lay.plane[p];
         const rfs_gpu_plane_desc *pd = &td->plane[p];
         size_t off = pl->off, len = pl->size;
-        uint16_t freq[256];
+        uint16_t freq[256], freq1[256];
+        uint8_t value = pl->value; /* RANS_CTX: the threshold */
         if ((pl->mode == RFS_PM_RANS_TILE || pl->mode == RFS_PM_RANS_SHARED) &&
             rfs_plane_parse_rans(tile, pl, set->plane[p] != NULL, freq, &off, &len) != RFS_OK)
             abort();
-        if (pd->mode != pl->mode || pd->value != pl->value || pd->off != off || pd->size != len)
+        if (pl->mode == RFS_PM_RANS_CTX &&
+            rfs_plane_parse_ctx(tile, pl, &value, freq, freq1, &off, &len) != RFS_OK)
+            abort();
+        if (pd->mode != pl->mode || pd->value != value || pd->off != off || pd->size != len)
             abort(); /* the planner's plane layout differs from the codec's */
     }
 }
@@ -95,8 +99,10 @@ static void gpu_agrees(const uint8_t *tile, size_t size, const rfs_table_set *se
     uint32_t err[2] = {0, 0};
     if (scratch && out) {
         rfs_gpu_view v = {in, plan.tiles, plan.tasks, plan.jobs, plan.chunks, plan.tables,
-                          scratch, out, err, (uint32_t)plan.n_jobs, (uint32_t)plan.n_chunks};
+                          scratch, out, err, (uint32_t)plan.n_jobs, (uint32_t)plan.n_chunks,
+                          plan.ctx_jobs, (uint32_t)plan.n_ctx_jobs};
         emu_decode_kernel(&v);
+        emu_ctx_kernel(&v);
         emu_interleave_kernel(&v);
         if ((err[idx] == 0) != (cpu == RFS_OK))
             abort(); /* the emulated GPU and the CPU decoder disagree on the verdict */

@@ -1,7 +1,8 @@
 /*
  * fuzz_tile_roundtrip.c - encode arbitrary data, decode it on every CPU
- * path, compare with the input.  Byte 0 picks width and transform; the
- * rest is the tile's elements (trimmed to a whole number of elements).
+ * path, compare with the input.  Byte 0 picks width and transform, raw
+ * planes (bit 3) and RANS_CTX allowed (bit 4); the rest is the tile's
+ * elements (trimmed to a whole number of elements).
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -31,7 +32,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (size > MAX_TILE)
         size = MAX_TILE;
     size -= size % w;
-    rfs_tile_params p = {.width = w, .transform = xf, .raw_only = (data[-1] & 8) != 0};
+    rfs_tile_params p = {.width = w, .transform = xf, .raw_only = (data[-1] & 8) != 0,
+                         .ctx = (data[-1] & 16) != 0};
     size_t csize = 0;
     if (rfs_tile_encode(enc, coded, sizeof(coded), &csize, data, size, &p) != RFS_OK)
         abort();
