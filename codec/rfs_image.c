@@ -122,7 +122,7 @@ static rfs_err sb_stub_check(const rfs_image *img, const rfs_sb_rec *sb, char *w
                              size_t why_cap)
 {
     uint8_t stub[RFS_IMG_SB_SIZE];
-    rfs_sb_stub_store(stub, sb);
+    rfs_sb_stub_of(stub, sb);
     for (unsigned i = 0; i < RFS_IMG_SB_SIZE; i++)
         if (img->map[i] != stub[i])
             return FAIL(RFS_E_CORRUPT, "superblock stub at offset 0 does not match the trailer "

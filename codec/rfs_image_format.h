@@ -23,7 +23,10 @@
 #define RFS_IMG_MINOR 0u              /* minor version this writer writes */
 #define RFS_IMG_F_HARDLINKS 0x1u      /* a non-directory may have several entries */
 #define RFS_IMG_F_TRAILER 0x2u        /* superblock at the end, a stub at offset 0 */
-#define RFS_IMG_FEATURES_KNOWN (RFS_IMG_F_HARDLINKS | RFS_IMG_F_TRAILER)
+#define RFS_IMG_F_CTX 0x4u           /* some tile has a RANS_CTX plane (tile format 2) */
+#define RFS_IMG_FEATURES_KNOWN (RFS_IMG_F_HARDLINKS | RFS_IMG_F_TRAILER | RFS_IMG_F_CTX)
+/* Flags a TRAILER stub leaves out: known only once every tile is coded. */
+#define RFS_IMG_F_STUB_UNKNOWN RFS_IMG_F_CTX
 #define RFS_IMG_SB_SIZE 512u          /* superblock, at offset 0 (TRAILER: at the end) */
 #define RFS_IMG_SB_CSUM_OFF 504u      /* XXH3-64 of superblock bytes [0, 504) */
 #define RFS_IMG_SECT_TABLE_OFF 64u
@@ -217,6 +220,15 @@ static inline void rfs_sb_stub_store(uint8_t *p, const rfs_sb_rec *r)
     rfs_st32(p + 12, r->features);
     rfs_st32(p + 16, r->sb_size);
     rfs_st64(p + 48, r->data_off);
+}
+
+/* A TRAILER stub (docs/format.md 2.1.3): the superblock's head, without the
+ * flags a streaming writer cannot know at offset 0. */
+static inline void rfs_sb_stub_of(uint8_t *p, const rfs_sb_rec *r)
+{
+    rfs_sb_rec h = *r;
+    h.features &= ~RFS_IMG_F_STUB_UNKNOWN;
+    rfs_sb_stub_store(p, &h);
 }
 
 /* The whole superblock: magic, fields, zero reserved bytes, checksum. */

@@ -313,6 +313,9 @@ rfs_err rfs_image_unit_check(const rfs_image *img, uint64_t unit, size_t dst_cap
     rfs_transform xf;
     if ((err = rfs_tile_info(src->data, src->size, &w, &n, &xf)))
         return err;
+    /* a RANS_CTX plane needs feature CTX (docs/format.md 2.1.1) */
+    if (!(img->features & RFS_IMG_F_CTX) && rfs_tile_uses_ctx(src->data, src->size))
+        return RFS_E_CORRUPT;
     return (uint64_t)n * w == src->decoded_size ? RFS_OK : RFS_E_CORRUPT;
 }
 

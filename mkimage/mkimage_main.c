@@ -38,6 +38,8 @@ static const char usage[] =
     "      --json          print a JSON summary on stdout instead of the table\n"
     "      --tile-size N   decoded bytes per tile: a power of two, 64K..4M (default 256K)\n"
     "      --codec=rans|raw  raw stores tile planes uncoded (for comparisons)\n"
+    "      --no-ctx        no context-coded planes (tile format 1 only: feature CTX\n"
+    "                      never set, so readers from before it can read the image)\n"
     "  -h, --help          this text\n"
     "      --version       print the version and the features built in\n"
     "Exit status: 0 done, 1 failure (nothing written), 2 usage error.\n";
@@ -224,7 +226,7 @@ static int parse_seconds(const char *s, int64_t *v)
     return 1;
 }
 
-enum { OPT_JSON = 256, OPT_TILE, OPT_CODEC, OPT_STRICT, OPT_EXCLUDE, OPT_EXCLUDE_FROM,
+enum { OPT_JSON = 256, OPT_NO_CTX, OPT_TILE, OPT_CODEC, OPT_STRICT, OPT_EXCLUDE, OPT_EXCLUDE_FROM,
        OPT_MTIME, OPT_VERSION };
 
 typedef struct cli {
@@ -242,6 +244,7 @@ static int cli_parse(cli *c, int argc, char **argv)
         {"threads", required_argument, 0, 'j'},   {"quiet", no_argument, 0, 'q'},
         {"json", no_argument, 0, OPT_JSON},       {"tile-size", required_argument, 0, OPT_TILE},
         {"codec", required_argument, 0, OPT_CODEC}, {"help", no_argument, 0, 'h'},
+        {"no-ctx", no_argument, 0, OPT_NO_CTX},
         {"force", no_argument, 0, 'f'},           {"dereference", no_argument, 0, 'L'},
         {"strict", no_argument, 0, OPT_STRICT},   {"exclude", required_argument, 0, OPT_EXCLUDE},
         {"exclude-from", required_argument, 0, OPT_EXCLUDE_FROM},
@@ -276,6 +279,7 @@ static int cli_parse(cli *c, int argc, char **argv)
             }
             o->raw_codec = strcmp(optarg, "raw") == 0;
             break;
+        case OPT_NO_CTX: o->no_ctx = 1; break;
         case 'f': o->force++; break;
         case 'L': o->dereference = 1; break;
         case OPT_STRICT: o->strict = 1; break;

@@ -49,6 +49,8 @@ typedef struct rfs_pack_opts {
     uint32_t tile_size;
     unsigned n_threads;
     int raw_codec;   /* --codec=raw: tile planes stored raw */
+    int no_ctx;      /* --no-ctx: no RANS_CTX plane, so no feature CTX (for readers
+                      * from before it) */
     int zstd_level;
     unsigned force;    /* an existing IMAGE: 0 refused, 1 replaced when a ransfs image
                         * or empty, 2 replaced when any regular file */

@@ -105,6 +105,7 @@ typedef struct pk_plan {
     struct pk_seen *seen;  /* files with several names, by first name's node */
     size_t n_seen, cap_seen;
     uint64_t n_links;      /* entries that are further names of a node */
+    uint64_t n_ctx_tiles;  /* tiles with a RANS_CTX plane: feature CTX */
     char *xattr_first;     /* the first entry whose extended attributes are dropped */
     rfs_pack_stats *st;
     rfs_pool *pool;        /* o->n_threads - 1 workers (NULL for one thread), for the

@@ -209,7 +209,8 @@ static rfs_sb_rec superblock_head(const pk_plan *p, const pk_out *o)
     return (rfs_sb_rec){.major = RFS_IMG_VERSION, .minor = RFS_IMG_MINOR,
                         .sb_size = RFS_IMG_SB_SIZE, .data_off = RFS_IMG_SB_SIZE,
                         .features = (p->n_links ? RFS_IMG_F_HARDLINKS : 0) |
-                                    (o->stream ? RFS_IMG_F_TRAILER : 0)};
+                                    (o->stream ? RFS_IMG_F_TRAILER : 0) |
+                                    (p->n_ctx_tiles ? RFS_IMG_F_CTX : 0)};
 }
 
 /* A stream's superblock is its last RFS_IMG_SB_SIZE bytes: o->pos is where
@@ -232,7 +233,7 @@ int pk_sb_head_write(pk_plan *p, pk_out *o)
     uint8_t sb[RFS_IMG_SB_SIZE] = {0};
     if (o->stream) {
         rfs_sb_rec r = superblock_head(p, o);
-        rfs_sb_stub_store(sb, &r);
+        rfs_sb_stub_of(sb, &r);
     }
     int rc = pk_write_all(p, o->fd, sb, sizeof sb);
     o->pos = RFS_IMG_SB_SIZE;

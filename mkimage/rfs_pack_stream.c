@@ -627,7 +627,7 @@ static void phase_b_job(pk_stream *s, unsigned worker, size_t k)
     pk_worker *wk = &s->w[worker];
     rfs_tile_params tp = {.width = t->width, .transform = t->xf,
                           .shared = t->n_tiles >= 2 ? &t->set : NULL,
-                          .raw_only = p->o->raw_codec};
+                          .raw_only = p->o->raw_codec, .ctx = !p->o->no_ctx};
     if (!p->o->raw_codec && tile_hist_whole(p, t, c)) { /* spare the encoder its count */
         uint64_t head = tile_head(t, c);
         tile_counts(wk->counts, &sl->hist[k], head > 0, head < c->len / t->width, t->width,
@@ -758,6 +758,7 @@ static int chunk_record(pk_stream *s, pk_slot *sl, uint64_t i)
         if (i == t->first_chunk)
             t->first_unit = c->unit;
         t->used_mask |= tile_shared_planes(sl->buf + sl->out_off[k], c->out_len);
+        p->n_ctx_tiles += (uint64_t)rfs_tile_uses_ctx(sl->buf + sl->out_off[k], c->out_len);
     }
     return 0;
 }

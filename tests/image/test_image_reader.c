@@ -652,6 +652,84 @@ static void test_golden_stream(void **state)
     free(st);
 }
 
+/* Pack a directory holding one bf16 file of data into image (with RANS_CTX
+ * allowed unless no_ctx); returns the image bytes. */
+static uint8_t *pack_one(const char *dir, const char *image, int no_ctx, size_t *size)
+{
+    char err[512];
+    rfs_pack_opts o = {.source = dir, .image = image, .tile_size = TILE, .n_threads = 2,
+                       .zstd_level = 3, .no_ctx = no_ctx};
+    rfs_pack_stats st;
+    if (rfs_pack(&o, &st, err, sizeof err) != 0)
+        fail_msg("rfs_pack: %s", err);
+    return read_all(image, size);
+}
+
+/* Read file c.bf16 of the image buf back whole; returns the error. */
+static rfs_err read_back(const uint8_t *buf, size_t size, const uint8_t *want, size_t want_size)
+{
+    char why[256];
+    FILE *f = fopen(g_bad, "wb");
+    assert_non_null(f);
+    assert_int_equal(fwrite(buf, 1, size, f), size);
+    fclose(f);
+    rfs_image *img = NULL;
+    assert_int_equal(rfs_image_open(&img, g_bad, why, sizeof why), RFS_OK);
+    rfs_rctx *ctx = rfs_rctx_create(img);
+    uint64_t ino;
+    assert_int_equal(rfs_image_lookup_path(img, "c.bf16", &ino), RFS_OK);
+    uint8_t *got_buf = malloc(want_size + 1);
+    size_t got = 0;
+    rfs_err err = rfs_image_read(img, ctx, ino, 0, want_size, got_buf, &got);
+    if (err == RFS_OK && (got != want_size || memcmp(got_buf, want, want_size)))
+        fail_msg("c.bf16 reads back other bytes");
+    free(got_buf);
+    rfs_rctx_destroy(ctx);
+    rfs_image_close(img);
+    return err;
+}
+
+/* Feature CTX (docs/format.md 1.4.1, 2.1.1): a bf16 file whose low byte
+ * depends on the exponent packs with RANS_CTX tiles and the flag, smaller
+ * than with --no-ctx (flag clear, tile format 1 only); both read back.
+ * A RANS_CTX tile in an image without the flag is corruption. */
+static void test_ctx_feature(void **state)
+{
+    char dir[300], img[320];
+    snprintf(dir, sizeof dir, "%s/ctxsrc", g_dir);
+    assert_int_equal(mkdir(dir, 0755), 0);
+    size_t n = TILE; /* two tiles */
+    uint8_t *w = malloc(2 * n);
+    for (size_t i = 0; i < n; i++) {
+        unsigned up = rnd() & 1; /* exponent 0x7c-0x7f or 0x70-0x73; mantissa by range */
+        uint16_t v = (uint16_t)((up ? 0x7c : 0x70) + rnd() % 4) << 7 |
+                     (uint16_t)((up ? 0 : 64) + rnd() % 8) | (uint16_t)(rnd() & 1) << 15;
+        w[2 * i] = (uint8_t)v;
+        w[2 * i + 1] = (uint8_t)(v >> 8);
+    }
+    char path[400];
+    snprintf(path, sizeof path, "%s/c.bf16", dir);
+    FILE *f = fopen(path, "wb");
+    assert_non_null(f);
+    assert_int_equal(fwrite(w, 1, 2 * n, f), 2 * n);
+    fclose(f);
+    size_t cs = 0, ps = 0;
+    snprintf(img, sizeof img, "%s/ctx.img", g_dir);
+    uint8_t *c = pack_one(dir, img, 0, &cs);
+    snprintf(img, sizeof img, "%s/noctx.img", g_dir);
+    uint8_t *p = pack_one(dir, img, 1, &ps);
+    assert_int_equal(rfs_ld32(c + 12), RFS_IMG_F_CTX);
+    assert_int_equal(rfs_ld32(p + 12), 0);
+    assert_true(cs < ps);
+    assert_int_equal(read_back(c, cs, w, 2 * n), RFS_OK);
+    assert_int_equal(read_back(p, ps, w, 2 * n), RFS_OK);
+    features_reseal(c, 0);
+    assert_int_equal(read_back(c, cs, w, 2 * n), RFS_E_CORRUPT);
+    free(c);
+    free(p);
+    free(w);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -660,6 +738,7 @@ int main(void)
         cmocka_unit_test(test_magic_version), cmocka_unit_test(test_crafted),
         cmocka_unit_test(test_payload_corrupt), cmocka_unit_test(test_golden_v1),
         cmocka_unit_test(test_golden_hardlinks), cmocka_unit_test(test_golden_stream),
+        cmocka_unit_test(test_ctx_feature),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
