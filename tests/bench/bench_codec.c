@@ -7,6 +7,9 @@
  *
  *   ransfs          rfs_tile_encode / rfs_tile_decode, best CPU backend
  *   ransfs-<path>   the same decode forced to scalar, avx2, avx512
+ *   ransfs-ctx[-<path>]  the same with RANS_CTX allowed (tile format 2:
+ *                   the low byte coded conditioned on the exponent where
+ *                   that pays), so both are compared in one run
  *   htscodecs       rANS 32x16 order 0, striped by element width, its own
  *                   CPU choice; htscodecs-avx2 with AVX-512 disabled
  *   zstd3-planes    zstd level 3 on the byte-grouped (plane-split) chunk
@@ -136,6 +139,7 @@ static void convert_from_f32(uint8_t *buf, size_t n, const char *dtype)
 typedef struct rfs_ctx {
     unsigned width;
     rfs_transform xf;
+    int ctx; /* rfs_tile_params.ctx */
     rfs_enc *enc;
     rfs_dec *dec;
 } rfs_ctx;
@@ -143,7 +147,7 @@ typedef struct rfs_ctx {
 static int rfs_encode_chunk(void *ctx, chunked *c, size_t k)
 {
     rfs_ctx *r = ctx;
-    rfs_tile_params p = {.width = r->width, .transform = r->xf};
+    rfs_tile_params p = {.width = r->width, .transform = r->xf, .ctx = r->ctx};
     size_t len = chunk_len(c, k);
     rfs_err err = rfs_tile_encode(r->enc, c->comp[k], rfs_tile_bound(c->chunk, r->width),
                                   &c->comp_size[k], c->src + k * c->chunk, len, &p);
@@ -458,7 +462,7 @@ static int want(const bench_opts *o, const char *name)
     return !o->only || !strcmp(o->only, name);
 }
 
-static int bench_ransfs(const bench_opts *o, chunked *c, uint8_t *out)
+static int bench_ransfs(const bench_opts *o, chunked *c, uint8_t *out, int ctx)
 {
     static const char *const paths[] = {"auto", "scalar", "avx2", "avx512"};
     rfs_ctx ctxs[4];
@@ -473,15 +477,16 @@ static int bench_ransfs(const bench_opts *o, chunked *c, uint8_t *out)
         if (!rfs_cpu_supports(paths[p]))
             continue;
         rfs_ctx *r = &ctxs[ndec];
-        *r = (rfs_ctx){.width = o->width, .xf = xf, .enc = enc,
+        *r = (rfs_ctx){.width = o->width, .xf = xf, .ctx = ctx, .enc = enc,
                        .dec = rfs_dec_create(o->tile_size)};
         if (!r->dec || rfs_dec_set_backend(r->dec, paths[p]) != RFS_OK) {
             rfs_dec_destroy(r->dec);
             continue;
         }
-        static const char *const names[] = {"ransfs", "ransfs-scalar", "ransfs-avx2",
-                                            "ransfs-avx512"};
-        dec_ops[ndec++] = (codec_ops){names[p], rfs_encode_chunk, rfs_decode_chunk, r};
+        static const char *const names[2][4] = {
+            {"ransfs", "ransfs-scalar", "ransfs-avx2", "ransfs-avx512"},
+            {"ransfs-ctx", "ransfs-ctx-scalar", "ransfs-ctx-avx2", "ransfs-ctx-avx512"}};
+        dec_ops[ndec++] = (codec_ops){names[ctx != 0][p], rfs_encode_chunk, rfs_decode_chunk, r};
     }
     if (ndec)
         rc = run_codec(o, &dec_ops[0], dec_ops, ndec, c, out);
@@ -534,7 +539,7 @@ int rfs_bench_codec(int argc, char **argv)
                "%-16s %8s %12s %12s\n",
                o.path, size, o.dtype, o.tile_size, "codec", "ratio", "enc MB/s", "dec MB/s");
 
-    if (want(&o, "ransfs") && bench_ransfs(&o, &c, out))
+    if (want(&o, "ransfs") && (bench_ransfs(&o, &c, out, 0) || bench_ransfs(&o, &c, out, 1)))
         goto done;
 #ifdef RFS_HAVE_HTSCODECS
     if (!want(&o, "htscodecs"))
