@@ -1,0 +1,108 @@
+#!/bin/bash
+# pack_profile.sh - where ransfs-mkimage's CPU time goes, by phase.
+#
+#   tests/bench/pack_profile.sh SOURCE_DIR [BIN_DIR] [RUNS]
+#
+# Packs SOURCE_DIR RUNS times (default 10) with BIN_DIR/ransfs-mkimage -j2
+# (JOBS), each with SOURCE_DIR dropped from the page cache first (COLD=0:
+# warm), under `perf record -g`, and sorts every sample of the packer's
+# threads into a phase by its call chain: read (pread's copy out of the
+# page cache, and the readahead that fills it), plan (tree walk, headers,
+# dedup), analyse (pair histograms of the tiles, transform choice, shared
+# tables), encode (tile encoder, rANS, zstd of other bytes), hash (XXH3 of
+# tiles and units), write (the image into the page cache), fresh memory
+# (page faults: first touch of buffers), start, exit (exec, libraries,
+# threads, opens, the final rename), other.  Prints milliseconds of CPU per
+# run and the share of each phase.  Needs perf (linux-perf); not run by
+# CTest.
+set -euo pipefail
+src=${1:?usage: pack_profile.sh SOURCE_DIR [BIN_DIR] [RUNS]}
+bin=${2:-build/bin}
+runs=${3:-10}
+work=$(mktemp -d /tmp/rfs-pack-profile-XXXXXX)
+trap 'rm -rf "$work"' EXIT
+cat >"$work/loop.py" <<'PY'
+import os, subprocess, sys
+src, mk, img, runs, cold, jobs = sys.argv[1:7]
+for _ in range(int(runs)):
+    if cold == "1":
+        for d, _, fs in os.walk(src):
+            for n in fs:
+                q = os.path.join(d, n)
+                if os.path.isfile(q) and not os.path.islink(q):
+                    fd = os.open(q, os.O_RDONLY)
+                    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+                    os.close(fd)
+    if os.path.exists(img):
+        os.unlink(img)
+    subprocess.run([mk, "-q", "-j" + jobs, src, img], check=True)
+PY
+perf record -q -F 20000 -g -o "$work/perf.data" -- /usr/bin/python3 "$work/loop.py" "$src" \
+    "$bin/ransfs-mkimage" "$work/p.img" "$runs" "${COLD:-1}" "${JOBS:-2}" 2>/dev/null
+perf script -i "$work/perf.data" -F comm,period,ip,sym,dso 2>/dev/null | /usr/bin/python3 -c '
+import sys, collections
+runs = int(sys.argv[1])
+PH = [  # (phase, frame names that put a sample in it), the first match wins
+    ("read", {"__x64_sys_pread64", "ksys_pread64", "__x64_sys_fadvise64", "ksys_fadvise64_64",
+              "generic_fadvise", "pk_src_read", "reader_main", "readahead_main"}),
+    ("write", {"__x64_sys_writev", "do_writev", "__x64_sys_write", "ksys_write",
+               "__x64_sys_pwrite64", "ksys_pwrite64", "writer_main"}),
+    ("fresh memory", {"asm_exc_page_fault", "exc_page_fault"}),
+    ("start, exit", {"__x64_sys_execve", "do_exit", "__x64_sys_exit_group", "__x64_sys_clone3",
+                     "__x64_sys_munmap", "__x64_sys_mmap", "__x64_sys_mprotect",
+                     "_dl_start_user", "_dl_relocate_object", "__x64_sys_renameat2",
+                     "__x64_sys_close", "__x64_sys_openat"}),
+    ("plan", {"pk_tree_walk", "files_dedup", "regions_plan", "rfs_st_parse", "chunks_plan"}),
+    ("analyse", {"tile_analyse", "rfs_pair_histogram", "tensor_finish", "rfs_transform_choose_pairs",
+                 "hist_entropy_bytes", "planes_estimate", "tensor_tables", "rfs_table_from_counts"}),
+    ("encode", {"phase_b_job", "rfs_tile_encode", "rfs_rans_encode_steps_avx2",
+                "rfs_split_planes_avx2", "blob_compress", "tile_counts"}),
+]
+LEAF = {"analyse": {"rfs_pair_to_bytes", "__log2_fma", "ent_term"}}
+DSO = {"libzstd": "encode", "libcjson": "plan", "libxxhash": "hash"}  # no symbols: by library
+ns = collections.Counter()
+other = collections.Counter()  # leaf functions of "other"
+total = 0
+def flush(comm, period, frames):
+    global total
+    if comm != "ransfs-mkimage" or period is None:
+        return
+    ph = "other"
+    for name, syms in PH:
+        if any(f in syms for f, _ in frames):
+            ph = name
+            break
+    else:
+        for name, syms in PH:  # the leaf alone (call chains of code without frame pointers)
+            if frames and frames[0][0] in syms | LEAF.get(name, set()):
+                ph = name
+                break
+        for f, d in frames[:1] if ph == "other" else []:
+            for k, v in DSO.items():
+                if k in d:
+                    ph = v
+    ns[ph] += period
+    total += period
+    if ph == "other":
+        sc = [f for f, _ in frames if f.startswith("__x64_sys_")]
+        other[sc[0] if sc else frames[0][0] if frames else "?"] += period
+comm = period = None
+frames = []
+for line in sys.stdin:
+    if not line.strip():
+        flush(comm, period, frames)
+        comm, period, frames = None, None, []
+    elif not line.startswith((" ", "\t")):
+        parts = line.split()
+        comm, period = parts[0], int(parts[1])
+    else:
+        p = line.split()
+        frames.append((p[1].split("+")[0] if len(p) > 1 else "?", p[-1]))
+flush(comm, period, frames)
+print("%-14s %8s %6s" % ("phase", "ms/run", "share"))
+for ph, v in ns.most_common():
+    print("%-14s %8.1f %5.1f%%" % (ph, v / 1e6 / runs, 100.0 * v / total))
+print("%-14s %8.1f" % ("total", total / 1e6 / runs))
+print("other, by system call or leaf function:", ", ".join("%s %.1f%%" % (f, 100.0 * v / total)
+                                           for f, v in other.most_common(8)))
+' "$runs"
