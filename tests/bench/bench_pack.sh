@@ -12,7 +12,11 @@
 # image is removed and, with COLD=1 (the default), SOURCE_DIR's files are
 # dropped from the page cache.  RUNS (default 9) runs each; BASE_BIN=DIR
 # adds DIR/ransfs-mkimage to the rotation (a before/after in one run) and
-# compares its image with BIN_DIR's byte for byte.
+# compares its image with BIN_DIR's byte for byte.  The rotation also has
+# "read only": cat of every source file, under the same page-cache rule --
+# the floor of any packer's wall time, so the speed-up over mksquashfs can
+# be at most about (its wall) / (that floor).  L15=0 leaves out the slow level-15
+# runs.
 # Then, for each TILE_SIZE given (bytes, e.g. 65536), a tile-size sweep:
 # image ratio, pack MB/s, and full-decode MB/s (ransfs-fsck -j1, which
 # verifies and decodes every unit on one thread), best of RUNS by wall
@@ -165,8 +169,8 @@ median() { # numbers... -> their median
 }
 
 row() { # name
-    local sz w c
-    sz=$(stat -c %s "${imgs[$1]}")
+    local sz=0 w c
+    [ -e "${imgs[$1]}" ] && sz=$(stat -c %s "${imgs[$1]}")
     # shellcheck disable=SC2086 # the lists split on purpose
     w=$(median ${walls[$1]}); c=$(median ${cpus[$1]})
     printf '%-36s %10.1f %9.1f %9.1f %14d %8.4f\n' "$1" "$(echo "$input / $w / 1000000" | bc -l)" \
@@ -177,6 +181,7 @@ R="ransfs-mkimage -j$jobs"
 B="ransfs-mkimage -j$jobs (BASE_BIN)"
 S15="mksquashfs -comp zstd (level 15)"
 S3="mksquashfs -comp zstd level 3"
+RD="read only (cat of every file)"
 sq=(-noappend -quiet -no-progress -comp zstd -b "$tile" -processors "$jobs")
 echo "source: $src ($input bytes), $jobs threads each, tile/block $tile," \
      "median of $runs alternating runs, $([ "$cold" = 1 ] && echo cold || echo warm) page cache;" \
@@ -188,21 +193,25 @@ for i in $(seq "$runs"); do # alternate, and swap the order every other round
     if [ -n "${BASE_BIN:-}" ]; then
         once "$B" "$work/b.img" "$BASE_BIN/ransfs-mkimage" -q "-j$jobs" "$src" "$work/b.img"
     fi
+    once "$RD" "$work/none" find "$src" -type f -exec cat {} +
 done
-for _ in $(seq $(( runs < 2 ? 1 : 2 ))); do # level 15 is slow: at most 2 runs
+for _ in $(seq $(( ${L15:-1} == 0 ? 0 : runs < 2 ? 1 : 2 ))); do # level 15 is slow: at most 2 runs
     once "$S15" "$work/s15.img" mksquashfs "$src" "$work/s15.img" "${sq[@]}"
 done
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
 printf '%-36s %10s %9s %9s %14s %8s\n' tool "input MB/s" "wall ms" "CPU ms" "image bytes" ratio
 row "$R"
 [ -n "${BASE_BIN:-}" ] && row "$B"
-row "$S15"
+[ "${L15:-1}" != 0 ] && row "$S15"
 row "$S3"
+row "$RD"
 # shellcheck disable=SC2086
 echo "ransfs / mksquashfs level 3: speed (median wall)" \
      "$(echo "$(median ${walls[$S3]}) / $(median ${walls[$R]})" | bc -l | cut -c1-5)x," \
      "CPU $(echo "$(median ${cpus[$S3]}) / $(median ${cpus[$R]})" | bc -l | cut -c1-5)x," \
-     "size $(echo "$(stat -c %s "$work/r.img") / $(stat -c %s "$work/s3.img")" | bc -l | cut -c1-6)x"
+     "size $(echo "$(stat -c %s "$work/r.img") / $(stat -c %s "$work/s3.img")" | bc -l | cut -c1-6)x;" \
+     "bound about $(echo "$(median ${walls[$S3]}) / $(median ${walls[$RD]})" | bc -l | cut -c1-5)x" \
+     "(mksquashfs level 3 / read only)"
 if [ -n "${BASE_BIN:-}" ]; then
     cmp -s "$work/r.img" "$work/b.img" && echo "BASE_BIN's image: the same bytes" ||
         echo "BASE_BIN's image: DIFFERENT bytes"

@@ -6,15 +6,20 @@
 # Packs SOURCE_DIR RUNS times (default 10) with BIN_DIR/ransfs-mkimage -j2
 # (JOBS), each with SOURCE_DIR dropped from the page cache first (COLD=0:
 # warm), under `perf record -g`, and sorts every sample of the packer's
-# threads into a phase by its call chain: read (pread's copy out of the
-# page cache, and the readahead that fills it), plan (tree walk, headers,
-# dedup), analyse (pair histograms of the tiles, transform choice, shared
-# tables), encode (tile encoder, rANS, zstd of other bytes), hash (XXH3 of
-# tiles and units), write (the image into the page cache), fresh memory
-# (page faults: first touch of buffers), start, exit (exec, libraries,
-# threads, opens, the final rename), other.  Prints milliseconds of CPU per
-# run and the share of each phase.  Needs perf (linux-perf); not run by
-# CTest.
+# threads into a phase by its call chain, the first that matches:
+#   fresh memory  page faults: a buffer's first touch (also inside pread)
+#   read          pread's copy out of the page cache, the readahead filling it
+#   write         the image into the page cache
+#   start, exit   exec, libraries, threads, opens, the final rename
+#   plan          tree walk, safetensors headers, dedup
+#   analyse       pair histograms of the tiles, transform choice, tables
+#   encode        tile encoder (split, rANS), zstd of the other bytes
+#   hash          XXH3 of tiles and units (libxxhash has no symbols)
+#   other         the rest (futex, scheduling, malloc, ...)
+# Call chains of code built without frame pointers stop early, so a
+# sample whose chain names no phase goes by its leaf function.  Prints
+# milliseconds of CPU per run (perf's own cost included) and the share of
+# each phase.  Needs perf (linux-perf); not run by CTest.
 set -euo pipefail
 src=${1:?usage: pack_profile.sh SOURCE_DIR [BIN_DIR] [RUNS]}
 bin=${2:-build/bin}
@@ -43,11 +48,11 @@ perf script -i "$work/perf.data" -F comm,period,ip,sym,dso 2>/dev/null | /usr/bi
 import sys, collections
 runs = int(sys.argv[1])
 PH = [  # (phase, frame names that put a sample in it), the first match wins
+    ("fresh memory", {"asm_exc_page_fault", "exc_page_fault"}),  # also inside a pread
     ("read", {"__x64_sys_pread64", "ksys_pread64", "__x64_sys_fadvise64", "ksys_fadvise64_64",
               "generic_fadvise", "pk_src_read", "reader_main", "readahead_main"}),
     ("write", {"__x64_sys_writev", "do_writev", "__x64_sys_write", "ksys_write",
                "__x64_sys_pwrite64", "ksys_pwrite64", "writer_main"}),
-    ("fresh memory", {"asm_exc_page_fault", "exc_page_fault"}),
     ("start, exit", {"__x64_sys_execve", "do_exit", "__x64_sys_exit_group", "__x64_sys_clone3",
                      "__x64_sys_munmap", "__x64_sys_mmap", "__x64_sys_mprotect",
                      "_dl_start_user", "_dl_relocate_object", "__x64_sys_renameat2",
