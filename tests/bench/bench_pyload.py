@@ -13,21 +13,31 @@ Two bf16 models, each a safetensors file packed with ransfs-mkimage:
   synth  a RFS_BENCH_GB (1) GiB shard of 8192x8192 bf16 tensors
          (bench_loader.py's build_shard: gaussian weights rounded to bf16).
 Each is loaded, side by side in one run, RFS_BENCH_ROUNDS (3) times in
-turn, every time with a cold page cache (sync; echo 3 >
-/proc/sys/vm/drop_caches) and so a fresh read of the file from disk:
+turn (the order rotates each round, so none always follows another), every
+time with a cold page cache (sync; echo 3 > /proc/sys/vm/drop_caches) and
+so a fresh read of the file or image from disk:
   st-file    safetensors.numpy.load_file of the uncompressed file;
-  st-mount   safetensors.numpy.load_file through a fresh ransfs mount of
-             the image (default options);
+  st-mount   safetensors.numpy.load_file through a ransfs mount of the
+             image (default options), mounted before the caches are
+             dropped; the daemon is unmounted and waited for before the
+             next method runs (its exit must not overlap that one);
   ransfs     ransfs.load_file(image, ..., threads=RFS_BENCH_THREADS (0 =
              all cores)), decoding into the arrays.
-and once more with the file in the page cache (warm).  Every result is
-checked bit for bit against st-file's arrays, and every array is touched
-page by page before the clock stops (a lazy load is not a load).  Prints
-seconds and MB/s of tensor bytes (the median round) and ransfs's speed-up
-over each.  Not run by CTest.
+and then warm (the file or image in the page cache; a fresh daemon).
+Each load runs in a fresh child process, as a user's script would (so the
+bench's own heap and the last load's freed memory do not colour the
+next); the child times the load alone (imports excluded), touches every
+page of every array before the clock stops (a lazy load is not a load),
+and returns a SHA-256 of every array's name, dtype, shape and bytes, which
+must equal that of safetensors.numpy.load_file of the file.  Prints
+seconds and MB/s of tensor bytes (the median round), CPU seconds (user +
+system, every thread, from getrusage in the child; plus the daemon's from
+/proc for st-mount) and ransfs's speed-up over each.  Not run by CTest.
 """
+import hashlib
 import json
 import os
+import resource
 import shutil
 import statistics
 import struct
@@ -43,7 +53,7 @@ TOP = os.path.normpath(os.path.join(HERE, "..", ".."))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(TOP, "python"))
 sys.dont_write_bytecode = True
-import bench_loader  # noqa: E402  (build_shard, bf16)
+import bench_loader  # noqa: E402  (build_shard, bf16, daemon_pid, proc_cpu, wait_exit)
 
 
 def die(msg):
@@ -98,28 +108,97 @@ def touch(arrays):
     return s
 
 
-def timed(fn):
-    t0 = time.perf_counter()
-    arrays = fn()
+def self_cpu():
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def digest(arrays):
+    """SHA-256 of every array's name, dtype, shape and bytes, in name order."""
+    h = hashlib.sha256()
+    for k in sorted(arrays):
+        a = arrays[k]
+        h.update(("%s %s %r\n" % (k, a.dtype, a.shape)).encode())
+        h.update(memoryview(np.ascontiguousarray(a).reshape(-1).view(np.uint8)))
+    return h.hexdigest()
+
+
+def child(how, path, threads):
+    """--load HOW PATH THREADS: one load in a fresh process, as a user's
+    script does it; prints JSON: seconds and CPU seconds (user + system,
+    all threads) of the load alone, imports excluded, and the digest."""
+    if how == "ransfs":
+        import ransfs
+        img, inner = path.split("::")
+        load = lambda: ransfs.load_file(img, inner, threads=threads)  # noqa: E731
+    else:
+        import ml_dtypes  # noqa: F401  (registers bfloat16, which safetensors.numpy needs)
+        from safetensors.numpy import load_file
+        load = lambda: load_file(path)  # noqa: E731
+    c0, t0 = self_cpu(), time.perf_counter()
+    arrays = load()
     touch(arrays)
-    return time.perf_counter() - t0, arrays
+    secs, cpu = time.perf_counter() - t0, self_cpu() - c0
+    print(json.dumps({"secs": secs, "cpu": cpu, "digest": digest(arrays)}))
 
 
-def same(got, want, what):
-    if sorted(got) != sorted(want) or any(
-            got[k].dtype != want[k].dtype or got[k].shape != want[k].shape or
-            got[k].tobytes() != want[k].tobytes() for k in want):
-        die("%s: arrays differ from safetensors.numpy.load_file of the file" % what)
+class Method:
+    """One way to load the model, run as a child process (--load HOW
+    PATH): start() before the caches are dropped (the mount), stop()
+    after; other_cpu() the CPU seconds spent outside the child so far
+    (the daemon's)."""
+    def __init__(self, name, how, path, threads):
+        self.name, self.how, self.path, self.threads = name, how, path, threads
+
+    def start(self):
+        pass
+
+    def stop(self):
+        pass
+
+    def other_cpu(self):
+        return 0.0
+
+    def load(self):
+        r = subprocess.run([sys.executable, os.path.abspath(__file__), "--load", self.how,
+                            self.path, str(self.threads)], capture_output=True, text=True)
+        if r.returncode != 0:
+            die("%s: %s" % (self.name, r.stderr.strip()))
+        return json.loads(r.stdout)
 
 
-class Mount:
+class MountMethod(Method):
     def __init__(self, binp, img, mnt):
-        self.mnt = mnt
+        super().__init__("st-mount", "st", os.path.join(mnt, "model.safetensors"), 0)
+        self.binp, self.img, self.mnt, self.pid = binp, img, mnt, None
         os.makedirs(mnt, exist_ok=True)
-        run([os.path.join(binp, "ransfs"), img, mnt])
 
-    def close(self):
+    def start(self):
+        run([os.path.join(self.binp, "ransfs"), self.img, self.mnt])
+        self.pid = bench_loader.daemon_pid(self.mnt)
+
+    def stop(self):
         subprocess.run(["fusermount3", "-u", "-z", self.mnt])
+        bench_loader.wait_exit(self.pid)
+
+    def other_cpu(self):
+        return bench_loader.proc_cpu(self.pid)
+
+
+def timed(m, cold, want):
+    """(seconds, CPU seconds) of one load by method m, its bytes checked."""
+    m.start()
+    try:
+        if cold:
+            drop_caches()
+        o0 = m.other_cpu()
+        got = m.load()
+        other = m.other_cpu() - o0
+    finally:
+        m.stop()
+    if got["digest"] != want:
+        die("%s: arrays differ from safetensors.numpy.load_file of the file" % m.name)
+    return got["secs"], got["cpu"] + other
 
 
 def bench_model(label, d, binp, rounds, threads):
@@ -134,50 +213,41 @@ def bench_model(label, d, binp, rounds, threads):
     print("%s: %d bytes file, %d tensor bytes, image %d bytes (%.3f), packed in %.1f s" % (
         label, os.path.getsize(src), tensor_bytes, os.path.getsize(img),
         os.path.getsize(img) / os.path.getsize(src), time.perf_counter() - t0))
-    want = st_load(src)
-    mnt = d + ".mnt"
+    want = digest(st_load(src))
     load0 = os.getloadavg()[0]
-
-    def st_mount():
-        m = Mount(binp, img, mnt)
-        try:
-            a = st_load(os.path.join(mnt, "model.safetensors"))
-            touch(a)
-            return a
-        finally:
-            m.close()
-
-    methods = [("st-file", lambda: st_load(src)), ("st-mount", st_mount),
-               ("ransfs", lambda: ransfs.load_file(img, "model.safetensors",
-                                                   threads=threads))]
-    res = {name: [] for name, _ in methods}
+    methods = [Method("st-file", "st", src, 0), MountMethod(binp, img, d + ".mnt"),
+               Method("ransfs", "ransfs", img + "::model.safetensors", threads)]
+    res = {m.name: [] for m in methods}
     for r in range(rounds):
-        for name, fn in methods:
-            drop_caches()
-            secs, arrays = timed(fn)
-            same(arrays, want, "%s %s" % (label, name))
-            del arrays
-            res[name].append(secs)
+        for m in methods[r % 3:] + methods[:r % 3]:
+            res[m.name].append(timed(m, True, want))
     warm = {}
-    for name, fn in methods:  # the files in the page cache (mount: a fresh daemon)
-        fn()
-        warm[name] = timed(fn)[0]
-    med = {k: statistics.median(v) for k, v in res.items()}
-    print("  %-9s %9s %9s   %s" % ("", "cold s", "cold MB/s", "rounds (s) | warm s, MB/s"))
-    for name, _ in methods:
-        print("  %-9s %9.3f %9.0f   %s | %.3f, %.0f" % (
-            name, med[name], tensor_bytes / med[name] / 1e6,
-            " ".join("%.3f" % s for s in res[name]), warm[name],
-            tensor_bytes / warm[name] / 1e6))
-    print("  ransfs.load_file cold: %.2fx st-file, %.2fx st-mount; warm: %.2fx, %.2fx" % (
-        med["st-file"] / med["ransfs"], med["st-mount"] / med["ransfs"],
-        warm["st-file"] / warm["ransfs"], warm["st-mount"] / warm["ransfs"]))
+    for m in methods:  # the files in the page cache (mount: a fresh daemon)
+        timed(m, False, want)
+        warm[m.name] = timed(m, False, want)
+    med = {k: statistics.median(s for s, _ in v) for k, v in res.items()}
+    cpu = {k: statistics.median(c for _, c in v) for k, v in res.items()}
+    print("  %-9s %7s %9s %7s   %s" % ("", "cold s", "cold MB/s", "cpu s",
+                                     "rounds (s/cpu s) | warm s, MB/s, cpu s"))
+    for m in methods:
+        n = m.name
+        print("  %-9s %7.3f %9.0f %7.3f   %s | %.3f, %.0f, %.3f" % (
+            n, med[n], tensor_bytes / med[n] / 1e6, cpu[n],
+            " ".join("%.3f/%.3f" % sc for sc in res[n]), warm[n][0],
+            tensor_bytes / warm[n][0] / 1e6, warm[n][1]))
+    print("  ransfs.load_file cold: %.2fx st-file, %.2fx st-mount (CPU: %.2fx, %.2fx); "
+          "warm: %.2fx, %.2fx" % (
+              med["st-file"] / med["ransfs"], med["st-mount"] / med["ransfs"],
+              cpu["st-file"] / cpu["ransfs"], cpu["st-mount"] / cpu["ransfs"],
+              warm["st-file"][0] / warm["ransfs"][0], warm["st-mount"][0] / warm["ransfs"][0]))
     print("  load average (1 min) %.1f before, %.1f after (the machine is shared)" % (
         load0, os.getloadavg()[0]))
     sys.stdout.flush()
 
 
 def main():
+    if len(sys.argv) == 5 and sys.argv[1] == "--load":
+        return child(sys.argv[2], sys.argv[3], int(sys.argv[4]))
     build = os.path.abspath(sys.argv[1] if len(sys.argv) > 1 else "build")
     binp = os.path.join(build, "bin")
     os.environ.setdefault("RANSFS_LIBRARY", os.path.join(build, "lib", "libransfs.so.0"))
@@ -205,7 +275,9 @@ def main():
         bench_model("real bf16 (%s)" % os.path.relpath(real, TOP), d, binp, rounds, threads)
         d = os.path.join(w, "synth")
         os.makedirs(d)
-        hdr, _ = bench_loader.build_shard(os.path.join(d, "model.safetensors"), gib)
+        shard = os.path.join(d, "model.safetensors")
+        bench_loader.build_shard(shard, gib, 8192)
+        hdr, _ = bench_loader.read_header(shard)
         bench_model("synth bf16 %g GiB (%d tensors 8192x8192)" % (gib, len(hdr)), d, binp,
                     rounds, threads)
     finally:
