@@ -8,7 +8,7 @@ threads decode the tiles into them directly, so the file is never held
 whole in an intermediate buffer.
 """
 import ctypes
-import os
+import mmap
 
 import numpy as np
 
@@ -85,8 +85,34 @@ def _parse_device(device, framework):
     raise ValueError("ransfs: device must be 'cpu' or 'cuda[:N]', not %r" % dev)
 
 
-def _alloc_np(infos):
-    return [np.empty(t.shape, dtype=numpy_dtype(t.dtype)) for t in infos]
+# numpy asks for transparent huge pages (MADV_HUGEPAGE) on every array of
+# at least 4 MiB.  Their first touch (the kernel zeroing 2 MiB at a time)
+# cost 3-4x the CPU of 4 KiB pages on the VMs this was measured on (a
+# fresh process loading 1 GiB: 2.3-2.8 s of system time against 0.6-0.7 s,
+# docs/benchmarks.md), more than the whole decode; so load_file undoes it
+# on its fresh, untouched arrays unless hugepages=True.
+_HUGE_MIN = 1 << 22
+_PAGE = mmap.PAGESIZE
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+_libc.madvise.restype = ctypes.c_int
+
+
+def _no_hugepages(ptr, nbytes):
+    """MADV_NOHUGEPAGE on the whole pages of [ptr, ptr + nbytes): a hint,
+    so a failure (an old kernel) changes nothing but the speed."""
+    lo = -(-ptr // _PAGE) * _PAGE
+    hi = (ptr + nbytes) // _PAGE * _PAGE
+    if nbytes >= _HUGE_MIN and hi > lo:
+        _libc.madvise(lo, hi - lo, getattr(mmap, "MADV_NOHUGEPAGE", 15))
+
+
+def _alloc_np(infos, hugepages):
+    arrays = [np.empty(t.shape, dtype=numpy_dtype(t.dtype)) for t in infos]
+    if not hugepages:
+        for a in arrays:
+            _no_hugepages(a.ctypes.data, a.nbytes)
+    return arrays
 
 
 def _np_ptr(a):
@@ -136,16 +162,17 @@ def _cuda_index(torch, index):
     return torch.cuda.current_device() if index is None else index
 
 
-def _load(img, path, framework, cuda, index, threads):
+def _load(img, path, framework, cuda, index, threads, hugepages):
     threads = 0 if threads is None else int(threads)
     with TensorList(img, path) as tl:
         infos = tl.info()
         if framework == "np":
-            arrays = _alloc_np(infos)
+            arrays = _alloc_np(infos, hugepages)
             _check_sizes(arrays, infos, lambda a: a.nbytes, img._name(path))
             _decode_host(img, path, tl, [_np_ptr(a) for a in arrays], threads)
         else:
-            torch = _import_torch("framework='pt'")
+            torch = _import_torch("device %r" % ("cuda" if index is None else "cuda:%d" % index)
+                                  if cuda else "framework='pt'")
             device = "cpu"
             if cuda:
                 index = _cuda_index(torch, index)
@@ -155,13 +182,16 @@ def _load(img, path, framework, cuda, index, threads):
                          img._name(path))
             ptrs = [a.data_ptr() for a in arrays]
             if device == "cpu":
+                if not hugepages:
+                    for a, p in zip(arrays, ptrs):
+                        _no_hugepages(p, a.numel() * a.element_size())
                 _decode_host(img, path, tl, ptrs, threads)
             else:
                 _decode_cuda(torch, img, path, tl, ptrs, index)
     return {t.name: a for t, a in zip(infos, arrays)}
 
 
-def load_file(image, path, device="cpu", threads=None, framework=None):
+def load_file(image, path, device="cpu", threads=None, framework=None, hugepages=False):
     """Every tensor of safetensors file PATH inside IMAGE as a dict
     {name: array}, like safetensors.numpy.load_file (numpy arrays, the
     default) or safetensors.torch.load_file (torch tensors: framework='pt',
@@ -169,6 +199,10 @@ def load_file(image, path, device="cpu", threads=None, framework=None):
 
     image: a path to an image, or an open ransfs.Image (reused, not closed).
     threads: decoding threads, None or <= 0 for all cores (host decode).
+    hugepages: False (the default) backs host arrays of 4 MiB and more with
+    4 KiB pages (MADV_NOHUGEPAGE before their first touch: cheaper to fault
+    in on the VMs measured, docs/python.md); True leaves numpy's / torch's
+    choice (numpy asks for transparent huge pages).
     BF16 / F8 tensors: ml_dtypes' bfloat16 / float8 arrays when ml_dtypes is
     importable (what safetensors.numpy returns), else uint16 / uint8 arrays
     holding the same bits; torch tensors have torch's own types.
@@ -178,6 +212,6 @@ def load_file(image, path, device="cpu", threads=None, framework=None):
     """
     framework, cuda, index = _parse_device(device, framework)
     if isinstance(image, Image):
-        return _load(image, path, framework, cuda, index, threads)
+        return _load(image, path, framework, cuda, index, threads, hugepages)
     with Image(image) as img:
-        return _load(img, path, framework, cuda, index, threads)
+        return _load(img, path, framework, cuda, index, threads, hugepages)

@@ -20,6 +20,7 @@ import hashlib
 import json
 import os
 import random
+import re
 import shutil
 import stat
 import struct
@@ -146,6 +147,8 @@ def dtype_tensors(mini):
         "scalar.f32": ("F32", (), f32[42:43].tobytes()),
         "empty.f32": ("F32", (0, 4), b""),
         "empty.bf16": ("BF16", (5, 0), b""),
+        # >= 4 MiB: numpy would ask for huge pages (load_file's hugepages=)
+        "bf16.big": ("BF16", (2048, 1056), np.resize(bf, 2048 * 1056).tobytes()),
     }
     return t
 
@@ -284,6 +287,39 @@ def t_load_dtypes():
     check(got["bf16.multi_tile"].dtype == np.dtype(ml_dtypes.bfloat16), "bf16 dtype")
     check(got["scalar.f32"].shape == () and got["empty.bf16"].shape == (5, 0), "shapes")
     check(ransfs.numpy_dtype("BF16") == np.dtype(ml_dtypes.bfloat16), "numpy_dtype")
+
+
+def vma_flags(ptr):
+    """The VmFlags of the mapping of this process that holds address ptr."""
+    with open("/proc/self/smaps") as f:
+        inside = False
+        for line in f:
+            m = re.match(r"([0-9a-f]+)-([0-9a-f]+) ", line)
+            if m:
+                inside = int(m.group(1), 16) <= ptr < int(m.group(2), 16)
+            elif inside and line.startswith("VmFlags:"):
+                return line.split()[1:]
+    raise AssertionError("no mapping holds %#x" % ptr)
+
+
+@test(**NEEDS)
+def t_hugepages():
+    """hugepages=False (the default) marks the fresh arrays of 4 MiB and up
+    MADV_NOHUGEPAGE before decoding into them; True leaves numpy's choice;
+    the bytes are the same either way."""
+    import ransfs
+    from safetensors.numpy import load_file as st_load
+    want = st_load(os.path.join(work("tree"), "dtypes.safetensors"))
+    kept = []  # each load's arrays stay alive: the next cannot reuse their memory
+    for hp in (False, True):
+        got = ransfs.load_file(work("tree.rfs"), "dtypes.safetensors", hugepages=hp)
+        kept.append(got)
+        same_arrays(got, want, "hugepages=%s" % hp)
+        big = got["bf16.big"]
+        check(big.nbytes >= 1 << 22, "bf16.big is %d bytes" % big.nbytes)
+        flags = vma_flags(big.ctypes.data + big.nbytes // 2)
+        check(("nh" in flags) == (not hp), "hugepages=%s: VmFlags %s" % (hp, flags))
+        log("hugepages=%s: bf16.big's mapping has VmFlags %s" % (hp, " ".join(flags)))
 
 
 @test(**NEEDS)
@@ -425,7 +461,8 @@ def raises(exc, fn, *words):
 @test(**NEEDS)
 def t_errors():
     """Clear exceptions: missing image, not an image, missing paths, not
-    safetensors, wrong kinds, bad arguments, a closed image."""
+    safetensors, wrong kinds, bad arguments, torch or CUDA asked for without
+    torch, a closed image."""
     import ransfs
     img_path, cfg = work("tree.rfs"), os.path.join(ARGS.mini, "config.json")
     missing = work("no-such.rfs")
@@ -450,7 +487,28 @@ def t_errors():
         raises(ValueError, lambda: ransfs.load_file(img, "model.safetensors", device="cuda",
                                                     framework="np"), "framework")
         raises(ValueError, lambda: img.read("config.json", -1, 1), "negative")
+        no_torch(img)
     raises(ValueError, lambda: img.listdir(), "closed")
+
+
+def no_torch(img):
+    """Where torch is not importable (here always: None in sys.modules makes
+    `import torch` raise ImportError, whether or not it is installed),
+    torch tensors and CUDA devices are a clear ImportError naming torch."""
+    import ransfs
+    had, saved = "torch" in sys.modules, sys.modules.get("torch")
+    sys.modules["torch"] = None
+    try:
+        raises(ImportError, lambda: ransfs.load_file(img, "model.safetensors", framework="pt"),
+               "framework='pt'", "torch")
+        for dev in ("cuda", "cuda:0", 0):
+            raises(ImportError, lambda: ransfs.load_file(img, "model.safetensors", device=dev),
+                   "cuda", "torch")
+    finally:
+        if had:
+            sys.modules["torch"] = saved
+        else:
+            del sys.modules["torch"]
 
 
 @test(**NEEDS)
