@@ -10,12 +10,14 @@ The directories are CMake's GNUInstallDirs, relative to the prefix.
 Exit 0 = pass, 1 = fail, 77 = skipped (with the reason printed).
 
 The deb test changes the system: it installs the package with dpkg -i,
-mounts with the installed /usr/bin/ransfs, and removes the package with
-dpkg -r.  It refuses to touch a system where a ransfs package, or any file
+mounts with the installed /usr/bin/ransfs (once through a line it adds to
+/etc/fstab and takes out again right after `mount MNT`), and removes the
+package with dpkg -r.  It refuses to touch a system where a ransfs package, or any file
 the package would own, is already there (skip, 77), holds a lock so that
 two checkouts on one machine take turns, and leaves a guardian process
 (its own session, so a CTest timeout does not kill it) that unmounts and
-removes the package if this process dies before it has done so itself.
+removes the package and the fstab line if this process dies before it
+has done so itself.
 """
 import argparse
 import fcntl
@@ -484,6 +486,14 @@ def cleanup():
                 subprocess.run(["umount", "-l", m], capture_output=True)
     except OSError:
         pass
+    if os.path.exists(os.path.join(work, "fstab-added")):
+        with open("/etc/fstab") as f:
+            keep = [l for l in f.read().splitlines(True) if work not in l]
+        with open("/etc/fstab.rfs-install-test", "w") as f:
+            f.writelines(keep)
+        shutil.copymode("/etc/fstab", "/etc/fstab.rfs-install-test")
+        os.rename("/etc/fstab.rfs-install-test", "/etc/fstab")
+        sys.stderr.write("install_test guardian: removed the /etc/fstab line the test left\n")
     if os.path.exists(os.path.join(work, "installed")):
         for _ in range(100):
             r = subprocess.run(["dpkg", "--purge", "ransfs"], capture_output=True, text=True)
@@ -499,7 +509,8 @@ cleanup()
 def start_guardian(work, lock_fd):
     """A process in its own session that waits for this one to end (its
     stdin is a pipe only this process can write), then undoes whatever the
-    files in work say is left: mounts, the installed package.  It holds the
+    files in work say is left: mounts, its /etc/fstab line, the installed
+    package.  It holds the
     machine lock until then.  Returns the pipe's write end (keep it open)."""
     r, w = os.pipe()
     subprocess.Popen([sys.executable, "-c", GUARD_SCRIPT, work], stdin=r, pass_fds=(lock_fd,),
@@ -552,7 +563,9 @@ def check_mount(mnt, src):
 
 def check_installed(work):
     """What a user does with the package: --version, man, pack, check,
-    mount -t fuse.ransfs and an fstab line, read back, unmount."""
+    mount -t fuse.ransfs and an /etc/fstab line (`mount MNT`), read back,
+    unmount; a C program (pkg-config) and a Python script against the
+    installed libransfs."""
     src = os.path.join(ARGS.src, "tests", "data")
     r = run(["ransfs", "--version"], env=dict(os.environ, PATH="/usr/bin:/bin"))
     log("installed: " + " | ".join(r.stdout.splitlines()))
@@ -577,16 +590,139 @@ def check_installed(work):
     check_mount(mnt, src)
     run(["umount", mnt])
     assert not is_mounted(mnt)
-    # An fstab line (a file of our own, never /etc/fstab).
-    fstab, mnt2 = os.path.join(work, "fstab"), os.path.join(work, "mnt_fstab")
+    # An /etc/fstab line and `mount MNT`, as a user writes it; the line goes
+    # again right after (and the guardian removes it if this process dies).
+    mnt2 = os.path.join(work, "mnt_fstab")
     os.makedirs(mnt2)
     note_mount(work, mnt2)
-    with open(fstab, "w") as f:
-        f.write("%s %s fuse.ransfs ro,nosuid,nodev,nofail,cache=64M 0 0\n" % (img, mnt2))
-    run(["mount", "--fstab", fstab, mnt2], env=clean_env)
+    fstab_add(work, "%s %s fuse.ransfs ro,nosuid,nodev,nofail,cache=64M 0 0" % (img, mnt2))
+    try:
+        run(["mount", mnt2], env=clean_env)
+    finally:
+        fstab_remove(work)
     check_mount(mnt2, src)
     run(["umount", mnt2])
     assert not is_mounted(mnt2)
+    check_installed_c(work, img, src, clean_env)
+    check_installed_python(work, img, src, clean_env)
+
+
+FSTAB = "/etc/fstab"
+
+
+def fstab_lines_without(work):
+    """/etc/fstab's lines less the ones this test added (they name work)."""
+    with open(FSTAB) as f:
+        return [l for l in f.read().splitlines(True) if work not in l]
+
+
+def fstab_add(work, line):
+    """Append LINE, after a comment naming work, to /etc/fstab; the file
+    work/fstab-added tells the guardian to take them out again."""
+    open(os.path.join(work, "fstab-added"), "w").close()
+    keep = fstab_lines_without(work)
+    if keep and not keep[-1].endswith("\n"):
+        keep[-1] += "\n"
+    fstab_write(keep + ["# added by ransfs install_test (%s), removed by it\n" % work,
+                        line + "\n"])
+
+
+def fstab_remove(work):
+    fstab_write(fstab_lines_without(work))
+    os.unlink(os.path.join(work, "fstab-added"))
+
+
+def fstab_write(lines):
+    """Replace /etc/fstab whole (a new file renamed over it, same mode)."""
+    tmp = FSTAB + ".rfs-install-test"
+    with open(tmp, "w") as f:
+        f.writelines(lines)
+    shutil.copymode(FSTAB, tmp)
+    os.rename(tmp, FSTAB)
+
+
+def installed_lib():
+    """The path of the package's libransfs.so.0 (dpkg -L)."""
+    libs = [f for f in run(["dpkg", "-L", PACKAGE]).stdout.split()
+            if os.path.basename(f) == "libransfs.so.0"]
+    assert len(libs) == 1, "the package holds libransfs.so.0 %d times" % len(libs)
+    return os.path.realpath(libs[0])
+
+
+def check_installed_c(work, img, src, env):
+    """tests/lib/lib_example.c built the way a user builds it against the
+    package (pkg-config, no path of ours) runs against the installed
+    libransfs.so.0: every entry of img listed, every file read and every
+    tensor decoded byte-exact against src."""
+    flags = run(["pkg-config", "--cflags", "--libs", "ransfs"], env=env).stdout.split()
+    exe = os.path.join(work, "lib_example")
+    run(["cc", "-std=c11", "-Wall", "-Wextra", "-Werror", "-o", exe,
+         os.path.join(ARGS.src, "tests", "lib", "lib_example.c")] + flags, env=env)
+    m = re.search(r"libransfs\.so\.0 => (\S+)", run(["ldd", exe], env=env).stdout)
+    assert m and os.path.realpath(m.group(1)) == installed_lib(), \
+        "lib_example resolves libransfs.so.0 to %s" % (m and m.group(1))
+    out = run([exe, img, src], env=env).stdout.splitlines()
+    got = sorted(l for l in out if l[:2] in ("d ", "l ", "f "))
+    want = []
+    for d, dirs, files in os.walk(src):
+        for name in dirs + files:
+            p = os.path.join(d, name)
+            kind = "l" if os.path.islink(p) else "d" if os.path.isdir(p) else "f"
+            want.append("%s /%s" % (kind, os.path.relpath(p, src)))
+    assert got == sorted(want), "lib_example lists %s, the tree %s" % (got, sorted(want))
+    tensors = [l for l in out if re.match(r"t \S+ [1-9]", l)]
+    assert tensors, "lib_example decoded no tensors:\n" + "\n".join(out)
+    log("  C program (pkg-config ransfs, %s): %d entries, %s" % (
+        m.group(1), len(got), "; ".join(tensors)))
+
+
+PY_SCRIPT = r"""
+import json, os, struct, sys
+import numpy as np
+import ransfs
+img, src, lib = sys.argv[1:4]
+assert ransfs.library_path() == lib, "loaded %s, not %s" % (ransfs.library_path(), lib)
+files = tensors = 0
+with ransfs.open(img) as im:
+    for d, dirs, names in os.walk(src):
+        for name in names:
+            p = os.path.join(d, name)
+            rel = os.path.relpath(p, src)
+            if os.path.islink(p):
+                continue
+            with open(p, "rb") as f:
+                data = f.read()
+            assert im.read(rel) == data, rel
+            files += 1
+            if not name.endswith(".safetensors"):
+                continue
+            n = struct.unpack("<Q", data[:8])[0]
+            head = json.loads(data[8:8 + n])
+            head.pop("__metadata__", None)
+            got = ransfs.load_file(im, rel, threads=2)
+            assert sorted(got) == sorted(head), rel
+            for k, t in head.items():
+                a0, a1 = t["data_offsets"]
+                a = got[k]
+                assert list(a.shape) == t["shape"] and a.dtype == ransfs.numpy_dtype(t["dtype"]), k
+                assert a.tobytes() == data[8 + n + a0:8 + n + a1], "%s: %s differs" % (rel, k)
+                tensors += 1
+print("%s: %d files, %d tensors byte-exact" % (ransfs.library_path(), files, tensors))
+"""
+
+
+def check_installed_python(work, img, src, env):
+    """The Python package (python/ of the source tree, on PYTHONPATH; no
+    RANSFS_LIBRARY, no LD_LIBRARY_PATH) under Debian's python3 finds the
+    installed libransfs.so.0 through the dynamic loader (ld.so.cache, which
+    the package's ldconfig trigger updates): every file of img read and
+    every tensor of its safetensors files loaded byte-exact against src."""
+    pkg = os.path.join(ARGS.src, "python")
+    assert not os.path.exists(os.path.join(pkg, "ransfs", "libransfs.so.0")), \
+        "python/ransfs holds a libransfs.so.0 of its own: it would be loaded instead"
+    r = run(["/usr/bin/python3", "-c", PY_SCRIPT, img, src, installed_lib()],
+            env=dict(env, PYTHONPATH=pkg, PYTHONDONTWRITEBYTECODE="1"))
+    log("  Python script (/usr/bin/python3, the default loader): " + r.stdout.strip())
 
 
 @test(TIMEOUT=1500)
@@ -594,9 +730,11 @@ def t_deb():
     """The .deb end to end, as root: cpack builds ransfs_VERSION_ARCH.deb
     holding exactly what cmake --install installs, with the right Depends;
     dpkg -i installs it; the installed tools and man pages work, and
-    `mount -t fuse.ransfs` and an fstab line mount with /usr/bin/ransfs and
-    read every file back byte-exact; dpkg -r removes it and leaves none of
-    its files.  Never touches a system that already has ransfs installed."""
+    `mount -t fuse.ransfs` and an /etc/fstab line mount with /usr/bin/ransfs
+    and read every file back byte-exact; a C program built with pkg-config
+    and a Python script (Debian's python3, the package from python/) read
+    the image through the installed libransfs.so.0; dpkg -r removes it and
+    leaves none of its files.  Never touches a system that already has ransfs installed."""
     if os.geteuid() != 0:
         log("skipped: needs root (dpkg -i)")
         raise Skip()
