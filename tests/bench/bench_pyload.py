@@ -22,7 +22,9 @@ so a fresh read of the file or image from disk:
              dropped; the daemon is unmounted and waited for before the
              next method runs (its exit must not overlap that one);
   ransfs     ransfs.load_file(image, ..., threads=RFS_BENCH_THREADS (0 =
-             all cores)), decoding into the arrays.
+             all cores)), decoding into the arrays;
+  ransfs-hp  the same with hugepages=True (numpy's transparent huge pages
+             for the arrays, which load_file turns off by default).
 and then warm (the file or image in the page cache; a fresh daemon).
 Each load runs in a fresh child process, as a user's script would (so the
 bench's own heap and the last load's freed memory do not colour the
@@ -127,10 +129,11 @@ def child(how, path, threads):
     """--load HOW PATH THREADS: one load in a fresh process, as a user's
     script does it; prints JSON: seconds and CPU seconds (user + system,
     all threads) of the load alone, imports excluded, and the digest."""
-    if how == "ransfs":
+    if how.startswith("ransfs"):
         import ransfs
         img, inner = path.split("::")
-        load = lambda: ransfs.load_file(img, inner, threads=threads)  # noqa: E731
+        hp = how == "ransfs-hp"
+        load = lambda: ransfs.load_file(img, inner, threads=threads, hugepages=hp)  # noqa: E731
     else:
         import ml_dtypes  # noqa: F401  (registers bfloat16, which safetensors.numpy needs)
         from safetensors.numpy import load_file
@@ -216,10 +219,11 @@ def bench_model(label, d, binp, rounds, threads):
     want = digest(st_load(src))
     load0 = os.getloadavg()[0]
     methods = [Method("st-file", "st", src, 0), MountMethod(binp, img, d + ".mnt"),
-               Method("ransfs", "ransfs", img + "::model.safetensors", threads)]
+               Method("ransfs", "ransfs", img + "::model.safetensors", threads),
+               Method("ransfs-hp", "ransfs-hp", img + "::model.safetensors", threads)]
     res = {m.name: [] for m in methods}
     for r in range(rounds):
-        for m in methods[r % 3:] + methods[:r % 3]:
+        for m in methods[r % len(methods):] + methods[:r % len(methods)]:
             res[m.name].append(timed(m, True, want))
     warm = {}
     for m in methods:  # the files in the page cache (mount: a fresh daemon)
@@ -236,10 +240,11 @@ def bench_model(label, d, binp, rounds, threads):
             " ".join("%.3f/%.3f" % sc for sc in res[n]), warm[n][0],
             tensor_bytes / warm[n][0] / 1e6, warm[n][1]))
     print("  ransfs.load_file cold: %.2fx st-file, %.2fx st-mount (CPU: %.2fx, %.2fx); "
-          "warm: %.2fx, %.2fx" % (
+          "warm: %.2fx, %.2fx; hugepages=True cold: %.2fx the time, %.2fx the CPU" % (
               med["st-file"] / med["ransfs"], med["st-mount"] / med["ransfs"],
               cpu["st-file"] / cpu["ransfs"], cpu["st-mount"] / cpu["ransfs"],
-              warm["st-file"][0] / warm["ransfs"][0], warm["st-mount"][0] / warm["ransfs"][0]))
+              warm["st-file"][0] / warm["ransfs"][0], warm["st-mount"][0] / warm["ransfs"][0],
+              med["ransfs-hp"] / med["ransfs"], cpu["ransfs-hp"] / cpu["ransfs"]))
     print("  load average (1 min) %.1f before, %.1f after (the machine is shared)" % (
         load0, os.getloadavg()[0]))
     sys.stdout.flush()
