@@ -58,6 +58,10 @@ struct rfs_engine {
     atomic_uint_least64_t gpu_batches;
     atomic_uint_least64_t prefetch_batches, prefetch_inflight, prefetch_resets;
     atomic_uint_least64_t prefetch_stolen;
+    /* Where read time goes, summed over requests (ns): all of it, the
+     * serving thread's CPU, decoding the units a read owns, waiting for
+     * units other threads decode, the reply. */
+    atomic_uint_least64_t req_ns, req_cpu_ns, req_decode_ns, req_wait_ns, req_reply_ns;
 };
 
 /* ------------------------------------------------------------ lifecycle */
@@ -441,7 +445,7 @@ static rfs_err wait_all(rfs_engine *eng, uint64_t ino, rfs_readv *rv)
 rfs_err rfs_engine_read(rfs_engine *eng, uint64_t ino, uint64_t off, size_t len, rfs_readv *rv)
 {
     rfs_err err;
-    uint64_t raw = 0;
+    uint64_t raw = 0, t0, t1;
     rv->n_pieces = rv->n_refs = 0;
     rv->bytes = 0;
     rv->has_raw = 0;
@@ -454,9 +458,13 @@ rfs_err rfs_engine_read(rfs_engine *eng, uint64_t ino, uint64_t off, size_t len,
                 rfs_cache_publish(eng->cache, rv->refs[i].e, RFS_E_NOMEM);
         goto fail;
     }
+    t0 = rfs_hist_now_ns();
     err = decode_owned(eng, rv);
+    t1 = rfs_hist_now_ns();
     if (err == RFS_OK)
         err = wait_all(eng, ino, rv);
+    atomic_fetch_add(&eng->req_decode_ns, t1 - t0);
+    atomic_fetch_add(&eng->req_wait_ns, rfs_hist_now_ns() - t1);
     if (err != RFS_OK)
         goto fail;
     for (size_t i = 0; i < rv->n_pieces; i++) {
@@ -492,9 +500,12 @@ void rfs_engine_note_served(rfs_engine *eng, size_t bytes)
     atomic_fetch_add(&eng->bytes_served, bytes);
 }
 
-void rfs_engine_note_request(rfs_engine *eng, uint64_t ns)
+void rfs_engine_note_request(rfs_engine *eng, uint64_t ns, uint64_t cpu_ns, uint64_t reply_ns)
 {
     rfs_hist_add(&eng->request_us, ns / 1000u);
+    atomic_fetch_add(&eng->req_ns, ns);
+    atomic_fetch_add(&eng->req_cpu_ns, cpu_ns);
+    atomic_fetch_add(&eng->req_reply_ns, reply_ns);
 }
 
 void rfs_engine_note_prefetch_reset(rfs_engine *eng)
@@ -699,7 +710,14 @@ static void request_stats_json(rfs_engine *eng, char *buf, size_t cap, int *n)
              (unsigned long long)rfs_hist_quantile(&eng->request_us, 1.0));
     for (unsigned k = 0; k < nb; k++)
         json_add(buf, cap, n, "%s%llu", k ? "," : "", (unsigned long long)bins[k]);
-    json_add(buf, cap, n, "],");
+    json_add(buf, cap, n,
+             "],\"read_us_sum\":%llu,\"read_cpu_us_sum\":%llu,\"read_decode_us_sum\":%llu,"
+             "\"read_wait_us_sum\":%llu,\"read_reply_us_sum\":%llu,",
+             (unsigned long long)(atomic_load(&eng->req_ns) / 1000u),
+             (unsigned long long)(atomic_load(&eng->req_cpu_ns) / 1000u),
+             (unsigned long long)(atomic_load(&eng->req_decode_ns) / 1000u),
+             (unsigned long long)(atomic_load(&eng->req_wait_ns) / 1000u),
+             (unsigned long long)(atomic_load(&eng->req_reply_ns) / 1000u));
 }
 
 /* The GPU part of the stats: its batches, then the backend's own counters. */

@@ -103,10 +103,11 @@ void rfs_engine_note_served(rfs_engine *eng, size_t bytes);
 
 /*
  * Count one FUSE read request that reached rfs_engine_read, answered or
- * failed, and the nanoseconds from its arrival to its reply (stats:
- * read_us_*).  Thread-safe, lock-free.
+ * failed: ns from its arrival to its reply (stats: read_us_*), cpu_ns of
+ * it the serving thread spent on a CPU, and reply_ns of it spent in the
+ * reply call (the copy into the kernel).  Thread-safe, lock-free.
  */
-void rfs_engine_note_request(rfs_engine *eng, uint64_t ns);
+void rfs_engine_note_request(rfs_engine *eng, uint64_t ns, uint64_t cpu_ns, uint64_t reply_ns);
 
 /* Count a read the prefetch detector did not take as sequential (its
  * window was reset).  Thread-safe, lock-free. */

@@ -419,12 +419,13 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
     rfs_readv rv;
     rfs_err err;
     size_t len;
-    uint64_t t0;
+    uint64_t t0, c0, tr = 0, t2;
     if (off < 0 || (uint64_t)off >= fh->size || size == 0) {
         fuse_reply_buf(req, NULL, 0);
         return;
     }
     t0 = rfs_hist_now_ns();
+    c0 = rfs_hist_thread_cpu_ns();
     len = fh->size - (uint64_t)off < size ? (size_t)(fh->size - (uint64_t)off) : size;
     rfs_readv_init(&rv);
     err = rfs_engine_read(fs->eng, ino, (uint64_t)off, len, &rv);
@@ -434,16 +435,19 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
         /* fh must not be touched after the reply: the reader may close the
          * file and its release free fh before this thread goes on. */
         note_prefetch(fs, fh, ino, (uint64_t)off, len);
+        tr = rfs_hist_now_ns();
         if (rv.n_pieces > RFS_MAX_IOV)
             reply_gathered(req, fs, &rv);
         else if (rv.has_raw)
             reply_bufvec(req, fs, &rv);
         else
             reply_iov(req, &rv);
+        tr = rfs_hist_now_ns() - tr;
         rfs_readv_release(fs->eng, &rv); /* the kernel has the bytes now */
         rfs_engine_note_served(fs->eng, len);
     }
-    rfs_engine_note_request(fs->eng, rfs_hist_now_ns() - t0);
+    t2 = rfs_hist_now_ns();
+    rfs_engine_note_request(fs->eng, t2 - t0, rfs_hist_thread_cpu_ns() - c0, tr);
 }
 
 /* ------------------------------------------------------------ misc */

@@ -47,6 +47,15 @@ static inline uint64_t rfs_hist_now_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
+/* CPU time of the calling thread in nanoseconds (on-CPU time, so that a
+ * request's wall time splits into running and waiting for a core or a lock). */
+static inline uint64_t rfs_hist_thread_cpu_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
 static inline void rfs_hist_add(rfs_hist *h, uint64_t v)
 {
     atomic_fetch_add_explicit(&h->b[rfs_hist_bucket(v)], 1, memory_order_relaxed);

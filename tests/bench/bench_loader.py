@@ -263,6 +263,18 @@ def stats_line(st, units):
 MIB = float(1 << 20)
 
 
+def parts_line(st):
+    """Where the requests' time went (daemons with the read_*_us_sum stats)."""
+    tot = st.get("read_us_sum")
+    if not tot:
+        return "request time: (this daemon has no breakdown)"
+    return ("request time %.2f s: on CPU %.0f%%, decoding own units %.0f%%, waiting for "
+            "units others decode %.0f%%, reply %.0f%%" % (
+                tot / 1e6, 100.0 * st["read_cpu_us_sum"] / tot,
+                100.0 * st["read_decode_us_sum"] / tot, 100.0 * st["read_wait_us_sum"] / tot,
+                100.0 * st["read_reply_us_sum"] / tot))
+
+
 def mounted_run(var, img, mnt, fn, hdr, base, threads, units, cold):
     binp, opts, env = var
     os.makedirs(mnt, exist_ok=True)
@@ -288,7 +300,7 @@ def mounted_run(var, img, mnt, fn, hdr, base, threads, units, cold):
     finally:
         subprocess.run(["fusermount3", "-u", "-z", mnt])
         wait_exit(pid)
-    return mbs, stats_line(st, units), st["read_us_log2"], mem
+    return mbs, stats_line(st, units) + "\n      " + parts_line(st), st["read_us_log2"], mem
 
 
 def plain_run(src, fn, hdr, base, threads, cold):

@@ -439,7 +439,9 @@ def t_read_stats():
     b = os.path.join(mnt, "model.safetensors")
     before = stats(mnt)
     for k in ("read_us_count", "read_us_p50", "read_us_p90", "read_us_p99", "read_us_max",
-              "read_us_log2", "prefetch_late", "prefetch_unused", "prefetch_resets"):
+              "read_us_log2", "prefetch_late", "prefetch_unused", "prefetch_resets",
+              "read_us_sum", "read_cpu_us_sum", "read_decode_us_sum", "read_wait_us_sum",
+              "read_reply_us_sum"):
         assert k in before, "stats lack " + k
     drop_cache(b)
     with open(b, "rb", buffering=0) as f:  # a sequential cat in 1 MiB reads
@@ -459,6 +461,11 @@ def t_read_stats():
     assert sum(st["read_us_log2"]) == st["read_us_count"], st["read_us_log2"]
     assert 0 < st["read_us_max"], st
     assert st["read_us_p50"] <= st["read_us_p90"] <= st["read_us_p99"] <= st["read_us_max"], st
+    # The parts of a request's time are disjoint intervals inside it, on one
+    # clock (each sum rounded down to whole us, which keeps the inequality).
+    parts = st["read_decode_us_sum"] + st["read_wait_us_sum"] + st["read_reply_us_sum"]
+    assert parts <= st["read_us_sum"], st
+    assert st["read_reply_us_sum"] > 0 and st["read_cpu_us_sum"] > 0, st
     # A sequential read is what the detector prefetches for, and it uses it.
     assert st["prefetched_tiles"] > 0 and st["prefetch_hits"] > 0, st
     assert st["prefetch_late"] <= st["prefetch_hits"] <= st["prefetched_tiles"], st
