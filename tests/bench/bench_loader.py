@@ -30,8 +30,9 @@ each run (the issue's "cached" conditions).  RFS_BENCH_COLD=1: cold disk
 instead: `sync; echo 3 > /proc/sys/vm/drop_caches` before every run, so
 the plain file comes cold from the disk and the mount reads the image cold
 from the same disk.  Every measurement is run RFS_BENCH_ROUNDS times (2),
-alternating, because the machine is shared; the load average is printed
-per round.  For each mount run it prints the daemon's stats (request
+alternating (every other round with the variants in reverse order, so a
+load that drifts during a round favours none), because the machine is
+shared; the load average is printed per round.  For each mount run it prints the daemon's stats (request
 latency p50/p99/max, requests, prefetch hits / late / unused / resets,
 demand misses, units decoded against the file's units) and memory: the
 daemon's peak RSS (VmHWM), the growth of the page cache during the load
@@ -365,9 +366,14 @@ def main():
         for r in range(rounds):
             print("round %d, load average %s" % (r + 1, " ".join(
                 open("/proc/loadavg").read().split()[:3])))
+            # Every other round in reverse order: on a shared machine the load
+            # drifts, and a fixed order would hand the drift to one variant.
+            order = list(range(len(variants)))[::1 if r % 2 == 0 else -1]
             for name, fn in readers:
-                got = [mounted_run(v, img, mnt, fn, hdr, base, threads, units, cold)
-                       for v in variants]
+                got = [None] * len(variants)
+                for i in order:
+                    got[i] = mounted_run(variants[i], img, mnt, fn, hdr, base, threads, units,
+                                         cold)
                 plain, cpu, pc = plain_run(src, fn, hdr, base, threads, cold)
                 print("round %d %-13s plain(%s) %7.0f MB/s (reader cpu %.2f s, page cache "
                       "%+.0f MiB)" % (r + 1, name, "cold" if cold else "cached", plain, cpu, pc))
