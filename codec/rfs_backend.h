@@ -76,13 +76,50 @@ typedef struct rfs_backend {
     rfs_rans_w4_fn rans_w4;
 } rfs_backend;
 
+/*
+ * A decode table rewritten for lookups by register permutes instead of a
+ * gather (the AVX-512 VBMI backend; docs/benchmarks.md "Decode without
+ * gathers").  Symbols present are ranked 0..nsym-1 in symbol order; rank r
+ * covers slots [start[r], next[r]) and dec[slot] = entry[r] there.  The rank
+ * of a slot is
+ *
+ *     r = r0[slot >> 5];  r += slot >= next[r];      (a 32-slot bucket holds
+ *                                                     at most one boundary)
+ *     and where slot - win[w] < 128:  r = fine[w][slot - win[w]]
+ *
+ * exactly, for every slot, when rfs_small_plan_build returned 1: at most 64
+ * symbols, and the buckets with more than one boundary inside (runs of rare
+ * symbols) all lie in the nwin (<= 2) windows of 128 slots.
+ */
+#define RFS_SMALL_MAX_SYMS 64u
+#define RFS_SMALL_MAX_WIN 2u
+typedef struct rfs_small_plan {
+    _Alignas(64) uint8_t r0[128];
+    uint32_t entry[RFS_SMALL_MAX_SYMS]; /* dec[start[r]]: symbol, freq-1, start */
+    uint16_t next[RFS_SMALL_MAX_SYMS];  /* start[r + 1]; 4096 past the last */
+    uint16_t start[RFS_SMALL_MAX_SYMS];
+    uint8_t fine[RFS_SMALL_MAX_WIN][128];
+    uint32_t win[RFS_SMALL_MAX_WIN];
+    unsigned nsym, nwin;
+} rfs_small_plan;
+
+/* Build p from dec, a valid 4096-entry table (rfs_table_build_lookup).
+ * Returns 1 when the rule above is exact for dec, else 0 (p then unused). */
+int rfs_small_plan_build(rfs_small_plan *p, const uint32_t *dec);
+
 extern const rfs_backend rfs_backend_scalar;
 extern const rfs_backend rfs_backend_avx2;
 extern const rfs_backend rfs_backend_avx512;
+extern const rfs_backend rfs_backend_avx512vbmi;
+
+/* The best of the gather backends (scalar, AVX2, AVX-512) for this CPU: what
+ * the VBMI backend hands the planes its lookups do not take. */
+const rfs_backend *rfs_backend_gather_best(void);
 
 /* The process-wide default: cpuid, overridden by RANSFS_CPU (once). */
 const rfs_backend *rfs_backend_default(void);
-/* By name ("scalar", "avx2", "avx512", "auto"); NULL if unknown/unsupported. */
+/* By name ("scalar", "avx2", "avx512", "avx512vbmi", "auto"); NULL if
+ * unknown or unsupported. */
 const rfs_backend *rfs_backend_by_name(const char *name);
 
 /* Load and range-check the 32 initial states.  RFS_E_TRUNCATED/RFS_E_STATE. */

@@ -1,7 +1,8 @@
 /*
  * rfs_cpu.c - choose the CPU decode backend once per process: the best one
- * cpuid allows (AVX2 over AVX-512 on AMD), unless RANSFS_CPU=scalar|avx2|
- * avx512 says otherwise.  The encoder's choice is rfs_enc_cpu.c.
+ * cpuid allows (AVX-512 VBMI, else AVX2 over AVX-512 on AMD), unless
+ * RANSFS_CPU=scalar|avx2|avx512|avx512vbmi says otherwise.  The encoder's
+ * choice is rfs_enc_cpu.c.
  */
 #include <pthread.h>
 #include <stdlib.h>
@@ -20,6 +21,8 @@ int rfs_cpu_supports(const char *name)
         return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
                __builtin_cpu_supports("avx2") && __builtin_cpu_supports("bmi2");
+    if (!strcmp(name, "avx512vbmi"))
+        return rfs_cpu_supports("avx512") && __builtin_cpu_supports("avx512vbmi");
     return 0;
 }
 
@@ -28,7 +31,7 @@ int rfs_cpu_supports(const char *name)
  * docs/benchmarks.md): Zen 4 runs 512-bit and masked ops as two 256-bit
  * halves.  Elsewhere AVX-512 is preferred.  Both give identical bytes, so
  * the choice only moves speed. */
-static const rfs_backend *backend_best(void)
+const rfs_backend *rfs_backend_gather_best(void)
 {
     __builtin_cpu_init();
     if (rfs_cpu_supports("avx512") && !__builtin_cpu_is("amd"))
@@ -38,12 +41,24 @@ static const rfs_backend *backend_best(void)
     return &rfs_backend_scalar;
 }
 
+/* VBMI where present: its permute lookups beat the gathers on the planes
+ * they take (bf16 and f32 exponents), and it hands every other plane to the
+ * best gather path. */
+static const rfs_backend *backend_best(void)
+{
+    if (rfs_cpu_supports("avx512vbmi"))
+        return &rfs_backend_avx512vbmi;
+    return rfs_backend_gather_best();
+}
+
 const rfs_backend *rfs_backend_by_name(const char *name)
 {
     if (!name || !rfs_cpu_supports(name))
         return NULL;
     if (!strcmp(name, "auto"))
         return backend_best();
+    if (!strcmp(name, "avx512vbmi"))
+        return &rfs_backend_avx512vbmi;
     if (!strcmp(name, "avx512"))
         return &rfs_backend_avx512;
     if (!strcmp(name, "avx2"))

@@ -4,6 +4,7 @@
  */
 #include <string.h>
 
+#include "rfs_backend.h"
 #include "rfs_internal.h"
 #include "rfs_tile.h"
 
@@ -130,4 +131,66 @@ rfs_err rfs_table_parse(rfs_table *t, const uint8_t *src, size_t src_size, size_
     if (err == RFS_OK)
         rfs_table_build_lookup(t);
     return err;
+}
+
+/* ------------------------------------------------ the permute-lookup plan */
+
+/* Boundaries (symbol starts) strictly inside the 32-slot bucket b. */
+static unsigned small_inner(const rfs_small_plan *p, unsigned b)
+{
+    unsigned c = 0;
+    for (unsigned r = 1; r < p->nsym; r++)
+        c += p->start[r] > 32 * b && p->start[r] < 32 * b + 32;
+    return c;
+}
+
+/* The rank of every slot of [w, w + 128) into fine (an exact window). */
+static void small_window(const rfs_small_plan *p, uint8_t fine[128], uint32_t w)
+{
+    unsigned r = 0;
+    for (uint32_t j = 0; j < 128; j++) {
+        while (r + 1 < p->nsym && p->start[r + 1] <= w + j)
+            r++;
+        fine[j] = (uint8_t)r;
+    }
+}
+
+int rfs_small_plan_build(rfs_small_plan *p, const uint32_t *dec)
+{
+    /* walk the runs of dec: one entry per symbol present, in symbol order */
+    unsigned r = 0;
+    for (uint32_t slot = 0; slot < RFS_PROB_SCALE; r++) {
+        uint32_t e = dec[slot];
+        if (r == RFS_SMALL_MAX_SYMS)
+            return 0;
+        p->entry[r] = e;
+        p->start[r] = (uint16_t)slot;
+        slot += (e >> 8 & 0xfffu) + 1u;
+    }
+    p->nsym = r;
+    for (unsigned k = 0; k < RFS_SMALL_MAX_SYMS; k++) {
+        p->next[k] = (uint16_t)(k + 1 < r ? p->start[k + 1] : RFS_PROB_SCALE);
+        if (k >= r)
+            p->entry[k] = 0, p->start[k] = 0;
+    }
+    unsigned rank = 0;
+    for (unsigned b = 0; b < 128; b++) {
+        while (rank + 1 < r && p->start[rank + 1] <= 32 * b)
+            rank++;
+        p->r0[b] = (uint8_t)rank;
+    }
+    /* buckets with two or more boundaries inside take an exact window */
+    p->nwin = 0;
+    uint32_t covered = 0; /* slots below this lie in a window already */
+    for (unsigned b = 0; b < 128; b++) {
+        if (32 * b + 32 <= covered || small_inner(p, b) < 2)
+            continue;
+        if (p->nwin == RFS_SMALL_MAX_WIN)
+            return 0;
+        uint32_t w = 32 * b < RFS_PROB_SCALE - 128 ? 32 * b : RFS_PROB_SCALE - 128;
+        p->win[p->nwin] = w;
+        small_window(p, p->fine[p->nwin++], w);
+        covered = w + 128;
+    }
+    return 1;
 }

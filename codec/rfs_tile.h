@@ -250,10 +250,11 @@ rfs_dec *rfs_dec_create(size_t max_tile_bytes);
 void rfs_dec_destroy(rfs_dec *dec);
 
 /*
- * Force the CPU path of this context: "scalar", "avx2", "avx512" or "auto".
- * Returns RFS_E_ARG when the name is unknown or the CPU lacks the path.
- * Without a call the path is chosen once per process by cpuid, overridden by
- * the environment variable RANSFS_CPU=scalar|avx2|avx512.
+ * Force the CPU path of this context: "scalar", "avx2", "avx512",
+ * "avx512vbmi" or "auto".  Returns RFS_E_ARG when the name is unknown or the
+ * CPU lacks the path.  Without a call the path is chosen once per process by
+ * cpuid, overridden by the environment variable
+ * RANSFS_CPU=scalar|avx2|avx512|avx512vbmi.
  */
 rfs_err rfs_dec_set_backend(rfs_dec *dec, const char *name);
 const char *rfs_dec_backend(const rfs_dec *dec);

@@ -464,16 +464,16 @@ static int want(const bench_opts *o, const char *name)
 
 static int bench_ransfs(const bench_opts *o, chunked *c, uint8_t *out, int ctx)
 {
-    static const char *const paths[] = {"auto", "scalar", "avx2", "avx512"};
-    rfs_ctx ctxs[4];
-    codec_ops dec_ops[4];
+    static const char *const paths[] = {"auto", "scalar", "avx2", "avx512", "avx512vbmi"};
+    rfs_ctx ctxs[5];
+    codec_ops dec_ops[5];
     size_t ndec = 0;
     int rc = 1;
     rfs_transform xf = rfs_transform_choose(c->src, c->size / o->width, o->width);
     rfs_enc *enc = rfs_enc_create(o->tile_size);
     if (!enc)
         goto done;
-    for (size_t p = 0; p < 4; p++) {
+    for (size_t p = 0; p < 5; p++) {
         if (!rfs_cpu_supports(paths[p]))
             continue;
         rfs_ctx *r = &ctxs[ndec];
@@ -483,9 +483,10 @@ static int bench_ransfs(const bench_opts *o, chunked *c, uint8_t *out, int ctx)
             rfs_dec_destroy(r->dec);
             continue;
         }
-        static const char *const names[2][4] = {
-            {"ransfs", "ransfs-scalar", "ransfs-avx2", "ransfs-avx512"},
-            {"ransfs-ctx", "ransfs-ctx-scalar", "ransfs-ctx-avx2", "ransfs-ctx-avx512"}};
+        static const char *const names[2][5] = {
+            {"ransfs", "ransfs-scalar", "ransfs-avx2", "ransfs-avx512", "ransfs-avx512vbmi"},
+            {"ransfs-ctx", "ransfs-ctx-scalar", "ransfs-ctx-avx2", "ransfs-ctx-avx512",
+             "ransfs-ctx-avx512vbmi"}};
         dec_ops[ndec++] = (codec_ops){names[ctx != 0][p], rfs_encode_chunk, rfs_decode_chunk, r};
     }
     if (ndec)

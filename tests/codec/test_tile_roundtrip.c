@@ -13,6 +13,8 @@
 
 #include <cmocka.h>
 
+#include "rfs_backend.h"
+#include "rfs_internal.h"
 #include "testutil.h"
 
 static const size_t lengths[] = {0, 1, 31, 32, 33, 4095, 65537};
@@ -321,6 +323,78 @@ static void test_encoder_paths(void **state)
     rfs_enc_destroy(e);
 }
 
+/* Whether the top plane of tile enc is rANS with a table the VBMI
+ * backend's permute lookups take (rfs_small_plan_build); *nwin its windows. */
+static int top_plane_small(const uint8_t *enc, size_t size, unsigned *nwin)
+{
+    static rfs_table t;
+    static rfs_small_plan plan;
+    rfs_tile_layout lay;
+    size_t off = 0, len = 0;
+    assert_int_equal(rfs_tile_parse(&lay, enc, size), RFS_OK);
+    const rfs_plane_layout *top = &lay.plane[lay.width - 1];
+    if (top->mode != RFS_PM_RANS_TILE)
+        return 0;
+    assert_int_equal(rfs_plane_parse_rans(enc, top, 0, t.freq, &off, &len), RFS_OK);
+    rfs_table_build_lookup(&t);
+    int ok = rfs_small_plan_build(&plan, t.dec);
+    *nwin = plan.nwin;
+    return ok;
+}
+
+/* bf16 and f32 weights (scaled normals, a tail of rare exponents): their
+ * exponent plane takes the VBMI backend's permute lookups, with and without
+ * windows, and every backend (that one included where the CPU has it) gives
+ * the original bytes; lengths around a step and the tail. */
+static void test_small_alphabet(void **state)
+{
+    (void)state;
+    static const size_t ns[] = {32, 33, 4095, 65537, 131072};
+    tu_rng r = {g_seed ^ 8};
+    size_t cap = 131072 * 4;
+    uint8_t *src = malloc(cap), *enc = malloc(rfs_tile_bound(cap, 4));
+    rfs_enc *e = rfs_enc_create(cap);
+    unsigned small = 0, windowed = 0, plain = 0;
+    for (unsigned w = 2; w <= 4; w += 2)
+        for (size_t li = 0; li < sizeof ns / sizeof ns[0]; li++)
+            for (unsigned scale = 0; scale < 4; scale++) {
+                size_t n = ns[li];
+                double sd = scale == 0 ? 0.02 : scale == 1 ? 1.0 : 1e-3;
+                for (size_t i = 0; i < n; i++) {
+                    /* scale 3: a few common exponents only (no window) */
+                    float f = scale == 3 ? (float)((int)(tu_next(&r) % 9) - 4) * 0.37f
+                                         : (float)(tu_gauss(&r) * sd * (i % 97 ? 1.0 : 40.0));
+                    if (w == 2) {
+                        uint16_t b = tu_f32_to_bf16(f);
+                        memcpy(src + 2 * i, &b, 2);
+                    } else {
+                        memcpy(src + 4 * i, &f, 4);
+                    }
+                }
+                rfs_tile_params p = {.width = w, .transform = RFS_XF_ROT1};
+                size_t size = 0;
+                assert_int_equal(rfs_tile_encode(e, enc, rfs_tile_bound(cap, 4), &size, src,
+                                                 n * w, &p),
+                                 RFS_OK);
+                unsigned nwin = 0;
+                if (top_plane_small(enc, size, &nwin)) {
+                    small++;
+                    windowed += nwin > 0;
+                    plain += nwin == 0;
+                }
+                tu_roundtrip(src, n * w, w, RFS_XF_ROT1, NULL);
+            }
+    /* all but the shortest tiles (whose planes may be RAW): the path runs */
+    assert_true(small >= 20);
+    assert_true(windowed >= 4);
+    assert_true(plain >= 4);
+    if (!rfs_cpu_supports("avx512vbmi"))
+        print_message("no AVX-512 VBMI here: only the plans were checked, not that path\n");
+    rfs_enc_destroy(e);
+    free(src);
+    free(enc);
+}
+
 int main(void)
 {
     g_seed = tu_seed("codec_tile_roundtrip");
@@ -329,6 +403,7 @@ int main(void)
         cmocka_unit_test(test_shared_table),  cmocka_unit_test(test_context_reuse),
         cmocka_unit_test(test_raw_only),      cmocka_unit_test(test_given_counts),
         cmocka_unit_test(test_encoder_paths), cmocka_unit_test(test_in_place),
+        cmocka_unit_test(test_small_alphabet),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -25,7 +25,8 @@
 
 #define MAX_TILE (1u << 18) /* fuzz builds cap sizes */
 
-static const char *const paths[] = {"scalar", "avx2", "avx512"};
+static const char *const paths[] = {"scalar", "avx2", "avx512", "avx512vbmi"};
+#define NPATHS (sizeof paths / sizeof paths[0])
 
 /* Errors the CPU decoder finds only while decoding a stream, which the
  * planner leaves to the kernels. */
@@ -120,7 +121,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     static rfs_dec *dec;
     static rfs_table shared;
-    static uint8_t out[3][MAX_TILE];
+    static uint8_t out[NPATHS][MAX_TILE];
     if (!dec)
         dec = rfs_dec_create(MAX_TILE);
     if (size < 1 || !dec)
@@ -139,7 +140,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     size--;
     rfs_err first = RFS_OK;
     size_t first_len = 0;
-    for (unsigned k = 0; k < 3; k++) {
+    for (unsigned k = 0; k < NPATHS; k++) {
         if (!rfs_cpu_supports(paths[k]))
             continue;
         rfs_dec_set_backend(dec, paths[k]);

@@ -12,7 +12,8 @@
 
 #define MAX_TILE (1u << 18)
 
-static const char *const paths[] = {"scalar", "avx2", "avx512"};
+static const char *const paths[] = {"scalar", "avx2", "avx512", "avx512vbmi"};
+#define NPATHS (sizeof paths / sizeof paths[0])
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -37,7 +38,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     size_t csize = 0;
     if (rfs_tile_encode(enc, coded, sizeof(coded), &csize, data, size, &p) != RFS_OK)
         abort();
-    for (unsigned k = 0; k < 3; k++) {
+    for (unsigned k = 0; k < NPATHS; k++) {
         if (!rfs_cpu_supports(paths[k]))
             continue;
         size_t len = 0;
