@@ -3,6 +3,7 @@
 
   tests/bench/bench_remote.py [--build build] [--work DIR] [--bf16-gib 1.0]
                               [--rate 1gbit] [--nets shaped,loopback] [--only m1,m2]
+                              [--methods a,b] [--ransfs-opts k=v,...]
 
 The servers (nginx, SeaweedFS S3 with SigV4) run in a network namespace of
 this script's own behind a veth pair whose both directions are shaped with
@@ -33,10 +34,12 @@ rclone (Debian) when missing.  Not run by CTest.
 import argparse
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 import numpy as np
@@ -206,6 +209,47 @@ class Net:
             return int(f.read())
 
 
+class LinkSampler:
+    """rx bytes of the shaped link every 0.1 s while a method runs: the
+    link's rate over each second, to see where it idles."""
+
+    def __init__(self, net):
+        self.net, self.samples, self.stop = net, [], threading.Event()
+        self.t = threading.Thread(target=self._run, daemon=True)
+        if net.dev:
+            self.t.start()
+
+    def _run(self):
+        while not self.stop.is_set():
+            self.samples.append((time.monotonic(), self.net.rx()))
+            self.stop.wait(0.1)
+
+    def fetch_util(self, rate):
+        """Utilisation while there was something to fetch: 99% of the bytes
+        over the time until 99% had arrived (the tail, when the reader
+        decodes what is already here, left out)."""
+        if not self.net.dev or len(self.samples) < 2:
+            return None
+        (t0, b0), total = self.samples[0], self.samples[-1][1] - self.samples[0][1]
+        for t, b in self.samples:
+            if b - b0 >= 0.99 * total and t > t0:
+                return (b - b0) * 8 / (t - t0) / rate
+        return None
+
+    def per_second(self):
+        """MB received in each whole second of the run."""
+        self.stop.set()
+        if not self.net.dev:
+            return None
+        self.t.join()
+        out, (t0, b0) = [], self.samples[0]
+        for t, b in self.samples[1:]:
+            if t - t0 >= 1.0:
+                out.append(round((b - b0) / 1e6 / (t - t0), 1))
+                t0, b0 = t, b
+        return out
+
+
 # ------------------------------------------------------------ methods
 
 def drop(path):
@@ -232,18 +276,45 @@ def timed_mount(cmd, mnt, env=None, proc=False):
     return None
 
 
+def daemon_cpu(mnt):
+    """CPU seconds (user + system) of the processes serving mount point mnt
+    (those whose argv names it: ransfs, s3fs, rclone), or None."""
+    want, tick, total, found = os.path.realpath(mnt).encode(), os.sysconf("SC_CLK_TCK"), 0, 0
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            with open("/proc/%s/cmdline" % pid, "rb") as f:
+                argv = f.read().split(b"\0")
+            with open("/proc/%s/stat" % pid) as f:
+                st = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if want in argv or mnt.encode() in argv:
+            total, found = total + int(st[11]) + int(st[12]), found + 1
+    return total / tick if found else None
+
+
 def run_mount(name, cmd, mnt, names, env=None, proc=False, before=None):
     if before:
         before()
     t0 = time.monotonic()
     p = timed_mount(cmd, mnt, env, proc)
     t_mount = time.monotonic() - t0
+    ru0 = resource.getrusage(resource.RUSAGE_SELF)
     n = load(mnt, names)
     dt = time.monotonic() - t0
+    ru1 = resource.getrusage(resource.RUSAGE_SELF)
+    extra = {"daemon_cpu_s": daemon_cpu(mnt),
+             "loader_cpu_s": ru1.ru_utime + ru1.ru_stime - ru0.ru_utime - ru0.ru_stime}
+    if name == "ransfs":
+        st = json.loads(os.getxattr(mnt, "user.ransfs.stats"))
+        extra.update({k: st[k] for k in ("remote_requests", "remote_bytes", "remote_retries")
+                      if k in st})
     unmount(mnt)
     if p is not None:
         p.wait(timeout=60)
-    return {"secs": dt, "mount_secs": t_mount, "bytes": n}
+    return dict(extra, secs=dt, mount_secs=t_mount, bytes=n)
 
 
 def measure(net, model, src, srv, work):
@@ -257,12 +328,20 @@ def measure(net, model, src, srv, work):
     env.pop("AWS_CA_BUNDLE", None)
 
     def row(method, fn):
+        if ARGS.methods and method not in ARGS.methods.split(","):
+            return
         rx0 = net.rx()
+        sampler = LinkSampler(net)
         try:
             r = fn()
         except SystemExit as e:
             log("%s %s %s: not measured: %s" % (net.kind, model, method, e))
             return
+        finally:
+            per_s = sampler.per_second()
+        if per_s is not None:
+            r["link_mb_per_s"] = per_s
+            r["fetch_util"] = sampler.fetch_util(rate_bps(ARGS.rate))
         assert r["bytes"] == size, (method, r["bytes"], size)
         if rx0 is not None:
             r["link_bytes"] = net.rx() - rx0
@@ -274,11 +353,14 @@ def measure(net, model, src, srv, work):
 
     def curl_all():
         t0 = time.monotonic()
+        ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         args = []
         for rel in names:
             args += ["-o", "/dev/null", ng.url("%s/%s" % (model, rel))]
         R.curl("--fail", *args, check=True, timeout=3600)
-        return {"secs": time.monotonic() - t0, "bytes": size}
+        ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return {"secs": time.monotonic() - t0, "bytes": size,
+                "daemon_cpu_s": ru1.ru_utime + ru1.ru_stime - ru0.ru_utime - ru0.ru_stime}
 
     row("curl", curl_all)
     pw = os.path.join(work, "s3fs.passwd")
@@ -301,12 +383,13 @@ def measure(net, model, src, srv, work):
         log("ransfs rows: not measured (%s)" % srv["why"])
         return rows
     cache = os.path.join(work, "cache")
+    xo = "," + ARGS.ransfs_opts if ARGS.ransfs_opts else ""
 
     def fresh():
         shutil.rmtree(cache, ignore_errors=True)
     row("ransfs-s3", lambda: run_mount("ransfs", [
         ransfs, "s3://%s/%s" % (BUCKET, img_key), mnt, "-o",
-        "s3_endpoint=%s,cache_dir=%s" % (s3.endpoint, cache)], mnt, names, env=env,
+        "s3_endpoint=%s,cache_dir=%s%s" % (s3.endpoint, cache, xo)], mnt, names, env=env,
         before=fresh))
     n0 = [0]
 
@@ -315,10 +398,10 @@ def measure(net, model, src, srv, work):
         n0[0] = len(ng.requests())
     url = ng.url(img_key)
     row("ransfs-http", lambda: run_mount("ransfs", [ransfs, url, mnt, "-o",
-                                                    "cache_dir=" + cache], mnt, names,
+                                                    "cache_dir=" + cache + xo], mnt, names,
                                          before=http_cold))
     row("ransfs-warm", lambda: run_mount("ransfs", [ransfs, url, mnt, "-o",
-                                                    "cache_dir=" + cache], mnt, names,
+                                                    "cache_dir=" + cache + xo], mnt, names,
                                          before=lambda: drop(cache)))
     local = os.path.join(work, "www", img_key)
     row("ransfs-local", lambda: run_mount("ransfs", [ransfs, local, mnt], mnt, names,
@@ -369,6 +452,9 @@ def start_servers(net, work, mods, clean):
     s3 = R.SeaweedS3(R.find_weed(venv), os.path.join(d, "weed"), clean, host=net.host,
                      netns=net.ns).start(secs=180)
     s3.create_bucket(BUCKET)
+    s3_methods = ("s3fs", "rclone", "ransfs-s3")
+    if ARGS.methods and not set(ARGS.methods.split(",")) & set(s3_methods):
+        mods = {}  # no method reads the bucket: nothing to upload
     for name, src in mods.items():
         t0 = time.time()
         s3.put_tree(BUCKET, src, prefix=name + "/")
@@ -379,16 +465,20 @@ def start_servers(net, work, mods, clean):
 
 
 def table(rows):
-    out = ["| net | model | method | s | MB/s | vs best peer | link MB | link util | mount reqs |",
-           "|---|---|---|---:|---:|---:|---:|---:|---:|"]
+    out = ["| net | model | method | s | MB/s | vs best peer | link MB | link util | "
+           "util while fetching | daemon CPU s | mount reqs |",
+           "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         peers = [x["secs"] for x in rows if x["net"] == r["net"] and x["model"] == r["model"]
                  and x["method"] in ("s3fs", "rclone")]
         rel = "%.2fx" % (r["secs"] / min(peers)) if peers else "-"
-        out.append("| %s | %s | %s | %.2f | %.0f | %s | %s | %s | %s |" % (
+        out.append("| %s | %s | %s | %.2f | %.0f | %s | %s | %s | %s | %s | %s |" % (
             r["net"], r["model"], r["method"], r["secs"], r["mbps"], rel,
             "%.1f" % (r["link_bytes"] / 1e6) if "link_bytes" in r else "-",
-            "%.2f" % r["util"] if "util" in r else "-", r.get("mount_requests", "-")))
+            "%.2f" % r["util"] if "util" in r else "-",
+            "%.2f" % r["fetch_util"] if r.get("fetch_util") else "-",
+            "%.1f" % r["daemon_cpu_s"] if r.get("daemon_cpu_s") is not None else "-",
+            r.get("mount_requests", "-")))
     return "\n".join(out)
 
 
@@ -402,6 +492,10 @@ def main():
     ap.add_argument("--rate", default="1gbit")
     ap.add_argument("--nets", default="shaped,loopback")
     ap.add_argument("--only", help="models to measure, e.g. committed,bf16")
+    ap.add_argument("--ransfs-opts", help="more -o options of the remote ransfs mounts, "
+                    "e.g. fetch_parallel=32,fetch_size=8M")
+    ap.add_argument("--methods", help="methods to measure, e.g. rclone,ransfs-http,ransfs-warm "
+                    "(ransfs-warm reuses the cache dir ransfs-http filled)")
     ARGS = ap.parse_args()
     ARGS.build = os.path.abspath(ARGS.build)
     ARGS.bin = os.path.abspath(ARGS.bin or os.path.join(ARGS.build, "bin"))
