@@ -13,7 +13,10 @@
 # under the mount (SIGBUS turned into EIO), the load test for a short
 # time; fs_mount_cache_budget is left out: TSan shadow memory defeats its
 # RSS check), and the remote source (remote_fetch: concurrent readers
-# fetching from a real nginx, single flight, server down and back).  The mount tests route the daemons' reports to files
+# fetching from a real nginx, single flight, server down and back) and two
+# real remote mounts (remote_mount_cache_dir_shared: two daemons with
+# read-ahead threads on one cache dir; remote_mount_faults_recovery: outages
+# through the fault proxy, then recovery).  The mount tests route the daemons' reports to files
 # (TSAN_OPTIONS=log_path) and fail on any; they skip (77) without /dev/fuse.
 # Usage: tests/hardening/tsan.sh [BUILD_DIR]     (RFS_TSAN_JOBS, default 2)
 set -uo pipefail
@@ -32,7 +35,7 @@ cmake --build "$build" -j "$jobs" --target $targets > "$build/build.log" 2>&1 ||
 # for readable lock-order reports; tsan.supp documents each suppression.  The load test runs 20 s (TSan is ~5-15x slower).
 export TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:suppressions=$top/tests/hardening/tsan.supp${TSAN_OPTIONS:+:$TSAN_OPTIONS}"
 export RFS_LOAD_SECONDS=${RFS_LOAD_SECONDS:-20}
-tests='^(util_pool|fs_core|fs_engine_image|fs_engine|fs_mount_concurrent|fs_mount_corrupt|fs_mount_unmount_busy|fs_mount_image_changed|hardening_load|remote_fetch)$'
+tests='^(util_pool|fs_core|fs_engine_image|fs_engine|fs_mount_concurrent|fs_mount_corrupt|fs_mount_unmount_busy|fs_mount_image_changed|hardening_load|remote_fetch|remote_mount_cache_dir_shared|remote_mount_faults_recovery)$'
 cd "$build" || exit 1
 ctest --output-on-failure -R "$tests" --timeout 1200 2>&1 | tee "$build/tsan-ctest.log"
 rc=${PIPESTATUS[0]}
