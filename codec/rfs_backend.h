@@ -68,12 +68,25 @@ typedef void (*rfs_rans_w4_fn)(uint8_t *dst, size_t n, rfs_plane_job *jobs, unsi
                                const unsigned *jplane, const uint8_t *const planes[RFS_MAX_WIDTH],
                                rfs_transform xf);
 
+/*
+ * Two tiles of width w (2 or 4) whose only rANS plane is the top one: for
+ * tile j, jobs[j] is that plane, planes[j][b] the bytes of plane b (for the
+ * top one: its job's out, n[j] bytes of scratch).  Decodes both and writes
+ * their elements into dst[j], each exactly as rans_w2 / rans_w4 would with
+ * k = 1; the two planes may run in lockstep.  Optional (NULL: none).
+ */
+typedef void (*rfs_rans_top2_fn)(uint8_t *const dst[2], const uint32_t n[2], unsigned w,
+                                 rfs_plane_job *const jobs[2],
+                                 const uint8_t *const *const planes[2],
+                                 const rfs_transform xf[2]);
+
 typedef struct rfs_backend {
     const char *name;
     rfs_interleave_fn interleave;
     rfs_rans_planes_fn rans_planes;
     rfs_rans_w2_fn rans_w2;
     rfs_rans_w4_fn rans_w4;
+    rfs_rans_top2_fn rans_top2;
 } rfs_backend;
 
 /*

@@ -117,5 +117,5 @@ static void interleave_avx2(uint8_t *dst, const uint8_t *const planes[RFS_MAX_WI
     }
 }
 
-const rfs_backend rfs_backend_avx2 = {"avx2", interleave_avx2, fused_rans_planes, fused_rans_w2,
-                                      fused_rans_w4};
+const rfs_backend rfs_backend_avx2 = {"avx2", interleave_avx2, fused_rans_planes,
+                                      fused_rans_w2, fused_rans_w4, NULL};

@@ -115,4 +115,4 @@ static void interleave_avx512(uint8_t *dst, const uint8_t *const planes[RFS_MAX_
 }
 
 const rfs_backend rfs_backend_avx512 = {"avx512", interleave_avx512, fused_rans_planes,
-                                        fused_rans_w2, fused_rans_w4};
+                                        fused_rans_w2, fused_rans_w4, NULL};

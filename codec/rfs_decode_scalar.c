@@ -136,4 +136,4 @@ static void rans_w4_scalar(uint8_t *dst, size_t n, rfs_plane_job *jobs, unsigned
 }
 
 const rfs_backend rfs_backend_scalar = {"scalar", rfs_interleave_scalar, rans_planes_scalar,
-                                        rans_w2_scalar, rans_w4_scalar};
+                                        rans_w2_scalar, rans_w4_scalar, NULL};

@@ -62,7 +62,8 @@ static void vb_tabs_load(vb_tabs *t, const rfs_small_plan *p)
     for (unsigned w = 0; w < RFS_SMALL_MAX_WIN; w++) {
         t->fa[w] = ld512(p->fine[w]);
         t->fb[w] = ld512(p->fine[w] + 64);
-        t->win[w] = _mm512_set1_epi32(w < p->nwin ? (int)p->win[w] : -1);
+        /* an unused window never matches: slot - 2^31 >= 128 */
+        t->win[w] = _mm512_set1_epi32(w < p->nwin ? (int)p->win[w] : INT32_MIN);
     }
 }
 
@@ -177,91 +178,83 @@ static inline __m512i vb_unrot32(__m512i v, int rot)
     return rot ? _mm512_ror_epi32(v, 1) : v;
 }
 
-/* W = 2, rANS high plane, low plane `low`: fast steps write elements;
- * returns the elements done. */
-static inline size_t vb_w2_fast(vb_plane *sp, const vb_tabs *t, unsigned nwin, int big,
-                                uint8_t *dst, size_t n, const uint8_t *low, int rot)
+/* 32 W = 2 elements at o: high bytes sym (bytes 0-31), low bytes at low. */
+static inline void vb_w2_store(uint8_t *o, __m512i sym, const uint8_t *low, int rot)
 {
     /* element j: byte 2j the low byte (table 2, 64 + j), 2j+1 the symbol */
     const __m512i inter = _mm512_set_epi8(
         31, 95, 30, 94, 29, 93, 28, 92, 27, 91, 26, 90, 25, 89, 24, 88, 23, 87, 22, 86, 21, 85, 20,
         84, 19, 83, 18, 82, 17, 81, 16, 80, 15, 79, 14, 78, 13, 77, 12, 76, 11, 75, 10, 74, 9, 73,
         8, 72, 7, 71, 6, 70, 5, 69, 4, 68, 3, 67, 2, 66, 1, 65, 0, 64);
-    vb_plane st = *sp, *s = &st;
-    size_t i = 0;
-    for (; i + RFS_LANES <= n && vb_fast_ok(s); i += RFS_LANES) {
-        __m512i sym = vb_step(s, t, nwin, big);
-        __m512i lo = _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(low + i)));
-        __m512i el = _mm512_permutex2var_epi8(sym, inter, lo);
-        _mm512_storeu_si512((void *)(dst + 2 * i), vb_unrot16(el, rot));
-    }
-    *sp = st;
-    return i;
+    __m512i lo = _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)low));
+    _mm512_storeu_si512((void *)o, vb_unrot16(_mm512_permutex2var_epi8(sym, inter, lo), rot));
 }
 
-/* W = 4, rANS top plane, the other three bytes from p[0..2]. */
-static inline size_t vb_w4_fast(vb_plane *sp, const vb_tabs *t, unsigned nwin, int big,
-                                uint8_t *dst, size_t n, const uint8_t *const p[4], int rot)
+/* 32 W = 4 elements i.. at dst: top bytes sym (bytes 0-31), the others
+ * from p[0..2]. */
+static inline void vb_w4_store(uint8_t *dst, size_t i, __m512i sym, const uint8_t *const p[4],
+                               int rot)
+{
+    for (unsigned h = 0; h < 2; h++) {
+        size_t e = i + 16 * h;
+        __m128i sh = h ? _mm512_extracti32x4_epi32(sym, 1) : _mm512_castsi512_si128(sym);
+        __m512i top = _mm512_slli_epi32(_mm512_cvtepu8_epi32(sh), 24);
+        __m512i a = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(p[0] + e)));
+        __m512i b = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(p[1] + e)));
+        __m512i c = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(p[2] + e)));
+        __m512i v = _mm512_or_si512(_mm512_or_si512(a, _mm512_slli_epi32(b, 8)),
+                                    _mm512_or_si512(_mm512_slli_epi32(c, 16), top));
+        _mm512_storeu_si512((void *)(dst + 4 * e), vb_unrot32(v, rot));
+    }
+}
+
+/* Fast steps from element i of a top plane (width w, a constant after
+ * inlining) straight to elements; returns the elements done. */
+static inline size_t vb_top_fast(vb_plane *sp, const vb_tabs *t, unsigned nwin, int big,
+                                 unsigned w, uint8_t *dst, size_t i, size_t n,
+                                 const uint8_t *const p[4], int rot)
 {
     vb_plane st = *sp, *s = &st;
-    size_t i = 0;
     for (; i + RFS_LANES <= n && vb_fast_ok(s); i += RFS_LANES) {
         __m512i sym = vb_step(s, t, nwin, big);
-        for (unsigned h = 0; h < 2; h++) {
-            size_t e = i + 16 * h;
-            __m128i sh = h ? _mm512_extracti32x4_epi32(sym, 1) : _mm512_castsi512_si128(sym);
-            __m512i top = _mm512_slli_epi32(_mm512_cvtepu8_epi32(sh), 24);
-            __m512i a = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(p[0] + e)));
-            __m512i b = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(p[1] + e)));
-            __m512i c = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(p[2] + e)));
-            __m512i v = _mm512_or_si512(_mm512_or_si512(a, _mm512_slli_epi32(b, 8)),
-                                        _mm512_or_si512(_mm512_slli_epi32(c, 16), top));
-            _mm512_storeu_si512((void *)(dst + 4 * e), vb_unrot32(v, rot));
-        }
+        if (w == 2)
+            vb_w2_store(dst + 2 * i, sym, p[0] + i, rot);
+        else
+            vb_w4_store(dst, i, sym, p, rot);
     }
     *sp = st;
     return i;
 }
 
-/* The fast steps of either form, for the plan's window count and size. */
-static size_t vb_fast(vb_plane *s, const rfs_small_plan *plan, unsigned w, uint8_t *dst, size_t n,
-                      const uint8_t *const p[4], int rot)
+/* vb_top_fast for the plan's window count and size. */
+static size_t vb_fast(vb_plane *s, const rfs_small_plan *plan, unsigned w, uint8_t *dst, size_t i,
+                      size_t n, const uint8_t *const p[4], int rot)
 {
     vb_tabs t;
     vb_tabs_load(&t, plan);
     int big = plan->nsym > 32;
-    if (w == 2) {
-        if (big)
-            return plan->nwin == 0   ? vb_w2_fast(s, &t, 0, 1, dst, n, p[0], rot)
-                   : plan->nwin == 1 ? vb_w2_fast(s, &t, 1, 1, dst, n, p[0], rot)
-                                     : vb_w2_fast(s, &t, 2, 1, dst, n, p[0], rot);
-        return plan->nwin == 0   ? vb_w2_fast(s, &t, 0, 0, dst, n, p[0], rot)
-               : plan->nwin == 1 ? vb_w2_fast(s, &t, 1, 0, dst, n, p[0], rot)
-                                 : vb_w2_fast(s, &t, 2, 0, dst, n, p[0], rot);
-    }
-    if (big)
-        return plan->nwin == 0   ? vb_w4_fast(s, &t, 0, 1, dst, n, p, rot)
-               : plan->nwin == 1 ? vb_w4_fast(s, &t, 1, 1, dst, n, p, rot)
-                                 : vb_w4_fast(s, &t, 2, 1, dst, n, p, rot);
-    return plan->nwin == 0   ? vb_w4_fast(s, &t, 0, 0, dst, n, p, rot)
-           : plan->nwin == 1 ? vb_w4_fast(s, &t, 1, 0, dst, n, p, rot)
-                             : vb_w4_fast(s, &t, 2, 0, dst, n, p, rot);
+#define VB_CASE(nw, bg)                                                                          \
+    if (plan->nwin == nw && big == bg)                                                           \
+        return w == 2 ? vb_top_fast(s, &t, nw, bg, 2, dst, i, n, p, rot)                         \
+                      : vb_top_fast(s, &t, nw, bg, 4, dst, i, n, p, rot);
+    VB_CASE(0, 0)
+    VB_CASE(1, 0)
+    VB_CASE(0, 1)
+    VB_CASE(1, 1)
+    VB_CASE(2, 0)
+#undef VB_CASE
+    return w == 2 ? vb_top_fast(s, &t, 2, 1, 2, dst, i, n, p, rot)
+                  : vb_top_fast(s, &t, 2, 1, 4, dst, i, n, p, rot);
 }
 
-/*
- * Decode the top plane's job into dst (width w) with the other planes'
- * bytes from p[]: fast steps to elements, the checked tail to job->out,
- * then the tail's elements interleaved.  Sets job->err.
- */
-static void vb_top_plane(uint8_t *dst, size_t n, unsigned w, rfs_plane_job *job,
-                         const rfs_small_plan *plan, const uint8_t *const p[4], rfs_transform xf)
+/* From element i: the fast steps left, the checked tail to job->out, then
+ * the tail's elements interleaved.  Sets job->err. */
+static void vb_top_end(vb_plane *s, size_t i, uint8_t *dst, size_t n, unsigned w,
+                       rfs_plane_job *job, const rfs_small_plan *plan, const uint8_t *const p[4],
+                       rfs_transform xf)
 {
-    vb_plane s;
-    job->err = vb_begin(&s, job->stream, job->stream_size);
-    if (job->err != RFS_OK)
-        return;
-    size_t i = vb_fast(&s, plan, w, dst, n, p, xf == RFS_XF_ROT1);
-    job->err = vb_finish(&s, job->out, i, n, job->dec);
+    i = vb_fast(s, plan, w, dst, i, n, p, xf == RFS_XF_ROT1);
+    job->err = vb_finish(s, job->out, i, n, job->dec);
     if (job->err != RFS_OK || i == n)
         return;
     const uint8_t *rest[RFS_MAX_WIDTH] = {0};
@@ -269,6 +262,42 @@ static void vb_top_plane(uint8_t *dst, size_t n, unsigned w, rfs_plane_job *job,
         rest[b] = p[b] + i;
     rest[w - 1] = job->out + i;
     rfs_interleave_scalar(dst + (size_t)w * i, rest, n - i, w, xf);
+}
+
+/* Decode the top plane's job into dst (width w) with the other planes'
+ * bytes from p[].  Sets job->err. */
+static void vb_top_plane(uint8_t *dst, size_t n, unsigned w, rfs_plane_job *job,
+                         const rfs_small_plan *plan, const uint8_t *const p[4], rfs_transform xf)
+{
+    vb_plane s;
+    job->err = vb_begin(&s, job->stream, job->stream_size);
+    if (job->err == RFS_OK)
+        vb_top_end(&s, 0, dst, n, w, job, plan, p, xf);
+}
+
+/* Two top planes (width w) in lockstep while both can take a fast step:
+ * each step's chains interleave.  The general table forms (two windows,
+ * 64 symbols) serve every plan.  Returns the elements done. */
+static inline size_t vb_pair_fast(vb_plane sp[2], const vb_tabs t[2], unsigned w,
+                                  uint8_t *const dst[2], size_t n,
+                                  const uint8_t *const *const p[2], const int rot[2])
+{
+    vb_plane a = sp[0], b = sp[1];
+    size_t i = 0;
+    for (; i + RFS_LANES <= n && vb_fast_ok(&a) && vb_fast_ok(&b); i += RFS_LANES) {
+        __m512i sa = vb_step(&a, &t[0], RFS_SMALL_MAX_WIN, 1);
+        __m512i sb = vb_step(&b, &t[1], RFS_SMALL_MAX_WIN, 1);
+        if (w == 2) {
+            vb_w2_store(dst[0] + 2 * i, sa, p[0][0] + i, rot[0]);
+            vb_w2_store(dst[1] + 2 * i, sb, p[1][0] + i, rot[1]);
+        } else {
+            vb_w4_store(dst[0], i, sa, p[0], rot[0]);
+            vb_w4_store(dst[1], i, sb, p[1], rot[1]);
+        }
+    }
+    sp[0] = a;
+    sp[1] = b;
+    return i;
 }
 
 static void vbmi_rans_w2(uint8_t *dst, size_t n, rfs_plane_job *jobs, unsigned k, unsigned plane,
@@ -314,5 +343,42 @@ static void vbmi_rans_planes(rfs_plane_job *jobs, unsigned k, size_t n)
     rfs_backend_gather_best()->rans_planes(jobs, k, n);
 }
 
+/* One tile of rans_top2 alone (the form rans_w2 / rans_w4 take). */
+static void vbmi_top_alone(uint8_t *dst, uint32_t n, unsigned w, rfs_plane_job *job,
+                           const uint8_t *const *planes, rfs_transform xf)
+{
+    const unsigned top = w - 1;
+    if (w == 2)
+        vbmi_rans_w2(dst, n, job, 1, 1, planes[0], xf);
+    else
+        vbmi_rans_w4(dst, n, job, 1, &top, planes, xf);
+}
+
+static void vbmi_rans_top2(uint8_t *const dst[2], const uint32_t n[2], unsigned w,
+                           rfs_plane_job *const jobs[2], const uint8_t *const *const planes[2],
+                           const rfs_transform xf[2])
+{
+    rfs_small_plan plan[2];
+    vb_plane s[2];
+    int ok = 1;
+    for (unsigned j = 0; j < 2 && ok; j++)
+        ok = rfs_small_plan_build(&plan[j], jobs[j]->dec) &&
+             vb_begin(&s[j], jobs[j]->stream, jobs[j]->stream_size) == RFS_OK;
+    if (!ok) { /* apart: each as rans_w2 / rans_w4 would */
+        for (unsigned j = 0; j < 2; j++)
+            vbmi_top_alone(dst[j], n[j], w, jobs[j], planes[j], xf[j]);
+        return;
+    }
+    vb_tabs t[2];
+    vb_tabs_load(&t[0], &plan[0]);
+    vb_tabs_load(&t[1], &plan[1]);
+    const int rot[2] = {xf[0] == RFS_XF_ROT1, xf[1] == RFS_XF_ROT1};
+    size_t m = n[0] < n[1] ? n[0] : n[1];
+    size_t i = w == 2 ? vb_pair_fast(s, t, 2, dst, m, planes, rot)
+                      : vb_pair_fast(s, t, 4, dst, m, planes, rot);
+    for (unsigned j = 0; j < 2; j++)
+        vb_top_end(&s[j], i, dst[j], n[j], w, jobs[j], &plan[j], planes[j], xf[j]);
+}
+
 const rfs_backend rfs_backend_avx512vbmi = {"avx512vbmi", vbmi_interleave, vbmi_rans_planes,
-                                            vbmi_rans_w2, vbmi_rans_w4};
+                                            vbmi_rans_w2,  vbmi_rans_w4,    vbmi_rans_top2};

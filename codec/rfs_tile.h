@@ -333,6 +333,32 @@ int rfs_tile_uses_ctx(const uint8_t *src, size_t src_size);
 rfs_err rfs_tile_decode(rfs_dec *dec, void *dst, size_t dst_cap, size_t *dst_size,
                         const uint8_t *src, size_t src_size, const rfs_table_set *shared);
 
+/* One tile of rfs_tile_decode2: the arguments of rfs_tile_decode, and its
+ * results (dst_size, err). */
+typedef struct rfs_tile_io {
+    void *dst;
+    size_t dst_cap;
+    const uint8_t *src;
+    size_t src_size;
+    const rfs_table_set *shared;
+    size_t dst_size; /* out */
+    rfs_err err;     /* out: what rfs_tile_decode would return for it */
+} rfs_tile_io;
+
+/*
+ * Decode two tiles with one decoder: each gets the bytes and error
+ * rfs_tile_decode would give it, but where the backend can (the AVX-512
+ * VBMI one, with two tiles of the same width whose only rANS plane is the
+ * top one: bf16 with a RAW low byte, f32 with only the exponent coded) the
+ * two planes are decoded in lockstep, which hides the latency a single
+ * tile's decode chain is bound by.  Returns RFS_OK when both are OK, else
+ * the first tile's error, else the second's (RFS_E_ARG for a NULL dec or
+ * io).  dec's scratch grows by one tile on the first call; without that
+ * memory the tiles are decoded one after the other.  Not thread-safe for
+ * one dec (as rfs_tile_decode).
+ */
+rfs_err rfs_tile_decode2(rfs_dec *dec, rfs_tile_io io[2]);
+
 #ifdef __cplusplus
 }
 #endif

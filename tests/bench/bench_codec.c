@@ -6,7 +6,9 @@
  * (compressed / original), encode and decode MB/s (of original bytes):
  *
  *   ransfs          rfs_tile_encode / rfs_tile_decode, best CPU backend
- *   ransfs-<path>   the same decode forced to scalar, avx2, avx512
+ *   ransfs-<path>   the same decode forced to scalar, avx2, avx512, avx512vbmi
+ *   ransfs-x2       the best backend, chunks decoded two at a time
+ *                   (rfs_tile_decode2: the VBMI backend runs them in lockstep)
  *   ransfs-ctx[-<path>]  the same with RANS_CTX allowed (tile format 2:
  *                   the low byte coded conditioned on the exponent where
  *                   that pays), so both are compared in one run
@@ -142,6 +144,7 @@ typedef struct rfs_ctx {
     int ctx; /* rfs_tile_params.ctx */
     rfs_enc *enc;
     rfs_dec *dec;
+    int pairs; /* decode chunks two at a time (rfs_tile_decode2) */
 } rfs_ctx;
 
 static int rfs_encode_chunk(void *ctx, chunked *c, size_t k)
@@ -156,10 +159,32 @@ static int rfs_encode_chunk(void *ctx, chunked *c, size_t k)
     return err != RFS_OK;
 }
 
+/* Chunks k and k + 1 (dst and dst + chunk) together, called for even k;
+ * odd k were done with the one before. */
+static int rfs_decode_pair(rfs_ctx *r, const chunked *c, size_t k, uint8_t *dst)
+{
+    if (k & 1)
+        return 0;
+    rfs_tile_io io[2];
+    for (size_t j = 0; j < 2; j++)
+        io[j] = (rfs_tile_io){.dst = dst + j * c->chunk, .dst_cap = c->chunk,
+                              .src = c->comp[k + j], .src_size = c->comp_size[k + j]};
+    rfs_err err = rfs_tile_decode2(r->dec, io);
+    for (size_t j = 0; j < 2 && err == RFS_OK; j++)
+        if (io[j].dst_size != chunk_len(c, k + j))
+            err = RFS_E_CORRUPT;
+    if (err != RFS_OK)
+        fprintf(stderr, "ransfs-bench: rfs_tile_decode2 (%s) chunks %zu, %zu: %s\n",
+                rfs_dec_backend(r->dec), k, k + 1, rfs_strerror(err));
+    return err != RFS_OK;
+}
+
 static int rfs_decode_chunk(void *ctx, const chunked *c, size_t k, uint8_t *dst)
 {
     rfs_ctx *r = ctx;
     size_t got = 0;
+    if (r->pairs && k + 1 < c->count)
+        return rfs_decode_pair(r, c, k, dst);
     rfs_err err = rfs_tile_decode(r->dec, dst, c->chunk, &got, c->comp[k], c->comp_size[k], NULL);
     if (err != RFS_OK || got != chunk_len(c, k)) {
         fprintf(stderr, "ransfs-bench: rfs_tile_decode (%s) chunk %zu: %s\n",
@@ -464,29 +489,30 @@ static int want(const bench_opts *o, const char *name)
 
 static int bench_ransfs(const bench_opts *o, chunked *c, uint8_t *out, int ctx)
 {
-    static const char *const paths[] = {"auto", "scalar", "avx2", "avx512", "avx512vbmi"};
-    rfs_ctx ctxs[5];
-    codec_ops dec_ops[5];
+    static const char *const paths[] = {"auto", "scalar", "avx2", "avx512", "avx512vbmi", "auto"};
+    rfs_ctx ctxs[6];
+    codec_ops dec_ops[6];
     size_t ndec = 0;
     int rc = 1;
     rfs_transform xf = rfs_transform_choose(c->src, c->size / o->width, o->width);
     rfs_enc *enc = rfs_enc_create(o->tile_size);
     if (!enc)
         goto done;
-    for (size_t p = 0; p < 5; p++) {
+    for (size_t p = 0; p < 6; p++) {
         if (!rfs_cpu_supports(paths[p]))
             continue;
         rfs_ctx *r = &ctxs[ndec];
         *r = (rfs_ctx){.width = o->width, .xf = xf, .ctx = ctx, .enc = enc,
-                       .dec = rfs_dec_create(o->tile_size)};
+                       .dec = rfs_dec_create(o->tile_size), .pairs = p == 5};
         if (!r->dec || rfs_dec_set_backend(r->dec, paths[p]) != RFS_OK) {
             rfs_dec_destroy(r->dec);
             continue;
         }
-        static const char *const names[2][5] = {
-            {"ransfs", "ransfs-scalar", "ransfs-avx2", "ransfs-avx512", "ransfs-avx512vbmi"},
+        static const char *const names[2][6] = {
+            {"ransfs", "ransfs-scalar", "ransfs-avx2", "ransfs-avx512", "ransfs-avx512vbmi",
+             "ransfs-x2"},
             {"ransfs-ctx", "ransfs-ctx-scalar", "ransfs-ctx-avx2", "ransfs-ctx-avx512",
-             "ransfs-ctx-avx512vbmi"}};
+             "ransfs-ctx-avx512vbmi", "ransfs-ctx-x2"}};
         dec_ops[ndec++] = (codec_ops){names[ctx != 0][p], rfs_encode_chunk, rfs_decode_chunk, r};
     }
     if (ndec)

@@ -395,6 +395,95 @@ static void test_small_alphabet(void **state)
     free(enc);
 }
 
+/* Fill n weights of width w (bf16 or f32, scaled normals); sd 0: random bits. */
+static void fill_weights(uint8_t *dst, size_t n, unsigned w, double sd, tu_rng *r)
+{
+    for (size_t i = 0; i < n; i++) {
+        float f = (float)(tu_gauss(r) * sd * (i % 97 ? 1.0 : 40.0));
+        uint32_t v = sd == 0 ? (uint32_t)tu_next(r) : 0;
+        uint16_t b = sd == 0 ? (uint16_t)v : tu_f32_to_bf16(f);
+        if (w == 2)
+            memcpy(dst + 2 * i, &b, 2);
+        else if (sd == 0)
+            memcpy(dst + 4 * i, &v, 4);
+        else
+            memcpy(dst + 4 * i, &f, 4);
+    }
+}
+
+/* rfs_tile_decode2 gives each tile what rfs_tile_decode gives it, bytes
+ * and error, on every backend: pairs the VBMI backend runs in lockstep
+ * (bf16, f32, different lengths), pairs it does not (random bits, widths
+ * that differ), and pairs with a damaged stream or header in either tile. */
+static void test_decode2(void **state)
+{
+    (void)state;
+    enum { CAP = 65536 * 4 };
+    static const struct { unsigned w[2]; size_t n[2]; double sd[2]; } cases[] = {
+        {{2, 2}, {65536, 65536}, {0.02, 1.0}}, {{2, 2}, {65536, 40001}, {0.02, 0.02}},
+        {{4, 4}, {65536, 65536}, {0.02, 1e-3}}, {{4, 4}, {33, 65536}, {0.02, 0.02}},
+        {{2, 2}, {65536, 65536}, {0.02, 0}},    {{2, 4}, {65536, 65536}, {0.02, 0.02}},
+        {{2, 2}, {31, 0}, {0.02, 0.02}},
+    };
+    tu_rng r = {g_seed ^ 9};
+    uint8_t *src[2], *enc[2], *a[2], *b[2];
+    size_t size[2];
+    for (unsigned j = 0; j < 2; j++) {
+        src[j] = malloc(CAP), enc[j] = malloc(rfs_tile_bound(CAP, 4));
+        a[j] = malloc(CAP), b[j] = malloc(CAP);
+    }
+    rfs_enc *e = rfs_enc_create(CAP);
+    rfs_dec *d = rfs_dec_create(CAP);
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++)
+        for (unsigned dmg = 0; dmg < 5; dmg++) {
+            for (unsigned j = 0; j < 2; j++) {
+                unsigned w = cases[c].w[j];
+                fill_weights(src[j], cases[c].n[j], w, cases[c].sd[j], &r);
+                rfs_tile_params p = {.width = w, .transform = RFS_XF_ROT1};
+                assert_int_equal(rfs_tile_encode(e, enc[j], rfs_tile_bound(CAP, 4), &size[j],
+                                                 src[j], cases[c].n[j] * w, &p),
+                                 RFS_OK);
+            }
+            /* dmg 1, 2: a stream byte of tile 0 or 1; 3, 4: its last byte */
+            unsigned t = (dmg - 1) & 1;
+            if (dmg && size[t] > 200)
+                enc[t][dmg <= 2 ? size[t] - 100 : size[t] - 1] ^= 0x5a;
+            for (const char *const *bk = tu_backends(); *bk; bk++) {
+                assert_int_equal(rfs_dec_set_backend(d, *bk), RFS_OK);
+                rfs_err want[2];
+                size_t got[2] = {0, 0};
+                for (unsigned j = 0; j < 2; j++) {
+                    memset(a[j], 0xa5, CAP);
+                    want[j] = rfs_tile_decode(d, a[j], CAP, &got[j], enc[j], size[j], NULL);
+                }
+                rfs_tile_io io[2];
+                for (unsigned j = 0; j < 2; j++) {
+                    memset(b[j], 0x5a, CAP);
+                    io[j] = (rfs_tile_io){.dst = b[j], .dst_cap = CAP, .src = enc[j],
+                                          .src_size = size[j]};
+                }
+                rfs_err all = rfs_tile_decode2(d, io);
+                assert_int_equal(all, want[0] != RFS_OK ? want[0] : want[1]);
+                for (unsigned j = 0; j < 2; j++) {
+                    if (io[j].err != want[j])
+                        fail_msg("%s case %zu dmg %u tile %u: %s, alone %s", *bk, c, dmg, j,
+                                 rfs_strerror(io[j].err), rfs_strerror(want[j]));
+                    if (want[j] != RFS_OK)
+                        continue;
+                    assert_int_equal(io[j].dst_size, got[j]);
+                    assert_memory_equal(b[j], a[j], got[j]);
+                    if (!dmg)
+                        assert_memory_equal(b[j], src[j], got[j]);
+                }
+            }
+        }
+    assert_int_equal(rfs_tile_decode2(NULL, NULL), RFS_E_ARG);
+    rfs_enc_destroy(e);
+    rfs_dec_destroy(d);
+    for (unsigned j = 0; j < 2; j++)
+        free(src[j]), free(enc[j]), free(a[j]), free(b[j]);
+}
+
 int main(void)
 {
     g_seed = tu_seed("codec_tile_roundtrip");
@@ -403,7 +492,7 @@ int main(void)
         cmocka_unit_test(test_shared_table),  cmocka_unit_test(test_context_reuse),
         cmocka_unit_test(test_raw_only),      cmocka_unit_test(test_given_counts),
         cmocka_unit_test(test_encoder_paths), cmocka_unit_test(test_in_place),
-        cmocka_unit_test(test_small_alphabet),
+        cmocka_unit_test(test_small_alphabet), cmocka_unit_test(test_decode2),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
