@@ -417,7 +417,6 @@ static rfs_err rans_encode_plane(rfs_enc *e, uint8_t *dst, size_t dst_cap, size_
  */
 #define CTX_SAMPLE_SHIFT 3
 #define CTX_CANDIDATES 16u
-#define CTX_EST_MARGIN 1.01 /* the sample's estimate may be this much high */
 
 /* Bytes of the symbols counted in c (total m > 0) coded with a table
  * built from them, and (*tab, added to) the bytes of that table; f
@@ -488,21 +487,37 @@ static unsigned ctx_choose(rfs_enc *e, const uint8_t *plane, const uint8_t *ctx,
     return thr;
 }
 
+/* c[k][b]: elements with plane byte b whose context is below thr (k = 0)
+ * or not (k = 1).  Four count tables, as plane_counts, so that runs of one
+ * symbol do not chain every increment through one slot. */
+static void ctx_count(uint32_t c[2][256], const uint8_t *plane, const uint8_t *ctx, size_t n,
+                      unsigned thr)
+{
+    uint32_t t[4][2][256];
+    memset(t, 0, sizeof t);
+    size_t i = 0;
+    for (; i + 4 <= n; i += 4)
+        for (unsigned k = 0; k < 4; k++)
+            t[k][ctx[i + k] >= thr][plane[i + k]]++;
+    for (; i < n; i++)
+        t[0][ctx[i] >= thr][plane[i]]++;
+    for (unsigned k = 0; k < 2; k++)
+        for (unsigned b = 0; b < 256; b++)
+            c[k][b] = t[0][k][b] + t[1][k][b] + t[2][k][b] + t[3][k][b];
+}
+
 /* Exact RANS_CTX cost of the plane (bytes of payload), with the threshold
  * chosen and both tables in e; huge when a part is empty, or when the
- * sample's estimate is not below bound by a margin (the sample's tables
- * lack the rare symbols, so it errs low; the exact pass is skipped only
- * where it would not win). */
+ * sample's estimate is not below bound (a sample's entropy and tables err
+ * low, so the exact pass is skipped where it would not win). */
 static double ctx_plan(rfs_enc *e, const uint8_t *plane, const uint8_t *ctx, size_t n,
                        double bound)
 {
     double est = 0;
     unsigned thr = ctx_choose(e, plane, ctx, n, &est);
-    if (!thr || est >= bound * CTX_EST_MARGIN)
+    if (!thr || est >= bound)
         return 1e300;
-    memset(e->ctx_counts, 0, sizeof e->ctx_counts);
-    for (size_t i = 0; i < n; i++)
-        e->ctx_counts[ctx[i] >= thr][plane[i]]++;
+    ctx_count(e->ctx_counts, plane, ctx, n, thr);
     uint64_t m0 = 0;
     for (unsigned s = 0; s < 256; s++)
         m0 += e->ctx_counts[0][s];
