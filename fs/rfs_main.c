@@ -39,7 +39,7 @@
 
 #define RFS_DEFAULT_CACHE (256ull << 20)
 #define RFS_DEFAULT_PREFETCH (32ull << 20)
-#define RFS_DEFAULT_READAHEAD (1ull << 20)
+#define RFS_DEFAULT_READAHEAD (4ull << 20) /* docs/benchmarks.md, issue 11 step 3 */
 
 typedef struct rfs_cfg {
     char *image;
@@ -102,7 +102,7 @@ static void usage(FILE *f, const char *prog)
            "    -o cache=SIZE          decoded-tile cache budget (default 256M)\n"
            "    -o threads=N           decode worker threads (default: CPUs)\n"
            "    -o prefetch=SIZE       largest sequential prefetch window (default 32M, 0 = off)\n"
-           "    -o readahead=SIZE      kernel readahead of the mount, root only (default 1M,\n"
+           "    -o readahead=SIZE      kernel readahead of the mount, root only (default 4M,\n"
            "                           0 = leave the kernel default)\n"
            "    -o gpu=auto|on|off     decode bulk reads on a GPU (default auto)\n"
            "    -o gpu_min=SIZE        smallest batch decoded on the GPU (default 8M)\n"

@@ -14,7 +14,7 @@
 # random 4 KiB pread latency p50/p99, mmap random page-fault latency p50/p99,
 # peak daemon RSS (VmHWM), and the image sizes.  Every measurement gets a
 # fresh mount (no decoded tile survives from the previous one).  Each mount uses its default
-# options (ransfs: cache 256M, readahead 1M; squashfuse_ll: kernel defaults).
+# options (ransfs: cache 256M, readahead 4M; squashfuse_ll: kernel defaults).
 # Needs root, /dev/fuse, squashfs-tools, squashfuse, Debian's python3-numpy.
 # Not run by CTest.
 set -euo pipefail

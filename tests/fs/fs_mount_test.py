@@ -803,7 +803,7 @@ def read_ahead_kb(mnt):
 
 
 # ransfs's default -o readahead (docs/mount.md), in KiB.
-READAHEAD_KB = 1024
+READAHEAD_KB = 4096
 
 
 def t_readahead():
