@@ -36,50 +36,8 @@
 #include <stdint.h>
 
 #include "rfs_backend.h"
+#include "rfs_lanes_avx2.h"
 #include "rfs_rans_lane.h"
-
-/* x = D(x) for 8 lanes; *e receives the table entries (symbol in byte 0). */
-static inline __m256i lanes_decode(__m256i x, const int *dec, __m256i *e)
-{
-    const __m256i m12 = _mm256_set1_epi32((int)RFS_LANE_MASK);
-    __m256i slot = _mm256_and_si256(x, m12);
-    __m256i ent = _mm256_i32gather_epi32(dec, slot, 4);
-    __m256i fm1 = _mm256_and_si256(_mm256_srli_epi32(ent, 8), m12);
-    __m256i xh = _mm256_srli_epi32(x, RFS_LANE_PROB_BITS);
-    /* f * xh + slot - start = (f-1) * xh + (xh + slot - start) */
-    __m256i rest = _mm256_sub_epi32(_mm256_add_epi32(xh, slot), _mm256_srli_epi32(ent, 20));
-    *e = ent;
-    return _mm256_add_epi32(_mm256_mullo_epi32(fm1, xh), rest);
-}
-
-/* The symbol bytes of four entry vectors (lanes 0..31), packed into 32 bytes
- * (two packs and a permute: cheaper than four vpmovdb on Zen 4). */
-static inline __m256i pack_symbols(__m256i e0, __m256i e1, __m256i e2, __m256i e3)
-{
-    const __m256i m8 = _mm256_set1_epi32(0xff);
-    /* packs work per 128-bit half: dwords come out as
-     * e0[0-3] e1[0-3] e2[0-3] e3[0-3] | e0[4-7] e1[4-7] e2[4-7] e3[4-7] */
-    __m256i p01 = _mm256_packus_epi32(_mm256_and_si256(e0, m8), _mm256_and_si256(e1, m8));
-    __m256i p23 = _mm256_packus_epi32(_mm256_and_si256(e2, m8), _mm256_and_si256(e3, m8));
-    __m256i b = _mm256_packus_epi16(p01, p23);
-    return _mm256_permutevar8x32_epi32(b, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
-}
-
-/* 32 W = 2 elements from their low bytes a and high bytes b, ROT1 undone
- * when rot. */
-static inline void store_elems_w2(uint8_t *dst, __m256i a, __m256i b, int rot)
-{
-    __m256i lo = _mm256_unpacklo_epi8(a, b); /* elements 0-7 | 16-23 */
-    __m256i hi = _mm256_unpackhi_epi8(a, b); /* elements 8-15 | 24-31 */
-    __m256i r0 = _mm256_permute2x128_si256(lo, hi, 0x20);
-    __m256i r1 = _mm256_permute2x128_si256(lo, hi, 0x31);
-    if (rot) {
-        r0 = _mm256_or_si256(_mm256_srli_epi16(r0, 1), _mm256_slli_epi16(r0, 15));
-        r1 = _mm256_or_si256(_mm256_srli_epi16(r1, 1), _mm256_slli_epi16(r1, 15));
-    }
-    _mm256_storeu_si256((__m256i *)dst, r0);
-    _mm256_storeu_si256((__m256i *)(dst + 32), r1);
-}
 
 static inline __m256i rotr1_32(__m256i v, int rot)
 {
