@@ -2,15 +2,16 @@
 """bench_remote.py - cold load of a model over the network (issue 12).
 
   tests/bench/bench_remote.py [--build build] [--work DIR] [--bf16-gib 1.0]
-                              [--rate 1gbit] [--nets shaped,loopback] [--only m1,m2]
+                              [--f32-gib 1.0] [--rate 1gbit] [--nets shaped,loopback] [--only m1,m2]
                               [--methods a,b] [--ransfs-opts k=v,...]
 
 The servers (nginx, SeaweedFS S3 with SigV4) run in a network namespace of
 this script's own behind a veth pair whose both directions are shaped with
 tc tbf at --rate (netem is not available on these kernels), or on unshaped
 loopback.  Models: the committed tests/data/human32-mini, ../shared/corpus/
-human32-st (f32) when present, and a synthetic bf16 safetensors model of
---bf16-gib GiB.  Each is in the bucket (and the web root) twice: the
+human32-st (f32) when present, a synthetic bf16 safetensors model of
+--bf16-gib GiB, and (only with --only ...,f32) a synthetic f32 one of
+--f32-gib GiB.  Each is in the bucket (and the web root) twice: the
 uncompressed folder and its ransfs image.
 
 Methods, each timed from the mount command to the last tensor read (a
@@ -79,24 +80,26 @@ def apt_install(*pkgs):
 
 # ------------------------------------------------------------ models
 
-def bf16_model(d, gib, seed=1234):
-    """A synthetic bf16 safetensors model (4 shards) of about gib GiB:
-    normal(0, 0.02) weights, some rows scaled, some pruned, rounded to
-    nearest even; kept between runs (same seed, same bytes)."""
+def synth_model(d, gib, dtype, seed=1234):
+    """A synthetic safetensors model (4 shards) of about gib GiB, dtype
+    "bf16" or "f32": normal(0, 0.02) weights, some rows scaled, some pruned
+    (bf16: rounded to nearest even); kept between runs (same seed, same
+    bytes)."""
     stamp = os.path.join(d, ".done-%g" % gib)
     if os.path.exists(stamp):
         return d
     shutil.rmtree(d, ignore_errors=True)
     os.makedirs(d)
     rng = np.random.default_rng(seed)
+    width = 2 if dtype == "bf16" else 4
     shards, rows, cols = 4, 4096, 4096
-    per = max(1, int(gib * (1 << 30) / shards / (rows * cols * 2)))
+    per = max(1, int(gib * (1 << 30) / shards / (rows * cols * width)))
     for s in range(shards):
         hdr, off, path = {}, 0, os.path.join(d, "model-%05d-of-%05d.safetensors" % (s + 1, shards))
         for t in range(per):
-            hdr["layers.%d.%d.weight" % (s, t)] = {"dtype": "BF16", "shape": [rows, cols],
-                                                  "data_offsets": [off, off + rows * cols * 2]}
-            off += rows * cols * 2
+            hdr["layers.%d.%d.weight" % (s, t)] = {"dtype": dtype.upper(), "shape": [rows, cols],
+                                                  "data_offsets": [off, off + rows * cols * width]}
+            off += rows * cols * width
         h = json.dumps(hdr).encode()
         h += b" " * (-len(h) % 8)
         with open(path, "wb") as f:
@@ -105,10 +108,13 @@ def bf16_model(d, gib, seed=1234):
                 w = rng.normal(0, 0.02, size=(rows, cols)).astype(np.float32)
                 w[rng.random(rows) < 0.1] *= rng.uniform(0.1, 8.0)
                 w[rng.random((rows, cols)) < 0.05] = 0.0
+                if dtype == "f32":
+                    f.write(w.tobytes())
+                    continue
                 u = w.view(np.uint32)
                 f.write(((u + 0x7FFF + ((u >> 16) & 1)) >> 16).astype(np.uint16).tobytes())
     with open(os.path.join(d, "config.json"), "w") as f:
-        json.dump({"model_type": "synthetic-bf16", "shards": shards}, f)
+        json.dump({"model_type": "synthetic-" + dtype, "shards": shards}, f)
     open(stamp, "w").close()
     return d
 
@@ -122,7 +128,9 @@ def models(work):
         log("corpus: ../shared/corpus/human32-st is absent, not measured")
     want = ARGS.only.split(",") if ARGS.only else ["committed", "corpus-f32", "bf16"]
     if "bf16" in want:
-        out["bf16"] = bf16_model(os.path.join(work, "bf16-src"), ARGS.bf16_gib)
+        out["bf16"] = synth_model(os.path.join(work, "bf16-src"), ARGS.bf16_gib, "bf16")
+    if "f32" in want:
+        out["f32"] = synth_model(os.path.join(work, "f32-src"), ARGS.f32_gib, "f32")
     return {k: v for k, v in out.items() if k in want}
 
 
@@ -259,6 +267,10 @@ def drop(path):
             fd = os.open(p, os.O_RDONLY)
         except OSError:
             continue
+        # Written back first: DONTNEED leaves dirty pages (the cache dir
+        # just filled) in the page cache, and their writeback would overlap
+        # the next load.
+        os.fsync(fd)
         os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
         os.close(fd)
 
@@ -489,6 +501,7 @@ def main():
     ap.add_argument("--bin", help="the ransfs binaries (default: BUILD/bin)")
     ap.add_argument("--work", default="/var/tmp/rfs-bench-remote")
     ap.add_argument("--bf16-gib", type=float, default=1.0)
+    ap.add_argument("--f32-gib", type=float, default=1.0)
     ap.add_argument("--rate", default="1gbit")
     ap.add_argument("--nets", default="shaped,loopback")
     ap.add_argument("--only", help="models to measure, e.g. committed,bf16")
