@@ -196,6 +196,30 @@ rfs_err rfs_image_unit_check(const rfs_image *img, uint64_t unit, size_t dst_cap
 rfs_err rfs_image_unit_decode(const rfs_image *img, rfs_rctx *ctx, uint64_t unit, void *dst,
                               size_t dst_cap, size_t *dst_size);
 
+/* One unit of rfs_image_unit_decode2: the arguments of rfs_image_unit_decode
+ * (unit, dst, dst_cap) and its results (dst_size, err). */
+typedef struct rfs_unit_io {
+    uint64_t unit;
+    void *dst;
+    size_t dst_cap;
+    size_t dst_size; /* out: decoded bytes; 0 when err is set */
+    rfs_err err;     /* out: what rfs_image_unit_decode would return for it */
+} rfs_unit_io;
+
+/*
+ * Decode two units with one ctx: each is checked (rfs_image_unit_check)
+ * and gets exactly the bytes and error rfs_image_unit_decode would give
+ * it, whatever happens to the other.  When both pass their checks and are
+ * tiles they go through rfs_tile_decode2 (the AVX-512 VBMI backend decodes
+ * a bf16 or f32 pair in lockstep, faster than one after the other); any
+ * other pair is decoded one unit after the other.  The two dst must not
+ * overlap.  Returns RFS_OK when both are OK, else the first unit's error,
+ * else the second's.  ctx's tile decoder grows by one tile's scratch on the
+ * first call (allocated before any image byte is read).  Thread-safety as
+ * rfs_image_unit_decode: one thread at a time per ctx.
+ */
+rfs_err rfs_image_unit_decode2(const rfs_image *img, rfs_rctx *ctx, rfs_unit_io io[2]);
+
 /*
  * Read len bytes of file ino at off into buf, decoding only the units it
  * touches (no cache).  *got is less than len only at end of file.

@@ -319,28 +319,71 @@ rfs_err rfs_image_unit_check(const rfs_image *img, uint64_t unit, size_t dst_cap
     return (uint64_t)n * w == src->decoded_size ? RFS_OK : RFS_E_CORRUPT;
 }
 
+/* The size check every decode path ends with: a unit decodes to the size
+ * its index entry records. */
+static rfs_err unit_got(const rfs_unit_src *src, size_t got, size_t *dst_size)
+{
+    if (got != src->decoded_size)
+        return RFS_E_CORRUPT;
+    *dst_size = got;
+    return RFS_OK;
+}
+
+/* Decode a unit that rfs_image_unit_check has passed (src) into dst. */
+static rfs_err unit_decode_checked(rfs_rctx *ctx, const rfs_unit_src *src, void *dst,
+                                   size_t *dst_size)
+{
+    size_t got = 0;
+    if (src->kind == RFS_UNIT_TILE) {
+        rfs_err err = rfs_tile_decode(ctx->dec, dst, src->decoded_size, &got, src->data,
+                                      src->size, src->shared);
+        if (err)
+            return err;
+    } else {
+        got = ZSTD_decompressDCtx(ctx->zd, dst, src->decoded_size, src->data, src->size);
+        if (ZSTD_isError(got))
+            return RFS_E_ZSTD;
+    }
+    return unit_got(src, got, dst_size);
+}
+
 rfs_err rfs_image_unit_decode(const rfs_image *img, rfs_rctx *ctx, uint64_t unit, void *dst,
                               size_t dst_cap, size_t *dst_size)
 {
     rfs_unit_src src;
     rfs_err err = rfs_image_unit_check(img, unit, dst_cap, &src);
-    if (err)
-        return err;
-    size_t got = 0;
-    if (src.kind == RFS_UNIT_TILE) {
-        err = rfs_tile_decode(ctx->dec, dst, src.decoded_size, &got, src.data, src.size,
-                              src.shared);
-        if (err)
-            return err;
-    } else {
-        got = ZSTD_decompressDCtx(ctx->zd, dst, src.decoded_size, src.data, src.size);
-        if (ZSTD_isError(got))
-            return RFS_E_ZSTD;
+    return err ? err : unit_decode_checked(ctx, &src, dst, dst_size);
+}
+
+/* Two checked tiles through rfs_tile_decode2, each with the dst_cap
+ * rfs_image_unit_decode gives rfs_tile_decode (its decoded size). */
+static void tiles_decode2(rfs_rctx *ctx, const rfs_unit_src src[2], rfs_unit_io io[2])
+{
+    rfs_tile_io t[2];
+    for (unsigned j = 0; j < 2; j++)
+        t[j] = (rfs_tile_io){.dst = io[j].dst, .dst_cap = src[j].decoded_size,
+                             .src = src[j].data, .src_size = src[j].size,
+                             .shared = src[j].shared};
+    rfs_tile_decode2(ctx->dec, t);
+    for (unsigned j = 0; j < 2; j++)
+        io[j].err = t[j].err ? t[j].err : unit_got(&src[j], t[j].dst_size, &io[j].dst_size);
+}
+
+rfs_err rfs_image_unit_decode2(const rfs_image *img, rfs_rctx *ctx, rfs_unit_io io[2])
+{
+    rfs_unit_src src[2];
+    for (unsigned j = 0; j < 2; j++) {
+        io[j].dst_size = 0;
+        io[j].err = rfs_image_unit_check(img, io[j].unit, io[j].dst_cap, &src[j]);
     }
-    if (got != src.decoded_size)
-        return RFS_E_CORRUPT;
-    *dst_size = got;
-    return RFS_OK;
+    if (io[0].err == RFS_OK && io[1].err == RFS_OK && src[0].kind == RFS_UNIT_TILE &&
+        src[1].kind == RFS_UNIT_TILE)
+        tiles_decode2(ctx, src, io);
+    else
+        for (unsigned j = 0; j < 2; j++)
+            if (io[j].err == RFS_OK)
+                io[j].err = unit_decode_checked(ctx, &src[j], io[j].dst, &io[j].dst_size);
+    return io[0].err ? io[0].err : io[1].err;
 }
 
 rfs_err rfs_image_read(const rfs_image *img, rfs_rctx *ctx, uint64_t ino, uint64_t off,
