@@ -82,9 +82,11 @@ struct rfs_pool;
 /*
  * The CPU backend: items spread over pool's workers and the calling thread,
  * each thread with its own rfs_rctx (created on first use, destroyed when
- * the thread exits or at close).  Each unit's decode time in nanoseconds is
- * added to hist when hist is non-NULL.  img, pool and hist must outlive the
- * backend.  Errors: RFS_E_NOMEM.
+ * the thread exits or at close).  Where a batch holds more items than
+ * there are threads, some go two at a time (rfs_image_unit_decode2), with
+ * the same per-item results.  Each unit's decode time in nanoseconds (half
+ * a pair's) is added to hist when hist is non-NULL.  img, pool and hist
+ * must outlive the backend.  Errors: RFS_E_NOMEM.
  */
 rfs_err rfs_batch_cpu_open(rfs_batch *b, const rfs_image *img, struct rfs_pool *pool,
                            rfs_hist *hist);
