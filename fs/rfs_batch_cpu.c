@@ -117,24 +117,16 @@ void rfs_batch_want_source(const rfs_image *img, uint64_t unit)
 }
 
 /*
- * A batch of n items runs as n - pairs pool items: items 2i and 2i+1 for
- * i < pairs (one rfs_image_unit_decode2 call: the AVX-512 VBMI backend
- * decodes two tiles in lockstep, faster than one after the other), then
- * one item each.  A pair costs a worker more wall time than one unit, so
- * pairs are made only where a worker would get two items anyway.
+ * A batch of n items runs as n - pairs pool items (rfs_pool_pairs: pairs
+ * only where a worker would get two items anyway), a pair of adjacent
+ * items in one rfs_image_unit_decode2 call: the AVX-512 VBMI backend
+ * decodes two tiles in lockstep, faster than one after the other.
  */
 typedef struct cpu_job {
     cpu_backend *cb;
     rfs_batch_item *items;
     size_t pairs;
 } cpu_job;
-
-/* As many pairs as keep every one of workers busy: n - pairs >= workers. */
-static size_t pairs_pick(size_t n, unsigned workers)
-{
-    size_t p = n > workers ? n - workers : 0;
-    return p < n / 2 ? p : n / 2;
-}
 
 typedef struct unit_decode {
     const rfs_image *img;
@@ -195,7 +187,7 @@ static void items_decode2(const rfs_image *img, rfs_rctx *ctx, rfs_batch_item *i
 static void cpu_decode_one(void *arg, unsigned worker, size_t i)
 {
     cpu_job *job = arg;
-    const size_t k = i < job->pairs ? 2 : 1, first = i < job->pairs ? 2 * i : i + job->pairs;
+    size_t k, first = rfs_pool_pair_item(job->pairs, i, &k);
     rfs_batch_item *it[2] = {&job->items[first], &job->items[first + k - 1]};
     rfs_rctx *ctx = ctx_get(job->cb);
     (void)worker;
@@ -222,7 +214,7 @@ static void cpu_decode_one(void *arg, unsigned worker, size_t i)
 static void cpu_decode(void *self, rfs_batch_item *items, size_t n, int background)
 {
     cpu_backend *cb = self;
-    cpu_job job = {cb, items, pairs_pick(n, rfs_pool_threads(cb->pool) + 1)};
+    cpu_job job = {cb, items, rfs_pool_pairs(n, rfs_pool_threads(cb->pool) + 1)};
     /* Ask for every unit's encoded bytes at once: on a cold page cache one
      * read-ahead per unit, issued together, instead of page faults taken
      * one 4 KiB page at a time while verifying and decoding. */

@@ -137,7 +137,7 @@ static int index_file(void *user, uint64_t ino, const char *path, const rfs_stat
     return 0;
 }
 
-/* One worker's decode context and output buffer. */
+/* One worker's decode context and output buffers (two units). */
 typedef struct unit_worker {
     rfs_rctx *ctx;
     uint8_t *buf;
@@ -146,15 +146,28 @@ typedef struct unit_worker {
 typedef struct units_job {
     fsck *f;
     unit_worker *w; /* one per worker index */
+    size_t pairs;   /* rfs_pool_pairs */
 } units_job;
 
-/* rfs_pool_for item: decode unit u on this worker's context. */
-static void unit_decode_one(void *arg, unsigned worker, size_t u)
+/* rfs_pool_for item i: one unit, or two (rfs_pool_pair_item) in one
+ * rfs_image_unit_decode2 call (on the AVX-512 VBMI backend two tiles in
+ * lockstep), on this worker's context. */
+static void unit_decode_some(void *arg, unsigned worker, size_t i)
 {
     units_job *j = arg;
-    size_t got;
-    j->f->unit_err[u] = rfs_image_unit_decode(j->f->img, j->w[worker].ctx, u, j->w[worker].buf,
-                                              j->f->sum.unit_max, &got);
+    const size_t cap = j->f->sum.unit_max;
+    size_t count, u = rfs_pool_pair_item(j->pairs, i, &count), got;
+    if (count == 1) {
+        j->f->unit_err[u] =
+            rfs_image_unit_decode(j->f->img, j->w[worker].ctx, u, j->w[worker].buf, cap, &got);
+        return;
+    }
+    rfs_unit_io io[2];
+    for (unsigned k = 0; k < 2; k++)
+        io[k] = (rfs_unit_io){.unit = u + k, .dst = j->w[worker].buf + k * cap, .dst_cap = cap};
+    rfs_image_unit_decode2(j->f->img, j->w[worker].ctx, io);
+    j->f->unit_err[u] = io[0].err;
+    j->f->unit_err[u + 1] = io[1].err;
 }
 
 /* Decode every unit on n_threads threads (this one included): util/'s
@@ -165,16 +178,16 @@ static int units_decode(fsck *f)
     uint64_t units = f->sum.n_units;
     rfs_pool *pool = n > 1 && units > 1 ? rfs_pool_create(n - 1) : NULL;
     unsigned workers = rfs_pool_threads(pool) + 1;
-    units_job j = {f, calloc(workers, sizeof *j.w)};
+    units_job j = {f, calloc(workers, sizeof *j.w), rfs_pool_pairs(units, workers)};
     int rc = j.w ? 0 : -1;
     for (unsigned k = 0; rc == 0 && k < workers; k++) {
         j.w[k].ctx = rfs_rctx_create(f->img);
-        j.w[k].buf = malloc(f->sum.unit_max ? f->sum.unit_max : 1);
+        j.w[k].buf = malloc(f->sum.unit_max ? 2 * (size_t)f->sum.unit_max : 1);
         if (!j.w[k].ctx || !j.w[k].buf)
             rc = -1;
     }
     if (rc == 0)
-        rfs_pool_for(pool, RFS_PRIO_HIGH, units, unit_decode_one, &j);
+        rfs_pool_for(pool, RFS_PRIO_HIGH, units - j.pairs, unit_decode_some, &j);
     rfs_pool_destroy(pool);
     for (unsigned k = 0; j.w && k < workers; k++) {
         rfs_rctx_destroy(j.w[k].ctx);

@@ -177,6 +177,18 @@ unsigned rfs_pool_threads(const rfs_pool *p)
     return p ? p->n_threads : 0;
 }
 
+size_t rfs_pool_pairs(size_t n, unsigned workers)
+{
+    size_t p = n > workers ? n - workers : 0;
+    return p < n / 2 ? p : n / 2;
+}
+
+size_t rfs_pool_pair_item(size_t pairs, size_t i, size_t *count)
+{
+    *count = i < pairs ? 2 : 1;
+    return i < pairs ? 2 * i : i + pairs;
+}
+
 /* Queue a task: fn(arg) or a helper of job.  0, ENOMEM or ESHUTDOWN. */
 static int task_submit(rfs_pool *p, rfs_prio prio, rfs_task_fn fn, void *arg,
                        struct rfs_for_job *job)

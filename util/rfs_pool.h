@@ -72,4 +72,16 @@ int rfs_pool_submit(rfs_pool *pool, rfs_prio prio, rfs_task_fn fn, void *arg);
  */
 void rfs_pool_for(rfs_pool *pool, rfs_prio prio, size_t n, rfs_for_fn fn, void *arg);
 
+/*
+ * Items that run faster two at a time on one thread (two tiles decoded in
+ * lockstep) but slower than one: how many of n items to pair for workers
+ * threads, so that pairs only replace a thread's second round, never leave
+ * a thread idle: min(n / 2, n - workers), 0 when n <= workers.  The
+ * n - pairs work items are then mapped by rfs_pool_pair_item.
+ */
+size_t rfs_pool_pairs(size_t n, unsigned workers);
+/* Work item i of n - pairs: items 2i and 2i+1 when i < pairs, else item
+ * i + pairs.  Returns its first item; *count receives 1 or 2. */
+size_t rfs_pool_pair_item(size_t pairs, size_t i, size_t *count);
+
 #endif

@@ -126,6 +126,28 @@ static void test_pool_nested(void **state)
     assert_int_equal(atomic_load(&x.done), 20);
 }
 
+/* Pairs cover every item once, keep every worker busy where there are
+ * items enough, and pair all that a worker would take twice anyway. */
+static void test_pool_pairs(void **state)
+{
+    (void)state;
+    for (unsigned w = 1; w <= 5; w++)
+        for (size_t n = 0; n <= 20; n++) {
+            size_t p = rfs_pool_pairs(n, w), seen[20] = {0};
+            assert_true(2 * p <= n);
+            assert_true(n - p >= (n < w ? n : w));
+            if (n >= 2 * w)
+                assert_int_equal(p, n / 2);
+            for (size_t i = 0; i < n - p; i++) {
+                size_t count, first = rfs_pool_pair_item(p, i, &count);
+                for (size_t k = 0; k < count; k++)
+                    seen[first + k]++;
+            }
+            for (size_t k = 0; k < n; k++)
+                assert_int_equal(seen[k], 1);
+        }
+}
+
 static void test_pool_submit_drain(void **state)
 {
     rfs_pool *p = rfs_pool_create(3);
@@ -145,6 +167,7 @@ int main(void)
         cmocka_unit_test(test_pool_for_null),
         cmocka_unit_test(test_pool_for_workers),
         cmocka_unit_test(test_pool_nested),
+        cmocka_unit_test(test_pool_pairs),
         cmocka_unit_test(test_pool_submit_drain),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
