@@ -8,9 +8,12 @@
  * it (small tensors share zstd blocks): a unit that lies wholly in one
  * tensor decodes straight into the caller's buffer, any other once into the
  * worker's scratch and is copied out to each piece.  Workers (the caller
- * plus threads - 1 pool threads started for this call) take groups from one
- * atomic counter, each with its own decode context; the first error stops
- * them all.
+ * plus threads - 1 pool threads started for this call) take work items from
+ * one atomic counter, each with its own decode context; the first error
+ * stops them all.  A work item is one group or, where there are groups
+ * enough to keep every worker busy (rfs_pool_pairs), two neighbours: two
+ * whole units then decode in one rfs_image_unit_decode2 call (on the
+ * AVX-512 VBMI backend two tiles in lockstep).
  */
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -161,6 +164,7 @@ typedef struct job {
     size_t n_pieces;
     size_t *group;  /* work items: pieces group[g] .. group[g + 1] - 1 share one unit */
     size_t n_groups;
+    size_t pairs;   /* work items: n_groups - pairs (rfs_pool_pair_item) */
     size_t scratch; /* bytes of a worker's scratch: the largest unit */
     atomic_size_t next;
     atomic_int err; /* the first ransfs_err, RANSFS_OK while none */
@@ -232,6 +236,17 @@ static uint8_t *piece_dst(const job *j, const piece *p)
     return (uint8_t *)j->dst[p->tensor] + (p->off - j->t[p->tensor].offset);
 }
 
+/* The one piece of group g when it is a whole coded unit that lies in one
+ * tensor (decoded straight into the caller's memory), else NULL. */
+static const piece *group_direct(const job *j, size_t g)
+{
+    const piece *p = &j->p[j->group[g]];
+    if (j->group[g + 1] - j->group[g] != 1 || p->is_raw || p->unit_off != 0 ||
+        p->len != p->unit_size)
+        return NULL;
+    return p;
+}
+
 /* Decode group g: a whole unit straight into its one tensor's memory, else
  * once into scratch and copied out to every piece of it. */
 static rfs_err group_run(const job *j, rfs_rctx *ctx, uint8_t *scratch, size_t g)
@@ -243,7 +258,7 @@ static rfs_err group_run(const job *j, rfs_rctx *ctx, uint8_t *scratch, size_t g
                                    piece_dst(j, p), &got);
         return e ? e : got != p->len ? RFS_E_CORRUPT : RFS_OK;
     }
-    if (end - p == 1 && p->unit_off == 0 && p->len == p->unit_size)
+    if (group_direct(j, g))
         return rfs_image_unit_decode(j->img->img, ctx, p->unit, piece_dst(j, p), (size_t)p->len,
                                      &got);
     rfs_err e = rfs_image_unit_decode(j->img->img, ctx, p->unit, scratch, j->scratch, &got);
@@ -254,8 +269,33 @@ static rfs_err group_run(const job *j, rfs_rctx *ctx, uint8_t *scratch, size_t g
     return e;
 }
 
-/* One worker: groups from the shared counter until none is left or one
- * failed.  Item and worker index are unused: every item is a worker. */
+/* Work item i: one group, or two; two whole units into tensor memory in one
+ * rfs_image_unit_decode2 call.  Each group's error counts, the first's
+ * first. */
+static void item_run(job *j, rfs_rctx *ctx, uint8_t *scratch, size_t i)
+{
+    size_t count, g = rfs_pool_pair_item(j->pairs, i, &count);
+    const piece *d[2] = {group_direct(j, g), count == 2 ? group_direct(j, g + 1) : NULL};
+    rfs_err e[2] = {RFS_OK, RFS_OK};
+    if (d[0] && d[1]) {
+        rfs_unit_io io[2];
+        for (unsigned k = 0; k < 2; k++)
+            io[k] = (rfs_unit_io){.unit = d[k]->unit, .dst = piece_dst(j, d[k]),
+                                  .dst_cap = (size_t)d[k]->len};
+        rfs_image_unit_decode2(j->img->img, ctx, io);
+        e[0] = io[0].err;
+        e[1] = io[1].err;
+    } else {
+        for (size_t k = 0; k < count; k++)
+            e[k] = group_run(j, ctx, scratch, g + k);
+    }
+    for (size_t k = 0; k < count; k++)
+        if (e[k])
+            job_fail(j, rfs_lib_err(e[k]));
+}
+
+/* One worker: work items from the shared counter until none is left or
+ * one failed.  Item and worker index are unused: every item is a worker. */
 static void job_run(void *arg, unsigned worker, size_t item)
 {
     job *j = arg;
@@ -266,12 +306,10 @@ static void job_run(void *arg, unsigned worker, size_t item)
     if (!ctx || !scratch)
         job_fail(j, RANSFS_E_NOMEM);
     while (ctx && scratch) {
-        size_t g = atomic_fetch_add(&j->next, 1);
-        if (g >= j->n_groups || atomic_load(&j->err) != RANSFS_OK)
+        size_t i = atomic_fetch_add(&j->next, 1);
+        if (i >= j->n_groups - j->pairs || atomic_load(&j->err) != RANSFS_OK)
             break;
-        rfs_err e = group_run(j, ctx, scratch, g);
-        if (e)
-            job_fail(j, rfs_lib_err(e));
+        item_run(j, ctx, scratch, i);
     }
     free(scratch);
     rfs_lib_ctx_put(j->img, ctx);
@@ -304,6 +342,7 @@ ransfs_err ransfs_read_tensors(ransfs *img, const char *path, const ransfs_tenso
         atomic_init(&j.next, 0);
         atomic_init(&j.err, RANSFS_OK);
         unsigned nt = threads_pick(threads, j.n_groups);
+        j.pairs = rfs_pool_pairs(j.n_groups, nt);
         /* A NULL pool (one thread, or none could start) runs it all here. */
         rfs_pool *pool = nt > 1 ? rfs_pool_create(nt - 1) : NULL;
         rfs_pool_for(pool, RFS_PRIO_HIGH, nt, job_run, &j);
