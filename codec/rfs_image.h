@@ -214,9 +214,10 @@ typedef struct rfs_unit_io {
  * a bf16 or f32 pair in lockstep, faster than one after the other); any
  * other pair is decoded one unit after the other.  The two dst must not
  * overlap.  Returns RFS_OK when both are OK, else the first unit's error,
- * else the second's.  ctx's tile decoder grows by one tile's scratch on the
- * first call (allocated before any image byte is read).  Thread-safety as
- * rfs_image_unit_decode: one thread at a time per ctx.
+ * else the second's.  ctx's tile decoder grows by one tile's scratch the
+ * first time it gets a pair of tiles (rfs_tile_decode2: one malloc, which
+ * reads no image byte).  Thread-safety as rfs_image_unit_decode: one
+ * thread at a time per ctx.
  */
 rfs_err rfs_image_unit_decode2(const rfs_image *img, rfs_rctx *ctx, rfs_unit_io io[2]);
 

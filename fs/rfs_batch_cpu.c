@@ -155,7 +155,9 @@ typedef struct pair_decode {
     int done; /* 0 after a fault: io is half written */
 } pair_decode;
 
-/* Verify and decode two units (rfs_guard_call, as unit_decode_guarded). */
+/* Verify and decode two units (rfs_guard_call, as unit_decode_guarded).
+ * The decoder's one allocation for pairs (rfs_image_unit_decode2) loads
+ * nothing from the image, so a fault cannot abandon it half done. */
 static rfs_err pair_decode_guarded(void *arg)
 {
     pair_decode *p = arg;
