@@ -57,6 +57,10 @@ import time
 
 import numpy as np
 
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "pylib"))
+import rfs_testlib  # noqa: E402  (daemon_pid, wait_gone)
+
 STATS = "user.ransfs.stats"
 ROWS = 8192
 TILE = 262144
@@ -212,30 +216,20 @@ def proc_mem(pid):
 
 
 def daemon_pid(mnt):
-    mnt = os.path.realpath(mnt).encode()
-    for pid in os.listdir("/proc"):
-        try:
-            with open("/proc/%s/cmdline" % pid, "rb") as f:
-                argv = f.read().split(b"\0")
-        except (OSError, ValueError):
-            continue
-        if argv and os.path.basename(argv[0]) == b"ransfs" and mnt in argv:
-            return int(pid)
-    sys.exit("bench_loader: no daemon for " + mnt.decode())
+    """The daemon serving mnt, found by the mount's own FUSE connection
+    (tests/pylib/rfs_testlib.py): the first ransfs naming mnt could be an
+    earlier run's daemon still draining after its lazy unmount."""
+    try:
+        return rfs_testlib.daemon_pid(mnt)
+    except AssertionError as e:
+        sys.exit("bench_loader: %s" % e)
 
 
 def wait_exit(pid, secs=60):
-    """Wait for the unmounted daemon to go, so that runs do not overlap and
-    the next run's daemon_pid cannot find this one."""
-    end = time.time() + secs
-    while time.time() < end:
-        try:
-            with open("/proc/%d/stat" % pid) as f:
-                if f.read().rsplit(")", 1)[1].split()[0] == "Z":
-                    return
-        except OSError:
-            return
-        time.sleep(0.05)
+    """Wait for the unmounted daemon to go, so that runs do not overlap."""
+    if not rfs_testlib.wait_gone(pid, secs):
+        print("bench_loader: daemon %d still alive %d s after its unmount" % (pid, secs),
+              file=sys.stderr)
 
 
 def drop_caches():

@@ -154,9 +154,33 @@ def wait_gone(pid, secs):
     return False
 
 
-def daemon_pid(mnt):
-    """The pid of the live ransfs daemon serving mount point mnt."""
-    mnt = os.path.realpath(mnt).encode()
+def _start_time(pid):
+    """Start time of pid in clock ticks since boot (/proc/PID/stat field 22)."""
+    with open("/proc/%d/stat" % pid) as f:
+        return int(f.read().rsplit(")", 1)[1].split()[19])
+
+
+def _holds_fuse_conn(pid, conn):
+    """True when pid has /dev/fuse open for FUSE connection conn; None when
+    the kernel does not say (fdinfo's fuse_connection line is recent)."""
+    said = False
+    try:
+        for fd in os.listdir("/proc/%d/fdinfo" % pid):
+            with open("/proc/%d/fdinfo/%s" % (pid, fd)) as f:
+                for line in f:
+                    if line.startswith("fuse_connection:"):
+                        if int(line.split()[1]) == conn:
+                            return True
+                        said = True
+    except OSError:
+        return False
+    return False if said else None
+
+
+def _ransfs_procs(mnt):
+    """Pids of the live ransfs processes with mount point mnt (a real path,
+    bytes) on their command line."""
+    pids = []
     for pid in os.listdir("/proc"):
         if not pid.isdigit():
             continue
@@ -167,8 +191,38 @@ def daemon_pid(mnt):
             continue
         if argv and os.path.basename(argv[0]) == b"ransfs" and mnt in argv \
                 and pid_state(int(pid)) not in (None, "Z"):
-            return int(pid)
-    raise AssertionError("no ransfs daemon for %s" % mnt.decode())
+            pids.append(int(pid))
+    return pids
+
+
+def daemon_pid(mnt):
+    """The pid of the live ransfs daemon serving mount point mnt.  Several
+    ransfs processes can name mnt (an earlier daemon of the same mount point
+    still draining after a lazy unmount, another run's): the one holding
+    the mount's FUSE connection wins (the connection number is the mount's
+    device, in the kernel's encoding), else, where the kernel does not show
+    connections, the newest."""
+    real = os.path.realpath(mnt)
+    pids = _ransfs_procs(real.encode())
+    try:
+        dev = os.stat(real).st_dev
+        conn = (os.major(dev) << 20) | os.minor(dev)
+        held = {pid: _holds_fuse_conn(pid, conn) for pid in pids}
+    except OSError:
+        held = {}
+    if any(held.values()):
+        pids = [pid for pid in pids if held[pid]]
+    elif held and all(v is False for v in held.values()):
+        pids = []
+    live = []
+    for pid in pids:
+        try:
+            live.append((_start_time(pid), pid))
+        except (OSError, IndexError, ValueError):
+            continue
+    if not live:
+        raise AssertionError("no ransfs daemon for %s" % real)
+    return max(live)[1]
 
 
 class Sanitizers:
