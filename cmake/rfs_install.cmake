@@ -1,5 +1,22 @@
 # Install helpers shared by the directories that install something.
 # Included by the top-level CMakeLists.txt before its add_subdirectory calls.
+
+# Debian's multiarch library directory, lib/<triplet>, whatever the prefix.
+# GNUInstallDirs picks it only when CMAKE_INSTALL_PREFIX is /usr at configure
+# time, but the .deb (CPACK_PACKAGING_INSTALL_PREFIX /usr) installs the same
+# relative paths from a tree configured for /usr/local, so it put the
+# library in /usr/lib.  /usr/local/lib/<triplet> is on Debian's ld.so and
+# pkg-config paths too.  A tree configured before this kept GNUInstallDirs'
+# "lib" in its cache: moved once (RFS_MULTIARCH_LIBDIR marks it done); an
+# explicit -DCMAKE_INSTALL_LIBDIR=... is kept in a new tree and from then on.
+if(CMAKE_LIBRARY_ARCHITECTURE AND EXISTS /etc/debian_version AND NOT RFS_MULTIARCH_LIBDIR)
+  if(NOT DEFINED CMAKE_INSTALL_LIBDIR OR (DEFINED _GNUInstallDirs_LAST_CMAKE_INSTALL_PREFIX
+                                         AND CMAKE_INSTALL_LIBDIR STREQUAL "lib"))
+    set(CMAKE_INSTALL_LIBDIR lib/${CMAKE_LIBRARY_ARCHITECTURE} CACHE PATH
+        "Object code libraries (lib/${CMAKE_LIBRARY_ARCHITECTURE})" FORCE)
+  endif()
+  set(RFS_MULTIARCH_LIBDIR ON CACHE INTERNAL "CMAKE_INSTALL_LIBDIR defaulted to Debian multiarch")
+endif()
 include(GNUInstallDirs)
 
 # rfs_install_man(TARGET PAGE...)

@@ -399,10 +399,14 @@ def check_deb_contents(deb, work):
     """The package holds exactly what `cmake --install` installs (under
     /usr); it depends on the issue's Debian packages, and on every package
     that provides a library its binaries need (so the list is complete);
-    no binary needs libcudart.so."""
+    no binary needs libcudart.so; the library sits in Debian's multiarch
+    directory (/usr/lib/x86_64-linux-gnu), not /usr/lib."""
     files = deb_files(deb)
     want = sorted("/usr/" + f for f in expected_files())
     assert files == want, "package: %s\nwanted:  %s" % (files, want)
+    libdir = "/usr/lib/" + run(["dpkg-architecture", "-qDEB_HOST_MULTIARCH"]).stdout.strip()
+    wrong = [f for f in files if f.startswith("/usr/lib/") and not f.startswith(libdir + "/")]
+    assert not wrong, "outside Debian's multiarch %s: %s" % (libdir, wrong)
     dep, names = depends_names(deb)
     missing = [d for d in DEB_DEPENDS if d not in names]
     assert not missing, "Depends lacks %s: %s" % (missing, dep)
@@ -744,7 +748,8 @@ def t_deb():
     if not have_fuse():
         log("skipped: no ransfs (the mount) without libfuse3: nothing to package it with")
         raise Skip()
-    for prog in ("cpack", "dpkg-deb", "dpkg-shlibdeps", "mount.fuse3", "man"):
+    for prog in ("cpack", "dpkg-deb", "dpkg-shlibdeps", "dpkg-architecture", "mount.fuse3",
+                 "man"):
         if shutil.which(prog) is None:
             log("skipped: %s is not installed" % prog)
             raise Skip()
