@@ -10,7 +10,6 @@ allowed to mount FUSE, /dev/fuse, and Debian's python3 with numpy.
 Exit 0 = pass, 77 = skipped (CTest SKIP_RETURN_CODE), else fail.
 Random tests print their seed; set RFS_TEST_SEED to replay one.
 """
-import argparse
 import ctypes
 import errno
 import hashlib
@@ -24,7 +23,6 @@ import stat
 import struct
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 
@@ -32,18 +30,16 @@ import numpy as np
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "pylib"))
-from rfs_testlib import (SKIP, Sanitizers, daemon_pid, fuse_usable, is_mounted,  # noqa: E402
-                         list_if_asked, log, lookup, seed, unmount, wait_gone, wait_mounted)
+from rfs_testlib import (Cleanup, Skip, daemon_pid, is_mounted, log,  # noqa: E402
+                         mount_test_main, ransfs_mount, ransfs_mount_fg, seed, unmount,
+                         wait_gone)
+import rfs_testlib  # noqa: E402
 
 TILE = 262144
 STATS = "user.ransfs.stats"
 
 ARGS = None
-CLEANUPS = []
-
-
-class Skip(Exception):
-    pass
+CLEAN = Cleanup()
 
 
 def tool(name):
@@ -51,9 +47,7 @@ def tool(name):
 
 
 def tmpdir():
-    d = tempfile.mkdtemp(prefix="rfs_fs_")
-    CLEANUPS.append(lambda: shutil.rmtree(d, ignore_errors=True))
-    return d
+    return rfs_testlib.tmpdir(CLEAN, "rfs_fs_")
 
 
 def mkimage(src, img, *extra):
@@ -66,32 +60,14 @@ def mkimage(src, img, *extra):
 
 def mount(img, mnt, *opts, check=True):
     """Mount in the background (daemon); returns the CompletedProcess."""
-    os.makedirs(mnt, exist_ok=True)
-    CLEANUPS.append(lambda: unmount(mnt))
-    cmd = [tool("ransfs"), img, mnt]
-    if opts:
-        cmd += ["-o", ",".join(opts)]
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
-    if check and r.returncode != 0:
-        raise AssertionError("mount failed (%d): %s" % (r.returncode, r.stderr))
-    if check:
-        # The command returns only once the mount answers.
-        assert is_mounted(mnt), "ransfs returned 0 but nothing is mounted"
-    return r
+    return ransfs_mount(CLEAN, tool("ransfs"), img, mnt, opts, check=check)
 
 
-def mount_fg(img, mnt, *opts):
-    """Mount with -f in a child process (stderr captured); returns Popen."""
-    os.makedirs(mnt, exist_ok=True)
-    CLEANUPS.append(lambda: unmount(mnt))
-    errf = open(os.path.join(os.path.dirname(mnt), "daemon.err"), "w+")
-    cmd = [tool("ransfs"), "-f", img, mnt] + (["-o", ",".join(opts)] if opts else [])
-    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=errf)
-    p.errfile = errf
-    CLEANUPS.append(lambda: p.poll() is None and p.kill())
-    if wait_mounted(mnt, p):
-        return p
-    raise AssertionError("foreground mount did not come up")
+def mount_fg(img, mnt, *opts, flag="-f", err="daemon.err"):
+    """Mount with -f (or flag) in a child process, stderr captured in err
+    beside mnt (p.errfile); returns Popen."""
+    return ransfs_mount_fg(CLEAN, tool("ransfs"), img, mnt, opts,
+                           os.path.join(os.path.dirname(mnt), err), flag=flag)
 
 
 def stats(mnt):
@@ -743,18 +719,12 @@ def gpu_build():
 def init_reply(img, mnt, *opts):
     """Mount with -d (libfuse's debug output), list the root, unmount;
     returns the fields of the INIT reply the daemon sent the kernel."""
-    os.makedirs(mnt, exist_ok=True)
-    CLEANUPS.append(lambda: unmount(mnt))
-    errf = open(os.path.join(os.path.dirname(mnt), "debug.err"), "w+")
-    cmd = [tool("ransfs"), "-d", img, mnt] + (["-o", ",".join(opts)] if opts else [])
-    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=errf)
-    CLEANUPS.append(lambda: p.poll() is None and p.kill())
-    assert wait_mounted(mnt, p), "debug mount did not come up"
+    p = mount_fg(img, mnt, *opts, flag="-d", err="debug.err")
     os.listdir(mnt)
     unmount(mnt)
     p.wait(timeout=60)
-    errf.seek(0)
-    lines = errf.read().splitlines()
+    p.errfile.seek(0)
+    lines = p.errfile.read().splitlines()
     # The reply follows the kernel's request; its lines are indented.
     start = lines.index(next(x for x in lines if x.startswith("   INIT: ")))
     reply = {}
@@ -838,7 +808,7 @@ def t_gpu_on_refused():
     for fg in (False, True):
         mnt = os.path.join(d, "mnt_fg" if fg else "mnt")
         os.makedirs(mnt, exist_ok=True)
-        CLEANUPS.append(lambda m=mnt: unmount(m))
+        CLEAN.push(lambda m=mnt: unmount(m))
         cmd = [tool("ransfs")] + (["-f"] if fg else []) + [img, mnt, "-o", "gpu=on"]
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
         lines = r.stderr.strip().splitlines()
@@ -939,7 +909,7 @@ except OSError as e:
 
 def start_reader(path):
     p = subprocess.Popen([sys.executable, "-c", READER, path], stdout=subprocess.PIPE, text=True)
-    CLEANUPS.append(lambda: p.poll() is None and p.kill())
+    CLEAN.push(lambda: p.poll() is None and p.kill())
     assert p.stdout.readline().strip() == "reading"
     time.sleep(0.3)
     return p
@@ -1040,7 +1010,7 @@ def t_mount_helper():
     for i, cmd in enumerate(ways):
         mnt = os.path.join(d, "mnt_helper%d" % i)
         os.makedirs(mnt)
-        CLEANUPS.append(lambda m=mnt: unmount(m))
+        CLEAN.push(lambda m=mnt: unmount(m))
         cmd = [mnt if c == "MNT" else c for c in cmd]
         r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=60)
         assert r.returncode == 0, (cmd, r.stderr)
@@ -1089,7 +1059,7 @@ def t_nosuid():
     for i, (way, cmd) in enumerate(ways.items()):
         mnt = os.path.join(d, "mnt%d" % i)
         os.makedirs(mnt)
-        CLEANUPS.append(lambda m=mnt: unmount(m))
+        CLEAN.push(lambda m=mnt: unmount(m))
         with open(fstab, "w") as f:
             f.write("%s %s fuse.ransfs ro,allow_other,suid,dev 0 0\n" % (img, mnt))
         cmd = [mnt if c == "MNT" else c for c in cmd]
@@ -1116,7 +1086,7 @@ def t_nosuid():
     # helper's mount is never served.
     mnt = os.path.join(d, "mnt_dropped")
     os.makedirs(mnt)
-    CLEANUPS.append(lambda: subprocess.run(["umount", "-l", mnt], capture_output=True))
+    CLEAN.push(lambda: subprocess.run(["umount", "-l", mnt], capture_output=True))
     r = subprocess.run(["mount.fuse3", img, mnt, "-t", "fuse.ransfs", "-o",
                         "drop_privileges,allow_other"], capture_output=True, text=True, env=env,
                        timeout=60)
@@ -1177,7 +1147,7 @@ def t_fsname():
     for i, typed in enumerate(["img.rfs", "./link.rfs"]):
         mnt = os.path.join(d, "mnt%d" % i)
         os.makedirs(mnt)
-        CLEANUPS.append(lambda m=mnt: unmount(m))
+        CLEAN.push(lambda m=mnt: unmount(m))
         r = subprocess.run([tool("ransfs"), typed, "mnt%d" % i], cwd=d, capture_output=True,
                            text=True, timeout=60)
         assert r.returncode == 0, r.stderr
@@ -1275,39 +1245,7 @@ def t_hardlinks():
 
 
 def main():
-    global ARGS
-    list_if_asked(globals())
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--bin", required=True)
-    ap.add_argument("--src", required=True, help="tests/data")
-    ap.add_argument("--corpus")
-    ap.add_argument("test")
-    ARGS = ap.parse_args()
-    ARGS.bin = os.path.abspath(ARGS.bin)
-    fn, _ = lookup(globals(), ARGS.test)
-    why = fuse_usable()
-    if why:
-        log("skipped:", why)
-        return SKIP
-    san = Sanitizers()
-    rc = 0
-    try:
-        fn()
-        log("PASS", ARGS.test)
-    except Skip:
-        rc = SKIP
-    finally:
-        for cleanup in reversed(CLEANUPS):
-            try:
-                cleanup()
-            except Exception as e:  # noqa
-                log("cleanup:", e)
-        time.sleep(0.2)  # let exiting daemons finish their reports
-        for rep in san.report():
-            log(rep)
-            rc = 1
-        san.close()
-    return rc
+    return mount_test_main(globals(), CLEAN)
 
 
 if __name__ == "__main__":

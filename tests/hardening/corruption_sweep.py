@@ -45,11 +45,11 @@ sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "pylib"))
 from hd_common import Image  # noqa: E402
-from rfs_testlib import (SKIP, Sanitizers, fuse_usable, is_mounted, log,  # noqa: E402
-                         pid_state, seed, unmount, wait_mounted)
+from rfs_testlib import (SKIP, Cleanup, Sanitizers, fuse_usable, is_mounted, log,  # noqa: E402
+                         pid_state, ransfs_mount, ransfs_mount_fg, seed, unmount)
 
 ARGS = None
-CLEANUPS = []
+CLEAN = Cleanup()
 COUNTS = {}
 TIMEOUT = 120  # generous: a loaded 2-core machine, sanitizer builds
 
@@ -93,10 +93,7 @@ def refused_lines(what, r, prefix):
 
 def try_mount(img, mnt, *opts):
     """Mount as a daemon; returns the CompletedProcess (refused or not)."""
-    os.makedirs(mnt, exist_ok=True)
-    CLEANUPS.append(lambda: unmount(mnt))
-    cmd = [tool("ransfs"), img, mnt] + (["-o", ",".join(opts)] if opts else [])
-    return run(cmd)
+    return ransfs_mount(CLEAN, tool("ransfs"), img, mnt, opts, timeout=TIMEOUT, check=False)
 
 
 def expect_refused(img, tag, keyword=None):
@@ -215,15 +212,8 @@ def truncate_cases(img, lay, work, rng):
 # ---------------------------------------------------------------- data damage
 
 def start_fg(img, mnt, work, *opts):
-    os.makedirs(mnt, exist_ok=True)
-    CLEANUPS.append(lambda: unmount(mnt))
-    err = open(os.path.join(work, "daemon.err"), "w+")
-    cmd = [tool("ransfs"), "-f", img, mnt, "-o", ",".join(("cache=16M",) + opts)]
-    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err)
-    p.errfile = err
-    CLEANUPS.append(lambda: p.poll() is None and p.kill())
-    assert wait_mounted(mnt, p), "foreground mount of %s did not come up" % img
-    return p
+    return ransfs_mount_fg(CLEAN, tool("ransfs"), img, mnt, ("cache=16M",) + opts,
+                           os.path.join(work, "daemon.err"))
 
 
 def stop_fg(p, mnt):
@@ -456,7 +446,7 @@ def main():
     san = Sanitizers()
     rc, t0 = 1, time.time()
     base = tempfile.mkdtemp(prefix="rfs_hd_sweep_")
-    CLEANUPS.append(lambda: shutil.rmtree(base, ignore_errors=True))
+    CLEAN.push(lambda: shutil.rmtree(base, ignore_errors=True))
     try:
         work = os.path.join(base, "mini")
         os.makedirs(work)
@@ -474,16 +464,9 @@ def main():
     except AssertionError as e:
         log("FAIL:", e)
     finally:
-        for fn in reversed(CLEANUPS):
-            try:
-                fn()
-            except Exception as e:  # noqa
-                log("cleanup:", e)
-        time.sleep(0.2)
-        for rep in san.report():
-            log(rep)
+        CLEAN.close()
+        if san.finish():
             rc = 1
-        san.close()
     log("cases tried: %d (%s) in %.1f s" % (sum(COUNTS.values()) - COUNTS.get("mount", 0)
                                               - COUNTS.get("fsck", 0),
                                               ", ".join("%s %d" % kv for kv in sorted(COUNTS.items())),

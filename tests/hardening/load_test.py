@@ -40,8 +40,8 @@ import time
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "pylib"))
-from rfs_testlib import (SKIP, Sanitizers, daemon_pid, fuse_usable, is_mounted, log,  # noqa: E402
-                         pid_state, unmount, wait_gone, wait_mounted)
+from rfs_testlib import (SKIP, Cleanup, Sanitizers, daemon_pid, fuse_usable, is_mounted,  # noqa: E402
+                         log, pid_state, ransfs_mount, wait_gone)
 
 CACHE = 16 << 20
 # docs/mount.md: resident memory is the cache budget plus a fixed overhead;
@@ -49,7 +49,7 @@ CACHE = 16 << 20
 # more for mapped image pages and libraries).
 OVERHEAD = 48 << 20
 STATS = "user.ransfs.stats"
-CLEANUPS = []
+CLEAN = Cleanup()
 MNTS = []
 
 
@@ -115,7 +115,7 @@ class Reader:
                "--path", path, "--src", src, "--mode", mode, "--seed", str(args.seed * 100 + k),
                "--deadline", str(deadline), "--out", self.out]
         self.p = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
-        CLEANUPS.append(lambda: self.p.poll() is None and self.p.kill())
+        CLEAN.push(lambda: self.p.poll() is None and self.p.kill())
         self.k, self.mode = k, mode
 
     def wait_reading(self, secs=60):
@@ -200,12 +200,8 @@ def stats(mnt):
 
 
 def mount(args, img, mnt):
-    os.makedirs(mnt, exist_ok=True)
     MNTS.append(mnt)
-    CLEANUPS.append(lambda: unmount(mnt))
-    r = subprocess.run([os.path.join(args.bin, "ransfs"), img, mnt, "-o", "cache=16M"],
-                       capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0 and wait_mounted(mnt, None, 10), "mount failed: " + r.stderr
+    ransfs_mount(CLEAN, os.path.join(args.bin, "ransfs"), img, mnt, ("cache=16M",), timeout=120)
     return daemon_pid(mnt)
 
 
@@ -372,7 +368,7 @@ def main():
     log("seed", args.seed, "(replay with RFS_TEST_SEED=%d)" % args.seed)
     san = Sanitizers()
     work = tempfile.mkdtemp(prefix="rfs_hd_load_")
-    CLEANUPS.append(lambda: shutil.rmtree(work, ignore_errors=True))
+    CLEAN.push(lambda: shutil.rmtree(work, ignore_errors=True))
     rc, t_all = 1, time.time()
     try:
         srcdir = os.path.join(work, "src")
@@ -399,21 +395,14 @@ def main():
     except AssertionError as e:
         log("FAIL:", e)
     finally:
-        for fn in reversed(CLEANUPS):
-            try:
-                fn()
-            except Exception as e:  # noqa
-                log("cleanup:", e)
+        CLEAN.close()
         with open("/proc/mounts") as f:
             left = [l for l in f if any(os.path.realpath(m) in l for m in MNTS)]
         if left:
             log("FAIL: mounts left behind: %r" % left)
             rc = 1
-        time.sleep(0.2)
-        for rep in san.report():
-            log(rep)
+        if san.finish():
             rc = 1
-        san.close()
     log("%s in %.1f s" % ("PASS" if rc == 0 else "FAIL", time.time() - t_all))
     return rc
 

@@ -32,8 +32,8 @@ import time
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "pylib"))
-from rfs_testlib import (SKIP, daemon_pid, fuse_usable, is_mounted, list_if_asked,  # noqa: E402
-                         log, lookup, test)
+from rfs_testlib import (SKIP, Skip, daemon_pid, fuse_usable, is_mounted,  # noqa: E402
+                         list_if_asked, log, lookup, test)
 
 ARGS = None
 TOOLS = ["ransfs", "ransfs-mkimage", "ransfs-fsck", "ransfs-dump"]
@@ -51,10 +51,6 @@ DEB_DEPENDS = ["libfuse3-3", "fuse3", "libzstd1", "libxxhash0", "libcjson1"]
 LOCK = "/run/lock/ransfs-deb-test.lock"
 LOCK_WAIT = 600     # seconds to wait for another checkout's deb test
 DPKG_WAIT = 300     # seconds to wait for someone else's apt/dpkg run
-
-
-class Skip(Exception):
-    pass
 
 
 class Tmp:

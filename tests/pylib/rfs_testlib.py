@@ -1,6 +1,7 @@
-"""Shared helpers of the Python tests (tests/fs, tests/hardening, tests/image).
+"""Shared helpers of the Python tests (tests/fs, tests/remote, tests/hardening,
+tests/image, tests/install, tests/python) and benchmarks.
 
-Two things live here:
+Three things live here:
 
 * Test registration.  A script's tests are its top-level functions named
   t_NAME; `rfs_testlib.test(...)` is needed only to give one a different
@@ -11,15 +12,20 @@ Two things live here:
 * Mount helpers: find, wait for and unmount a FUSE mount, find the daemon
   of a mount point, wait for a process to go, route sanitizer reports to
   files, and the seed every random test prints (RFS_TEST_SEED replays it).
+* The frame of the scripts of mount tests (tests/fs, tests/remote): Skip,
+  the Cleanup stack, tmpdir, mounting with ransfs (daemon or foreground)
+  and mount_test_main, their main().
 
 Exit codes of every test script: 0 pass, 1 fail, 2 usage, 77 skipped.
 """
+import argparse
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
+import traceback
 
 SKIP = 77
 USAGE = 2
@@ -246,3 +252,128 @@ class Sanitizers:
 
     def close(self):
         shutil.rmtree(self.dir, ignore_errors=True)
+
+    def finish(self):
+        """After the teardown: wait a moment for exiting daemons' reports,
+        log every report, close; True when there was any (a failure)."""
+        time.sleep(0.2)
+        reports = self.report()
+        for rep in reports:
+            log(rep)
+        self.close()
+        return bool(reports)
+
+
+# ------------------------------------------------------------ test scripts
+
+class Skip(Exception):
+    """Raised by a test that cannot run here, once it has logged why: the
+    script exits SKIP."""
+
+
+class Cleanup:
+    """A stack of teardown actions run newest first by close(); errors in one
+    action are printed and do not stop the others."""
+
+    def __init__(self):
+        self.actions = []
+
+    def push(self, fn):
+        self.actions.append(fn)
+        return fn
+
+    def close(self):
+        while self.actions:
+            fn = self.actions.pop()
+            try:
+                fn()
+            except Exception as e:  # noqa: BLE001 - teardown must go on
+                print("cleanup:", repr(e), flush=True)
+
+
+def tmpdir(clean, prefix):
+    """A new temporary directory, removed by clean."""
+    d = tempfile.mkdtemp(prefix=prefix)
+    clean.push(lambda: shutil.rmtree(d, ignore_errors=True))
+    return d
+
+
+def _ransfs_cmd(ransfs, flags, src, mnt, opts):
+    return [ransfs] + flags + [src, mnt] + (["-o", ",".join(opts)] if opts else [])
+
+
+def ransfs_mount(clean, ransfs, src, mnt, opts=(), env=None, timeout=60, check=True):
+    """`ransfs SRC MNT [-o OPTS]`: the daemon forks and the command returns
+    once the mount answers; clean unmounts it.  With check, a failure or
+    nothing mounted raises.  Returns the CompletedProcess."""
+    os.makedirs(mnt, exist_ok=True)
+    clean.push(lambda: unmount(mnt))
+    r = subprocess.run(_ransfs_cmd(ransfs, [], src, mnt, opts), capture_output=True, text=True,
+                       timeout=timeout, env=env)
+    if check:
+        assert r.returncode == 0, "mount %s failed (%d): %s" % (src, r.returncode, r.stderr)
+        assert is_mounted(mnt), "ransfs returned 0 but nothing is mounted"
+    return r
+
+
+def ransfs_mount_fg(clean, ransfs, src, mnt, opts, errpath, flag="-f", env=None, secs=60):
+    """`ransfs -f` (or FLAG, e.g. -d) in a child, its stderr in the file
+    errpath (p.errfile, open), until the mount answers; clean kills a child
+    still running, then unmounts.  Returns the Popen; raises with the
+    child's stderr when the mount is not up within secs."""
+    os.makedirs(mnt, exist_ok=True)
+    clean.push(lambda: unmount(mnt))
+    errf = open(errpath, "w+")
+    p = subprocess.Popen(_ransfs_cmd(ransfs, [flag], src, mnt, opts), stdout=subprocess.DEVNULL,
+                         stderr=errf, env=env)
+    p.errfile = errf
+    clean.push(lambda: p.poll() is None and p.kill())
+    if wait_mounted(mnt, p, secs):
+        return p
+    errf.seek(0)
+    raise AssertionError("%s mount of %s did not come up: %s" % (flag, src, errf.read()))
+
+
+def mount_test_main(namespace, clean, extra=(), on_start=None, on_fail=None):
+    """main() of a script of mount tests.  `--list` (list_if_asked), else
+    --bin BUILD/bin --src tests/data [--corpus DIR] EXTRA... TEST, where each
+    EXTRA is one more required option; the arguments become the namespace's
+    ARGS (bin made absolute), then on_start(ARGS).  Exit code: SKIP where
+    FUSE is unusable or the test raises Skip; 1 when it fails (its
+    traceback, then on_fail()) or any sanitizer reported; else 0.  clean is
+    closed after the test, whatever happened."""
+    list_if_asked(namespace)
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bin", required=True)
+    ap.add_argument("--src", required=True, help="tests/data")
+    for opt in extra:
+        ap.add_argument(opt, required=True)
+    ap.add_argument("--corpus")
+    ap.add_argument("test")
+    args = ap.parse_args()
+    args.bin = os.path.abspath(args.bin)
+    namespace["ARGS"] = args
+    if on_start:
+        on_start(args)
+    fn, _ = lookup(namespace, args.test)
+    why = fuse_usable()
+    if why:
+        log("skipped:", why)
+        return SKIP
+    san = Sanitizers()
+    rc = 0
+    try:
+        fn()
+        log("PASS", args.test)
+    except Skip:
+        rc = SKIP
+    except Exception:  # noqa: BLE001 - any failure fails the test, with its trace
+        traceback.print_exc()
+        if on_fail:
+            on_fail()
+        rc = 1
+    finally:
+        clean.close()
+        if san.finish():
+            rc = 1
+    return rc

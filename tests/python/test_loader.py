@@ -33,17 +33,13 @@ sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 HERE = os.path.dirname(os.path.abspath(__file__))
 TOP = os.path.normpath(os.path.join(HERE, "..", ".."))
 sys.path.insert(0, os.path.join(TOP, "tests", "pylib"))
-from rfs_testlib import SKIP, list_if_asked, log, lookup, seed, test  # noqa: E402
+from rfs_testlib import SKIP, Skip, list_if_asked, log, lookup, seed, test  # noqa: E402
 
 PKG = os.path.join(TOP, "python")
 FIXTURE = "rfs_python"
 NEEDS = {"FIXTURES_REQUIRED": FIXTURE}
 PYPI = ["safetensors", "ml_dtypes"]
 ARGS = None
-
-
-class Skip(Exception):
-    pass
 
 
 def check(cond, what):

@@ -11,7 +11,6 @@ of its own, reads every file with the readers of the local mount tests
 (cat-like full reads, numpy.memmap, mmap, safetensors), and always tears
 down mounts and servers.  Exit 0 = pass, 77 = skipped, else fail.
 """
-import argparse
 import errno
 import json
 import mmap
@@ -21,10 +20,8 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
-import traceback
 
 import numpy as np
 
@@ -35,20 +32,17 @@ for sub in ("pylib", "remote", "fs"):
 import fault_proxy  # noqa: E402
 import fs_mount_test as FS  # noqa: E402  (its readers: compare_trees, check_safetensors, ...)
 import rfs_remote as R  # noqa: E402
-from rfs_testlib import (SKIP, Sanitizers, daemon_pid, fuse_usable, is_mounted,  # noqa: E402
-                         list_if_asked, log, lookup, pid_state, seed, unmount, wait_mounted)
+from rfs_testlib import (Skip, daemon_pid, is_mounted, log, mount_test_main,  # noqa: E402
+                         pid_state, ransfs_mount, ransfs_mount_fg, seed, unmount)
+import rfs_testlib  # noqa: E402
 
 TILE = FS.TILE
 ARGS = None
-CLEAN = R.Cleanup()
+CLEAN = rfs_testlib.Cleanup()
 DAEMONS = []                  # (url, Popen) of the foreground daemons: stderr shown on failure
 IMG = "models/m.rfs"          # the image's path under the HTTP root, and its S3 key
 BUCKET = "models"
 S3_KEY = "m.rfs"
-
-
-class Skip(Exception):
-    pass
 
 
 def tool(name):
@@ -56,9 +50,7 @@ def tool(name):
 
 
 def tmpdir():
-    d = tempfile.mkdtemp(prefix="rfs_rm_")
-    CLEAN.push(lambda: shutil.rmtree(d, ignore_errors=True))
-    return d
+    return rfs_testlib.tmpdir(CLEAN, "rfs_rm_")
 
 
 def clean_env(**more):
@@ -132,32 +124,16 @@ def s3_opts(s3, cache, endpoint=None):
 
 def mount(url, mnt, *opts, env=None, check=True):
     """ransfs URL MNT -o opts (daemonizes; returns once mounted)."""
-    os.makedirs(mnt, exist_ok=True)
-    CLEAN.push(lambda: unmount(mnt))
-    cmd = [tool("ransfs"), url, mnt] + (["-o", ",".join(opts)] if opts else [])
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=120,
-                       env=env if env is not None else clean_env())
-    if check:
-        assert r.returncode == 0, "mount %s failed (%d): %s" % (url, r.returncode, r.stderr)
-        assert is_mounted(mnt), "ransfs returned 0 but nothing is mounted"
-    return r
+    return ransfs_mount(CLEAN, tool("ransfs"), url, mnt, opts, check=check, timeout=120,
+                        env=env if env is not None else clean_env())
 
 
 def mount_fg(url, mnt, *opts, env=None):
     """ransfs -f in a child (stderr to a file: p.errfile); returns Popen."""
-    os.makedirs(mnt, exist_ok=True)
-    CLEAN.push(lambda: unmount(mnt))
-    errf = open(mnt + ".err", "w+")
-    cmd = [tool("ransfs"), "-f", url, mnt] + (["-o", ",".join(opts)] if opts else [])
-    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=errf,
-                         env=env if env is not None else clean_env())
-    p.errfile = errf
+    p = ransfs_mount_fg(CLEAN, tool("ransfs"), url, mnt, opts, mnt + ".err", secs=120,
+                        env=env if env is not None else clean_env())
     DAEMONS.append((url, p))
-    CLEAN.push(lambda: p.poll() is None and p.kill())
-    if wait_mounted(mnt, p, 120):
-        return p
-    errf.seek(0)
-    raise AssertionError("foreground mount of %s did not come up: %s" % (url, errf.read()))
+    return p
 
 
 def daemon_err(p):
@@ -705,43 +681,14 @@ def replaced(kind):
     assert err.count("changed") == 1, err
 
 
+def show_daemons():
+    for url, p in DAEMONS:
+        log("stderr of the daemon of %s:\n%s" % (url, daemon_err(p).strip()))
+
+
 def main():
-    global ARGS
-    list_if_asked(globals())
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--bin", required=True)
-    ap.add_argument("--src", required=True, help="tests/data")
-    ap.add_argument("--venv", required=True)
-    ap.add_argument("--corpus")
-    ap.add_argument("test")
-    ARGS = ap.parse_args()
-    ARGS.bin = os.path.abspath(ARGS.bin)
-    FS.ARGS = ARGS  # FS.mkimage finds the tools through it
-    fn, _ = lookup(globals(), ARGS.test)
-    why = fuse_usable()
-    if why:
-        log("skipped:", why)
-        return SKIP
-    san = Sanitizers()
-    rc = 0
-    try:
-        fn()
-        log("PASS", ARGS.test)
-    except Skip:
-        rc = SKIP
-    except Exception:  # noqa: BLE001 - any failure fails the test, with its trace
-        traceback.print_exc()
-        for url, p in DAEMONS:
-            log("stderr of the daemon of %s:\n%s" % (url, daemon_err(p).strip()))
-        rc = 1
-    finally:
-        CLEAN.close()
-        time.sleep(0.2)  # let exiting daemons finish their reports
-        for rep in san.report():
-            log(rep)
-            rc = 1
-        san.close()
-    return rc
+    return mount_test_main(globals(), CLEAN, extra=("--venv",), on_fail=show_daemons,
+                           on_start=lambda args: setattr(FS, "ARGS", args))  # FS.mkimage's tools
 
 
 if __name__ == "__main__":
