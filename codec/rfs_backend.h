@@ -135,8 +135,11 @@ const rfs_backend *rfs_backend_default(void);
  * unknown or unsupported. */
 const rfs_backend *rfs_backend_by_name(const char *name);
 
-/* Load and range-check the 32 initial states.  RFS_E_TRUNCATED/RFS_E_STATE. */
-rfs_err rfs_rans_load_states(uint32_t x[RFS_LANES], const uint8_t *stream, size_t stream_size);
+/* Begin a plane's stream (32 initial states, then 16-bit words): load and
+ * range-check the states into x, and set *words and *nwords to the words
+ * that follow.  RFS_E_TRUNCATED/RFS_E_STATE. */
+rfs_err rfs_rans_begin(uint32_t x[RFS_LANES], const uint8_t **words, size_t *nwords,
+                       const uint8_t *stream, size_t stream_size);
 
 /*
  * Continue decoding at symbol i (a multiple of 32) with states x and the

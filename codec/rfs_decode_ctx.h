@@ -11,9 +11,10 @@
  * symbol.  As in rfs_backend.h, a SIMD path runs its fast loop only while a
  * whole step's 32 symbols and 32 words remain and then hands its states to
  * rfs_ctx_tail, the checked scalar loop that detects every error, so every
- * path returns the scalar path's bytes and error code.  The code is apart
- * from the order-0 loops (rfs_decode_*.c) on purpose: those are tuned for
- * one table and change on their own.
+ * path returns the scalar path's bytes and error code.  The fast loops are
+ * apart from the order-0 ones (rfs_decode_*.c) on purpose: those are tuned
+ * for one table and change on their own; the checked tail, which is not
+ * tuned, is one loop for both (rfs_decode_scalar.c).
  */
 #ifndef RFS_DECODE_CTX_H
 #define RFS_DECODE_CTX_H
@@ -59,10 +60,11 @@ const rfs_ctx_paths *rfs_ctx_paths_for(const rfs_backend *b);
 void rfs_ctx_build_dec(uint32_t dec[RFS_CTX_DEC_ENTRIES], const uint16_t freq0[256],
                        const uint16_t freq1[256]);
 
-/* Go on from symbol i (a multiple of 32) with states x and word cursor wpos:
- * the checked loop, then the end-of-stream checks. */
+/* Go on from symbol i (a multiple of 32) with states x and the word cursor
+ * wpos into words[0..nwords) (rfs_rans_begin): the checked loop, then the
+ * end-of-stream checks. */
 rfs_err rfs_ctx_tail(uint32_t x[RFS_LANES], const rfs_ctx_job *job, size_t i, size_t n,
-                     size_t wpos);
+                     const uint8_t *words, size_t wpos, size_t nwords);
 
 extern const rfs_ctx_paths rfs_ctx_paths_scalar;
 extern const rfs_ctx_paths rfs_ctx_paths_avx2;

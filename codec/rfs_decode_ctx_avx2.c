@@ -45,11 +45,9 @@ typedef struct ctx_st {
 static rfs_err ctx_begin(ctx_st *s, const rfs_ctx_job *jb)
 {
     uint32_t x[RFS_LANES];
-    rfs_err err = rfs_rans_load_states(x, jb->stream, jb->stream_size);
+    rfs_err err = rfs_rans_begin(x, &s->words, &s->nwords, jb->stream, jb->stream_size);
     if (err != RFS_OK)
         return err;
-    s->words = jb->stream + RFS_STATES_SIZE;
-    s->nwords = (jb->stream_size - RFS_STATES_SIZE) / 2;
     s->wpos = 0;
     s->dec = (const int *)jb->dec;
     s->thr_m1 = _mm256_set1_epi32((int)jb->threshold - 1); /* threshold >= 1 */
@@ -86,7 +84,7 @@ static rfs_err ctx_finish(const ctx_st *s, const rfs_ctx_job *jb, size_t i, size
     _mm256_storeu_si256((__m256i *)(x + 8), s->v1);
     _mm256_storeu_si256((__m256i *)(x + 16), s->v2);
     _mm256_storeu_si256((__m256i *)(x + 24), s->v3);
-    return rfs_ctx_tail(x, jb, i, n, s->wpos);
+    return rfs_ctx_tail(x, jb, i, n, s->words, s->wpos, s->nwords);
 }
 
 static rfs_err ctx_plane_avx2(const rfs_ctx_job *jb, size_t n)

@@ -79,11 +79,9 @@ static rfs_err plane_begin(plane_st *s, const uint8_t *stream, size_t stream_siz
                            const uint32_t *dec)
 {
     uint32_t x[RFS_LANES];
-    rfs_err err = rfs_rans_load_states(x, stream, stream_size);
+    rfs_err err = rfs_rans_begin(x, &s->words, &s->nwords, stream, stream_size);
     if (err != RFS_OK)
         return err;
-    s->words = stream + RFS_STATES_SIZE;
-    s->nwords = (stream_size - RFS_STATES_SIZE) / 2;
     s->wpos = 0;
     s->tab = (const int *)dec;
     s->v0 = _mm256_loadu_si256((const __m256i *)(x + 0));

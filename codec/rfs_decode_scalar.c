@@ -1,6 +1,7 @@
 /*
  * rfs_decode_scalar.c - the scalar decode backend, and the bounds-checked
- * pieces every backend shares (state loading, the tail loop, interleave).
+ * pieces every backend shares (a stream's start, the tail loop of order-0 and
+ * RANS_CTX planes, interleave).
  *
  * The step is rfs_lane_decode from rfs_rans_lane.h: x = D(x), then a lane
  * below L takes the next word.  Taking words one lane at a time in
@@ -10,10 +11,12 @@
 #include <string.h>
 
 #include "rfs_backend.h"
+#include "rfs_decode_ctx.h"
 #include "rfs_internal.h"
 #include "rfs_rans_lane.h"
 
-rfs_err rfs_rans_load_states(uint32_t x[RFS_LANES], const uint8_t *stream, size_t stream_size)
+rfs_err rfs_rans_begin(uint32_t x[RFS_LANES], const uint8_t **words, size_t *nwords,
+                       const uint8_t *stream, size_t stream_size)
 {
     if (stream_size < RFS_STATES_SIZE)
         return RFS_E_TRUNCATED;
@@ -22,17 +25,30 @@ rfs_err rfs_rans_load_states(uint32_t x[RFS_LANES], const uint8_t *stream, size_
         if (x[j] < RFS_RANS_L || x[j] >= RFS_RANS_HI)
             return RFS_E_STATE;
     }
+    *words = stream + RFS_STATES_SIZE;
+    *nwords = (stream_size - RFS_STATES_SIZE) / 2;
     return RFS_OK;
 }
 
-rfs_err rfs_rans_tail(uint32_t x[RFS_LANES], uint8_t *out, size_t i, size_t n,
-                      const uint8_t *words, size_t wpos, size_t nwords, const uint32_t *dec)
+/*
+ * The checked loop and end-of-stream checks of both plane decoders: symbol
+ * i takes its slot from dec, or, with a context plane (RANS_CTX: has_ctx),
+ * from the one of the two back-to-back tables in dec that ctx[i] >=
+ * threshold picks.  Inlined into each with has_ctx a constant, so neither
+ * tests it per symbol (the scalar RANS_CTX path runs this loop throughout).
+ */
+static inline rfs_err rans_tail(uint32_t x[RFS_LANES], uint8_t *out, size_t i, size_t n,
+                                const uint8_t *words, size_t wpos, size_t nwords,
+                                const uint32_t *dec, int has_ctx, const uint8_t *ctx,
+                                uint8_t threshold)
 {
     for (; i < n; i += RFS_LANES) {
         unsigned m = n - i < RFS_LANES ? (unsigned)(n - i) : RFS_LANES;
         uint32_t need = 0;
         for (unsigned j = 0; j < m; j++) {
-            x[j] = rfs_lane_decode(x[j], dec, &out[i + j]);
+            const uint32_t *t =
+                has_ctx ? dec + ((size_t)(ctx[i + j] >= threshold) << RFS_PROB_BITS) : dec;
+            x[j] = rfs_lane_decode(x[j], t, &out[i + j]);
             need |= (uint32_t)rfs_lane_needs_word(x[j]) << j;
         }
         unsigned cnt = rfs_lane_popc(need);
@@ -52,17 +68,34 @@ rfs_err rfs_rans_tail(uint32_t x[RFS_LANES], uint8_t *out, size_t i, size_t n,
     return RFS_OK;
 }
 
+rfs_err rfs_rans_tail(uint32_t x[RFS_LANES], uint8_t *out, size_t i, size_t n,
+                      const uint8_t *words, size_t wpos, size_t nwords, const uint32_t *dec)
+{
+    return rans_tail(x, out, i, n, words, wpos, nwords, dec, 0, NULL, 0);
+}
+
+rfs_err rfs_ctx_tail(uint32_t x[RFS_LANES], const rfs_ctx_job *jb, size_t i, size_t n,
+                     const uint8_t *words, size_t wpos, size_t nwords)
+{
+    return rans_tail(x, jb->out, i, n, words, wpos, nwords, jb->dec, 1, jb->ctx, jb->threshold);
+}
+
 /* Fast loop: whole steps while a full step's worth of words (32) remains,
  * so no lane can run past the end; the checked tail does the rest. */
 static rfs_err rans_plane_scalar(uint8_t *out, size_t n, const uint8_t *stream,
                                  size_t stream_size, const uint32_t *dec)
 {
     uint32_t x[RFS_LANES];
-    rfs_err err = rfs_rans_load_states(x, stream, stream_size);
+    const uint8_t *w;
+    size_t nw;
+    rfs_err err = rfs_rans_begin(x, &w, &nw, stream, stream_size);
     if (err != RFS_OK)
         return err;
-    const uint8_t *words = stream + RFS_STATES_SIZE;
-    size_t nwords = (stream_size - RFS_STATES_SIZE) / 2, wpos = 0, i = 0;
+    /* Copies whose address is not taken, so the loop keeps them in
+     * registers (w and nw escaped into rfs_rans_begin). */
+    const uint8_t *const words = w;
+    const size_t nwords = nw;
+    size_t wpos = 0, i = 0;
     for (; i + RFS_LANES <= n && nwords - wpos >= RFS_LANES; i += RFS_LANES) {
         for (unsigned j = 0; j < RFS_LANES; j++) {
             uint32_t xj = rfs_lane_decode(x[j], dec, &out[i + j]);

@@ -110,11 +110,9 @@ typedef struct vb_plane {
 static rfs_err vb_begin(vb_plane *s, const uint8_t *stream, size_t stream_size)
 {
     uint32_t x[RFS_LANES];
-    rfs_err err = rfs_rans_load_states(x, stream, stream_size);
+    rfs_err err = rfs_rans_begin(x, &s->words, &s->nwords, stream, stream_size);
     if (err != RFS_OK)
         return err;
-    s->words = stream + RFS_STATES_SIZE;
-    s->nwords = (stream_size - RFS_STATES_SIZE) / 2;
     s->wpos = 0;
     s->v0 = ld512(x);
     s->v1 = ld512(x + 16);
