@@ -59,7 +59,7 @@ import numpy as np
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "pylib"))
-import rfs_testlib  # noqa: E402  (daemon_pid, wait_gone)
+import rfs_testlib  # noqa: E402  (daemon_pid, wait_gone, proc_status)
 
 STATS = "user.ransfs.stats"
 ROWS = 8192
@@ -203,18 +203,6 @@ def resident(path):
     return int(r.stdout.split()[0]) if r.returncode == 0 and r.stdout.strip() else -1
 
 
-def proc_mem(pid):
-    """VmHWM (peak RSS) and, at the end of the load, RssAnon and RssFile
-    (pages of the image mapping), bytes."""
-    got = {}
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            k, _, v = line.partition(":")
-            if k in ("VmHWM", "RssAnon", "RssFile"):
-                got[k] = int(v.split()[0]) * 1024
-    return got
-
-
 def daemon_pid(mnt):
     """The daemon serving mnt, found by the mount's own FUSE connection
     (tests/pylib/rfs_testlib.py): the first ransfs naming mnt could be an
@@ -285,7 +273,7 @@ def mounted_run(var, img, mnt, fn, hdr, base, threads, units, cold):
         mbs, cpu = timed(fn, os.path.join(mnt, "model.safetensors"), hdr, base, threads)
         time.sleep(0.1)  # the last replies' counters
         st = json.loads(os.getxattr(mnt, STATS))
-        pm = proc_mem(pid)
+        pm = rfs_testlib.proc_status(pid)  # VmHWM, and RssAnon / RssFile at the end
         mem = "cpu s: daemon %.2f reader %.2f | daemon VmHWM %.0f MiB (at the end: anon %.0f, " \
               "file %.0f) | page cache: %+.0f MiB during the load (Cached, whole machine); " \
               "resident after it: file %.0f MiB, image %.0f MiB" % (

@@ -30,9 +30,9 @@ import numpy as np
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "pylib"))
-from rfs_testlib import (Cleanup, Skip, daemon_pid, is_mounted, log,  # noqa: E402
-                         mount_test_main, ransfs_mount, ransfs_mount_fg, seed, unmount,
-                         wait_gone)
+from rfs_testlib import (Cleanup, PeakRss, Skip, daemon_pid, is_mounted, log,  # noqa: E402
+                         mount_test_main, proc_status, ransfs_mount, ransfs_mount_fg, seed,
+                         unmount, wait_gone)
 import rfs_testlib  # noqa: E402
 
 TILE = 262144
@@ -502,16 +502,6 @@ def t_mmap_threads():
     log(json.dumps(stats(mnt)))
 
 
-def proc_status(pid):
-    out = {}
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            k, _, v = line.partition(":")
-            if v.strip().endswith("kB"):
-                out[k] = int(v.split()[0]) * 1024
-    return out
-
-
 # Fixed overhead beyond the cache budget, documented in docs/mount.md:
 # libfuse buffers and decode scratch per thread, image metadata, heap.
 OVERHEAD = 48 << 20
@@ -524,36 +514,21 @@ def t_cache_budget():
     b = os.path.join(mnt, "model.safetensors")
     size = os.path.getsize(b)
     assert size >= 4 * budget
-    peak = {"anon": 0, "rss": 0}
-    done = threading.Event()
-
-    def sample():
-        while not done.is_set():
-            st = proc_status(pid)
-            peak["anon"] = max(peak["anon"], st.get("RssAnon", 0))
-            peak["rss"] = max(peak["rss"], st.get("VmRSS", 0))
-            time.sleep(0.005)
-
-    th = threading.Thread(target=sample)
-    th.start()
-    try:
+    with PeakRss(pid, 0.005) as peak:
         for _ in range(2):
             drop_cache(b)
             with open(b, "rb") as f:
                 while f.read(1 << 20):
                     pass
-    finally:
-        done.set()
-        th.join()
     st = proc_status(pid)
     s = stats(mnt)
     log("budget %d MiB, read %d MiB: peak RssAnon %.1f MiB, peak VmRSS %.1f MiB, VmHWM %.1f MiB"
-        % (budget >> 20, 2 * size >> 20, peak["anon"] / 2**20, peak["rss"] / 2**20,
+        % (budget >> 20, 2 * size >> 20, peak.anon / 2**20, peak.rss / 2**20,
            st["VmHWM"] / 2**20))
     log(json.dumps(s))
     assert s["cache_peak_bytes"] <= budget + 8 * (TILE + 4096) * 4, "cache held too much"
     assert s["evictions"] > 0
-    assert peak["anon"] <= budget + OVERHEAD, "RssAnon above budget + overhead"
+    assert peak.anon <= budget + OVERHEAD, "RssAnon above budget + overhead"
     assert st["VmHWM"] <= budget + OVERHEAD + (16 << 20), "VmHWM above budget + overhead"
 
 

@@ -35,13 +35,12 @@ import struct
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "pylib"))
-from rfs_testlib import (SKIP, Cleanup, Sanitizers, daemon_pid, fuse_usable, is_mounted,  # noqa: E402
-                         log, pid_state, ransfs_mount, wait_gone)
+from rfs_testlib import (SKIP, Cleanup, PeakRss, Sanitizers, daemon_pid, fuse_usable,  # noqa: E402
+                         is_mounted, log, pid_state, proc_status, ransfs_mount, wait_gone)
 
 CACHE = 16 << 20
 # docs/mount.md: resident memory is the cache budget plus a fixed overhead;
@@ -175,19 +174,6 @@ def synth(path, mb, seed):
     return i
 
 
-def proc_mem(pid):
-    out = {}
-    try:
-        with open("/proc/%d/status" % pid) as f:
-            for line in f:
-                k, _, v = line.partition(":")
-                if v.strip().endswith("kB"):
-                    out[k] = int(v.split()[0]) * 1024
-    except OSError:
-        pass
-    return out
-
-
 def sanitized(binary):
     """True for an ASan/TSan build (its runtime is linked in)."""
     with open(binary, "rb") as f:
@@ -214,20 +200,8 @@ def pct(sorted_vals, p):
 def phase_load(args, mnt, src, pid, work):
     secs = args.seconds
     path = os.path.join(mnt, "model.safetensors")
-    peak = {"anon": 0, "rss": 0}
-    done = threading.Event()
-
-    def sample():
-        while not done.is_set():
-            m = proc_mem(pid)
-            peak["anon"] = max(peak["anon"], m.get("RssAnon", 0))
-            peak["rss"] = max(peak["rss"], m.get("VmRSS", 0))
-            done.wait(0.02)
-
-    th = threading.Thread(target=sample)
-    th.start()
     deadline = time.time() + secs
-    try:
+    with PeakRss(pid, 0.02) as peak:
         rs = [Reader(args, k, path, src, "seq" if k % 2 else "rand", deadline, work)
               for k in range(args.readers)]
         for r in rs:
@@ -237,9 +211,6 @@ def phase_load(args, mnt, src, pid, work):
             rc = r.finish(secs + 300)
             if rc != 0:
                 bad.append((r.k, rc, r.text))
-    finally:
-        done.set()
-        th.join()
     assert not bad, "readers failed: %r" % bad
     lat, nreads, nbytes = [], 0, 0
     for r in rs:
@@ -247,14 +218,14 @@ def phase_load(args, mnt, src, pid, work):
         nreads, nbytes = nreads + n, nbytes + b
         lat.extend(l)
     lat.sort()
-    m, s = proc_mem(pid), stats(mnt)
+    m, s = proc_status(pid), stats(mnt)
     log("load: %d readers x %d s: %d reads, %.1f MiB verified (%.1f MiB/s); latency p50 %.3f ms, "
         "p99 %.3f ms, max %.3f ms"
         % (args.readers, secs, nreads, nbytes / 2**20, nbytes / 2**20 / secs,
            pct(lat, 0.5) * 1e3, pct(lat, 0.99) * 1e3, lat[-1] * 1e3))
     log("load: daemon peak RssAnon %.1f MiB, peak VmRSS %.1f MiB, VmHWM %.1f MiB "
         "(budget %d MiB + overhead %d MiB)"
-        % (peak["anon"] / 2**20, peak["rss"] / 2**20, m.get("VmHWM", 0) / 2**20,
+        % (peak.anon / 2**20, peak.rss / 2**20, m.get("VmHWM", 0) / 2**20,
            CACHE >> 20, OVERHEAD >> 20))
     log("load: stats " + json.dumps(s))
     assert s["read_errors"] == 0 and s["decode_errors"] == 0, "daemon counted errors"
@@ -262,8 +233,8 @@ def phase_load(args, mnt, src, pid, work):
     if sanitized(os.path.join(args.bin, "ransfs")):
         log("load: sanitizer build: shadow memory makes RSS meaningless, not checked")
         return
-    assert peak["anon"] <= CACHE + OVERHEAD, "RssAnon %.1f MiB above budget + overhead" \
-        % (peak["anon"] / 2**20)
+    assert peak.anon <= CACHE + OVERHEAD, "RssAnon %.1f MiB above budget + overhead" \
+        % (peak.anon / 2**20)
     assert m["VmHWM"] <= CACHE + OVERHEAD + (16 << 20), "VmHWM above budget + overhead"
 
 

@@ -24,6 +24,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import traceback
 
@@ -158,6 +159,48 @@ def wait_gone(pid, secs):
             return True
         time.sleep(0.01)
     return False
+
+
+def proc_status(pid):
+    """The kB fields of /proc/PID/status (VmRSS, RssAnon, VmHWM, ...) in
+    bytes; {} once the process is gone."""
+    out = {}
+    try:
+        with open("/proc/%d/status" % pid) as f:
+            for line in f:
+                k, _, v = line.partition(":")
+                if v.strip().endswith("kB"):
+                    out[k] = int(v.split()[0]) * 1024
+    except OSError:
+        pass
+    return out
+
+
+class PeakRss:
+    """`with PeakRss(pid, period) as peak:` samples pid's RssAnon and VmRSS
+    every period seconds on a thread while the block runs; peak.anon and
+    peak.rss are the highest seen, in bytes."""
+
+    def __init__(self, pid, period):
+        self.pid, self.period, self.anon, self.rss = pid, period, 0, 0
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._sample)
+
+    def _sample(self):
+        while not self._done.is_set():
+            st = proc_status(self.pid)
+            self.anon = max(self.anon, st.get("RssAnon", 0))
+            self.rss = max(self.rss, st.get("VmRSS", 0))
+            self._done.wait(self.period)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._done.set()
+        self._thread.join()
+        return False
 
 
 def _start_time(pid):
