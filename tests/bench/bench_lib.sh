@@ -25,27 +25,10 @@ bin=$build/bin
 
 if [ ! -d "$work/real" ]; then
     mkdir -p "$work/real"
-    /usr/bin/python3 - "$corpus/model.safetensors" "$work/real/model.safetensors" \
-        "$top/tests/image" <<'PY'
-import json, struct, sys
-import numpy as np
-src, dst, tools = sys.argv[1:4]
-sys.path.insert(0, tools)
-from image_tools import st_write, to_bf16
-with open(src, "rb") as f:
-    n = struct.unpack("<Q", f.read(8))[0]
-    hdr = json.loads(f.read(n))
-    data = f.read()
-out = []
-for k, v in sorted(((k, v) for k, v in hdr.items() if k != "__metadata__"),
-                   key=lambda kv: kv[1]["data_offsets"][0]):
-    b, e = v["data_offsets"]
-    if v["dtype"] == "F32":
-        out.append((k, "BF16", v["shape"], to_bf16(np.frombuffer(data[b:e], "<f4")).tobytes()))
-    else:
-        out.append((k, v["dtype"], v["shape"], data[b:e]))
-st_write(dst, out)
-PY
+    /usr/bin/python3 -c 'import sys; sys.path.insert(0, sys.argv[3])
+from image_tools import st_to_bf16
+st_to_bf16(sys.argv[1], sys.argv[2])' "$corpus/model.safetensors" "$work/real/model.safetensors" \
+        "$top/tests/image"
 fi
 [ -d "$work/syn" ] || "$top/tests/bench/bench_pack.sh" --make-data "$corpus" "$work/gen" > /dev/null
 [ -d "$work/syn" ] || mv "$work/gen/syn" "$work/syn"

@@ -44,33 +44,20 @@ set -euo pipefail
 if [ "${1:-}" = --make-bf16 ]; then
     /usr/bin/python3 - "${2:?MODEL_DIR}" "${3:?OUT_DIR}" \
         "$(dirname "$0")/../image" <<'PY'
-import json, os, shutil, struct, sys
-import numpy as np
+import os, shutil, sys
 src, out, tools = sys.argv[1:4]
 sys.path.insert(0, tools)
-from image_tools import st_write, to_bf16
+from image_tools import st_to_bf16
 for root, dirs, files in os.walk(src):
     dirs.sort()
     d = os.path.join(out, os.path.relpath(root, src))
     os.makedirs(d, exist_ok=True)
     for name in sorted(files):
         a, b = os.path.join(root, name), os.path.join(d, name)
-        if not name.endswith(".safetensors"):
+        if name.endswith(".safetensors"):
+            st_to_bf16(a, b)
+        else:
             shutil.copyfile(a, b)
-            continue
-        with open(a, "rb") as f:
-            n = struct.unpack("<Q", f.read(8))[0]
-            hdr = json.loads(f.read(n))
-            data = f.read()
-        tens = []
-        for k, v in sorted(((k, v) for k, v in hdr.items() if k != "__metadata__"),
-                           key=lambda kv: kv[1]["data_offsets"][0]):
-            x = data[v["data_offsets"][0]:v["data_offsets"][1]]
-            if v["dtype"] == "F32":
-                tens.append((k, "BF16", v["shape"], to_bf16(np.frombuffer(x, "<f4")).tobytes()))
-            else:
-                tens.append((k, v["dtype"], v["shape"], x))
-        st_write(b, tens)
 PY
     exit 0
 fi

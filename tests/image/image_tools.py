@@ -170,11 +170,16 @@ def st_write(path, tensors, pad=0, meta=True):
         f.write(struct.pack("<Q", len(h)) + h + bytes(blob))
 
 
-def st_read_f32(path):
+def st_load(path):
+    """(header, data) of a safetensors file: its JSON header as a dict and
+    the bytes after it (what data_offsets index)."""
     with open(path, "rb") as f:
         n = struct.unpack("<Q", f.read(8))[0]
-        hdr = json.loads(f.read(n))
-        data = f.read()
+        return json.loads(f.read(n)), f.read()
+
+
+def st_read_f32(path):
+    hdr, data = st_load(path)
     out = []
     for k, v in hdr.items():
         if k != "__metadata__" and v["dtype"] == "F32":
@@ -190,6 +195,21 @@ def to_bf16(a):
     nan = np.isnan(a)
     r[nan] = (u[nan] >> 16) | 0x40
     return r.astype("<u2")
+
+
+def st_to_bf16(src, dst):
+    """Write safetensors file dst as src with every F32 tensor rounded to
+    BF16 (to_bf16); other tensors, names and data order kept."""
+    hdr, data = st_load(src)
+    out = []
+    for k, v in sorted(((k, v) for k, v in hdr.items() if k != "__metadata__"),
+                       key=lambda kv: kv[1]["data_offsets"][0]):
+        x = data[v["data_offsets"][0]:v["data_offsets"][1]]
+        if v["dtype"] == "F32":
+            out.append((k, "BF16", v["shape"], to_bf16(np.frombuffer(x, "<f4")).tobytes()))
+        else:
+            out.append((k, v["dtype"], v["shape"], x))
+    st_write(dst, out)
 
 
 def gaussian(rng, n, std=0.02):
