@@ -97,19 +97,32 @@ def files(mnt):
         out += [os.path.join(root, n) for n in sorted(names)]
     return [p for p in out if os.path.isfile(p)]
 
+def holds_fuse(pid):
+    try:
+        return any(os.readlink("/proc/%s/fd/%s" % (pid, fd)) == "/dev/fuse"
+                   for fd in os.listdir("/proc/%s/fd" % pid))
+    except OSError:
+        return False
+
 def pid_of(mnt):
-    for p in os.listdir("/proc"):
-        if p.isdigit():
+    """The daemon of mnt: the newest process naming mnt that holds
+    /dev/fuse (the command that mounted may still be exiting after forking
+    it, holding the same fd)."""
+    for _ in range(50):
+        found = []
+        for p in os.listdir("/proc"):
+            if not p.isdigit():
+                continue
             try:
                 argv = open("/proc/%s/cmdline" % p, "rb").read().split(b"\0")
-            except OSError:
+                start = int(open("/proc/%s/stat" % p).read().rsplit(")", 1)[1].split()[19])
+            except (OSError, IndexError, ValueError):
                 continue
-            try:
-                state = open("/proc/%s/stat" % p).read().rsplit(")", 1)[1].split()[0]
-            except (OSError, IndexError):
-                continue
-            if mnt.encode() in argv and state != "Z":  # not an exited daemon
-                return int(p)
+            if mnt.encode() in argv and holds_fuse(p):
+                found.append((start, int(p)))
+        if found:
+            return max(found)[1]
+        time.sleep(0.02)
 
 def hwm(pid):
     for line in open("/proc/%d/status" % pid):
