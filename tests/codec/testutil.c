@@ -116,6 +116,21 @@ uint8_t *tu_read_file(const char *path, size_t *size)
     return buf;
 }
 
+uint8_t *tu_must_read_file(const char *path, size_t *size)
+{
+    uint8_t *b = tu_read_file(path, size);
+    assert_non_null(b);
+    return b;
+}
+
+void tu_must_write_file(const char *path, const void *data, size_t size)
+{
+    FILE *f = fopen(path, "wb");
+    assert_non_null(f);
+    assert_int_equal(fwrite(data, 1, size, f), size);
+    assert_int_equal(fclose(f), 0);
+}
+
 float *tu_load_safetensors_f32(const char *path, size_t *n)
 {
     size_t size = 0;

@@ -1,7 +1,8 @@
 /*
  * testutil.h - data generators and helpers shared by the codec tests:
  * seeded random data, fp16/bf16 conversion, round-trip through every CPU
- * backend, and loading F32 tensors from a safetensors file.
+ * backend, loading F32 tensors from a safetensors file, and whole-file
+ * reads and writes for the image, library and remote tests.
  */
 #ifndef RFS_TESTUTIL_H
 #define RFS_TESTUTIL_H
@@ -49,5 +50,11 @@ float *tu_load_safetensors_f32(const char *path, size_t *n);
 
 /* Read a whole file; NULL when absent. */
 uint8_t *tu_read_file(const char *path, size_t *size);
+/* Read a whole file (a new buffer, at least 1 byte); fails the test when
+ * it cannot. */
+uint8_t *tu_must_read_file(const char *path, size_t *size);
+/* Write size bytes to path (created or truncated); fails the test when it
+ * cannot. */
+void tu_must_write_file(const char *path, const void *data, size_t size);
 
 #endif

@@ -25,6 +25,7 @@
 #include "rfs_image_format.h"
 #include "rfs_image_info.h"
 #include "rfs_pack.h"
+#include "testutil.h"
 
 #define TILE (64u << 10)
 #define SEED 20261125u
@@ -56,19 +57,6 @@ static void write_file(const char *rel, const uint8_t *data, size_t size)
     assert_non_null(f);
     assert_int_equal(fwrite(data, 1, size, f), size);
     fclose(f);
-}
-
-static uint8_t *read_all(const char *path, size_t *size)
-{
-    FILE *f = fopen(path, "rb");
-    assert_non_null(f);
-    fseek(f, 0, SEEK_END);
-    *size = (size_t)ftell(f);
-    fseek(f, 0, SEEK_SET);
-    uint8_t *b = malloc(*size ? *size : 1);
-    assert_int_equal(fread(b, 1, *size, f), *size);
-    fclose(f);
-    return b;
 }
 
 static void make_source(void)
@@ -123,7 +111,7 @@ static int group_setup(void **state)
     rfs_pack_stats st;
     if (rfs_pack(&o, &st, err, sizeof err) != 0)
         fail_msg("rfs_pack: %s", err);
-    g_buf = read_all(g_img, &g_size);
+    g_buf = tu_must_read_file(g_img, &g_size);
     return 0;
 }
 
@@ -567,7 +555,7 @@ static void golden_read(const char *name, uint8_t **buf, size_t *size)
 {
     char path[512];
     snprintf(path, sizeof path, "%s/golden/%s.img", RFS_TEST_DATA, name);
-    *buf = read_all(path, size);
+    *buf = tu_must_read_file(path, size);
 }
 
 /* Feature flags f in the superblock at sb, resealed. */
@@ -662,7 +650,7 @@ static uint8_t *pack_one(const char *dir, const char *image, int no_ctx, size_t 
     rfs_pack_stats st;
     if (rfs_pack(&o, &st, err, sizeof err) != 0)
         fail_msg("rfs_pack: %s", err);
-    return read_all(image, size);
+    return tu_must_read_file(image, size);
 }
 
 /* Read file c.bf16 of the image buf back whole; returns the error. */

@@ -24,6 +24,7 @@
 #include "rfs_image.h"
 #include "rfs_image_format.h"
 #include "rfs_pack.h"
+#include "testutil.h"
 
 #define TILE (64u << 10)
 
@@ -32,27 +33,6 @@ static const char *const g_backends[] = {"scalar", "avx2", "avx512", "avx512vbmi
 static char g_dir[256], g_img[300], g_bad[300];
 static uint8_t *g_buf; /* the good image */
 static size_t g_size;
-
-static uint8_t *read_all(const char *path, size_t *size)
-{
-    FILE *f = fopen(path, "rb");
-    assert_non_null(f);
-    fseek(f, 0, SEEK_END);
-    *size = (size_t)ftell(f);
-    fseek(f, 0, SEEK_SET);
-    uint8_t *b = malloc(*size ? *size : 1);
-    assert_int_equal(fread(b, 1, *size, f), *size);
-    fclose(f);
-    return b;
-}
-
-static void write_all(const char *path, const uint8_t *data, size_t size)
-{
-    FILE *f = fopen(path, "wb");
-    assert_non_null(f);
-    assert_int_equal(fwrite(data, 1, size, f), size);
-    fclose(f);
-}
 
 /* f32 bits to bf16 by round-to-nearest-even (NaN kept quiet), as the
  * corpus README derives bf16. */
@@ -70,9 +50,9 @@ static void make_source(const char *src)
     char path[512];
     size_t n;
     assert_int_equal(mkdir(src, 0755), 0);
-    uint8_t *st = read_all(RFS_TEST_DATA "/human32-mini/model.safetensors", &n);
+    uint8_t *st = tu_must_read_file(RFS_TEST_DATA "/human32-mini/model.safetensors", &n);
     snprintf(path, sizeof path, "%s/model.safetensors", src);
-    write_all(path, st, n);
+    tu_must_write_file(path, st, n);
     size_t head = 8 + (size_t)rfs_ld64(st), words = (n - head) / 4;
     uint8_t *w = malloc(2 * words);
     for (size_t i = 0; i < words; i++) {
@@ -81,13 +61,13 @@ static void make_source(const char *src)
         w[2 * i + 1] = (uint8_t)(v >> 8);
     }
     snprintf(path, sizeof path, "%s/w.bf16", src);
-    write_all(path, w, 2 * words);
+    tu_must_write_file(path, w, 2 * words);
     size_t tn = 300000;
     uint8_t *t = malloc(tn);
     for (size_t i = 0; i < tn; i++)
         t[i] = (uint8_t)("lorem ipsum dolor sit amet\n"[i % 27] + (i % 1000 == 0));
     snprintf(path, sizeof path, "%s/notes.txt", src);
-    write_all(path, t, tn);
+    tu_must_write_file(path, t, tn);
     free(st);
     free(w);
     free(t);
@@ -108,7 +88,7 @@ static int group_setup(void **state)
     rfs_pack_stats ps;
     if (rfs_pack(&o, &ps, err, sizeof err) != 0)
         fail_msg("rfs_pack: %s", err);
-    g_buf = read_all(g_img, &g_size);
+    g_buf = tu_must_read_file(g_img, &g_size);
     return 0;
 }
 
@@ -306,7 +286,7 @@ static void corrupt_copy(uint64_t u, uint32_t pos, int fix_sum)
         rfs_unit_store(unit_rec_at(b, u), &r);
         reseal(b, RFS_SECT_UNITS);
     }
-    write_all(g_bad, b, g_size);
+    tu_must_write_file(g_bad, b, g_size);
     free(b);
 }
 

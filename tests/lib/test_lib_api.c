@@ -28,6 +28,7 @@
 #include "rfs_image.h"
 #include "rfs_image_info.h"
 #include "rfs_pack.h"
+#include "testutil.h"
 
 #define TILE (64u << 10)
 #define SEED 20261202u
@@ -75,19 +76,6 @@ static void write_file(const char *rel, const uint8_t *data, size_t size)
     assert_non_null(f);
     assert_int_equal(fwrite(data, 1, size, f), size);
     fclose(f);
-}
-
-static uint8_t *read_all(const char *path, size_t *size)
-{
-    FILE *f = fopen(path, "rb");
-    assert_non_null(f);
-    fseek(f, 0, SEEK_END);
-    *size = (size_t)ftell(f);
-    fseek(f, 0, SEEK_SET);
-    uint8_t *b = malloc(*size ? *size : 1);
-    assert_int_equal(fread(b, 1, *size, f), *size);
-    fclose(f);
-    return b;
 }
 
 /* A safetensors file with the tensors of g_want: a JSON header padded to 8
@@ -608,7 +596,7 @@ static ransfs *open_flipped(uint64_t at)
 
 static void test_corrupt_tile(void **state)
 {
-    g_good = read_all(g_img, &g_good_size);
+    g_good = tu_must_read_file(g_img, &g_good_size);
     int raw;
     /* the second tile of tensor emb */
     uint64_t at = image_offset_of("model.safetensors", g_data_start + TILE + 10, &raw);

@@ -23,6 +23,7 @@
 
 #include "rfs_image.h"
 #include "rfs_image_info.h"
+#include "testutil.h"
 
 typedef struct poisoned {
     uint8_t *real, *map;
@@ -42,24 +43,10 @@ static rfs_err poisoned_ensure(void *ctx, uint64_t off, uint64_t len)
     return RFS_OK;
 }
 
-static uint8_t *read_all(const char *path, size_t *size)
-{
-    FILE *f = fopen(path, "rb");
-    assert_non_null(f);
-    fseek(f, 0, SEEK_END);
-    *size = (size_t)ftell(f);
-    fseek(f, 0, SEEK_SET);
-    uint8_t *b = malloc(*size ? *size : 1);
-    assert_non_null(b);
-    assert_int_equal(fread(b, 1, *size, f), *size);
-    fclose(f);
-    return b;
-}
-
 static void poisoned_init(poisoned *p, const char *path, rfs_source *src)
 {
     memset(p, 0, sizeof *p);
-    p->real = read_all(path, &p->size);
+    p->real = tu_must_read_file(path, &p->size);
     p->map = malloc(p->size);
     assert_non_null(p->map);
     memset(p->map, 0x5a, p->size);
