@@ -80,10 +80,13 @@ echo "model: $MODEL ($(du -sb "$MODEL" | cut -f1) bytes)"
 mksquashfs "$MODEL" "$W/sq.img" -comp zstd -b 262144 -quiet -no-progress >/dev/null
 mkdir -p "$W/mnt_rans" "$W/mnt_raw" "$W/mnt_sq"
 
-$PY - "$W" "$BIN" "$MODEL" "${RFS_BENCH_OPTS:-}" <<'EOF'
+$PY - "$W" "$BIN" "$MODEL" "${RFS_BENCH_OPTS:-}" "$(cd "$(dirname "$0")/../pylib" && pwd)" <<'EOF'
 import json, mmap, os, random, subprocess, sys, time
 import numpy as np
-W, BIN, MODEL, OPTS = sys.argv[1:5]
+W, BIN, MODEL, OPTS, PYLIB = sys.argv[1:6]
+sys.dont_write_bytecode = True
+sys.path.insert(0, PYLIB)
+import rfs_testlib  # daemon_pid
 RFS_OPTS = ["-o", OPTS] if OPTS else []
 
 def drop():
@@ -97,32 +100,11 @@ def files(mnt):
         out += [os.path.join(root, n) for n in sorted(names)]
     return [p for p in out if os.path.isfile(p)]
 
-def holds_fuse(pid):
+def pid_of(mnt, prog):
     try:
-        return any(os.readlink("/proc/%s/fd/%s" % (pid, fd)) == "/dev/fuse"
-                   for fd in os.listdir("/proc/%s/fd" % pid))
-    except OSError:
-        return False
-
-def pid_of(mnt):
-    """The daemon of mnt: the newest process naming mnt that holds
-    /dev/fuse (the command that mounted may still be exiting after forking
-    it, holding the same fd)."""
-    for _ in range(50):
-        found = []
-        for p in os.listdir("/proc"):
-            if not p.isdigit():
-                continue
-            try:
-                argv = open("/proc/%s/cmdline" % p, "rb").read().split(b"\0")
-                start = int(open("/proc/%s/stat" % p).read().rsplit(")", 1)[1].split()[19])
-            except (OSError, IndexError, ValueError):
-                continue
-            if mnt.encode() in argv and holds_fuse(p):
-                found.append((start, int(p)))
-        if found:
-            return max(found)[1]
-        time.sleep(0.02)
+        return rfs_testlib.daemon_pid(mnt, prog)
+    except AssertionError:
+        return None
 
 def hwm(pid):
     for line in open("/proc/%d/status" % pid):
@@ -140,7 +122,7 @@ class Mount:
         self.cmd, self.mnt = cmd, mnt
     def __enter__(self):
         subprocess.run(self.cmd, check=True)
-        self.pid = pid_of(self.mnt)
+        self.pid = pid_of(self.mnt, os.path.basename(self.cmd[0]))
         drop()
         return self
     def __exit__(self, *a):

@@ -226,9 +226,9 @@ def _holds_fuse_conn(pid, conn):
     return False if said else None
 
 
-def _ransfs_procs(mnt):
-    """Pids of the live ransfs processes with mount point mnt (a real path,
-    bytes) on their command line."""
+def _daemon_procs(mnt, prog):
+    """Pids of the live prog processes (ransfs, squashfuse_ll, ...) with
+    mount point mnt (a real path, bytes) on their command line."""
     pids = []
     for pid in os.listdir("/proc"):
         if not pid.isdigit():
@@ -238,21 +238,22 @@ def _ransfs_procs(mnt):
                 argv = f.read().split(b"\0")
         except OSError:
             continue
-        if argv and os.path.basename(argv[0]) == b"ransfs" and mnt in argv \
+        if argv and os.path.basename(argv[0]) == prog and mnt in argv \
                 and pid_state(int(pid)) not in (None, "Z"):
             pids.append(int(pid))
     return pids
 
 
-def daemon_pid(mnt):
-    """The pid of the live ransfs daemon serving mount point mnt.  Several
-    ransfs processes can name mnt (an earlier daemon of the same mount point
-    still draining after a lazy unmount, another run's): the one holding
-    the mount's FUSE connection wins (the connection number is the mount's
+def daemon_pid(mnt, prog="ransfs"):
+    """The pid of the live daemon (program prog) serving mount point mnt.
+    Several such processes can name mnt (an earlier daemon of the same
+    mount point still draining after a lazy unmount, another run's, the
+    mount command still exiting after forking the daemon): those holding
+    the mount's FUSE connection win (the connection number is the mount's
     device, in the kernel's encoding), else, where the kernel does not show
-    connections, the newest."""
+    connections, all of them; of those, the newest."""
     real = os.path.realpath(mnt)
-    pids = _ransfs_procs(real.encode())
+    pids = _daemon_procs(real.encode(), os.fsencode(prog))
     try:
         dev = os.stat(real).st_dev
         conn = (os.major(dev) << 20) | os.minor(dev)
@@ -270,7 +271,7 @@ def daemon_pid(mnt):
         except (OSError, IndexError, ValueError):
             continue
     if not live:
-        raise AssertionError("no ransfs daemon for %s" % real)
+        raise AssertionError("no %s daemon for %s" % (prog, real))
     return max(live)[1]
 
 
