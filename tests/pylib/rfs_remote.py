@@ -35,6 +35,7 @@ import re
 import shutil
 import signal
 import socket
+import stat
 import string
 import subprocess
 import time
@@ -386,7 +387,7 @@ class SeaweedS3:
     (path-style: endpoint/BUCKET/KEY).
 
     weed puts a few unix sockets into /tmp whatever TMPDIR says
-    (/tmp/seaweedfs-*-PORT.sock); stop() removes those of its own ports.
+    (/tmp/seaweedfs-KIND-PORT.sock); stop() removes its own, and only those.
     """
 
     REGION = "us-east-1"
@@ -400,6 +401,7 @@ class SeaweedS3:
         self.secret = _secret(40)
         self.proc = None
         self.ports = {}
+        self.sockets = {}
 
     @property
     def endpoint(self):
@@ -446,16 +448,41 @@ class SeaweedS3:
         wait_until(lambda: self.create_bucket("rfs-ready", check=False) in (200, 409) and
                    self.put("rfs-ready", "probe", b"ready", check=False) == 200,
                    secs, "SeaweedFS S3 on port %d" % self.ports["s3.port"], log, self.proc)
+        self.sockets = self._own_sockets()
         return self
 
+    def _own_sockets(self):
+        """{path: inode} of the /tmp sockets this instance's weed made.
+
+        weed names each socket after one of its listeners (filer.port.grpc
+        57755 -> /tmp/seaweedfs-filer-grpc-57755.sock).  Only that kind for
+        that port is ours: while our weed runs it holds the TCP port, so no
+        other instance can have made that name (recorded once ready).  Any
+        other kind with one of our port numbers may belong to a second
+        instance (ctest -j2)."""
+        own = {}
+        for name, port in self.ports.items():
+            kind = name.replace(".port", "").replace(".", "-")
+            p = "/tmp/seaweedfs-%s-%d.sock" % (kind, port)
+            try:
+                st = os.lstat(p)
+            except FileNotFoundError:
+                continue
+            if stat.S_ISSOCK(st.st_mode):
+                own[p] = st.st_ino
+        return own
+
     def stop(self):
+        # Listed once weed was ready, removed only if still the same inode:
+        # another instance may take a port number the moment ours frees it,
+        # and its socket must survive our teardown.
         stop_group(self.proc)
-        for port in self.ports.values():
-            for kind in ("filer", "filer-grpc", "master-grpc", "s3", "s3-grpc", "volume-grpc",
-                         "master", "volume"):
-                p = "/tmp/seaweedfs-%s-%d.sock" % (kind, port)
-                if os.path.exists(p) and not os.path.isfile(p):
+        for p, ino in self.sockets.items():
+            try:
+                if os.lstat(p).st_ino == ino:
                     os.unlink(p)
+            except FileNotFoundError:
+                pass
 
     # -- requests (curl --aws-sigv4: curl's signer, the one libcurl uses)
 
