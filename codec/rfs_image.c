@@ -27,7 +27,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <xxhash.h>
+#include "rfs_xxhash.h"
 
 #include "rfs_image_format.h"
 #include "rfs_image_internal.h"

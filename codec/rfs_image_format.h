@@ -13,7 +13,7 @@
 #include <stdint.h>
 #include <string.h>
 
-#include <xxhash.h>
+#include "rfs_xxhash.h"
 
 #include "rfs_internal.h"
 

@@ -12,7 +12,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include <xxhash.h>
+#include "rfs_xxhash.h"
 #include <zstd.h>
 
 #include "rfs_image_info.h"

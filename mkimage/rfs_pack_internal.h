@@ -16,7 +16,7 @@
 #include <sys/types.h>
 #include <time.h>
 
-#include <xxhash.h>
+#include "rfs_xxhash.h"
 
 #include "rfs_array.h"
 #include "rfs_pack.h"

@@ -15,7 +15,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <xxhash.h>
+#include "rfs_xxhash.h"
 
 #include "rfs_rcache.h"
 
