@@ -93,6 +93,39 @@ static void test_cache_budget(void **state)
     rfs_cache_destroy(c);
 }
 
+/* 256 KiB buffers come eight to a 2 MiB chunk while the budget has room:
+ * held all at once they must not overlap, and another size class must be
+ * able to take their memory back piece by piece. */
+static void test_cache_chunk_buffers(void **state)
+{
+    const size_t budget = 8u << 20, unit = 256 * 1024;
+    rfs_cache *c = rfs_cache_create(budget);
+    rfs_centry *held[24];
+    rfs_cache_stats st;
+    int owner;
+    for (int i = 0; i < 24; i++) {
+        held[i] = rfs_cache_acquire(c, (uint64_t)i, unit, &owner);
+        assert_non_null(held[i]);
+        assert_true(owner);
+        fill_unit(rfs_centry_data(held[i]), unit, (uint64_t)i);
+    }
+    for (int i = 0; i < 24; i++) {
+        assert_true(check_unit(rfs_centry_data(held[i]), unit, (uint64_t)i));
+        rfs_cache_publish(c, held[i], RFS_OK);
+        rfs_cache_release(c, held[i]);
+    }
+    /* 320 KiB units (a class that does not divide 2 MiB) then 256 KiB again */
+    for (uint64_t u = 100; u < 164; u++)
+        use_unit(c, u, (u < 132 ? 320 : 256) * 1024);
+    rfs_cache_get_stats(c, &st);
+    assert_true(st.bytes <= budget);
+    assert_true(st.bytes_peak <= budget);
+    assert_int_equal(st.over_budget, 0);
+    for (uint64_t u = 160; u < 164; u++)
+        use_unit(c, u, unit); /* still there, still right */
+    rfs_cache_destroy(c);
+}
+
 static void test_cache_pinned_not_evicted(void **state)
 {
     const size_t unit = 1u << 20;
@@ -630,6 +663,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_cache_hit_miss),
         cmocka_unit_test(test_cache_budget),
+        cmocka_unit_test(test_cache_chunk_buffers),
         cmocka_unit_test(test_cache_pinned_not_evicted),
         cmocka_unit_test(test_cache_failed_unit),
         cmocka_unit_test(test_cache_reserve_prefetch),
