@@ -99,7 +99,9 @@ rfs_err rfs_batch_cpu_open(rfs_batch *b, const rfs_image *img, struct rfs_pool *
  */
 void rfs_batch_drop_source(const rfs_image *img, uint64_t unit);
 /* Start reading unit's encoded bytes into the page cache (MADV_WILLNEED),
- * so a batch's cold reads are issued together rather than fault by fault. */
+ * so a batch's cold reads are issued together rather than fault by fault.
+ * The CPU backend does this for batches a read waits on; its workers map
+ * each unit in just before decoding it (MADV_POPULATE_READ). */
 void rfs_batch_want_source(const rfs_image *img, uint64_t unit);
 
 typedef struct rfs_gpu_batch_opts {
