@@ -122,8 +122,14 @@ int rfs_small_plan_build(rfs_small_plan *p, const uint32_t *dec);
 
 extern const rfs_backend rfs_backend_scalar;
 extern const rfs_backend rfs_backend_avx2;
+extern const rfs_backend rfs_backend_avx2_loads;
 extern const rfs_backend rfs_backend_avx512;
 extern const rfs_backend rfs_backend_avx512vbmi;
+
+/* The AVX2 plane interleave (rfs_decode_avx2.c), shared by both AVX2
+ * backends. */
+void rfs_interleave_avx2(uint8_t *dst, const uint8_t *const planes[RFS_MAX_WIDTH], size_t n,
+                         unsigned width, rfs_transform xf);
 
 /* The best of the gather backends (scalar, AVX2, AVX-512) for this CPU: what
  * the VBMI backend hands the planes its lookups do not take. */
@@ -131,8 +137,8 @@ const rfs_backend *rfs_backend_gather_best(void);
 
 /* The process-wide default: cpuid, overridden by RANSFS_CPU (once). */
 const rfs_backend *rfs_backend_default(void);
-/* By name ("scalar", "avx2", "avx512", "avx512vbmi", "auto"); NULL if
- * unknown or unsupported. */
+/* By name (one of rfs_dec_backend_names(), or "auto"); NULL if unknown or
+ * unsupported. */
 const rfs_backend *rfs_backend_by_name(const char *name);
 
 /* Begin a plane's stream (32 initial states, then 16-bit words): load and

@@ -1,7 +1,8 @@
 /*
  * rfs_cpu.c - choose the CPU decode backend once per process: the best one
- * cpuid allows (AVX-512 VBMI, else AVX2 over AVX-512 on AMD), unless
- * RANSFS_CPU=scalar|avx2|avx512|avx512vbmi says otherwise.  The encoder's
+ * cpuid allows (AVX-512 VBMI, else AVX2 over AVX-512 on AMD, with scalar
+ * table loads where AVX-512 is absent), unless RANSFS_CPU names another
+ * (rfs_dec_backend_names).  The encoder's
  * choice is rfs_enc_cpu.c.
  */
 #include <pthread.h>
@@ -15,7 +16,7 @@ int rfs_cpu_supports(const char *name)
     if (!strcmp(name, "scalar") || !strcmp(name, "auto"))
         return 1;
     __builtin_cpu_init();
-    if (!strcmp(name, "avx2"))
+    if (!strcmp(name, "avx2") || !strcmp(name, "avx2-loads"))
         return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("bmi2");
     if (!strcmp(name, "avx512"))
         return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
@@ -29,16 +30,26 @@ int rfs_cpu_supports(const char *name)
 /* On AMD (Zen 4 measured) the AVX2 decoder is 0-4% ahead of the AVX-512
  * one on real weights (1-11% behind where every plane is rANS; see
  * docs/benchmarks.md): Zen 4 runs 512-bit and masked ops as two 256-bit
- * halves.  Elsewhere AVX-512 is preferred.  Both give identical bytes, so
- * the choice only moves speed. */
+ * halves.  Elsewhere AVX-512 is preferred.  Without AVX-512 (Zen 3
+ * measured: 11-14% faster; Zen 1-2 and Intel client cores have gathers no
+ * better, unmeasured) the AVX2 loop looks its table up with scalar loads.
+ * All give identical bytes, so the choice only moves speed. */
 const rfs_backend *rfs_backend_gather_best(void)
 {
     __builtin_cpu_init();
-    if (rfs_cpu_supports("avx512") && !__builtin_cpu_is("amd"))
+    int avx512 = rfs_cpu_supports("avx512");
+    if (avx512 && !__builtin_cpu_is("amd"))
         return &rfs_backend_avx512;
     if (rfs_cpu_supports("avx2"))
-        return &rfs_backend_avx2;
+        return avx512 ? &rfs_backend_avx2 : &rfs_backend_avx2_loads;
     return &rfs_backend_scalar;
+}
+
+const char *const *rfs_dec_backend_names(void)
+{
+    static const char *const names[] = {"scalar",     "avx2", "avx2-loads", "avx512",
+                                        "avx512vbmi", NULL};
+    return names;
 }
 
 /* VBMI where present: its permute lookups beat the gathers on the planes
@@ -63,6 +74,8 @@ const rfs_backend *rfs_backend_by_name(const char *name)
         return &rfs_backend_avx512;
     if (!strcmp(name, "avx2"))
         return &rfs_backend_avx2;
+    if (!strcmp(name, "avx2-loads"))
+        return &rfs_backend_avx2_loads;
     return &rfs_backend_scalar;
 }
 

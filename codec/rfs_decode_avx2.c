@@ -47,7 +47,7 @@ static inline void interleave32_w4(uint8_t *dst, const uint8_t *const p[4], size
                    load32(p[3] + i), rot);
 }
 
-static void interleave_avx2(uint8_t *dst, const uint8_t *const planes[RFS_MAX_WIDTH], size_t n,
+void rfs_interleave_avx2(uint8_t *dst, const uint8_t *const planes[RFS_MAX_WIDTH], size_t n,
                             unsigned width, rfs_transform xf)
 {
     int rot = xf == RFS_XF_ROT1;
@@ -71,5 +71,5 @@ static void interleave_avx2(uint8_t *dst, const uint8_t *const planes[RFS_MAX_WI
     }
 }
 
-const rfs_backend rfs_backend_avx2 = {"avx2", interleave_avx2, fused_rans_planes,
+const rfs_backend rfs_backend_avx2 = {"avx2", rfs_interleave_avx2, fused_rans_planes,
                                       fused_rans_w2, fused_rans_w4, NULL};

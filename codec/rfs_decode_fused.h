@@ -97,8 +97,10 @@ static inline int plane_fast_ok(const plane_st *s)
     return s->nwords - s->wpos >= RFS_LANES;
 }
 
-/* One step of 32 symbols; returns them packed. */
-static inline __m256i plane_step(plane_st *s)
+/* One step of 32 symbols; returns them packed.  Always inlined: with the
+ * scalar-load lookup (RFS_LANES_LOADS) GCC would otherwise call it, and the
+ * call costs the loop its gain (states through memory). */
+static inline __attribute__((always_inline)) __m256i plane_step(plane_st *s)
 {
     __m256i e0, e1, e2, e3;
     s->v0 = lanes_decode(s->v0, s->tab, &e0);

@@ -250,13 +250,17 @@ rfs_dec *rfs_dec_create(size_t max_tile_bytes);
 void rfs_dec_destroy(rfs_dec *dec);
 
 /*
- * Force the CPU path of this context: "scalar", "avx2", "avx512",
- * "avx512vbmi" or "auto".  Returns RFS_E_ARG when the name is unknown or the
- * CPU lacks the path.  Without a call the path is chosen once per process by
- * cpuid, overridden by the environment variable
- * RANSFS_CPU=scalar|avx2|avx512|avx512vbmi.
+ * Force the CPU path of this context: one of rfs_dec_backend_names() or
+ * "auto".  Returns RFS_E_ARG when the name is unknown or the CPU lacks the
+ * path.  Without a call the path is chosen once per process by cpuid,
+ * overridden by the environment variable RANSFS_CPU (the same names).
  */
 rfs_err rfs_dec_set_backend(rfs_dec *dec, const char *name);
+
+/* Every CPU decode path's name, NULL-terminated ("scalar", "avx2",
+ * "avx2-loads", "avx512", "avx512vbmi"), whether or not this CPU has it
+ * (rfs_cpu_supports says). */
+const char *const *rfs_dec_backend_names(void);
 const char *rfs_dec_backend(const rfs_dec *dec);
 
 /* 1 when this CPU (and build) can run the named backend. */

@@ -6,7 +6,7 @@
  * (compressed / original), encode and decode MB/s (of original bytes):
  *
  *   ransfs          rfs_tile_encode / rfs_tile_decode, best CPU backend
- *   ransfs-<path>   the same decode forced to scalar, avx2, avx512, avx512vbmi
+ *   ransfs-<path>   the same decode forced to scalar, avx2, avx2-loads, avx512, avx512vbmi
  *   ransfs-x2       the best backend, chunks decoded two at a time
  *                   (rfs_tile_decode2: the VBMI backend runs them in lockstep)
  *   ransfs-ctx[-<path>]  the same with RANS_CTX allowed (tile format 2:
@@ -489,30 +489,32 @@ static int want(const bench_opts *o, const char *name)
 
 static int bench_ransfs(const bench_opts *o, chunked *c, uint8_t *out, int ctx)
 {
-    static const char *const paths[] = {"auto", "scalar", "avx2", "avx512", "avx512vbmi", "auto"};
-    rfs_ctx ctxs[6];
-    codec_ops dec_ops[6];
+    static const char *const paths[] = {"auto",   "scalar",     "avx2", "avx2-loads",
+                                        "avx512", "avx512vbmi", "auto"};
+    enum { NPATHS = sizeof paths / sizeof paths[0] };
+    rfs_ctx ctxs[NPATHS];
+    codec_ops dec_ops[NPATHS];
     size_t ndec = 0;
     int rc = 1;
     rfs_transform xf = rfs_transform_choose(c->src, c->size / o->width, o->width);
     rfs_enc *enc = rfs_enc_create(o->tile_size);
     if (!enc)
         goto done;
-    for (size_t p = 0; p < 6; p++) {
+    for (size_t p = 0; p < NPATHS; p++) {
         if (!rfs_cpu_supports(paths[p]))
             continue;
         rfs_ctx *r = &ctxs[ndec];
         *r = (rfs_ctx){.width = o->width, .xf = xf, .ctx = ctx, .enc = enc,
-                       .dec = rfs_dec_create(o->tile_size), .pairs = p == 5};
+                       .dec = rfs_dec_create(o->tile_size), .pairs = p == NPATHS - 1};
         if (!r->dec || rfs_dec_set_backend(r->dec, paths[p]) != RFS_OK) {
             rfs_dec_destroy(r->dec);
             continue;
         }
-        static const char *const names[2][6] = {
-            {"ransfs", "ransfs-scalar", "ransfs-avx2", "ransfs-avx512", "ransfs-avx512vbmi",
-             "ransfs-x2"},
-            {"ransfs-ctx", "ransfs-ctx-scalar", "ransfs-ctx-avx2", "ransfs-ctx-avx512",
-             "ransfs-ctx-avx512vbmi", "ransfs-ctx-x2"}};
+        static const char *const names[2][NPATHS] = {
+            {"ransfs", "ransfs-scalar", "ransfs-avx2", "ransfs-avx2-loads", "ransfs-avx512",
+             "ransfs-avx512vbmi", "ransfs-x2"},
+            {"ransfs-ctx", "ransfs-ctx-scalar", "ransfs-ctx-avx2", "ransfs-ctx-avx2-loads",
+             "ransfs-ctx-avx512", "ransfs-ctx-avx512vbmi", "ransfs-ctx-x2"}};
         dec_ops[ndec++] = (codec_ops){names[ctx != 0][p], rfs_encode_chunk, rfs_decode_chunk, r};
     }
     if (ndec)

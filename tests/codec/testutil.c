@@ -55,10 +55,10 @@ uint16_t tu_f32_to_fp16(float f)
 
 const char *const *tu_backends(void)
 {
-    static const char *all[] = {"scalar", "avx2", "avx512", "avx512vbmi"};
-    static const char *have[5];
+    const char *const *all = rfs_dec_backend_names();
+    static const char *have[8];
     unsigned k = 0;
-    for (unsigned i = 0; i < 4; i++)
+    for (unsigned i = 0; all[i] && k + 1 < sizeof have / sizeof have[0]; i++)
         if (rfs_cpu_supports(all[i]))
             have[k++] = all[i];
     have[k] = NULL;

@@ -25,8 +25,7 @@
 
 #define MAX_TILE (1u << 18) /* fuzz builds cap sizes */
 
-static const char *const paths[] = {"scalar", "avx2", "avx512", "avx512vbmi"};
-#define NPATHS (sizeof paths / sizeof paths[0])
+#define MAX_PATHS 8 /* at least rfs_dec_backend_names()'s count */
 
 /* Errors the CPU decoder finds only while decoding a stream, which the
  * planner leaves to the kernels. */
@@ -121,7 +120,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     static rfs_dec *dec;
     static rfs_table shared;
-    static uint8_t out[NPATHS][MAX_TILE];
+    static uint8_t out[MAX_PATHS][MAX_TILE];
     if (!dec)
         dec = rfs_dec_create(MAX_TILE);
     if (size < 1 || !dec)
@@ -140,7 +139,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     size--;
     rfs_err first = RFS_OK;
     size_t first_len = 0;
-    for (unsigned k = 0; k < NPATHS; k++) {
+    const char *const *paths = rfs_dec_backend_names();
+    for (unsigned k = 0; k < MAX_PATHS && paths[k]; k++) {
         if (!rfs_cpu_supports(paths[k]))
             continue;
         rfs_dec_set_backend(dec, paths[k]);

@@ -12,8 +12,7 @@
 
 #define MAX_TILE (1u << 18)
 
-static const char *const paths[] = {"scalar", "avx2", "avx512", "avx512vbmi"};
-#define NPATHS (sizeof paths / sizeof paths[0])
+#define MAX_PATHS 8 /* at least rfs_dec_backend_names()'s count */
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -38,7 +37,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     size_t csize = 0;
     if (rfs_tile_encode(enc, coded, sizeof(coded), &csize, data, size, &p) != RFS_OK)
         abort();
-    for (unsigned k = 0; k < NPATHS; k++) {
+    const char *const *paths = rfs_dec_backend_names();
+    for (unsigned k = 0; k < MAX_PATHS && paths[k]; k++) {
         if (!rfs_cpu_supports(paths[k]))
             continue;
         size_t len = 0;

@@ -28,8 +28,6 @@
 
 #define TILE (64u << 10)
 
-static const char *const g_backends[] = {"scalar", "avx2", "avx512", "avx512vbmi"};
-
 static char g_dir[256], g_img[300], g_bad[300];
 static uint8_t *g_buf; /* the good image */
 static size_t g_size;
@@ -207,10 +205,11 @@ static void test_pairs_real(void **state)
     fix_open(&f, g_img);
     const uint64_t n = f.sum.n_units;
     unsigned runs = 0;
-    for (size_t k = 0; k < sizeof g_backends / sizeof g_backends[0]; k++) {
-        if (!rfs_cpu_supports(g_backends[k]))
+    const char *const *backends = rfs_dec_backend_names();
+    for (size_t k = 0; backends[k]; k++) {
+        if (!rfs_cpu_supports(backends[k]))
             continue;
-        assert_int_equal(rfs_dec_set_backend(rfs_rctx_decoder(f.ctx), g_backends[k]), RFS_OK);
+        assert_int_equal(rfs_dec_set_backend(rfs_rctx_decoder(f.ctx), backends[k]), RFS_OK);
         unsigned same2 = 0, same4 = 0, mixed = 0, zstd = 0;
         for (uint64_t u = 0; u < n; u++) {
             const uint64_t other[3] = {(u + 1) % n, n - 1 - u, u};
@@ -223,7 +222,7 @@ static void test_pairs_real(void **state)
                 zstd += wa == 0 && wb == 0;
             }
         }
-        printf("# %s: %llu units; pairs bf16 %u, f32 %u, mixed %u, zstd %u\n", g_backends[k],
+        printf("# %s: %llu units; pairs bf16 %u, f32 %u, mixed %u, zstd %u\n", backends[k],
                (unsigned long long)n, same2, same4, mixed, zstd);
         assert_true(same2 > 0 && same4 > 0 && mixed > 0 && zstd > 0);
         runs++;
@@ -311,10 +310,11 @@ static void test_pair_corrupt(void **state)
                 corrupt_copy(bad[a], pos[p], fix_sum);
                 fixture f;
                 fix_open(&f, g_bad);
-                for (size_t k = 0; k < sizeof g_backends / sizeof g_backends[0]; k++) {
-                    if (!rfs_cpu_supports(g_backends[k]))
+                const char *const *backends = rfs_dec_backend_names();
+                for (size_t k = 0; backends[k]; k++) {
+                    if (!rfs_cpu_supports(backends[k]))
                         continue;
-                    rfs_dec_set_backend(rfs_rctx_decoder(f.ctx), g_backends[k]);
+                    rfs_dec_set_backend(rfs_rctx_decoder(f.ctx), backends[k]);
                     for (int o = 0; o < 4; o++) {
                         rfs_err e = pair_full(&f, bad[a], good[o]);
                         assert_int_equal(pair_full(&f, good[o], bad[a]), RFS_OK);
