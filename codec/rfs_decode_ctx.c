@@ -38,5 +38,7 @@ const rfs_ctx_paths rfs_ctx_paths_scalar = {ctx_plane_scalar, NULL};
 
 const rfs_ctx_paths *rfs_ctx_paths_for(const rfs_backend *b)
 {
-    return b == &rfs_backend_scalar ? &rfs_ctx_paths_scalar : &rfs_ctx_paths_avx2;
+    if (b == &rfs_backend_scalar)
+        return &rfs_ctx_paths_scalar;
+    return b == &rfs_backend_avx2_loads ? &rfs_ctx_paths_avx2_loads : &rfs_ctx_paths_avx2;
 }

@@ -53,7 +53,8 @@ typedef struct rfs_ctx_paths {
 } rfs_ctx_paths;
 
 /* The paths that go with a decode backend: scalar for the scalar one, AVX2
- * for the AVX2 and AVX-512 ones (their CPUs have AVX2). */
+ * with scalar table loads for avx2-loads, AVX2 with gathers for avx2 and
+ * the AVX-512 ones (their CPUs have AVX2). */
 const rfs_ctx_paths *rfs_ctx_paths_for(const rfs_backend *b);
 
 /* Build the two lookups (entry as rfs_table.dec) from checked frequencies. */
@@ -68,5 +69,6 @@ rfs_err rfs_ctx_tail(uint32_t x[RFS_LANES], const rfs_ctx_job *job, size_t i, si
 
 extern const rfs_ctx_paths rfs_ctx_paths_scalar;
 extern const rfs_ctx_paths rfs_ctx_paths_avx2;
+extern const rfs_ctx_paths rfs_ctx_paths_avx2_loads;
 
 #endif
