@@ -1,8 +1,8 @@
 /*
  * rfs_enc_cpu.c - choose the encoder's CPU paths (plane split, rANS loop)
  * once per process, as rfs_cpu.c does for the decoder: AVX2 where cpuid
- * allows, unless RANSFS_CPU says otherwise (scalar: the scalar paths; avx2
- * or avx512: AVX2, the widest the encoder has).  Its own file, apart from
+ * allows, unless RANSFS_CPU says otherwise (scalar: the scalar paths; avx2,
+ * avx2-loads or avx512: AVX2, the widest the encoder has).  Its own file, apart from
  * the decoder's choice, so the daemon links no encoder code.
  */
 #include <pthread.h>
@@ -40,8 +40,10 @@ static void enc_default_init(void)
 {
     const char *env = getenv("RANSFS_CPU");
     const rfs_enc_paths *b = NULL;
-    /* The decoder's names: avx512 asks for the widest path there is. */
-    if (env && !strcmp(env, "avx512") && rfs_cpu_supports("avx512"))
+    /* The decoder's names: avx512 asks for the widest path there is, and
+     * avx2-loads is a decoder variant of avx2. */
+    if (env && ((!strcmp(env, "avx512") && rfs_cpu_supports("avx512")) ||
+                !strcmp(env, "avx2-loads")))
         env = "avx2";
     if (env && *env)
         b = rfs_enc_paths_by_name(env);
