@@ -46,19 +46,29 @@
 #define FETCH (64u << 10)
 
 static char g_tmp[256], g_img[300], g_url[300];
-static int g_port;
+static int g_port, g_port_fd = -1;
 static pid_t g_nginx = -1;
 static rfs_image *g_local;
 
-static int free_port(void)
+/*
+ * A loopback port for nginx, kept reserved for the whole test: a socket
+ * bound to it with SO_REUSEADDR and never listening.  nginx binds its
+ * listener with SO_REUSEADDR too, so it can share the port; while nginx is
+ * down the port refuses connections (as a dead server's does) and no other
+ * test running at the same time can be given it by bind(port 0).  Without
+ * the reservation another test's server took the port during an outage
+ * and the "restarted" nginx found it busy.
+ */
+static int reserve_port(int *fd)
 {
-    int s = socket(AF_INET, SOCK_STREAM, 0);
+    int s = socket(AF_INET, SOCK_STREAM, 0), one = 1;
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     socklen_t n = sizeof a;
     assert_true(s >= 0);
+    assert_int_equal(setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one), 0);
     assert_int_equal(bind(s, (struct sockaddr *)&a, sizeof a), 0);
     assert_int_equal(getsockname(s, (struct sockaddr *)&a, &n), 0);
-    close(s);
+    *fd = s;
     return ntohs(a.sin_port);
 }
 
@@ -132,7 +142,7 @@ static int setup(void **state)
     if (rfs_pack(&o, &st, err, sizeof err) != 0)
         fail_msg("rfs_pack: %s", err);
     assert_int_equal(rfs_image_open(&g_local, g_img, err, sizeof err), RFS_OK);
-    g_port = free_port();
+    g_port = reserve_port(&g_port_fd);
     snprintf(g_url, sizeof g_url, "http://127.0.0.1:%d/m.rfs", g_port);
     nginx_start();
     return 0;
@@ -142,6 +152,7 @@ static int teardown(void **state)
 {
     char cmd[300];
     nginx_stop();
+    close(g_port_fd);
     rfs_image_close(g_local);
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_tmp);
     assert_int_equal(system(cmd), 0);
