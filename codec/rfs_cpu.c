@@ -2,8 +2,7 @@
  * rfs_cpu.c - choose the CPU decode backend once per process: the best one
  * cpuid allows (AVX-512 VBMI, else AVX2 over AVX-512 on AMD, with scalar
  * table loads where AVX-512 is absent), unless RANSFS_CPU names another
- * (rfs_dec_backend_names).  The encoder's
- * choice is rfs_enc_cpu.c.
+ * (rfs_dec_backend_names).  The encoder's choice is rfs_enc_cpu.c.
  */
 #include <pthread.h>
 #include <stdlib.h>

@@ -48,7 +48,7 @@ static inline void interleave32_w4(uint8_t *dst, const uint8_t *const p[4], size
 }
 
 void rfs_interleave_avx2(uint8_t *dst, const uint8_t *const planes[RFS_MAX_WIDTH], size_t n,
-                            unsigned width, rfs_transform xf)
+                         unsigned width, rfs_transform xf)
 {
     int rot = xf == RFS_XF_ROT1;
     size_t i = 0;

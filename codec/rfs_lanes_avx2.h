@@ -19,7 +19,8 @@
  * loads, put together with inserts, instead of one vpgatherdd: on Zen 3
  * (no AVX-512) that decodes real bf16/fp16/f32 11-14% faster, since the
  * loop is bound by gather throughput there (docs/benchmarks.md, "Table
- * lookups by scalar loads").  On Zen 4 the gather measured as fast.
+ * lookups by scalar loads").  Where AVX-512 exists (Zen 4) the gather
+ * stays: a microbenchmark there put loads only slightly ahead.
  */
 static inline __m256i lanes_lookup(const int *dec, __m256i slot)
 {

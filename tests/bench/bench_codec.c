@@ -6,7 +6,7 @@
  * (compressed / original), encode and decode MB/s (of original bytes):
  *
  *   ransfs          rfs_tile_encode / rfs_tile_decode, best CPU backend
- *   ransfs-<path>   the same decode forced to scalar, avx2, avx2-loads, avx512, avx512vbmi
+ *   ransfs-<path>   the same decode forced to each backend (rfs_dec_backend_names)
  *   ransfs-x2       the best backend, chunks decoded two at a time
  *                   (rfs_tile_decode2: the VBMI backend runs them in lockstep)
  *   ransfs-ctx[-<path>]  the same with RANS_CTX allowed (tile format 2:
@@ -487,34 +487,52 @@ static int want(const bench_opts *o, const char *name)
     return !o->only || !strcmp(o->only, name);
 }
 
+#define MAX_ROWS 10 /* "auto", every backend (rfs_dec_backend_names), x2 */
+
+/* The decode rows: the best backend, each backend forced, and the best one
+ * with chunks in pairs (x2); *npaths of them in paths[], row names in
+ * names[] ("ransfs[-ctx][-<path>|-x2]"). */
+static void ransfs_rows(int ctx, const char *paths[MAX_ROWS], char names[MAX_ROWS][40],
+                        size_t *npaths)
+{
+    const char *const *all = rfs_dec_backend_names();
+    const char *base = ctx ? "ransfs-ctx" : "ransfs";
+    size_t k = 0;
+    paths[k] = "auto";
+    snprintf(names[k++], sizeof names[0], "%s", base);
+    for (size_t i = 0; all[i] && k + 1 < MAX_ROWS; i++) {
+        paths[k] = all[i];
+        snprintf(names[k++], sizeof names[0], "%s-%s", base, all[i]);
+    }
+    paths[k] = "auto";
+    snprintf(names[k++], sizeof names[0], "%s-x2", base);
+    *npaths = k;
+}
+
 static int bench_ransfs(const bench_opts *o, chunked *c, uint8_t *out, int ctx)
 {
-    static const char *const paths[] = {"auto",   "scalar",     "avx2", "avx2-loads",
-                                        "avx512", "avx512vbmi", "auto"};
-    enum { NPATHS = sizeof paths / sizeof paths[0] };
-    rfs_ctx ctxs[NPATHS];
-    codec_ops dec_ops[NPATHS];
+    const char *paths[MAX_ROWS];
+    static char names[2][MAX_ROWS][40];
+    size_t npaths;
+    ransfs_rows(ctx, paths, names[ctx != 0], &npaths);
+    rfs_ctx ctxs[MAX_ROWS];
+    codec_ops dec_ops[MAX_ROWS];
     size_t ndec = 0;
     int rc = 1;
     rfs_transform xf = rfs_transform_choose(c->src, c->size / o->width, o->width);
     rfs_enc *enc = rfs_enc_create(o->tile_size);
     if (!enc)
         goto done;
-    for (size_t p = 0; p < NPATHS; p++) {
+    for (size_t p = 0; p < npaths; p++) {
         if (!rfs_cpu_supports(paths[p]))
             continue;
         rfs_ctx *r = &ctxs[ndec];
         *r = (rfs_ctx){.width = o->width, .xf = xf, .ctx = ctx, .enc = enc,
-                       .dec = rfs_dec_create(o->tile_size), .pairs = p == NPATHS - 1};
+                       .dec = rfs_dec_create(o->tile_size), .pairs = p == npaths - 1};
         if (!r->dec || rfs_dec_set_backend(r->dec, paths[p]) != RFS_OK) {
             rfs_dec_destroy(r->dec);
             continue;
         }
-        static const char *const names[2][NPATHS] = {
-            {"ransfs", "ransfs-scalar", "ransfs-avx2", "ransfs-avx2-loads", "ransfs-avx512",
-             "ransfs-avx512vbmi", "ransfs-x2"},
-            {"ransfs-ctx", "ransfs-ctx-scalar", "ransfs-ctx-avx2", "ransfs-ctx-avx2-loads",
-             "ransfs-ctx-avx512", "ransfs-ctx-avx512vbmi", "ransfs-ctx-x2"}};
         dec_ops[ndec++] = (codec_ops){names[ctx != 0][p], rfs_encode_chunk, rfs_decode_chunk, r};
     }
     if (ndec)
