@@ -16,11 +16,14 @@
 /*
  * dec[slot] for 8 lanes.  A translation unit that defines RFS_LANES_LOADS
  * before including this header (the avx2-loads backend) gets eight scalar
- * loads, put together with inserts, instead of one vpgatherdd: on Zen 3
- * (no AVX-512) that decodes real bf16/fp16/f32 11-14% faster, since the
- * loop is bound by gather throughput there (docs/benchmarks.md, "Table
- * lookups by scalar loads").  Where AVX-512 exists (Zen 4) the gather
- * stays: a microbenchmark there put loads only slightly ahead.
+ * loads instead of one vpgatherdd: on Zen 3 (no AVX-512) that decodes real
+ * bf16/fp16/f32 11-14% faster, since the loop is bound by gather throughput
+ * there (docs/benchmarks.md, "Table lookups by scalar loads").  Each load is
+ * a vpbroadcastd merged by vpblendd: a broadcast from memory is a plain load
+ * on Zen 3, while vpinsrd from memory also takes a slot on the two pipes
+ * that carry the slot extracts (+2.5-7% over inserts).  Where AVX-512
+ * exists (Zen 4) the gather stays: a microbenchmark there put loads only
+ * slightly ahead.
  */
 static inline __m256i lanes_lookup(const int *dec, __m256i slot)
 {
@@ -29,15 +32,16 @@ static inline __m256i lanes_lookup(const int *dec, __m256i slot)
     __m128i s1 = _mm256_extracti128_si256(slot, 1);
     uint64_t a = (uint64_t)_mm_cvtsi128_si64(s0), b = (uint64_t)_mm_extract_epi64(s0, 1);
     uint64_t c = (uint64_t)_mm_cvtsi128_si64(s1), d = (uint64_t)_mm_extract_epi64(s1, 1);
-    __m128i lo = _mm_cvtsi32_si128(dec[(uint32_t)a]);
-    lo = _mm_insert_epi32(lo, dec[a >> 32], 1);
-    lo = _mm_insert_epi32(lo, dec[(uint32_t)b], 2);
-    lo = _mm_insert_epi32(lo, dec[b >> 32], 3);
-    __m128i hi = _mm_cvtsi32_si128(dec[(uint32_t)c]);
-    hi = _mm_insert_epi32(hi, dec[c >> 32], 1);
-    hi = _mm_insert_epi32(hi, dec[(uint32_t)d], 2);
-    hi = _mm_insert_epi32(hi, dec[d >> 32], 3);
-    return _mm256_inserti128_si256(_mm256_castsi128_si256(lo), hi, 1);
+#define BC(i) _mm256_set1_epi32(dec[i])
+    __m256i r = _mm256_blend_epi32(BC((uint32_t)a), BC(a >> 32), 0x02);
+    r = _mm256_blend_epi32(r, BC((uint32_t)b), 0x04);
+    r = _mm256_blend_epi32(r, BC(b >> 32), 0x08);
+    r = _mm256_blend_epi32(r, BC((uint32_t)c), 0x10);
+    r = _mm256_blend_epi32(r, BC(c >> 32), 0x20);
+    r = _mm256_blend_epi32(r, BC((uint32_t)d), 0x40);
+    r = _mm256_blend_epi32(r, BC(d >> 32), 0x80);
+#undef BC
+    return r;
 #else
     return _mm256_i32gather_epi32(dec, slot, 4);
 #endif
