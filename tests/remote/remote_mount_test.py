@@ -293,9 +293,14 @@ def t_http_refused():
     assert "404" in line and ng.url("missing.rfs") in line, line
     line = refused(ng.url("rfs-forbidden/m.rfs"), os.path.join(d, "m2"), cache)
     assert "403" in line and "rfs-forbidden/m.rfs" in line, line
-    port = R.free_ports(1)[0]
-    url = "http://127.0.0.1:%d/m.rfs" % port
-    line = refused(url, os.path.join(d, "m3"), cache)
+    # a held port refuses connections as a closed one does, and no other
+    # test's server can take it meanwhile
+    ports, holds = R.hold_ports(1)
+    url = "http://127.0.0.1:%d/m.rfs" % ports[0]
+    try:
+        line = refused(url, os.path.join(d, "m3"), cache)
+    finally:
+        R.release_ports(holds)
     assert url in line, line
     line = refused(ng.url("not-an-image.rfs"), os.path.join(d, "m4"), cache)
     assert "not-an-image.rfs" in line, line
