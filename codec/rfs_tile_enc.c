@@ -74,6 +74,7 @@ struct rfs_enc {
     uint32_t ctx_counts[2][256];
     enc_sym ctx_sym[2][256];
     uint32_t ctx_joint[256][256];
+    double clogc[RFS_PROB_SCALE]; /* c log2 c, for ctx_split_bound */
 };
 
 rfs_enc *rfs_enc_create(size_t max_tile_bytes)
@@ -95,6 +96,8 @@ rfs_enc *rfs_enc_create(size_t max_tile_bytes)
     e->cost[0] = 1e30;
     for (unsigned f = 1; f <= RFS_PROB_SCALE; f++)
         e->cost[f] = RFS_PROB_BITS - log2((double)f);
+    for (unsigned c = 1; c < RFS_PROB_SCALE; c++)
+        e->clogc[c] = (double)c * log2((double)c);
     for (uint32_t f = 2; f <= RFS_PROB_SCALE; f++) {
         uint32_t shift = 32u - (uint32_t)__builtin_clz(f - 1); /* ceil(log2(f)) */
         e->rcp[f] = (uint32_t)(((1ull << (shift + 31)) + f - 1) / f);
@@ -411,7 +414,7 @@ static rfs_err rans_encode_plane(rfs_enc *e, uint8_t *dst, size_t dst_cap, size_
  * plane.
  *
  * The threshold is chosen on every 2^CTX_SAMPLE_SHIFT-th element, among
- * at most CTX_CANDIDATES values that cut the sampled context histogram
+ * about CTX_CANDIDATES values that cut the sampled context histogram
  * into near-equal parts (so the choice costs little next to the coding);
  * the plane's cost is then exact for that threshold.
  */
@@ -445,9 +448,81 @@ static double ctx_split_cost(const rfs_enc *e, const uint32_t *lo, uint64_t m_lo
     return sym * (double)n / (double)m + tab;
 }
 
-/* The best threshold for plane (context bytes ctx) on the sample, and
+/* c log2 c (0 for c = 0): from the memo for small counts. */
+static double c_log2_c(const rfs_enc *e, uint64_t c)
+{
+    return c < RFS_PROB_SCALE ? e->clogc[c] : (double)c * log2((double)c);
+}
+
+/*
+ * A lower bound on ctx_split_cost(e, lo, m_lo, tot, m, n), cheap next to
+ * it (no normalisation).  A part's symbols cost sum c[s] (12 - log2 f[s])
+ * bits with f summing to 2^12, which is at least the part's empirical
+ * entropy m log2 m - sum c log2 c (Gibbs' inequality: cross-entropy is at
+ * least entropy); each table takes at least 32 bytes plus one per symbol
+ * present (docs/format.md "Frequency table").
+ */
+static double ctx_split_bound(const rfs_enc *e, const uint32_t *lo, uint64_t m_lo,
+                              const uint32_t *tot, uint64_t m, size_t n)
+{
+    double bits = c_log2_c(e, m_lo) + c_log2_c(e, m - m_lo);
+    unsigned present = 0;
+    for (unsigned s = 0; s < 256; s++) {
+        uint32_t a = lo[s], b = tot[s] - lo[s];
+        bits -= c_log2_c(e, a) + c_log2_c(e, b);
+        present += (a != 0) + (b != 0);
+    }
+    return bits / 8 * (double)n / (double)m + 64.0 + present;
+}
+
+/* A candidate threshold of ctx_choose: v, the sampled rows below it, and
+ * the lower bound on its cost. */
+typedef struct ctx_cand {
+    unsigned v;
+    uint64_t m_lo;
+    double bound;
+} ctx_cand;
+
+/* lo = the sampled histogram of the rows below v. */
+static void ctx_rows_below(const rfs_enc *e, const uint32_t *vc, unsigned v, uint32_t *lo)
+{
+    memset(lo, 0, 256 * sizeof *lo);
+    for (unsigned r = 0; r < v; r++)
+        if (vc[r])
+            for (unsigned s = 0; s < 256; s++)
+                lo[s] += e->ctx_joint[r][s];
+}
+
+/* What a candidate of lower bound b costs at least, as computed: the
+ * margin lies far above the rounding of either sum. */
+static double ctx_bound_floor(double b)
+{
+    return b - (1e-9 * b + 1e-6);
+}
+
+/* ctx_split_cost of candidate c, and (Debug builds) the check that the
+ * bound held: the search's exactness rests on it. */
+static double ctx_cand_cost(const rfs_enc *e, const ctx_cand *c, const uint32_t *lo,
+                            const uint32_t *tot, uint64_t m, size_t n)
+{
+    double cost = ctx_split_cost(e, lo, c->m_lo, tot, m, n);
+    assert(cost >= ctx_bound_floor(c->bound));
+    return cost;
+}
+
+/*
+ * The best threshold for plane (context bytes ctx) on the sample, and
  * *est, the plane's estimated RANS_CTX bytes with it (the sample's cost
- * scaled up); 0 when the sampled contexts have a single value. */
+ * scaled up); 0 when the sampled contexts have a single value.
+ *
+ * The candidates are the values that cut the sample into near-equal
+ * parts (about CTX_CANDIDATES); the chosen one is the cheapest by
+ * ctx_split_cost, the lowest value on a tie.  The candidate with the
+ * lowest lower bound is costed first; then, in ascending order, only
+ * those whose bound does not rule them out.  The choice is thus exactly
+ * that of costing every candidate, and on real weights most of them end
+ * at their bound, unnormalised.
+ */
 static unsigned ctx_choose(rfs_enc *e, const uint8_t *plane, const uint8_t *ctx, size_t n,
                            double *est)
 {
@@ -467,21 +542,37 @@ static unsigned ctx_choose(rfs_enc *e, const uint8_t *plane, const uint8_t *ctx,
         if (vc[v])
             for (unsigned s = 0; s < 256; s++)
                 tot[s] += e->ctx_joint[v][s];
-    double best = 1e300;
-    unsigned thr = 0;
+    ctx_cand cand[256]; /* one per context value at most */
+    unsigned k = 0, first = 0;
     uint64_t m_lo = 0, next = 0;
     for (unsigned v = 0; v < 256; v++) {
         /* candidate v: lo holds the rows below v */
         if (vc[v] && m_lo && m_lo >= next) {
-            double c = ctx_split_cost(e, lo, m_lo, tot, m, n);
-            if (c < best)
-                best = c, thr = v;
+            cand[k] = (ctx_cand){v, m_lo, ctx_split_bound(e, lo, m_lo, tot, m, n)};
+            if (cand[k].bound < cand[first].bound)
+                first = k;
+            k++;
             next = m_lo + m / CTX_CANDIDATES;
         }
         if (vc[v])
             for (unsigned s = 0; s < 256; s++)
                 lo[s] += e->ctx_joint[v][s];
         m_lo += vc[v];
+    }
+    ctx_rows_below(e, vc, cand[first].v, lo);
+    double best = ctx_cand_cost(e, &cand[first], lo, tot, m, n);
+    unsigned thr = cand[first].v;
+    memset(lo, 0, sizeof lo);
+    for (unsigned j = 0, v = 0; j < k; j++) {
+        for (; v < cand[j].v; v++) /* lo: the rows below cand[j].v */
+            if (vc[v])
+                for (unsigned s = 0; s < 256; s++)
+                    lo[s] += e->ctx_joint[v][s];
+        if (j == first || ctx_bound_floor(cand[j].bound) >= best)
+            continue; /* it cannot cost less than best */
+        double c = ctx_cand_cost(e, &cand[j], lo, tot, m, n);
+        if (c < best || (c == best && cand[j].v < thr))
+            best = c, thr = cand[j].v;
     }
     *est = best;
     return thr;
