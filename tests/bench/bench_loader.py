@@ -37,8 +37,14 @@ latency p50/p99/max, requests, prefetch hits / late / unused / resets,
 demand misses, units decoded against the file's units) and memory: the
 daemon's peak RSS (VmHWM), the growth of the page cache during the load
 (/proc/meminfo Cached) and how much of the image is resident after it
-(fincore).  RFS_BENCH_DIR=DIR keeps the shard and image in DIR and reuses
-them (delete DIR when done: they are RFS_BENCH_GB x 1.66 GiB).  Needs
+(fincore).  RFS_BENCH_PRETOUCH=MIB fills and frees MIB MiB of memory just
+before every timed run: on a VM with free-page reporting (virtio_balloon)
+the first write to memory the guest has handed back faults on the host
+too, and the page cache a mount fills is such memory (docs/benchmarks.md,
+"Free-page reporting on this VM"); with the pretouch every run starts with
+backed free memory, as on bare metal.  RFS_BENCH_DIR=DIR keeps the shard
+and image in DIR and reuses them (delete DIR when done: they are
+RFS_BENCH_GB x 1.66 GiB).  Needs
 root (mounts, drop_caches), /dev/fuse, util-linux's fincore and Debian's
 python3-numpy.  Not run by CTest (tests/fs's mmap_threads test checks the
 same pattern's bytes).
@@ -226,6 +232,14 @@ def drop_caches():
         f.write("3\n")
 
 
+def pretouch():
+    """RFS_BENCH_PRETOUCH MiB written once and freed (see the docstring)."""
+    mib = int(os.environ.get("RFS_BENCH_PRETOUCH", "0"))
+    if mib > 0:
+        b = b"\1" * (mib << 20)
+        del b
+
+
 def warm(path):
     with open(path, "rb") as f:
         while f.read(16 << 20):
@@ -269,6 +283,7 @@ def mounted_run(var, img, mnt, fn, hdr, base, threads, units, cold):
     try:
         if cold:
             drop_caches()
+        pretouch()
         c0, d0 = meminfo_cached(), proc_cpu(pid)
         mbs, cpu = timed(fn, os.path.join(mnt, "model.safetensors"), hdr, base, threads)
         time.sleep(0.1)  # the last replies' counters
@@ -291,6 +306,7 @@ def plain_run(src, fn, hdr, base, threads, cold):
         drop_caches()
     else:
         warm(src)
+    pretouch()
     c0 = meminfo_cached()
     mbs, cpu = timed(fn, src, hdr, base, threads)
     return mbs, cpu, (meminfo_cached() - c0) / MIB
@@ -341,10 +357,12 @@ def main():
             os.path.getsize(img), os.path.getsize(img) / size))
         units = (size + TILE - 1) // TILE
         mnt = os.path.join(w, "mnt")
-        print("threads for mmap-threads: %d; rounds: %d; page cache: %s; torch: %s" % (
-            threads, rounds, "cold (drop_caches before every run)" if cold else
-            "image and plain file cached", "yes" if readers[0][0] == "torch-load" else
-            "not importable (mmap-threads stands in)"))
+        print("threads for mmap-threads: %d; rounds: %d; page cache: %s; torch: %s; "
+              "pretouch: %s MiB" % (
+                  threads, rounds, "cold (drop_caches before every run)" if cold else
+                  "image and plain file cached", "yes" if readers[0][0] == "torch-load" else
+                  "not importable (mmap-threads stands in)",
+                  os.environ.get("RFS_BENCH_PRETOUCH", "0")))
         for r in range(rounds):
             print("round %d, load average %s" % (r + 1, " ".join(
                 open("/proc/loadavg").read().split()[:3])))
