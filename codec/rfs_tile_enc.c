@@ -96,7 +96,7 @@ rfs_enc *rfs_enc_create(size_t max_tile_bytes)
     e->cost[0] = 1e30;
     for (unsigned f = 1; f <= RFS_PROB_SCALE; f++)
         e->cost[f] = RFS_PROB_BITS - log2((double)f);
-    for (unsigned c = 1; c < RFS_PROB_SCALE; c++)
+    for (unsigned c = 1; c < RFS_PROB_SCALE; c++) /* clogc[0] = 0 (calloc) */
         e->clogc[c] = (double)c * log2((double)c);
     for (uint32_t f = 2; f <= RFS_PROB_SCALE; f++) {
         uint32_t shift = 32u - (uint32_t)__builtin_clz(f - 1); /* ceil(log2(f)) */
@@ -483,14 +483,14 @@ typedef struct ctx_cand {
     double bound;
 } ctx_cand;
 
-/* lo = the sampled histogram of the rows below v. */
-static void ctx_rows_below(const rfs_enc *e, const uint32_t *vc, unsigned v, uint32_t *lo)
+/* acc += the sampled joint histogram's rows from..to-1 (those present). */
+static void ctx_add_rows(const rfs_enc *e, const uint32_t *vc, unsigned from, unsigned to,
+                         uint32_t *acc)
 {
-    memset(lo, 0, 256 * sizeof *lo);
-    for (unsigned r = 0; r < v; r++)
+    for (unsigned r = from; r < to; r++)
         if (vc[r])
             for (unsigned s = 0; s < 256; s++)
-                lo[s] += e->ctx_joint[r][s];
+                acc[s] += e->ctx_joint[r][s];
 }
 
 /* What a candidate of lower bound b costs at least, as computed: the
@@ -538,10 +538,7 @@ static unsigned ctx_choose(rfs_enc *e, const uint8_t *plane, const uint8_t *ctx,
         return 0;
     for (size_t i = 0; i < n; i += 1u << CTX_SAMPLE_SHIFT)
         e->ctx_joint[ctx[i]][plane[i]]++;
-    for (unsigned v = 0; v < 256; v++)
-        if (vc[v])
-            for (unsigned s = 0; s < 256; s++)
-                tot[s] += e->ctx_joint[v][s];
+    ctx_add_rows(e, vc, 0, 256, tot);
     ctx_cand cand[256]; /* one per context value at most */
     unsigned k = 0, first = 0;
     uint64_t m_lo = 0, next = 0;
@@ -554,22 +551,21 @@ static unsigned ctx_choose(rfs_enc *e, const uint8_t *plane, const uint8_t *ctx,
             k++;
             next = m_lo + m / CTX_CANDIDATES;
         }
-        if (vc[v])
-            for (unsigned s = 0; s < 256; s++)
-                lo[s] += e->ctx_joint[v][s];
+        ctx_add_rows(e, vc, v, v + 1, lo);
         m_lo += vc[v];
     }
-    ctx_rows_below(e, vc, cand[first].v, lo);
+    memset(lo, 0, sizeof lo);
+    ctx_add_rows(e, vc, 0, cand[first].v, lo);
     double best = ctx_cand_cost(e, &cand[first], lo, tot, m, n);
     unsigned thr = cand[first].v;
+    /* lo is rebuilt only as far as a candidate that must be costed needs
+     * (usually none) */
     memset(lo, 0, sizeof lo);
-    for (unsigned j = 0, v = 0; j < k; j++) {
-        for (; v < cand[j].v; v++) /* lo: the rows below cand[j].v */
-            if (vc[v])
-                for (unsigned s = 0; s < 256; s++)
-                    lo[s] += e->ctx_joint[v][s];
+    for (unsigned j = 0, done = 0; j < k; j++) {
         if (j == first || ctx_bound_floor(cand[j].bound) >= best)
             continue; /* it cannot cost less than best */
+        ctx_add_rows(e, vc, done, cand[j].v, lo);
+        done = cand[j].v;
         double c = ctx_cand_cost(e, &cand[j], lo, tot, m, n);
         if (c < best || (c == best && cand[j].v < thr))
             best = c, thr = cand[j].v;
