@@ -11,9 +11,9 @@
 
 #include "rfs_enc_paths.h"
 
-static const rfs_enc_paths enc_scalar = {"scalar", rfs_split_planes_scalar, NULL};
-static const rfs_enc_paths enc_avx2 = {"avx2", rfs_split_planes_avx2,
-                                       rfs_rans_encode_steps_avx2};
+static const rfs_enc_paths enc_scalar = {"scalar", rfs_split_planes_scalar, NULL, NULL};
+static const rfs_enc_paths enc_avx2 = {"avx2", rfs_split_planes_avx2, rfs_rans_encode_steps_avx2,
+                                       rfs_rans_encode_ctx_steps_avx2};
 
 static const rfs_enc_paths *enc_best(void)
 {

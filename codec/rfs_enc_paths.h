@@ -36,11 +36,27 @@ typedef uint16_t *(*rfs_rans_steps_fn)(uint32_t x[RFS_LANES], uint16_t *ptr,
 uint16_t *rfs_rans_encode_steps_avx2(uint32_t x[RFS_LANES], uint16_t *ptr, const uint8_t *plane,
                                      size_t n, const uint32_t tab[256]);
 
-/* The encoder's SIMD paths; rans_steps is NULL where the scalar loop runs. */
+/*
+ * The same for a RANS_CTX plane: symbol plane[i] is coded with entry
+ * tab[plane[i] + 256 * (ctx[i] >= thr)] (tab[0..255]: the first table,
+ * tab[256..511]: the second).  The same words and states as the scalar
+ * RANS_CTX loop of rfs_tile_enc.c.
+ */
+typedef uint16_t *(*rfs_rans_ctx_steps_fn)(uint32_t x[RFS_LANES], uint16_t *ptr,
+                                           const uint8_t *plane, const uint8_t *ctx,
+                                           unsigned thr, size_t n, const uint32_t tab[512]);
+
+uint16_t *rfs_rans_encode_ctx_steps_avx2(uint32_t x[RFS_LANES], uint16_t *ptr,
+                                         const uint8_t *plane, const uint8_t *ctx, unsigned thr,
+                                         size_t n, const uint32_t tab[512]);
+
+/* The encoder's SIMD paths; the rANS loops are NULL where the scalar loops
+ * run. */
 typedef struct rfs_enc_paths {
     const char *name;
     rfs_split_fn split;
     rfs_rans_steps_fn rans_steps;
+    rfs_rans_ctx_steps_fn rans_ctx_steps;
 } rfs_enc_paths;
 
 /* The process-wide default, chosen once: RANSFS_CPU=scalar forces the

@@ -191,10 +191,13 @@ static inline __m256i lanes_encode(__m256i x, __m256i e, __m256i *emit)
     const __m256i m16 = _mm256_set1_epi32(0xffff);
     __m256i f = _mm256_and_si256(e, m16);
     __m256i start = _mm256_srli_epi32(e, 16);
-    /* x >= f << 19  <=>  not (f << 19 > x); both are below 2^31 */
-    __m256i keep = _mm256_cmpgt_epi32(_mm256_slli_epi32(f, 19), x);
+    /* x >= f << 19  <=>  x >> 16 >= f << 3 (f << 19 is a multiple of 2^16),
+     * compared there because f << 19 is 2^31 for f = 2^12 (one symbol has
+     * all of a RANS_CTX part's table: never emits), out of signed range */
+    __m256i xs = _mm256_srli_epi32(x, 16);
+    __m256i keep = _mm256_cmpgt_epi32(_mm256_slli_epi32(f, 3), xs);
     *emit = _mm256_andnot_si256(keep, _mm256_set1_epi32(-1));
-    x = _mm256_blendv_epi8(_mm256_srli_epi32(x, 16), x, keep);
+    x = _mm256_blendv_epi8(xs, x, keep);
     /* 1/f: vrcpps (rel. error < 1.5 * 2^-12) and one Newton step */
     __m256 ff = _mm256_cvtepi32_ps(f);
     __m256 r0 = _mm256_rcp_ps(ff);
@@ -237,34 +240,81 @@ static inline void lookup32(uint32_t ent[RFS_LANES], const uint8_t *p, const uin
     }
 }
 
+/* ent[j] = tab[p[j] + 256 * (c[j] >= thr)] for one step (RANS_CTX): the
+ * table indices made 16 at a time in registers, the loads scalar as above. */
+static inline void lookup32_ctx(uint32_t ent[RFS_LANES], const uint8_t *p, const uint8_t *c,
+                                __m128i thr, const uint32_t tab[512])
+{
+    const __m128i one = _mm_set1_epi8(1);
+    for (unsigned k = 0; k < RFS_LANES; k += 16) {
+        __m128i cv = _mm_loadu_si128((const __m128i *)(c + k));
+        /* c >= thr <=> max(c, thr) == c (bytes unsigned) */
+        __m128i hi = _mm_and_si128(_mm_cmpeq_epi8(_mm_max_epu8(cv, thr), cv), one);
+        __m256i idx = _mm256_or_si256(
+            _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(p + k))),
+            _mm256_slli_epi16(_mm256_cvtepu8_epi16(hi), 8));
+        uint16_t ix[16];
+        _mm256_storeu_si256((__m256i *)ix, idx);
+        for (unsigned b = 0; b < 16; b++)
+            ent[k + b] = tab[ix[b]];
+    }
+}
+
+/* One step: lanes 0..31 (v[0] = lanes 0-7, ...) coded with their table
+ * entries ent, the words of v[3] stored first (back to front); returns the
+ * new cursor. */
+static inline uint16_t *step32(__m256i v[4], uint16_t *ptr, const uint32_t ent[RFS_LANES])
+{
+    __m256i e[4], nv[4];
+    for (unsigned k = 0; k < 4; k++)
+        nv[k] = lanes_encode(v[k], _mm256_loadu_si256((const __m256i *)(ent + 8 * k)), &e[k]);
+    for (unsigned k = 4; k-- > 0;)
+        ptr = lanes_emit(ptr, v[k], e[k]);
+    for (unsigned k = 0; k < 4; k++)
+        v[k] = nv[k];
+    return ptr;
+}
+
+static inline void states_load(__m256i v[4], const uint32_t x[RFS_LANES])
+{
+    for (unsigned k = 0; k < 4; k++)
+        v[k] = _mm256_loadu_si256((const __m256i *)(x + 8 * k));
+}
+
+static inline void states_store(uint32_t x[RFS_LANES], const __m256i v[4])
+{
+    for (unsigned k = 0; k < 4; k++)
+        _mm256_storeu_si256((__m256i *)(x + 8 * k), v[k]);
+}
+
 uint16_t *rfs_rans_encode_steps_avx2(uint32_t x[RFS_LANES], uint16_t *ptr, const uint8_t *plane,
                                      size_t n, const uint32_t tab[256])
 {
-    __m256i v0 = _mm256_loadu_si256((const __m256i *)(x + 0));
-    __m256i v1 = _mm256_loadu_si256((const __m256i *)(x + 8));
-    __m256i v2 = _mm256_loadu_si256((const __m256i *)(x + 16));
-    __m256i v3 = _mm256_loadu_si256((const __m256i *)(x + 24));
+    __m256i v[4];
+    states_load(v, x);
     for (size_t i = n; i > 0;) {
         i -= RFS_LANES;
         uint32_t ent[RFS_LANES];
         lookup32(ent, plane + i, tab);
-        __m256i e0, e1, e2, e3;
-        __m256i n0 = lanes_encode(v0, _mm256_loadu_si256((const __m256i *)ent), &e0);
-        __m256i n1 = lanes_encode(v1, _mm256_loadu_si256((const __m256i *)(ent + 8)), &e1);
-        __m256i n2 = lanes_encode(v2, _mm256_loadu_si256((const __m256i *)(ent + 16)), &e2);
-        __m256i n3 = lanes_encode(v3, _mm256_loadu_si256((const __m256i *)(ent + 24)), &e3);
-        ptr = lanes_emit(ptr, v3, e3);
-        ptr = lanes_emit(ptr, v2, e2);
-        ptr = lanes_emit(ptr, v1, e1);
-        ptr = lanes_emit(ptr, v0, e0);
-        v0 = n0;
-        v1 = n1;
-        v2 = n2;
-        v3 = n3;
+        ptr = step32(v, ptr, ent);
     }
-    _mm256_storeu_si256((__m256i *)(x + 0), v0);
-    _mm256_storeu_si256((__m256i *)(x + 8), v1);
-    _mm256_storeu_si256((__m256i *)(x + 16), v2);
-    _mm256_storeu_si256((__m256i *)(x + 24), v3);
+    states_store(x, v);
+    return ptr;
+}
+
+uint16_t *rfs_rans_encode_ctx_steps_avx2(uint32_t x[RFS_LANES], uint16_t *ptr,
+                                         const uint8_t *plane, const uint8_t *ctx, unsigned thr,
+                                         size_t n, const uint32_t tab[512])
+{
+    const __m128i t = _mm_set1_epi8((char)thr);
+    __m256i v[4];
+    states_load(v, x);
+    for (size_t i = n; i > 0;) {
+        i -= RFS_LANES;
+        uint32_t ent[RFS_LANES];
+        lookup32_ctx(ent, plane + i, ctx + i, t, tab);
+        ptr = step32(v, ptr, ent);
+    }
+    states_store(x, v);
     return ptr;
 }

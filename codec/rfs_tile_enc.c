@@ -73,6 +73,7 @@ struct rfs_enc {
     rfs_table ctx_tab[2];
     uint32_t ctx_counts[2][256];
     enc_sym ctx_sym[2][256];
+    uint32_t ctx_fs[512]; /* freq | start << 16 of both tables, for the SIMD loop */
     uint32_t ctx_joint[256][256];
     double clogc[RFS_PROB_SCALE]; /* c log2 c, for ctx_split_bound */
 };
@@ -574,23 +575,37 @@ static unsigned ctx_choose(rfs_enc *e, const uint8_t *plane, const uint8_t *ctx,
     return thr;
 }
 
+/* Elements ctx_count indexes per block (its index buffer: 1 KiB of stack). */
+#define CTX_COUNT_BLOCK 512u
+
 /* c[k][b]: elements with plane byte b whose context is below thr (k = 0)
- * or not (k = 1).  Four count tables, as plane_counts, so that runs of one
- * symbol do not chain every increment through one slot. */
+ * or not (k = 1).  Each block's bin indices (b + 256 k) are made first, in
+ * a loop the compiler vectorises, so the counting loop does little more
+ * than its increments; four count tables, as plane_counts, so that runs of
+ * one symbol do not chain every increment through one slot. */
 static void ctx_count(uint32_t c[2][256], const uint8_t *plane, const uint8_t *ctx, size_t n,
                       unsigned thr)
 {
-    uint32_t t[4][2][256];
+    uint32_t t[4][512];
+    uint16_t idx[CTX_COUNT_BLOCK];
     memset(t, 0, sizeof t);
-    size_t i = 0;
-    for (; i + 4 <= n; i += 4)
-        for (unsigned k = 0; k < 4; k++)
-            t[k][ctx[i + k] >= thr][plane[i + k]]++;
-    for (; i < n; i++)
-        t[0][ctx[i] >= thr][plane[i]]++;
+    for (size_t i = 0; i < n; i += CTX_COUNT_BLOCK) {
+        size_t m = n - i < CTX_COUNT_BLOCK ? n - i : CTX_COUNT_BLOCK, j = 0;
+        for (size_t k = 0; k < m; k++)
+            idx[k] = (uint16_t)(plane[i + k] | (unsigned)(ctx[i + k] >= thr) << 8);
+        for (; j + 4 <= m; j += 4) {
+            t[0][idx[j]]++;
+            t[1][idx[j + 1]]++;
+            t[2][idx[j + 2]]++;
+            t[3][idx[j + 3]]++;
+        }
+        for (; j < m; j++)
+            t[0][idx[j]]++;
+    }
     for (unsigned k = 0; k < 2; k++)
         for (unsigned b = 0; b < 256; b++)
-            c[k][b] = t[0][k][b] + t[1][k][b] + t[2][k][b] + t[3][k][b];
+            c[k][b] = t[0][256 * k + b] + t[1][256 * k + b] + t[2][256 * k + b] +
+                      t[3][256 * k + b];
 }
 
 /* Exact RANS_CTX cost of the plane (bytes of payload), with the threshold
@@ -624,8 +639,10 @@ static rfs_err rans_encode_ctx(rfs_enc *e, uint8_t *dst, size_t dst_cap, size_t 
 {
     for (unsigned c = 0; c < 2; c++)
         for (unsigned s = 0, start = 0; s < 256; start += e->ctx_tab[c].freq[s++])
-            if (e->ctx_tab[c].freq[s])
+            if (e->ctx_tab[c].freq[s]) {
                 enc_sym_init(e, &e->ctx_sym[c][s], start, e->ctx_tab[c].freq[s]);
+                e->ctx_fs[256 * c + s] = e->ctx_tab[c].freq[s] | start << 16;
+            }
     uint32_t x[RFS_LANES];
     for (unsigned j = 0; j < RFS_LANES; j++)
         x[j] = RFS_RANS_L;
@@ -635,6 +652,10 @@ static rfs_err rans_encode_ctx(rfs_enc *e, uint8_t *dst, size_t dst_cap, size_t 
     while (i % RFS_LANES) { /* the last, partial step */
         i--;
         ptr = enc_put(&x[i % RFS_LANES], ptr, &e->ctx_sym[ctx[i] >= thr][plane[i]]);
+    }
+    if (e->be->rans_ctx_steps) {
+        ptr = e->be->rans_ctx_steps(x, ptr, plane, ctx, thr, i, e->ctx_fs);
+        i = 0;
     }
     while (i) { /* lanes 31..0, so each step's words come out in lane order */
         i -= RFS_LANES;

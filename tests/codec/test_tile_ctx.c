@@ -22,8 +22,10 @@ static uint64_t g_seed;
 /* The tile byte offset of plane p's descriptor. */
 #define DESC(p) (RFS_TILE_HDR_SIZE + RFS_PLANE_DESC_SIZE * (p))
 
-/* The kinds of context plane (W-1) the generator makes. */
-enum { CP_TWO_CLASSES, CP_CONST, CP_RANDOM };
+/* The kinds of context plane (W-1) the generator makes; CP_ONE_SYMBOL is
+ * CP_TWO_CLASSES with one plane W-2 byte in the upper range, so that part's
+ * table gives its symbol all 2^12 (a case the AVX2 encoder once got wrong). */
+enum { CP_TWO_CLASSES, CP_CONST, CP_RANDOM, CP_ONE_SYMBOL };
 
 /*
  * n elements of width w whose transformed form (under xf) has, in plane
@@ -44,9 +46,11 @@ static uint8_t *ctx_data(size_t n, unsigned w, rfs_transform xf, int cp, uint64_
             hi = 0x7c;
         else if (cp == CP_RANDOM)
             hi = (unsigned)(u >> 8) & 0xff;
-        else
+        else /* CP_TWO_CLASSES, CP_ONE_SYMBOL */
             hi = up ? 0x7c + (unsigned)(u >> 8 & 3) : 0x70 + (unsigned)(u >> 8 & 3);
         unsigned lo = (up ? 0 : 128) + (unsigned)(u >> 16 & 15);
+        if (cp == CP_ONE_SYMBOL)
+            lo = up ? 0 : lo;
         uint32_t t = (uint32_t)hi << (8 * (w - 1)) | (uint32_t)lo << (8 * (w - 2));
         if (w == 4)
             t |= (uint32_t)(u >> 24) & 0xffff;
@@ -111,6 +115,53 @@ static void test_roundtrip(void **state)
                 free(enc);
                 free(src);
             }
+}
+
+/* Encode src with encoder path name ("scalar", "avx2"); *size receives the
+ * tile size.  The caller frees. */
+static uint8_t *encode_on(const char *name, const uint8_t *src, size_t bytes,
+                          const rfs_tile_params *p, size_t *size)
+{
+    size_t cap = rfs_tile_bound(bytes, p->width);
+    uint8_t *enc = malloc(cap);
+    rfs_enc *e = rfs_enc_create(bytes);
+    assert_int_equal(rfs_enc_set_backend(e, name), RFS_OK);
+    assert_int_equal(rfs_tile_encode(e, enc, cap, size, src, bytes, p), RFS_OK);
+    rfs_enc_destroy(e);
+    return enc;
+}
+
+/* The scalar and the AVX2 encoder code RANS_CTX planes to the same bytes
+ * (every size class around a step, both widths and transforms, a part whose
+ * table has one symbol), and those bytes decode. */
+static void test_encoder_paths(void **state)
+{
+    (void)state;
+    static const size_t sizes[] = {33, 64, 4096 + 7, 65536, 131072};
+    static const int kinds[] = {CP_TWO_CLASSES, CP_ONE_SYMBOL};
+    if (!rfs_cpu_supports("avx2")) {
+        print_message("no AVX2 on this CPU: the AVX2 encoder cannot be compared\n");
+        skip();
+    }
+    for (unsigned w = 2; w <= 4; w += 2)
+        for (unsigned xf = 0; xf < RFS_XF_COUNT; xf++)
+            for (unsigned k = 0; k < 2; k++)
+                for (unsigned si = 0; si < sizeof sizes / sizeof sizes[0]; si++) {
+                    size_t n = sizes[si], sa = 0, sb = 0;
+                    uint8_t *src = ctx_data(n, w, (rfs_transform)xf, kinds[k], g_seed ^ si);
+                    rfs_tile_params p = {.width = w, .transform = (rfs_transform)xf, .ctx = 1};
+                    uint8_t *a = encode_on("scalar", src, n * w, &p, &sa);
+                    uint8_t *b = encode_on("avx2", src, n * w, &p, &sb);
+                    if (n >= 4096 && !rfs_tile_uses_ctx(a, sa))
+                        fail_msg("w %u xf %u kind %d n %zu: no RANS_CTX plane", w, xf, kinds[k], n);
+                    if (sa != sb || memcmp(a, b, sa))
+                        fail_msg("w %u xf %u kind %d n %zu: scalar and AVX2 tiles differ", w, xf,
+                                 kinds[k], n);
+                    decode_check(b, sb, src, n * w, NULL);
+                    free(a);
+                    free(b);
+                    free(src);
+                }
 }
 
 /* The context plane in each of its modes: rANS (tile or shared table),
@@ -317,7 +368,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_roundtrip), cmocka_unit_test(test_context_plane_modes),
         cmocka_unit_test(test_ctx_off),   cmocka_unit_test(test_damage),
-        cmocka_unit_test(test_rejects),
+        cmocka_unit_test(test_rejects),   cmocka_unit_test(test_encoder_paths),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
