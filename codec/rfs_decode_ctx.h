@@ -47,9 +47,16 @@ typedef rfs_err (*rfs_ctx_plane_fn)(const rfs_ctx_job *job, size_t n);
 typedef rfs_err (*rfs_ctx_w2_fn)(uint8_t *dst, const rfs_ctx_job *job, size_t n,
                                  rfs_transform xf);
 
+/* W = 4 (the context plane is plane 3, the coded one plane 2): the same,
+ * bytes 0, 1 and 3 of each element from planes[0], [1] and [3] (planes[3]
+ * is job->ctx; planes[2] is not read). */
+typedef rfs_err (*rfs_ctx_w4_fn)(uint8_t *dst, const rfs_ctx_job *job,
+                                 const uint8_t *const planes[4], size_t n, rfs_transform xf);
+
 typedef struct rfs_ctx_paths {
     rfs_ctx_plane_fn plane;
-    rfs_ctx_w2_fn w2;
+    rfs_ctx_w2_fn w2; /* NULL: plane, then the backend's interleave */
+    rfs_ctx_w4_fn w4; /* likewise */
 } rfs_ctx_paths;
 
 /* The paths that go with a decode backend: scalar for the scalar one, AVX2

@@ -9,9 +9,10 @@
  * gather index is slot + 4096 for the lanes whose context byte is >= the
  * threshold (one widen, one compare and one and per 8 lanes), into the two
  * decode tables laid back to back (rfs_decode_ctx.h).  The refill, symbol
- * packing and W = 2 element store are the order-0 backend's
- * (rfs_refill_avx2.h, rfs_lanes_avx2.h); the step and the plane loop are
- * this file's.
+ * packing and W = 2 and W = 4 element stores are the order-0 backend's
+ * (rfs_refill_avx2.h, rfs_lanes_avx2.h); the step and the plane loops are
+ * this file's.  Both widths write elements from the fast steps directly
+ * (no plane buffer, no interleave pass), as the order-0 fused forms do.
  */
 #ifndef RFS_DECODE_CTX_FUSED_H
 #define RFS_DECODE_CTX_FUSED_H
@@ -130,6 +131,38 @@ static rfs_err ctx_w2_avx2(uint8_t *dst, const rfs_ctx_job *jb, size_t n, rfs_tr
         return err;
     const uint8_t *rest[RFS_MAX_WIDTH] = {jb->out + i, jb->ctx + i, NULL, NULL};
     rfs_interleave_scalar(dst + 2 * i, rest, n - i, 2, xf);
+    return RFS_OK;
+}
+
+/* W = 4 (coded plane 2, context plane 3): fast steps straight to elements,
+ * bytes 0, 1 and 3 from p[]; returns the elements done. */
+static inline size_t ctx_w4_fast(ctx_st *s, uint8_t *dst, const uint8_t *const p[4], size_t n,
+                                 int rot)
+{
+    size_t i = 0;
+    for (; i + RFS_LANES <= n && ctx_fast_ok(s); i += RFS_LANES) {
+        __m256i sym = ctx_step(s, p[3] + i);
+        store_elems_w4(dst + 4 * i, load32(p[0] + i), load32(p[1] + i), sym, load32(p[3] + i),
+                       rot);
+    }
+    return i;
+}
+
+static rfs_err ctx_w4_avx2(uint8_t *dst, const rfs_ctx_job *jb, const uint8_t *const planes[4],
+                           size_t n, rfs_transform xf)
+{
+    ctx_st s;
+    rfs_err err = ctx_begin(&s, jb);
+    if (err != RFS_OK)
+        return err;
+    size_t i = xf == RFS_XF_ROT1 ? ctx_w4_fast(&s, dst, planes, n, 1)
+                                 : ctx_w4_fast(&s, dst, planes, n, 0);
+    err = ctx_finish(&s, jb, i, n);
+    if (err != RFS_OK || i == n)
+        return err;
+    const uint8_t *rest[RFS_MAX_WIDTH] = {planes[0] + i, planes[1] + i, jb->out + i,
+                                          planes[3] + i};
+    rfs_interleave_scalar(dst + 4 * i, rest, n - i, 4, xf);
     return RFS_OK;
 }
 

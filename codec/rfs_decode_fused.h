@@ -39,34 +39,6 @@
 #include "rfs_lanes_avx2.h"
 #include "rfs_rans_lane.h"
 
-static inline __m256i rotr1_32(__m256i v, int rot)
-{
-    return rot ? _mm256_or_si256(_mm256_srli_epi32(v, 1), _mm256_slli_epi32(v, 31)) : v;
-}
-
-/* 32 fp32 elements at o from their bytes 0..3 in a..d. */
-static inline void store_elems_w4(uint8_t *o, __m256i a, __m256i b, __m256i c, __m256i d, int rot)
-{
-    __m256i ab_lo = _mm256_unpacklo_epi8(a, b), ab_hi = _mm256_unpackhi_epi8(a, b);
-    __m256i cd_lo = _mm256_unpacklo_epi8(c, d), cd_hi = _mm256_unpackhi_epi8(c, d);
-    __m256i r0 = _mm256_unpacklo_epi16(ab_lo, cd_lo); /* elements 0-3   | 16-19 */
-    __m256i r1 = _mm256_unpackhi_epi16(ab_lo, cd_lo); /* elements 4-7   | 20-23 */
-    __m256i r2 = _mm256_unpacklo_epi16(ab_hi, cd_hi); /* elements 8-11  | 24-27 */
-    __m256i r3 = _mm256_unpackhi_epi16(ab_hi, cd_hi); /* elements 12-15 | 28-31 */
-    _mm256_storeu_si256((__m256i *)o, rotr1_32(_mm256_permute2x128_si256(r0, r1, 0x20), rot));
-    _mm256_storeu_si256((__m256i *)(o + 32),
-                        rotr1_32(_mm256_permute2x128_si256(r2, r3, 0x20), rot));
-    _mm256_storeu_si256((__m256i *)(o + 64),
-                        rotr1_32(_mm256_permute2x128_si256(r0, r1, 0x31), rot));
-    _mm256_storeu_si256((__m256i *)(o + 96),
-                        rotr1_32(_mm256_permute2x128_si256(r2, r3, 0x31), rot));
-}
-
-static inline __m256i load32(const uint8_t *p)
-{
-    return _mm256_loadu_si256((const __m256i *)p);
-}
-
 /* One plane's decoder: 32 lanes in four vectors and its word cursor. */
 typedef struct plane_st {
     __m256i v0, v1, v2, v3;

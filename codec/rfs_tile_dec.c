@@ -128,8 +128,8 @@ static rfs_err ctx_job(rfs_dec *d, rfs_ctx_job *job, const uint8_t *src, const r
 /*
  * A tile whose plane W-2 is RANS_CTX (docs/format.md 1.4.1): the other
  * planes first, as in rfs_tile_decode but without the fused forms (the
- * context plane W-1 is among them), then the RANS_CTX plane from them, for
- * W = 2 straight to elements.  Errors: the first of the other planes' (in
+ * context plane W-1 is among them), then the RANS_CTX plane from them,
+ * straight to elements where the backend has that form (W = 2 and 4).  Errors: the first of the other planes' (in
  * plane order), then the RANS_CTX plane's.
  */
 static rfs_err decode_ctx_tile(rfs_dec *d, uint8_t *dst, const uint8_t *src,
@@ -170,6 +170,8 @@ static rfs_err decode_ctx_tile(rfs_dec *d, uint8_t *dst, const uint8_t *src,
     const rfs_ctx_paths *cpath = rfs_ctx_paths_for(d->backend);
     if (w == 2 && cpath->w2)
         return cpath->w2(dst, &cj, n, lay->xf);
+    if (w == 4 && cpath->w4)
+        return cpath->w4(dst, &cj, planes, n, lay->xf);
     if ((err = cpath->plane(&cj, n)) != RFS_OK)
         return err;
     d->backend->interleave(dst, planes, n, w, lay->xf);
