@@ -48,10 +48,17 @@ static inline RFS_HD uint32_t rfs_lane_refill(uint32_t x, uint16_t word)
 
 static inline RFS_HD unsigned rfs_lane_popc(uint32_t v)
 {
-#ifdef __CUDA_ARCH__
+#if defined(__CUDA_ARCH__)
     return (unsigned)__popc(v);
-#else
+#elif defined(__POPCNT__)
     return (unsigned)__builtin_popcount(v);
+#else
+    /* The portable files are built without -mpopcnt, where GCC makes
+     * __builtin_popcount a call into libgcc (its table loop): bit sums
+     * inline instead, in the checked tails' every step. */
+    v = v - ((v >> 1) & 0x55555555u);
+    v = (v & 0x33333333u) + ((v >> 2) & 0x33333333u);
+    return (((v + (v >> 4)) & 0x0f0f0f0fu) * 0x01010101u) >> 24;
 #endif
 }
 
