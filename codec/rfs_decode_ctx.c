@@ -34,7 +34,7 @@ static rfs_err ctx_plane_scalar(const rfs_ctx_job *jb, size_t n)
     return rfs_ctx_tail(x, jb, 0, n, words, 0, nwords);
 }
 
-const rfs_ctx_paths rfs_ctx_paths_scalar = {ctx_plane_scalar, NULL, NULL};
+const rfs_ctx_paths rfs_ctx_paths_scalar = {ctx_plane_scalar, NULL};
 
 const rfs_ctx_paths *rfs_ctx_paths_for(const rfs_backend *b)
 {

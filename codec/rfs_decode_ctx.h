@@ -41,22 +41,18 @@ typedef struct rfs_ctx_job {
 /* Decode the plane into job->out.  Errors as rfs_rans_tail. */
 typedef rfs_err (*rfs_ctx_plane_fn)(const rfs_ctx_job *job, size_t n);
 
-/* W = 2 (the context plane is plane 1, the coded one plane 0): decode and
- * write the n elements (ROT1 undone when xf says so) into dst; job->out is
- * scratch for the tail's symbols.  dst is complete only on RFS_OK. */
-typedef rfs_err (*rfs_ctx_w2_fn)(uint8_t *dst, const rfs_ctx_job *job, size_t n,
-                                 rfs_transform xf);
-
-/* W = 4 (the context plane is plane 3, the coded one plane 2): the same,
- * bytes 0, 1 and 3 of each element from planes[0], [1] and [3] (planes[3]
- * is job->ctx; planes[2] is not read). */
-typedef rfs_err (*rfs_ctx_w4_fn)(uint8_t *dst, const rfs_ctx_job *job,
-                                 const uint8_t *const planes[4], size_t n, rfs_transform xf);
+/* W = 2 or 4 (the coded plane W-2, its context plane W-1): decode and
+ * write the n elements (ROT1 undone when xf says so) into dst, the other
+ * bytes of each element from planes[] (planes[W-1] is job->ctx;
+ * planes[W-2] is not read); job->out is scratch for the tail's symbols.
+ * dst is complete only on RFS_OK. */
+typedef rfs_err (*rfs_ctx_elems_fn)(uint8_t *dst, const rfs_ctx_job *job,
+                                    const uint8_t *const planes[RFS_MAX_WIDTH], size_t n,
+                                    unsigned w, rfs_transform xf);
 
 typedef struct rfs_ctx_paths {
     rfs_ctx_plane_fn plane;
-    rfs_ctx_w2_fn w2; /* NULL: plane, then the backend's interleave */
-    rfs_ctx_w4_fn w4; /* likewise */
+    rfs_ctx_elems_fn elems; /* NULL: plane, then the backend's interleave */
 } rfs_ctx_paths;
 
 /* The paths that go with a decode backend: scalar for the scalar one, AVX2

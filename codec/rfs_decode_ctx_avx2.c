@@ -5,4 +5,4 @@
  */
 #include "rfs_decode_ctx_fused.h"
 
-const rfs_ctx_paths rfs_ctx_paths_avx2 = {ctx_plane_avx2, ctx_w2_avx2, ctx_w4_avx2};
+const rfs_ctx_paths rfs_ctx_paths_avx2 = {ctx_plane_avx2, ctx_elems_avx2};

@@ -107,7 +107,8 @@ static rfs_err ctx_plane_avx2(const rfs_ctx_job *jb, size_t n)
     return ctx_finish(&s, jb, i, n);
 }
 
-/* Fast steps straight to elements; returns the elements done. */
+/* W = 2 (coded plane 0, context plane 1): fast steps straight to elements;
+ * returns the elements done. */
 static inline size_t ctx_w2_fast(ctx_st *s, uint8_t *dst, const uint8_t *ctx, size_t n, int rot)
 {
     size_t i = 0;
@@ -116,22 +117,6 @@ static inline size_t ctx_w2_fast(ctx_st *s, uint8_t *dst, const uint8_t *ctx, si
         store_elems_w2(dst + 2 * i, sym, _mm256_loadu_si256((const __m256i *)(ctx + i)), rot);
     }
     return i;
-}
-
-static rfs_err ctx_w2_avx2(uint8_t *dst, const rfs_ctx_job *jb, size_t n, rfs_transform xf)
-{
-    ctx_st s;
-    rfs_err err = ctx_begin(&s, jb);
-    if (err != RFS_OK)
-        return err;
-    size_t i = xf == RFS_XF_ROT1 ? ctx_w2_fast(&s, dst, jb->ctx, n, 1)
-                                 : ctx_w2_fast(&s, dst, jb->ctx, n, 0);
-    err = ctx_finish(&s, jb, i, n);
-    if (err != RFS_OK || i == n)
-        return err;
-    const uint8_t *rest[RFS_MAX_WIDTH] = {jb->out + i, jb->ctx + i, NULL, NULL};
-    rfs_interleave_scalar(dst + 2 * i, rest, n - i, 2, xf);
-    return RFS_OK;
 }
 
 /* W = 4 (coded plane 2, context plane 3): fast steps straight to elements,
@@ -148,21 +133,28 @@ static inline size_t ctx_w4_fast(ctx_st *s, uint8_t *dst, const uint8_t *const p
     return i;
 }
 
-static rfs_err ctx_w4_avx2(uint8_t *dst, const rfs_ctx_job *jb, const uint8_t *const planes[4],
-                           size_t n, rfs_transform xf)
+static rfs_err ctx_elems_avx2(uint8_t *dst, const rfs_ctx_job *jb,
+                              const uint8_t *const planes[RFS_MAX_WIDTH], size_t n, unsigned w,
+                              rfs_transform xf)
 {
     ctx_st s;
     rfs_err err = ctx_begin(&s, jb);
     if (err != RFS_OK)
         return err;
-    size_t i = xf == RFS_XF_ROT1 ? ctx_w4_fast(&s, dst, planes, n, 1)
-                                 : ctx_w4_fast(&s, dst, planes, n, 0);
+    int rot = xf == RFS_XF_ROT1;
+    size_t i;
+    if (w == 2)
+        i = rot ? ctx_w2_fast(&s, dst, jb->ctx, n, 1) : ctx_w2_fast(&s, dst, jb->ctx, n, 0);
+    else
+        i = rot ? ctx_w4_fast(&s, dst, planes, n, 1) : ctx_w4_fast(&s, dst, planes, n, 0);
     err = ctx_finish(&s, jb, i, n);
     if (err != RFS_OK || i == n)
         return err;
-    const uint8_t *rest[RFS_MAX_WIDTH] = {planes[0] + i, planes[1] + i, jb->out + i,
-                                          planes[3] + i};
-    rfs_interleave_scalar(dst + 4 * i, rest, n - i, 4, xf);
+    /* the rest: the tail's symbols from scratch, interleaved */
+    const uint8_t *rest[RFS_MAX_WIDTH] = {0};
+    for (unsigned p = 0; p < w; p++)
+        rest[p] = (p == RFS_CTX_PLANE(w) ? jb->out : planes[p]) + i;
+    rfs_interleave_scalar(dst + (size_t)w * i, rest, n - i, w, xf);
     return RFS_OK;
 }
 

@@ -129,8 +129,8 @@ static rfs_err ctx_job(rfs_dec *d, rfs_ctx_job *job, const uint8_t *src, const r
  * A tile whose plane W-2 is RANS_CTX (docs/format.md 1.4.1): the other
  * planes first, as in rfs_tile_decode but without the fused forms (the
  * context plane W-1 is among them), then the RANS_CTX plane from them,
- * straight to elements where the backend has that form (W = 2 and 4).  Errors: the first of the other planes' (in
- * plane order), then the RANS_CTX plane's.
+ * straight to elements where the backend has that form.  Errors: the
+ * first of the other planes' (in plane order), then the RANS_CTX plane's.
  */
 static rfs_err decode_ctx_tile(rfs_dec *d, uint8_t *dst, const uint8_t *src,
                                const rfs_tile_layout *lay, const rfs_table_set *shared)
@@ -168,10 +168,8 @@ static rfs_err decode_ctx_tile(rfs_dec *d, uint8_t *dst, const uint8_t *src,
         return err;
     cj.ctx = planes[RFS_CTX_SRC_PLANE(w)];
     const rfs_ctx_paths *cpath = rfs_ctx_paths_for(d->backend);
-    if (w == 2 && cpath->w2)
-        return cpath->w2(dst, &cj, n, lay->xf);
-    if (w == 4 && cpath->w4)
-        return cpath->w4(dst, &cj, planes, n, lay->xf);
+    if ((w == 2 || w == 4) && cpath->elems)
+        return cpath->elems(dst, &cj, planes, n, w, lay->xf);
     if ((err = cpath->plane(&cj, n)) != RFS_OK)
         return err;
     d->backend->interleave(dst, planes, n, w, lay->xf);

@@ -362,29 +362,20 @@ static uint16_t *rans_encode_words(uint32_t x[RFS_LANES], uint16_t *end, const u
     return ptr;
 }
 
-/* rANS-code n plane bytes with table t into dst: 32 final states, then the
- * words.  RFS_E_DST_SMALL when they do not fit in dst_cap. */
-static rfs_err rans_encode_plane(rfs_enc *e, uint8_t *dst, size_t dst_cap, size_t *written,
-                                 const uint8_t *plane, size_t n, const rfs_table *t)
+/* Every lane's state before the last symbol is coded (the decoder's end
+ * check, docs/format.md 1.5). */
+static void rans_states_init(uint32_t x[RFS_LANES])
 {
-    for (unsigned s = 0; s < 256; s++) {
-        if (t->freq[s]) {
-            enc_sym_init(e, &e->sym[s], t->start[s], t->freq[s]);
-            e->fs[s] = t->freq[s] | (uint32_t)t->start[s] << 16;
-        }
-    }
-    uint32_t x[RFS_LANES];
     for (unsigned j = 0; j < RFS_LANES; j++)
         x[j] = RFS_RANS_L;
-    uint16_t *end = e->words + e->words_cap, *ptr;
-    size_t whole = n - n % RFS_LANES;
-    if (e->be->rans_steps) {
-        /* the last, partial step in scalar, the whole steps in SIMD */
-        ptr = rans_encode_words(x, end, plane + whole, n - whole, e->sym, whole);
-        ptr = e->be->rans_steps(x, ptr, plane, whole, e->fs);
-    } else {
-        ptr = rans_encode_words(x, end, plane, n, e->sym, 0);
-    }
+}
+
+/* The stream into dst: the 32 final states x, then the words ptr..end.
+ * RFS_E_DST_SMALL when they do not fit in dst_cap. */
+static rfs_err rans_stream_out(uint8_t *dst, size_t dst_cap, size_t *written,
+                               const uint32_t x[RFS_LANES], const uint16_t *ptr,
+                               const uint16_t *end)
+{
     size_t nwords = (size_t)(end - ptr);
     size_t size = RFS_STATES_SIZE + 2 * nwords;
     if (size > dst_cap)
@@ -399,6 +390,31 @@ static rfs_err rans_encode_plane(rfs_enc *e, uint8_t *dst, size_t dst_cap, size_
 #endif
     *written = size;
     return RFS_OK;
+}
+
+/* rANS-code n plane bytes with table t into dst: 32 final states, then the
+ * words.  RFS_E_DST_SMALL when they do not fit in dst_cap. */
+static rfs_err rans_encode_plane(rfs_enc *e, uint8_t *dst, size_t dst_cap, size_t *written,
+                                 const uint8_t *plane, size_t n, const rfs_table *t)
+{
+    for (unsigned s = 0; s < 256; s++) {
+        if (t->freq[s]) {
+            enc_sym_init(e, &e->sym[s], t->start[s], t->freq[s]);
+            e->fs[s] = t->freq[s] | (uint32_t)t->start[s] << 16;
+        }
+    }
+    uint32_t x[RFS_LANES];
+    rans_states_init(x);
+    uint16_t *end = e->words + e->words_cap, *ptr;
+    size_t whole = n - n % RFS_LANES;
+    if (e->be->rans_steps) {
+        /* the last, partial step in scalar, the whole steps in SIMD */
+        ptr = rans_encode_words(x, end, plane + whole, n - whole, e->sym, whole);
+        ptr = e->be->rans_steps(x, ptr, plane, whole, e->fs);
+    } else {
+        ptr = rans_encode_words(x, end, plane, n, e->sym, 0);
+    }
+    return rans_stream_out(dst, dst_cap, written, x, ptr, end);
 }
 
 /* ------------------------------------------------------------- RANS_CTX */
@@ -666,8 +682,7 @@ static rfs_err rans_encode_ctx(rfs_enc *e, uint8_t *dst, size_t dst_cap, size_t 
                 e->ctx_fs[256 * c + s] = e->ctx_tab[c].freq[s] | start << 16;
             }
     uint32_t x[RFS_LANES];
-    for (unsigned j = 0; j < RFS_LANES; j++)
-        x[j] = RFS_RANS_L;
+    rans_states_init(x);
     const unsigned thr = e->ctx_thr;
     uint16_t *end = e->words + e->words_cap, *ptr = end;
     size_t i = n;
@@ -684,15 +699,7 @@ static rfs_err rans_encode_ctx(rfs_enc *e, uint8_t *dst, size_t dst_cap, size_t 
         for (unsigned j = RFS_LANES; j-- > 0;)
             ptr = enc_put(&x[j], ptr, &e->ctx_sym[ctx[i + j] >= thr][plane[i + j]]);
     }
-    size_t nwords = (size_t)(end - ptr), size = RFS_STATES_SIZE + 2 * nwords;
-    if (size > dst_cap)
-        return RFS_E_DST_SMALL;
-    for (unsigned j = 0; j < RFS_LANES; j++)
-        rfs_st32(dst + 4 * j, x[j]);
-    for (size_t k = 0; k < nwords; k++)
-        rfs_st16(dst + RFS_STATES_SIZE + 2 * k, ptr[k]);
-    *written = size;
-    return RFS_OK;
+    return rans_stream_out(dst, dst_cap, written, x, ptr, end);
 }
 
 /* The RANS_CTX payload: threshold, table 0, table 1, stream. */
