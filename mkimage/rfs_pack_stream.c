@@ -45,8 +45,12 @@
 #include "rfs_pack_internal.h"
 
 #define PK_GROUP_MIN (8u << 20)
-/* A group this big (one huge tensor) is read only when no other group is in
- * flight, so that memory stays near one copy of the largest tensor. */
+/* A group this big (one huge tensor) is read only when no other group is
+ * still being read or encoded (the one before may be being written: that
+ * overlap took the 5 GiB issue-11 shard's pack from 7.9-8.6 to 7.2-7.8 s),
+ * so that one such group at a time is in work.  Slot buffers persist, so
+ * the packer's memory is up to PK_SLOTS times the largest group either way
+ * (819 MB on that shard's 256 MiB tensors). */
 #define PK_GROUP_BIG ((uint64_t)256 << 20)
 #define PK_SLOTS 3
 
@@ -374,6 +378,14 @@ static void slot_set(pk_stream *s, pk_slot *sl, int state, int stop)
     pthread_mutex_unlock(&s->mu);
 }
 
+/* 1 when slot sl's group, if any, needs no more CPU time (only its write is
+ * left): a big group may be read alongside, so that reading and analysing it
+ * overlap the write of the one before. */
+static int slot_settled(const pk_slot *sl)
+{
+    return sl->state == SLOT_FREE || sl->state == SLOT_ENCODED;
+}
+
 static void *reader_main(void *arg)
 {
     pk_stream *s = arg;
@@ -383,8 +395,8 @@ static void *reader_main(void *arg)
         int big = s->groups[g].bytes >= PK_GROUP_BIG;
         pthread_mutex_lock(&s->mu);
         while (!s->stop && (sl->state != SLOT_FREE ||
-                            (big && (s->slot[(g + 1) % PK_SLOTS].state != SLOT_FREE ||
-                                     s->slot[(g + 2) % PK_SLOTS].state != SLOT_FREE))))
+                            (big && (!slot_settled(&s->slot[(g + 1) % PK_SLOTS]) ||
+                                     !slot_settled(&s->slot[(g + 2) % PK_SLOTS])))))
             pthread_cond_wait(&s->cv, &s->mu);
         int stop = s->stop;
         pthread_mutex_unlock(&s->mu);
@@ -915,7 +927,7 @@ static int stream_encode(pk_stream *s)
     for (size_t g = 0; g < s->n_groups; g++) {
         pk_slot *sl = &s->slot[g % PK_SLOTS];
         /* Never wait for the reader while holding an analysed group: the
-         * reader of a big group waits for every other slot to be written. */
+         * reader of a big group waits for every other slot to be encoded. */
         if (pend && !slot_ready(s, sl)) {
             if (encode_run(s, pend, NULL))
                 return -1;

@@ -14,6 +14,9 @@ tests/data/human32-mini, "corpus" the shared corpus's human32-st):
   roundtrip_synthetic edge cases: tile boundaries, empty files, zero-element
                       tensors, nested dirs, symlinks, json, duplicates, ...
   determinism         -j1, -j2 and -j4 give identical bytes
+  big_groups          tensors of 256 MiB and more (read while the one before
+                      is written): -j1 == -j2, and fsck --compare finds the
+                      source
   bad_input           every malformed input: message, exit status, no file left
   signal              SIGINT while packing leaves no file behind
   fsck_corrupt        a flipped data byte is reported by fsck with the file
@@ -49,6 +52,7 @@ targets of every entry.  Only the standard library and numpy are used.
 """
 import argparse
 import collections
+import filecmp
 import hashlib
 import json
 import os
@@ -393,6 +397,32 @@ def t_determinism(b, work, src):
     with open(a, "rb") as f, open(c, "rb") as g:
         check(f.read() == g.read(), "synthetic images differ between -j1 and -j4")
     print("determinism: ok (%d bytes)" % len(imgs[0]))
+
+
+@test()
+def t_big_groups(b, work, _):
+    """Tensors of PK_GROUP_BIG (256 MiB) and more are read one at a time,
+    each while the one before is still being written; a small tensor sits
+    between them.  Every 16 MiB block differs (its low bytes XORed with its
+    own value), so no tile is a duplicate and every one is encoded."""
+    rng = np.random.default_rng(5)
+    base = to_bf16(gaussian(rng, 8 << 20))
+    src = os.path.join(work, "big")
+    os.makedirs(src)
+    for i, mib in enumerate((256, 264)):
+        with open(os.path.join(src, "layer_%d.bf16" % i), "wb") as f:
+            for k in range(mib // 16):
+                (base ^ np.uint16(1 + 17 * i + k)).tofile(f)
+    gaussian(rng, 2 << 20).tofile(os.path.join(src, "layer_0_small.f32"))  # a group of its own
+    imgs = []
+    for j in ("1", "2"):
+        img = os.path.join(work, "big%s.img" % j)
+        run([b("ransfs-mkimage"), "-q", "-j", j, src, img])
+        imgs.append(img)
+    check(filecmp.cmp(imgs[0], imgs[1], shallow=False), "big tensors: -j1 and -j2 images differ")
+    p = run([b("ransfs-fsck"), "-q", "--compare", src, imgs[1]])
+    check(p.stdout == "" and not p.stderr, "big tensors: " + p.stdout + p.stderr)
+    print("big_groups: ok (%d bytes)" % os.path.getsize(imgs[1]))
 
 
 @test(arg="mini")
