@@ -46,11 +46,10 @@
 
 #define PK_GROUP_MIN (8u << 20)
 /* A group this big (one huge tensor) is read only when no other group is
- * still being read or encoded (the one before may be being written: that
- * overlap took the 5 GiB issue-11 shard's pack from 7.9-8.6 to 7.2-7.8 s),
- * so that one such group at a time is in work.  Slot buffers persist, so
- * the packer's memory is up to PK_SLOTS times the largest group either way
- * (819 MB on that shard's 256 MiB tensors). */
+ * still being read or encoded, so that one such group at a time is in work;
+ * the one before may still be being written (the overlap is 9% of a pack of
+ * the 5 GiB issue-11 shard).  Slot buffers persist, so the packer's memory is
+ * up to PK_SLOTS times the largest group all the same. */
 #define PK_GROUP_BIG ((uint64_t)256 << 20)
 #define PK_SLOTS 3
 
@@ -378,12 +377,21 @@ static void slot_set(pk_stream *s, pk_slot *sl, int state, int stop)
     pthread_mutex_unlock(&s->mu);
 }
 
-/* 1 when slot sl's group, if any, needs no more CPU time (only its write is
- * left): a big group may be read alongside, so that reading and analysing it
- * overlap the write of the one before. */
-static int slot_settled(const pk_slot *sl)
+/* 1 when the reader may read group g into its slot sl (s->mu held): sl is
+ * free and, for a big group, every other slot's group, if any, needs no
+ * more CPU time (only its write is left). */
+static int slot_may_read(const pk_stream *s, const pk_slot *sl, size_t g)
 {
-    return sl->state == SLOT_FREE || sl->state == SLOT_ENCODED;
+    if (sl->state != SLOT_FREE)
+        return 0;
+    if (s->groups[g].bytes < PK_GROUP_BIG)
+        return 1;
+    for (unsigned k = 0; k < PK_SLOTS; k++) {
+        int st = s->slot[k].state;
+        if (&s->slot[k] != sl && st != SLOT_FREE && st != SLOT_ENCODED)
+            return 0;
+    }
+    return 1;
 }
 
 static void *reader_main(void *arg)
@@ -392,11 +400,8 @@ static void *reader_main(void *arg)
     pk_reader r = {.s = s, .file = -1, .fd = -1};
     for (size_t g = 0; g < s->n_groups; g++) {
         pk_slot *sl = &s->slot[g % PK_SLOTS];
-        int big = s->groups[g].bytes >= PK_GROUP_BIG;
         pthread_mutex_lock(&s->mu);
-        while (!s->stop && (sl->state != SLOT_FREE ||
-                            (big && (!slot_settled(&s->slot[(g + 1) % PK_SLOTS]) ||
-                                     !slot_settled(&s->slot[(g + 2) % PK_SLOTS])))))
+        while (!s->stop && !slot_may_read(s, sl, g))
             pthread_cond_wait(&s->cv, &s->mu);
         int stop = s->stop;
         pthread_mutex_unlock(&s->mu);
