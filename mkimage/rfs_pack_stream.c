@@ -46,10 +46,13 @@
 
 #define PK_GROUP_MIN (8u << 20)
 /* A group this big (one huge tensor) is read only when no other group is
- * still being read or encoded, so that one such group at a time is in work;
- * the one before may still be being written (the overlap is 9% of a pack of
- * the 5 GiB issue-11 shard).  Slot buffers persist, so the packer's memory is
- * up to PK_SLOTS times the largest group all the same. */
+ * still being read or encoded and at most one is still being written, so
+ * that one such group at a time is in work while the one before is written
+ * (the overlap is 9% of a pack of the 5 GiB issue-11 shard).  Its slot takes
+ * over the buffer of a slot that is done, and the big buffers of the other
+ * idle slots are given back (slot_take_big): the packer holds at most two
+ * buffers of the largest group's size, not one per slot (a 1 GiB embedding
+ * made it 3 GiB). */
 #define PK_GROUP_BIG ((uint64_t)256 << 20)
 #define PK_SLOTS 3
 
@@ -378,20 +381,52 @@ static void slot_set(pk_stream *s, pk_slot *sl, int state, int stop)
 }
 
 /* 1 when the reader may read group g into its slot sl (s->mu held): sl is
- * free and, for a big group, every other slot's group, if any, needs no
- * more CPU time (only its write is left). */
+ * free and, for a big group, at most one other slot is busy, and only with
+ * its write (its group needs no more CPU time). */
 static int slot_may_read(const pk_stream *s, const pk_slot *sl, size_t g)
 {
+    unsigned writing = 0;
     if (sl->state != SLOT_FREE)
         return 0;
     if (s->groups[g].bytes < PK_GROUP_BIG)
         return 1;
     for (unsigned k = 0; k < PK_SLOTS; k++) {
         int st = s->slot[k].state;
-        if (&s->slot[k] != sl && st != SLOT_FREE && st != SLOT_ENCODED)
+        if (&s->slot[k] == sl || st == SLOT_FREE)
+            continue;
+        if (st != SLOT_ENCODED || ++writing > 1)
             return 0;
     }
     return 1;
+}
+
+/* Before big group g is read into sl (slot_may_read holds; s->mu held: the
+ * states are read under it, and the idle slots' buffers are the reader's
+ * alone): sl takes the largest buffer of the idle slots, and the other idle
+ * slots give back any buffer bigger than their own small groups want.  With
+ * the one slot that may still be writing, at most two big buffers exist; the
+ * next big group takes over this one's or the writer's. */
+static void slot_take_big(pk_stream *s, pk_slot *sl)
+{
+    for (unsigned k = 0; k < PK_SLOTS; k++) {
+        pk_slot *o = &s->slot[k];
+        if (o == sl || o->state != SLOT_FREE || o->buf_cap <= sl->buf_cap)
+            continue;
+        uint8_t *b = sl->buf;
+        size_t cap = sl->buf_cap;
+        sl->buf = o->buf;
+        sl->buf_cap = o->buf_cap;
+        o->buf = b;
+        o->buf_cap = cap;
+    }
+    for (unsigned k = 0; k < PK_SLOTS; k++) {
+        pk_slot *o = &s->slot[k];
+        if (o != sl && o->state == SLOT_FREE && o->buf_cap > o->want) {
+            free(o->buf);
+            o->buf = NULL;
+            o->buf_cap = 0;
+        }
+    }
 }
 
 static void *reader_main(void *arg)
@@ -404,6 +439,8 @@ static void *reader_main(void *arg)
         while (!s->stop && !slot_may_read(s, sl, g))
             pthread_cond_wait(&s->cv, &s->mu);
         int stop = s->stop;
+        if (!stop && s->groups[g].bytes >= PK_GROUP_BIG)
+            slot_take_big(s, sl);
         pthread_mutex_unlock(&s->mu);
         if (stop)
             break;
