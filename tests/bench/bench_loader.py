@@ -42,7 +42,13 @@ before every timed run: on a VM with free-page reporting (virtio_balloon)
 the first write to memory the guest has handed back faults on the host
 too, and the page cache a mount fills is such memory (docs/benchmarks.md,
 "Free-page reporting on this VM"); with the pretouch every run starts with
-backed free memory, as on bare metal.  RFS_BENCH_DIR=DIR keeps the shard
+backed free memory, as on bare metal.  RFS_BENCH_DISK_MBPS=N (implies
+RFS_BENCH_COLD=1): the disk reads at most N MB/s for the bench's processes
+(the readers and every daemon they start), by the block layer's throttle
+(cgroup v2 io.max rbps, or v1 blkio.throttle.read_bps_device) on the disk
+that holds the shard and image: a stand-in for the slower disks and network
+volumes loaders read from (this machine's disk reads 1.3-3 GB/s, faster than
+the mount decodes on 2 cores).  RFS_BENCH_DIR=DIR keeps the shard
 and image in DIR and reuses them (delete DIR when done: they are
 RFS_BENCH_GB x 1.66 GiB).  Needs
 root (mounts, drop_caches), /dev/fuse, util-linux's fincore and Debian's
@@ -240,6 +246,42 @@ def pretouch():
         del b
 
 
+def whole_disk(dev):
+    """major:minor of the disk under device number dev (a partition's parent)."""
+    node = "/sys/dev/block/%d:%d" % (os.major(dev), os.minor(dev))
+    if not os.path.exists(node):
+        sys.exit("bench_loader: RFS_BENCH_DISK_MBPS: %s is not a block device's "
+                 "filesystem (tmpfs or overlay?)" % node)
+    if os.path.exists(os.path.join(node, "partition")):
+        node = os.path.join(node, "..")
+    return open(os.path.join(node, "dev")).read().strip()
+
+
+def limit_disk(path, mbps):
+    """Put this process (and so every child it starts from now on) into a
+    cgroup whose reads from path's disk are throttled to mbps MB/s."""
+    disk, bps = whole_disk(os.stat(path).st_dev), int(mbps * 1e6)
+    v2 = "/sys/fs/cgroup/cgroup.controllers"
+    if os.path.exists(v2) and "io" in open(v2).read().split():
+        cg = "/sys/fs/cgroup/rfs-bench-loader"
+        with open("/sys/fs/cgroup/cgroup.subtree_control", "w") as f:
+            f.write("+io")
+        os.makedirs(cg, exist_ok=True)
+        knob, rule = "io.max", "%s rbps=%d" % (disk, bps)
+    elif os.path.exists("/sys/fs/cgroup/blkio/blkio.throttle.read_bps_device"):
+        cg = "/sys/fs/cgroup/blkio/rfs-bench-loader"
+        os.makedirs(cg, exist_ok=True)
+        knob, rule = "blkio.throttle.read_bps_device", "%s %d" % (disk, bps)
+    else:
+        sys.exit("bench_loader: RFS_BENCH_DISK_MBPS: no cgroup io (v2) or blkio (v1) "
+                 "controller mounted under /sys/fs/cgroup")
+    with open(os.path.join(cg, knob), "w") as f:
+        f.write(rule)
+    with open(os.path.join(cg, "cgroup.procs"), "w") as f:
+        f.write(str(os.getpid()))
+    return "%s/%s = %s" % (cg, knob, rule)
+
+
 def warm(path):
     with open(path, "rb") as f:
         while f.read(16 << 20):
@@ -342,7 +384,8 @@ def main():
     cols = int(os.environ.get("RFS_BENCH_COLS", "16384" if gib >= 5 else "8192"))
     rounds = int(os.environ.get("RFS_BENCH_ROUNDS", "2"))
     threads = int(os.environ.get("RFS_BENCH_THREADS", "4"))
-    cold = os.environ.get("RFS_BENCH_COLD", "0") == "1"
+    disk_mbps = float(os.environ.get("RFS_BENCH_DISK_MBPS", "0"))
+    cold = os.environ.get("RFS_BENCH_COLD", "0") == "1" or disk_mbps > 0
     keep = os.environ.get("RFS_BENCH_DIR")
     if os.geteuid() != 0:
         sys.exit("bench_loader: needs root (mounts, drop_caches)")
@@ -356,6 +399,8 @@ def main():
             len(hdr), "x".join(map(str, next(iter(hdr.values()))["shape"])), size,
             os.path.getsize(img), os.path.getsize(img) / size))
         units = (size + TILE - 1) // TILE
+        if disk_mbps > 0:
+            print("disk limited to %.0f MB/s: %s" % (disk_mbps, limit_disk(img, disk_mbps)))
         mnt = os.path.join(w, "mnt")
         print("threads for mmap-threads: %d; rounds: %d; page cache: %s; torch: %s; "
               "pretouch: %s MiB" % (
