@@ -1,7 +1,8 @@
 /*
  * rfs_cpu.c - choose the CPU decode backend once per process: the best one
- * cpuid allows (AVX-512 VBMI, else AVX2 over AVX-512 on AMD, with scalar
- * table loads where AVX-512 is absent), unless RANSFS_CPU names another
+ * cpuid allows (AVX-512 VBMI; for the planes it does not take, and without
+ * it, the AVX2 loop with scalar table loads on AMD, else AVX-512, else that
+ * AVX2 loop; rfs_backend_gather_best), unless RANSFS_CPU names another
  * (rfs_dec_backend_names).  The encoder's choice is rfs_enc_cpu.c.
  */
 #include <pthread.h>
@@ -26,22 +27,22 @@ int rfs_cpu_supports(const char *name)
     return 0;
 }
 
-/* On AMD (Zen 4 measured) the AVX2 decoder is 0-4% ahead of the AVX-512
- * one on real weights (1-11% behind where every plane is rANS; see
- * docs/benchmarks.md): Zen 4 runs 512-bit and masked ops as two 256-bit
- * halves.  Elsewhere AVX-512 is preferred.  Without AVX-512 (Zen 3
- * measured: 11-14% faster; Zen 1-2 and Intel client cores have gathers no
- * better, unmeasured) the AVX2 loop looks its table up with scalar loads.
- * All give identical bytes, so the choice only moves speed. */
+/* On AMD the AVX2 loop with its table looked up by scalar loads wins: on
+ * Zen 3 (no AVX-512) 11-14% over the gathers, on Zen 4 3-7% over the AVX2
+ * gathers on real fp16 and 12% where every plane is rANS, which are the
+ * planes the VBMI backend hands on (docs/benchmarks.md; Zen 4 runs 512-bit
+ * and masked ops as two 256-bit halves, and its gathers issue only every
+ * ~9 cycles).  Elsewhere AVX-512 is preferred, and the scalar loads
+ * where it is absent (unmeasured on Intel).  All give identical bytes, so the
+ * choice only moves speed. */
 const rfs_backend *rfs_backend_gather_best(void)
 {
     __builtin_cpu_init();
-    int avx512 = rfs_cpu_supports("avx512");
-    if (avx512 && !__builtin_cpu_is("amd"))
-        return &rfs_backend_avx512;
-    if (rfs_cpu_supports("avx2"))
-        return avx512 ? &rfs_backend_avx2 : &rfs_backend_avx2_loads;
-    return &rfs_backend_scalar;
+    if (!rfs_cpu_supports("avx2"))
+        return &rfs_backend_scalar;
+    if (__builtin_cpu_is("amd"))
+        return &rfs_backend_avx2_loads;
+    return rfs_cpu_supports("avx512") ? &rfs_backend_avx512 : &rfs_backend_avx2_loads;
 }
 
 const char *const *rfs_dec_backend_names(void)
