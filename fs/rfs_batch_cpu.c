@@ -116,15 +116,13 @@ static int source_pages(const rfs_image *img, uint64_t unit, void **addr, size_t
  * mapping). */
 static uintptr_t drop_floor(const rfs_image *img, uint64_t unit, uintptr_t lo)
 {
-    rfs_unit_src prev;
-    if (unit == 0 || rfs_image_is_sourced(img) ||
-        rfs_image_unit_source(img, unit - 1, &prev) != RFS_OK)
+    void *prev;
+    size_t prev_len;
+    if (unit == 0 || rfs_image_is_sourced(img) || !source_pages(img, unit - 1, &prev, &prev_len) ||
+        (uintptr_t)prev >= lo)
         return lo;
-    uintptr_t p = (uintptr_t)prev.data & ~((uintptr_t)sysconf(_SC_PAGESIZE) - 1);
     uintptr_t w = lo & ~(RFS_FAULT_AROUND - 1);
-    if (p >= lo)
-        return lo;
-    return w > p ? w : p;
+    return w > (uintptr_t)prev ? w : (uintptr_t)prev;
 }
 
 void rfs_batch_drop_source(const rfs_image *img, uint64_t unit)

@@ -399,7 +399,6 @@ def t_determinism(b, work, src):
     print("determinism: ok (%d bytes)" % len(imgs[0]))
 
 
-@test()
 def sanitized(path):
     """Whether the binary at path is an AddressSanitizer build."""
     p = subprocess.run(["ldd", path], capture_output=True, text=True)
@@ -416,6 +415,7 @@ def peak_rss_mib(args):
     return ru.ru_maxrss / 1024.0
 
 
+@test()
 def t_big_groups(b, work, _):
     """Tensors of PK_GROUP_BIG (256 MiB) and more are read one at a time,
     each while the one before is still being written; a small tensor comes
