@@ -844,3 +844,9 @@ void rfs_image_get_summary(const rfs_image *img, rfs_image_summary *sum)
 }
 
 int rfs_image_fd(const rfs_image *img) { return img->fd; }
+
+void rfs_image_mapping(const rfs_image *img, const uint8_t **base, uint64_t *size)
+{
+    *base = img->map;
+    *size = img->map_size;
+}

@@ -107,6 +107,9 @@ void rfs_image_get_summary(const rfs_image *img, rfs_image_summary *sum);
 /* The open file descriptor of the image (for splicing RAW extents that
  * rfs_image_raw_verify has passed); for an rfs_source, its fd (maybe -1). */
 int rfs_image_fd(const rfs_image *img);
+/* The image's bytes in memory: the local file's mapping, or an rfs_source's
+ * base (for madvise on the pages of units' encoded bytes). */
+void rfs_image_mapping(const rfs_image *img, const uint8_t **base, uint64_t *size);
 
 /* ------------------------------------------------------------ namespace */
 

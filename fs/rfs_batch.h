@@ -93,11 +93,14 @@ rfs_err rfs_batch_cpu_open(rfs_batch *b, const rfs_image *img, struct rfs_pool *
 
 /*
  * Drop the daemon's mapping of a unit's encoded bytes once it is decoded
- * (madvise MADV_DONTNEED on the image pages it covers): they stay in the
- * page cache, but not in the daemon's RSS.  For every backend; harmless on
- * a bad unit number.  Thread-safe.
+ * (madvise MADV_DONTNEED): they stay in the page cache, but not in the
+ * daemon's RSS.  A local image is dropped in whole 2 MiB regions: with
+ * in_stream (a prefetch batch, decoded in unit order) the regions behind
+ * the stream once this unit completes one, else the regions the unit's
+ * pages lie in.  For every backend; harmless on a bad unit number.
+ * Thread-safe.
  */
-void rfs_batch_drop_source(const rfs_image *img, uint64_t unit);
+void rfs_batch_drop_source(const rfs_image *img, uint64_t unit, int in_stream);
 /* Start reading unit's encoded bytes into the page cache (MADV_WILLNEED),
  * so a batch's cold reads are issued together rather than fault by fault.
  * The CPU backend does this for batches a read waits on; its workers map

@@ -10,6 +10,7 @@
 #include "rfs_batch.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <sys/mman.h>
 #include <time.h>
@@ -84,63 +85,104 @@ static rfs_rctx *ctx_get(cpu_backend *cb)
  * mapped MAP_SHARED, so its pages would otherwise pile up in the daemon's RSS
  * (as file pages) until the whole image is resident.  The pages stay in the
  * page cache; a later decode maps them again (minor fault), and a neighbour
- * decoding the shared edge page at the same time simply refaults.
+ * decoding there at the same time simply refaults.
  */
 /* The page-aligned range of the image mapping holding unit's encoded bytes. */
-static int source_pages(const rfs_image *img, uint64_t unit, void **addr, size_t *len)
+static int source_pages(const rfs_image *img, uint64_t unit, uintptr_t *lo, uintptr_t *hi)
 {
     const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
     rfs_unit_src src;
     if (rfs_image_unit_source(img, unit, &src) != RFS_OK || src.size == 0)
         return 0;
-    uintptr_t lo = (uintptr_t)src.data & ~(page - 1);
-    uintptr_t hi = ((uintptr_t)src.data + src.size + page - 1) & ~(page - 1);
-    *addr = (void *)lo;
-    *len = hi - lo;
+    *lo = (uintptr_t)src.data & ~(page - 1);
+    *hi = ((uintptr_t)src.data + src.size + page - 1) & ~(page - 1);
     return 1;
 }
 
-/* The kernel's fault-around window (fault_around_bytes, 64 KiB by default;
- * only root can read it, in debugfs). */
-#define RFS_FAULT_AROUND ((uintptr_t)64 << 10)
+/*
+ * A local image is dropped in whole aligned regions of this size, the PMD
+ * size on x86-64 and arm64 with 4 KiB pages.  A cached image's page cache is
+ * mostly folios that large, and a fault maps such a folio whole, with one
+ * PMD.  Unmapping part of it splits the PMD: a TLB flush on every CPU the
+ * daemon runs on, and from then on 4 KiB mappings, a fault per 64 KiB
+ * (fault-around), for the region's other units.  Dropped unit by unit, the
+ * splits were ~5% of the daemon's CPU on the 5 GiB shard (docs/benchmarks.md,
+ * "Image pages dropped in 2 MiB regions").
+ */
+#define RFS_DROP_REGION ((uintptr_t)2 << 20)
 
-/* Where the drop of a unit whose pages start at lo begins: back at the
- * fault-around window of its first fault.  That fault also mapped the
- * window's pages before lo, the previous unit's tail; units are mostly
- * decoded in order, so that unit has dropped its pages already and nothing
- * would ever unmap these (on a cached image ~22 KiB a unit: 430 MiB of
- * image pages left in the daemon's RSS after the 5 GiB shard).  If the
- * previous unit is still being decoded it refaults them (minor faults).
- * Never below the previous unit's own first page, so always inside the
- * image mapping; not for a sourced image (its units need not share one
- * mapping). */
-static uintptr_t drop_floor(const rfs_image *img, uint64_t unit, uintptr_t lo)
+static uintptr_t region_down(uintptr_t a) { return a & ~(RFS_DROP_REGION - 1); }
+
+static void drop_pages(uintptr_t lo, uintptr_t hi)
 {
-    void *prev;
-    size_t prev_len;
-    if (unit == 0 || rfs_image_is_sourced(img) || !source_pages(img, unit - 1, &prev, &prev_len) ||
-        (uintptr_t)prev >= lo)
-        return lo;
-    uintptr_t w = lo & ~(RFS_FAULT_AROUND - 1);
-    return w > (uintptr_t)prev ? w : (uintptr_t)prev;
+    if (hi > lo)
+        (void)madvise((void *)lo, hi - lo, MADV_DONTNEED);
 }
 
-void rfs_batch_drop_source(const rfs_image *img, uint64_t unit)
+/* How many regions behind a stream a prefetched unit drops (below). */
+#define RFS_DROP_BACK 8
+
+/* Every this many drops (256 MiB of tiles), one drop is of the whole
+ * mapping instead: it takes what the rules below leave mapped, a stream's
+ * last regions where it stops (mmap-threads, four streams per tensor, left
+ * ~130 MiB of the 5 GiB shard's image mapped without this) and a region a
+ * straggler mapped again after its last drop.  Units being decoded then
+ * refault. */
+#define RFS_DROP_SWEEP 1024
+static atomic_uint_fast64_t drops_done;
+
+/*
+ * The regions a prefetched unit drops.  Prefetch decodes a stream in unit
+ * order, so only a unit whose pages cross a region's end acts: it drops the
+ * regions ending past the previous unit's pages and at or before its own
+ * end (the region it completes), and the RFS_DROP_BACK regions before them
+ * again, which a neighbour still decoding there has mapped back in; never
+ * below the mapping's start.  (One region back was not enough: on two
+ * cores a descheduled worker can lag further, and ~10% of the 5 GiB shard's
+ * image stayed mapped.)  Dropping a range already unmapped costs a page
+ * table walk, no TLB flush.
+ */
+static void drop_behind(uintptr_t map_lo, uintptr_t prev_hi, uintptr_t hi)
 {
-    void *addr;
-    size_t len;
-    if (source_pages(img, unit, &addr, &len)) {
-        uintptr_t lo = drop_floor(img, unit, (uintptr_t)addr);
-        madvise((void *)lo, len + ((uintptr_t)addr - lo), MADV_DONTNEED);
+    uintptr_t lo = region_down(prev_hi), end = region_down(hi);
+    if (end <= lo)
+        return;
+    lo = lo >= RFS_DROP_BACK * RFS_DROP_REGION ? lo - RFS_DROP_BACK * RFS_DROP_REGION : 0;
+    drop_pages(lo > map_lo ? lo : map_lo, end);
+}
+
+void rfs_batch_drop_source(const rfs_image *img, uint64_t unit, int in_stream)
+{
+    const uint8_t *base;
+    uint64_t size;
+    uintptr_t lo, hi, prev_lo, prev_hi;
+    if (!source_pages(img, unit, &lo, &hi))
+        return;
+    if (rfs_image_is_sourced(img)) { /* its units need not share one mapping */
+        drop_pages(lo, hi);
+        return;
     }
+    rfs_image_mapping(img, &base, &size);
+    uintptr_t map_lo = (uintptr_t)base, map_hi = (uintptr_t)base + size;
+    if ((atomic_fetch_add(&drops_done, 1) + 1) % RFS_DROP_SWEEP == 0) {
+        drop_pages(map_lo, map_hi);
+        return;
+    }
+    if (in_stream && unit > 0 && source_pages(img, unit - 1, &prev_lo, &prev_hi) && prev_lo < lo) {
+        drop_behind(map_lo, prev_hi, hi);
+        return;
+    }
+    /* Alone (a read waits on it): the regions its pages lie in, whole. */
+    lo = region_down(lo);
+    hi = region_down(hi + RFS_DROP_REGION - 1);
+    drop_pages(lo > map_lo ? lo : map_lo, hi < map_hi ? hi : map_hi);
 }
 
 void rfs_batch_want_source(const rfs_image *img, uint64_t unit)
 {
-    void *addr;
-    size_t len;
-    if (source_pages(img, unit, &addr, &len))
-        madvise(addr, len, MADV_WILLNEED);
+    uintptr_t lo, hi;
+    if (source_pages(img, unit, &lo, &hi))
+        (void)madvise((void *)lo, hi - lo, MADV_WILLNEED);
 }
 
 #ifndef MADV_POPULATE_READ
@@ -163,10 +205,9 @@ void rfs_batch_want_source(const rfs_image *img, uint64_t unit)
  */
 static void map_source(const rfs_image *img, uint64_t unit)
 {
-    void *addr;
-    size_t len;
-    if (!rfs_image_is_sourced(img) && source_pages(img, unit, &addr, &len))
-        (void)madvise(addr, len, MADV_POPULATE_READ);
+    uintptr_t lo, hi;
+    if (!rfs_image_is_sourced(img) && source_pages(img, unit, &lo, &hi))
+        (void)madvise((void *)lo, hi - lo, MADV_POPULATE_READ);
 }
 
 /*
@@ -179,6 +220,7 @@ typedef struct cpu_job {
     cpu_backend *cb;
     rfs_batch_item *items;
     size_t pairs;
+    int background;
 } cpu_job;
 
 typedef struct unit_decode {
@@ -264,14 +306,14 @@ static void cpu_decode_one(void *arg, unsigned worker, size_t i)
     for (size_t j = 0; j < k; j++) {
         if (job->cb->hist && it[j]->err == RFS_OK)
             rfs_hist_add(job->cb->hist, ns);
-        rfs_batch_drop_source(job->cb->img, it[j]->unit);
+        rfs_batch_drop_source(job->cb->img, it[j]->unit, job->background);
     }
 }
 
 static void cpu_decode(void *self, rfs_batch_item *items, size_t n, int background)
 {
     cpu_backend *cb = self;
-    cpu_job job = {cb, items, rfs_pool_pairs(n, rfs_pool_threads(cb->pool) + 1)};
+    cpu_job job = {cb, items, rfs_pool_pairs(n, rfs_pool_threads(cb->pool) + 1), background};
     /* A read waits on this batch: ask for every unit's encoded bytes at
      * once, so on a cold page cache their reads are issued together (one
      * unit populated alone after random reads can arrive page by page: the

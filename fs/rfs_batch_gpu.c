@@ -97,7 +97,7 @@ static int item_prepare(gpu_backend *gb, rfs_batch_item *it, rfs_gpu_unit *u)
     unit_check c = {gb->img, it, &src};
     it->err = rfs_guard_call(unit_check_guarded, &c);
     if (it->err != RFS_OK) {
-        rfs_batch_drop_source(gb->img, it->unit);
+        rfs_batch_drop_source(gb->img, it->unit, 0);
         return ITEM_DONE;
     }
     *u = (rfs_gpu_unit){src.data, src.size, src.decoded_size, src.shared, it->dst, RFS_OK, 0};
@@ -164,7 +164,7 @@ static void gpu_decode(void *self, rfs_batch_item *items, size_t n, int backgrou
                 rfs_batch_item *it = &items[gpu_at[k]];
                 it->err = u[k].err;
                 it->dst_size = u[k].err == RFS_OK ? u[k].decoded_size : 0;
-                rfs_batch_drop_source(gb->img, it->unit);
+                rfs_batch_drop_source(gb->img, it->unit, background);
             }
         } else {
             if (locked)

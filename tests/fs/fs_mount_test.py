@@ -532,6 +532,46 @@ def t_cache_budget():
     assert st["VmHWM"] <= budget + OVERHEAD + (16 << 20), "VmHWM above budget + overhead"
 
 
+def t_image_pages_dropped():
+    """The daemon unmaps the image pages it decoded from (rfs_batch_drop_source):
+    after a sequential read (prefetch batches) and after random reads (one
+    unit at a time) of a ~90 MB image, its mapped file pages have grown by
+    far less than the image."""
+    d, src, img, mnt = model_mount(128)
+    pid = daemon_pid(mnt)
+    b = os.path.join(mnt, "model.safetensors")
+    size = os.path.getsize(b)
+    with open(img, "rb") as f:  # the image in the page cache: decodes map it
+        while f.read(1 << 24):
+            pass
+    limit = 16 << 20
+    assert os.path.getsize(img) > 4 * limit
+    base = proc_status(pid)["RssFile"]
+    with open(b, "rb") as f:
+        while f.read(1 << 20):
+            pass
+    seq = proc_status(pid)["RssFile"] - base
+    drop_cache(b)
+    rng = random.Random(seed())
+    fd = os.open(b, os.O_RDONLY)
+    try:
+        for _ in range(1000):
+            os.pread(fd, 4096, rng.randrange(0, size - 4096))
+    finally:
+        os.close(fd)
+    rnd = proc_status(pid)["RssFile"] - base
+    drop_cache(b)
+    hdr, off = read_safetensors_header(os.path.join(src, "model.safetensors"))
+    interleaved_copy(b, hdr, off, 4, False)
+    thr = proc_status(pid)["RssFile"] - base
+    log("image %d MiB; daemon RssFile +%.1f MiB after the sequential read, +%.1f MiB after "
+        "random reads, +%.1f MiB after 4 threads' mmap copies" % (
+            os.path.getsize(img) >> 20, seq / 2**20, rnd / 2**20, thr / 2**20))
+    assert seq <= limit, "sequential read left %d MiB of image mapped" % (seq >> 20)
+    assert rnd <= limit, "random reads left %d MiB of image mapped" % (rnd >> 20)
+    assert thr <= limit, "mmap copies left %d MiB of image mapped" % (thr >> 20)
+
+
 def t_corrupt():
     d, src, img, mnt = model_mount(8)
     bad = os.path.join(d, "bad.rfs")
