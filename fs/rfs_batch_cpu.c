@@ -113,8 +113,11 @@ static int source_pages(const rfs_image *img, uint64_t unit, uintptr_t *lo, uint
 
 static uintptr_t region_down(uintptr_t a) { return a & ~(RFS_DROP_REGION - 1); }
 
-static void drop_pages(uintptr_t lo, uintptr_t hi)
+/* Drop [lo, hi) of the mapping [map_lo, map_hi), clamped to it. */
+static void drop_pages(uintptr_t map_lo, uintptr_t map_hi, uintptr_t lo, uintptr_t hi)
 {
+    lo = lo > map_lo ? lo : map_lo;
+    hi = hi < map_hi ? hi : map_hi;
     if (hi > lo)
         (void)madvise((void *)lo, hi - lo, MADV_DONTNEED);
 }
@@ -142,13 +145,12 @@ static atomic_uint_fast64_t drops_done;
  * image stayed mapped.)  Dropping a range already unmapped costs a page
  * table walk, no TLB flush.
  */
-static void drop_behind(uintptr_t map_lo, uintptr_t prev_hi, uintptr_t hi)
+static void drop_behind(uintptr_t map_lo, uintptr_t map_hi, uintptr_t prev_hi, uintptr_t hi)
 {
+    const uintptr_t back = RFS_DROP_BACK * RFS_DROP_REGION;
     uintptr_t lo = region_down(prev_hi), end = region_down(hi);
-    if (end <= lo)
-        return;
-    lo = lo >= RFS_DROP_BACK * RFS_DROP_REGION ? lo - RFS_DROP_BACK * RFS_DROP_REGION : 0;
-    drop_pages(lo > map_lo ? lo : map_lo, end);
+    if (end > lo)
+        drop_pages(map_lo, map_hi, lo > map_lo + back ? lo - back : map_lo, end);
 }
 
 void rfs_batch_drop_source(const rfs_image *img, uint64_t unit, int in_stream)
@@ -159,23 +161,18 @@ void rfs_batch_drop_source(const rfs_image *img, uint64_t unit, int in_stream)
     if (!source_pages(img, unit, &lo, &hi))
         return;
     if (rfs_image_is_sourced(img)) { /* its units need not share one mapping */
-        drop_pages(lo, hi);
+        drop_pages(lo, hi, lo, hi);
         return;
     }
     rfs_image_mapping(img, &base, &size);
     uintptr_t map_lo = (uintptr_t)base, map_hi = (uintptr_t)base + size;
-    if ((atomic_fetch_add(&drops_done, 1) + 1) % RFS_DROP_SWEEP == 0) {
-        drop_pages(map_lo, map_hi);
-        return;
-    }
-    if (in_stream && unit > 0 && source_pages(img, unit - 1, &prev_lo, &prev_hi) && prev_lo < lo) {
-        drop_behind(map_lo, prev_hi, hi);
-        return;
-    }
-    /* Alone (a read waits on it): the regions its pages lie in, whole. */
-    lo = region_down(lo);
-    hi = region_down(hi + RFS_DROP_REGION - 1);
-    drop_pages(lo > map_lo ? lo : map_lo, hi < map_hi ? hi : map_hi);
+    if ((atomic_fetch_add(&drops_done, 1) + 1) % RFS_DROP_SWEEP == 0)
+        drop_pages(map_lo, map_hi, map_lo, map_hi);
+    else if (in_stream && unit > 0 && source_pages(img, unit - 1, &prev_lo, &prev_hi) &&
+             prev_lo < lo)
+        drop_behind(map_lo, map_hi, prev_hi, hi);
+    else /* alone (a read waits on it): the regions its pages lie in, whole */
+        drop_pages(map_lo, map_hi, region_down(lo), region_down(hi + RFS_DROP_REGION - 1));
 }
 
 void rfs_batch_want_source(const rfs_image *img, uint64_t unit)
