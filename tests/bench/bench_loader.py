@@ -17,8 +17,10 @@ RFS_BENCH_GB=5, 20 tensors of 8192x16384), packs it with ransfs-mkimage,
 and measures in one run, side by side, each reader through a fresh mount
 and on the plain file:
   torch-load    safetensors.torch.load_file + .clone() of every tensor (only
-                when torch and safetensors are importable; they are not on
-                this project's machines: mmap-threads stands in);
+                when torch and safetensors are importable: run this script
+                with a venv's Python that has them and numpy, e.g.
+                `python3 -m venv V && V/bin/pip install torch safetensors
+                numpy` (~5.4 GB), then `V/bin/python bench_loader.py ...`);
   mmap-threads  torch's pattern: ONE numpy memmap of the file, 4 threads
                 (RFS_BENCH_THREADS) each copying its contiguous share of
                 every tensor, so the faults reach the file as several

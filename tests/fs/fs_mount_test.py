@@ -449,14 +449,21 @@ def t_read_stats():
     assert st["prefetch_resets"] <= st["reads"], st
 
 
-def interleaved_copy(path, hdr, base, threads, dealt):
+def interleaved_copy(path, hdr, base, threads, dealt, probe=False):
     """How torch materialises mmap-backed tensors: one mapping, several threads
     each copying its share of every tensor, so the page faults reach the file
     as several sequential streams at once.  The share is contiguous (torch's
     parallel_for: thread k copies the k-th 1/threads of the tensor) or, with
-    dealt, 1 MiB chunks dealt round-robin.  Returns {name: bytes}."""
+    dealt, 1 MiB chunks dealt round-robin.  With probe, the first byte of
+    every tensor is read before any copy, as safetensors.torch.load_file's
+    mapping does (the mmap read-around of each of those faults reaches the
+    daemon as a run across a tensor boundary).  Returns {name: bytes}."""
     m = np.memmap(path, dtype=np.uint8, mode="r")
     out, errors = {}, []
+    if probe:
+        for name, t in hdr.items():
+            if name != "__metadata__" and t["data_offsets"][1] > t["data_offsets"][0]:
+                int(m[base + t["data_offsets"][0]])
     for name, t in hdr.items():
         if name == "__metadata__":
             continue
@@ -490,15 +497,17 @@ def t_mmap_threads():
     hdr, base = read_safetensors_header(a)
     with open(a, "rb") as f:
         data = f.read()
-    for threads, dealt in ((4, False), (4, True), (3, True)):
+    # (2, contiguous, probed): torch's load_file + clone on two cores
+    for threads, dealt, probe in ((4, False, False), (4, True, False), (3, True, False),
+                                  (2, False, True)):
         drop_cache(b)
-        got = interleaved_copy(b, hdr, base, threads, dealt)
+        got = interleaved_copy(b, hdr, base, threads, dealt, probe)
         for name, t in hdr.items():
             if name == "__metadata__":
                 continue
             a0, a1 = t["data_offsets"]
             assert got[name] == data[base + a0:base + a1], \
-                "%s differs (%d threads, dealt %s)" % (name, threads, dealt)
+                "%s differs (%d threads, dealt %s, probe %s)" % (name, threads, dealt, probe)
     log(json.dumps(stats(mnt)))
 
 
