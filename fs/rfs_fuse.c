@@ -397,12 +397,15 @@ static int reply_bufvec(fuse_req_t req, const rfs_fs *fs, const rfs_readv *rv)
 
 static void note_prefetch(rfs_fs *fs, rfs_fh *fh, fuse_ino_t ino, uint64_t off, uint64_t len)
 {
-    uint64_t start, end, resets, t_start = 0, t_end = 0;
+    uint64_t start, end, resets, t_start = 0, t_end = 0, n_start = 0, n_end = 0;
     int go;
-    rfs_engine_tensor_at(fs->eng, ino, off, &t_start, &t_end); /* weight-aware */
+    /* weight-aware: the read's tensor and the one after it */
+    if (rfs_engine_tensor_at(fs->eng, ino, off, &t_start, &t_end))
+        rfs_engine_tensor_at(fs->eng, ino, t_end, &n_start, &n_end);
     pthread_mutex_lock(&fh->mu);
     resets = fh->pf.resets;
-    go = rfs_prefetch_note_tensor(&fh->pf, off, len, fh->size, t_start, t_end, &start, &end);
+    go = rfs_prefetch_note_tensor(&fh->pf, off, len, fh->size, t_start, t_end, n_start, n_end,
+                                  &start, &end);
     resets = fh->pf.resets - resets;
     pthread_mutex_unlock(&fh->mu);
     if (resets)

@@ -147,6 +147,7 @@ static rfs_pf_stream *file_read(rfs_prefetch *pf, uint64_t off, uint64_t len)
         rfs_pf_stream from = pf->s[i];
         s = victim(pf, i);
         *s = from;
+        s->predicted = 0;
         s->streak++;
         s->first = off;
         s->next = off + len;
@@ -156,6 +157,7 @@ static rfs_pf_stream *file_read(rfs_prefetch *pf, uint64_t off, uint64_t len)
         s->first = off;
         s->next = off + len;
         s->ahead = 0;
+        s->predicted = 0;
         s->window = pf->min_window;
         s->streak = off == 0;
     }
@@ -183,13 +185,45 @@ static uint64_t stop_at_neighbour(const rfs_prefetch *pf, const rfs_pf_stream *s
 int rfs_prefetch_note(rfs_prefetch *pf, uint64_t off, uint64_t len, uint64_t file_size,
                       uint64_t *start, uint64_t *end)
 {
-    return rfs_prefetch_note_tensor(pf, off, len, file_size, 0, 0, start, end);
+    return rfs_prefetch_note_tensor(pf, off, len, file_size, 0, 0, 0, 0, start, end);
+}
+
+/*
+ * A stream that began inside its tensor is a share of a multi-threaded copy
+ * (torch's parallel_for gives thread k the k-th 1/N of every tensor); once
+ * its prefetch has reached the end of that share, its reader's next stream
+ * starts at the same fraction of the next tensor [n_start, n_end).  Ask for
+ * one window there (once per stream), so that the copy of the next tensor
+ * does not begin with every thread but the first waiting on demand decodes.
+ * The share's first reads are the mmap read-around of its first fault, a
+ * few MiB early; the window starts there too (those pages are the previous
+ * share's, read soon after).
+ */
+static int predict_next_share(rfs_pf_stream *s, uint64_t t_start, uint64_t t_end, uint64_t n_start,
+                              uint64_t n_end, uint64_t *start, uint64_t *end)
+{
+    double f;
+    uint64_t p;
+    if (s->predicted || s->streak < 2 || n_end <= n_start || s->first <= t_start ||
+        s->first >= t_end)
+        return 0;
+    /* the fraction in double: the product of two offsets overflows 64 bits */
+    f = (double)(s->first - t_start) / (double)(t_end - t_start);
+    p = n_start + (uint64_t)(f * (double)(n_end - n_start));
+    if (p >= n_end)
+        return 0;
+    s->predicted = 1;
+    *start = p;
+    *end = n_end - p > s->window ? p + s->window : n_end;
+    return 1;
 }
 
 int rfs_prefetch_note_tensor(rfs_prefetch *pf, uint64_t off, uint64_t len, uint64_t file_size,
-                             uint64_t t_start, uint64_t t_end, uint64_t *start, uint64_t *end)
+                             uint64_t t_start, uint64_t t_end, uint64_t n_start, uint64_t n_end,
+                             uint64_t *start, uint64_t *end)
 {
     uint64_t target, from, cap, stop;
+    int share_end;
     rfs_pf_stream *s;
     int in_tensor = t_end > t_start && off >= t_start && off < t_end &&
                     len >= RFS_PREFETCH_TENSOR_READ;
@@ -216,12 +250,16 @@ int rfs_prefetch_note_tensor(rfs_prefetch *pf, uint64_t off, uint64_t len, uint6
         target = file_size;
     stop = stop_at_neighbour(pf, s, target);
     from = s->ahead > s->next ? s->ahead : s->next;
+    /* Whether this stream's prefetch has reached its share's end (a
+     * neighbour's start, or the tensor's end): then a read that has nothing
+     * due of its own asks for the next tensor's share instead. */
+    share_end = in_tensor && (stop < target || target >= t_end);
     if (from >= stop)
-        return 0;
+        return share_end && predict_next_share(s, t_start, t_end, n_start, n_end, start, end);
     /* Batch: wait until half a window is due, unless the file, the tensor
      * or the bytes of this stream end first. */
     if (stop - from < s->window / 2 && stop < file_size && stop != t_end && stop == target)
-        return 0;
+        return share_end && predict_next_share(s, t_start, t_end, n_start, n_end, start, end);
     target = stop;
     s->ahead = target;
     *start = from;

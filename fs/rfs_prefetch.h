@@ -20,7 +20,9 @@
  * of max_window (max_window split over the streams read lately, so several
  * readers together never ask for more than one reader would), and never
  * beyond where another stream of the table began (those bytes are that
- * stream's reader's).
+ * stream's reader's).  A stream that began inside a tensor is taken for one
+ * thread's share of a parallel copy: once prefetched to its share's end it
+ * also asks for the same share of the next tensor (rfs_prefetch_note_tensor).
  *
  * Contract:
  *  - Pure bookkeeping: no I/O, no allocation, no FUSE.  Not thread-safe: the
@@ -42,6 +44,7 @@ typedef struct rfs_pf_stream {
     uint64_t window;   /* current window */
     uint64_t last_use; /* tick of its last read; 0 = free slot */
     unsigned streak;   /* consecutive sequential reads */
+    int predicted;     /* its next share has been asked for (predict_next_share) */
 } rfs_pf_stream;
 
 typedef struct rfs_prefetch {
@@ -71,8 +74,14 @@ int rfs_prefetch_note(rfs_prefetch *pf, uint64_t off, uint64_t len, uint64_t fil
  * the tensor up to the stream's share of max_window, rather than a window
  * grown from min_window; past the tensor's end it goes only as far as the
  * sequential window does (a sequential trend runs into the next tensor).
+ * [n_start, n_end) is the coded tensor that follows (n_end <= n_start for
+ * none): a stream that began inside its tensor (one thread's share of a
+ * parallel copy) and has prefetched up to its share's end then asks, once,
+ * for a window at the same fraction of the next tensor, where that thread
+ * goes next.
  */
 int rfs_prefetch_note_tensor(rfs_prefetch *pf, uint64_t off, uint64_t len, uint64_t file_size,
-                             uint64_t t_start, uint64_t t_end, uint64_t *start, uint64_t *end);
+                             uint64_t t_start, uint64_t t_end, uint64_t n_start, uint64_t n_end,
+                             uint64_t *start, uint64_t *end);
 
 #endif

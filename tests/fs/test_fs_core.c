@@ -592,8 +592,8 @@ static void test_prefetch_tensor(void **state)
     const uint64_t t0 = (8u << 20) + 4096, t1 = t0 + (128u << 20), size = 1ull << 30;
     const uint64_t req = 1u << 20;
     rfs_prefetch_init(&pf, 1u << 20, 32u << 20);
-    assert_false(rfs_prefetch_note_tensor(&pf, t0, req, size, t0, t1, &s, &e));
-    assert_true(rfs_prefetch_note_tensor(&pf, t0 + req, req, size, t0, t1, &s, &e));
+    assert_false(rfs_prefetch_note_tensor(&pf, t0, req, size, t0, t1, 0, 0, &s, &e));
+    assert_true(rfs_prefetch_note_tensor(&pf, t0 + req, req, size, t0, t1, 0, 0, &s, &e));
     assert_int_equal(s, t0 + 2 * req);
     assert_int_equal(e, t0 + 2 * req + (32u << 20)); /* the whole share */
     /* The plain detector waits one read more and starts small. */
@@ -604,13 +604,13 @@ static void test_prefetch_tensor(void **state)
     assert_true(e2 - s2 <= 2 * req);
     /* A new stream near the tensor's end: up to the end, not beyond. */
     rfs_prefetch_init(&pf, 1u << 20, 32u << 20);
-    rfs_prefetch_note_tensor(&pf, t1 - 6 * req, req, size, t0, t1, &s, &e);
-    assert_true(rfs_prefetch_note_tensor(&pf, t1 - 5 * req, req, size, t0, t1, &s, &e));
+    rfs_prefetch_note_tensor(&pf, t1 - 6 * req, req, size, t0, t1, 0, 0, &s, &e);
+    assert_true(rfs_prefetch_note_tensor(&pf, t1 - 5 * req, req, size, t0, t1, 0, 0, &s, &e));
     assert_int_equal(e, t1);
     /* Sequential on: into the next tensor, as far as the window reaches. */
-    rfs_prefetch_note_tensor(&pf, t1 - 4 * req, req, size, t0, t1, &s, &e);
+    rfs_prefetch_note_tensor(&pf, t1 - 4 * req, req, size, t0, t1, 0, 0, &s, &e);
     for (uint64_t off = t1 - 3 * req; off < t1; off += req)
-        if (rfs_prefetch_note_tensor(&pf, off, req, size, t0, t1, &s, &e))
+        if (rfs_prefetch_note_tensor(&pf, off, req, size, t0, t1, 0, 0, &s, &e))
             assert_true(e > t1);
     assert_true(last_stream(&pf)->ahead > t1);
     /* Random 4 KiB reads inside one big tensor never prefetch. */
@@ -619,9 +619,55 @@ static void test_prefetch_tensor(void **state)
     int got = 0;
     for (int i = 0; i < 2000; i++) {
         uint64_t off = ((uint64_t)rand_r(&seed) * 4096) % size;
-        got += rfs_prefetch_note_tensor(&pf, off, 4096, size, 0, size, &s, &e);
+        got += rfs_prefetch_note_tensor(&pf, off, 4096, size, 0, size, 0, 0, &s, &e);
     }
     assert_true(got < 10);
+}
+
+/*
+ * torch's two threads copy every tensor in halves, so each tensor's second
+ * half starts cold.  The stream of the second half asks, when its own
+ * prefetch is done, for the second half of the next tensor, before that
+ * thread gets there; a reader of the whole file from its start never asks
+ * ahead of its own window.
+ */
+static void test_prefetch_next_share(void **state)
+{
+    rfs_prefetch pf;
+    uint64_t s, e;
+    const uint64_t M = 1u << 20, hdr = 4096, tsz = 64 * M, size = hdr + 4 * tsz;
+    int asked = 0;
+    rfs_prefetch_init(&pf, M, 32 * M);
+    for (uint64_t k = 0; k < 3; k++) {
+        uint64_t t = hdr + k * tsz, n = t + tsz;
+        /* thread 0 from the start, thread 1 from its half's read-around */
+        for (uint64_t i = 0; i < 36; i++) {
+            uint64_t offs[2] = {t + i * M, t + 28 * M + i * M};
+            for (int j = 0; j < 2; j++) {
+                if (j == 0 && i >= 32)
+                    continue;
+                if (!rfs_prefetch_note_tensor(&pf, offs[j], M, size, t, n, n, n + tsz, &s, &e))
+                    continue;
+                if (s >= n && s <= n + 32 * M && e > n + 32 * M)
+                    asked = 1; /* the next tensor's second half */
+            }
+        }
+        assert_true(asked);
+        asked = 0;
+    }
+    /* One reader from offset 0 through the same tensors: one run of
+     * prefetch, each range where the last one ended, never a jump. */
+    rfs_prefetch_init(&pf, M, 32 * M);
+    uint64_t last = 0;
+    for (uint64_t off = 0; off + M <= size; off += M) {
+        /* the first read starts in the header: no tensor there */
+        uint64_t t = off < hdr ? 0 : hdr + (off - hdr) / tsz * tsz, te = off < hdr ? 0 : t + tsz;
+        if (rfs_prefetch_note_tensor(&pf, off, M, size, t, te, te, te + tsz, &s, &e)) {
+            assert_true(last == 0 || s == last);
+            assert_true(e <= off + M + 32 * M);
+            last = e;
+        }
+    }
 }
 
 /* ------------------------------------------------------------ histogram */
@@ -678,6 +724,7 @@ int main(void)
         cmocka_unit_test(test_prefetch_jumps_and_replacement),
         cmocka_unit_test(test_prefetch_memcpy_order),
         cmocka_unit_test(test_prefetch_tensor),
+        cmocka_unit_test(test_prefetch_next_share),
         cmocka_unit_test(test_hist),
         cmocka_unit_test(test_hist_pow2),
     };
