@@ -223,7 +223,6 @@ int rfs_prefetch_note_tensor(rfs_prefetch *pf, uint64_t off, uint64_t len, uint6
                              uint64_t *start, uint64_t *end)
 {
     uint64_t target, from, cap, stop;
-    int share_end;
     rfs_pf_stream *s;
     int in_tensor = t_end > t_start && off >= t_start && off < t_end &&
                     len >= RFS_PREFETCH_TENSOR_READ;
@@ -250,16 +249,16 @@ int rfs_prefetch_note_tensor(rfs_prefetch *pf, uint64_t off, uint64_t len, uint6
         target = file_size;
     stop = stop_at_neighbour(pf, s, target);
     from = s->ahead > s->next ? s->ahead : s->next;
-    /* Whether this stream's prefetch has reached its share's end (a
-     * neighbour's start, or the tensor's end): then a read that has nothing
-     * due of its own asks for the next tensor's share instead. */
-    share_end = in_tensor && (stop < target || target >= t_end);
-    if (from >= stop)
+    /* Nothing due: all asked for, or (batching) less than half a window,
+     * unless the file, the tensor or the bytes of this stream end first.
+     * Then, once this stream's prefetch has reached its share's end (a
+     * neighbour's start, or the tensor's end), the read asks for the next
+     * tensor's share instead. */
+    if (from >= stop ||
+        (stop - from < s->window / 2 && stop < file_size && stop != t_end && stop == target)) {
+        int share_end = in_tensor && (stop < target || target >= t_end);
         return share_end && predict_next_share(s, t_start, t_end, n_start, n_end, start, end);
-    /* Batch: wait until half a window is due, unless the file, the tensor
-     * or the bytes of this stream end first. */
-    if (stop - from < s->window / 2 && stop < file_size && stop != t_end && stop == target)
-        return share_end && predict_next_share(s, t_start, t_end, n_start, n_end, start, end);
+    }
     target = stop;
     s->ahead = target;
     *start = from;
