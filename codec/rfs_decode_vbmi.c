@@ -274,17 +274,19 @@ static void vb_top_plane(uint8_t *dst, size_t n, unsigned w, rfs_plane_job *job,
 }
 
 /* Two top planes (width w) in lockstep while both can take a fast step:
- * each step's chains interleave.  The general table forms (two windows,
- * 64 symbols) serve every plan.  Returns the elements done. */
-static inline size_t vb_pair_fast(vb_plane sp[2], const vb_tabs t[2], unsigned w,
-                                  uint8_t *const dst[2], size_t n,
+ * each step's chains interleave.  nwin and big (constants after inlining)
+ * are those of the larger plan: an unused window never matches and a
+ * small plan's ranks never reach the second entry pair, so one form serves
+ * both tiles.  Returns the elements done. */
+static inline size_t vb_pair_fast(vb_plane sp[2], const vb_tabs t[2], unsigned nwin, int big,
+                                  unsigned w, uint8_t *const dst[2], size_t n,
                                   const uint8_t *const *const p[2], const int rot[2])
 {
     vb_plane a = sp[0], b = sp[1];
     size_t i = 0;
     for (; i + RFS_LANES <= n && vb_fast_ok(&a) && vb_fast_ok(&b); i += RFS_LANES) {
-        __m512i sa = vb_step(&a, &t[0], RFS_SMALL_MAX_WIN, 1);
-        __m512i sb = vb_step(&b, &t[1], RFS_SMALL_MAX_WIN, 1);
+        __m512i sa = vb_step(&a, &t[0], nwin, big);
+        __m512i sb = vb_step(&b, &t[1], nwin, big);
         if (w == 2) {
             vb_w2_store(dst[0] + 2 * i, sa, p[0][0] + i, rot[0]);
             vb_w2_store(dst[1] + 2 * i, sb, p[1][0] + i, rot[1]);
@@ -296,6 +298,33 @@ static inline size_t vb_pair_fast(vb_plane sp[2], const vb_tabs t[2], unsigned w
     sp[0] = a;
     sp[1] = b;
     return i;
+}
+
+/* vb_pair_fast in the form of the two plans' larger window count and
+ * size: the permutes of windows and entries a plan does not need are a
+ * chain the loop waits on (real bf16 pairs: most need no second entry
+ * pair; bench_loader's shard needs one window). */
+static size_t vb_pair(vb_plane s[2], const rfs_small_plan plan[2], unsigned w,
+                      uint8_t *const dst[2], size_t n, const uint8_t *const *const p[2],
+                      const int rot[2])
+{
+    vb_tabs t[2];
+    vb_tabs_load(&t[0], &plan[0]);
+    vb_tabs_load(&t[1], &plan[1]);
+    unsigned nwin = plan[0].nwin > plan[1].nwin ? plan[0].nwin : plan[1].nwin;
+    int big = plan[0].nsym > 32 || plan[1].nsym > 32;
+#define VB_PAIR_CASE(nw, bg)                                                                     \
+    if (nwin == nw && big == bg)                                                                 \
+        return w == 2 ? vb_pair_fast(s, t, nw, bg, 2, dst, n, p, rot)                            \
+                      : vb_pair_fast(s, t, nw, bg, 4, dst, n, p, rot);
+    VB_PAIR_CASE(0, 0)
+    VB_PAIR_CASE(1, 0)
+    VB_PAIR_CASE(2, 0)
+    VB_PAIR_CASE(0, 1)
+    VB_PAIR_CASE(1, 1)
+#undef VB_PAIR_CASE
+    return w == 2 ? vb_pair_fast(s, t, 2, 1, 2, dst, n, p, rot)
+                  : vb_pair_fast(s, t, 2, 1, 4, dst, n, p, rot);
 }
 
 /* One W = 2 tile alone goes to the gather path's scalar-load loop on AMD:
@@ -379,13 +408,9 @@ static void vbmi_rans_top2(uint8_t *const dst[2], const uint32_t n[2], unsigned 
             vbmi_top_alone(dst[j], n[j], w, jobs[j], planes[j], xf[j]);
         return;
     }
-    vb_tabs t[2];
-    vb_tabs_load(&t[0], &plan[0]);
-    vb_tabs_load(&t[1], &plan[1]);
     const int rot[2] = {xf[0] == RFS_XF_ROT1, xf[1] == RFS_XF_ROT1};
     size_t m = n[0] < n[1] ? n[0] : n[1];
-    size_t i = w == 2 ? vb_pair_fast(s, t, 2, dst, m, planes, rot)
-                      : vb_pair_fast(s, t, 4, dst, m, planes, rot);
+    size_t i = vb_pair(s, plan, w, dst, m, planes, rot);
     for (unsigned j = 0; j < 2; j++)
         vb_top_end(&s[j], i, dst[j], n[j], w, jobs[j], &plan[j], planes[j], xf[j]);
 }

@@ -324,8 +324,9 @@ static void test_encoder_paths(void **state)
 }
 
 /* Whether the top plane of tile enc is rANS with a table the VBMI
- * backend's permute lookups take (rfs_small_plan_build); *nwin its windows. */
-static int top_plane_small(const uint8_t *enc, size_t size, unsigned *nwin)
+ * backend's permute lookups take (rfs_small_plan_build); *nwin its windows,
+ * *nsym its symbols. */
+static int top_plane_small(const uint8_t *enc, size_t size, unsigned *nwin, unsigned *nsym)
 {
     static rfs_table t;
     static rfs_small_plan plan;
@@ -339,6 +340,7 @@ static int top_plane_small(const uint8_t *enc, size_t size, unsigned *nwin)
     rfs_table_build_lookup(&t);
     int ok = rfs_small_plan_build(&plan, t.dec);
     *nwin = plan.nwin;
+    *nsym = plan.nsym;
     return ok;
 }
 
@@ -376,8 +378,8 @@ static void test_small_alphabet(void **state)
                 assert_int_equal(rfs_tile_encode(e, enc, rfs_tile_bound(cap, 4), &size, src,
                                                  n * w, &p),
                                  RFS_OK);
-                unsigned nwin = 0;
-                if (top_plane_small(enc, size, &nwin)) {
+                unsigned nwin = 0, nsym = 0;
+                if (top_plane_small(enc, size, &nwin, &nsym)) {
                     small++;
                     windowed += nwin > 0;
                     plain += nwin == 0;
@@ -484,6 +486,105 @@ static void test_decode2(void **state)
         free(src[j]), free(enc[j]), free(a[j]), free(b[j]);
 }
 
+/* Weights of width w (bf16 or f32) whose exponents follow one of the
+ * shapes below: nbig common exponents, and tails of 8 rare ones (each
+ * ~2/4096) below and above them, every other bit random. */
+typedef struct exp_shape {
+    unsigned nbig, tail_lo, tail_hi;
+} exp_shape;
+
+static void fill_shape(uint8_t *dst, size_t n, unsigned w, exp_shape sh, tu_rng *r)
+{
+    const unsigned lo = 60, rare = 2; /* exponents from lo; rare in 4096 */
+    unsigned ntail = 8 * (sh.tail_lo + sh.tail_hi);
+    for (size_t i = 0; i < n; i++) {
+        unsigned u = (unsigned)(tu_next(r) % 4096), e;
+        if (u < rare * ntail) { /* a rare exponent: below or above the common ones */
+            unsigned k = u / rare;
+            e = sh.tail_lo && k < 8 ? lo + k : lo + 8 + sh.nbig + k % 8;
+        } else {
+            e = lo + 8 + (unsigned)(tu_next(r) % sh.nbig);
+        }
+        uint64_t bits = tu_next(r);
+        if (w == 2) {
+            uint16_t b = (uint16_t)((bits & 0x807f) | (e << 7));
+            memcpy(dst + 2 * i, &b, 2);
+        } else {
+            uint32_t v = (uint32_t)((bits & 0x807fffffu) | ((uint64_t)e << 23));
+            memcpy(dst + 4 * i, &v, 4);
+        }
+    }
+}
+
+/* The VBMI backend's lockstep pair takes its table form (windows, and
+ * whether entries past 32 are read) from the larger of the two plans: every
+ * form, with tiles of equal and of different forms, decodes as each tile
+ * alone does and gives the source, on every backend. */
+static void test_decode2_forms(void **state)
+{
+    (void)state;
+    enum { N = 65536, CAP = N * 4 };
+    /* (windows, more than 32 symbols): (0,0) (0,1) (1,0) (2,0) (1,1) (2,1) */
+    static const exp_shape shapes[] = {{16, 0, 0}, {48, 0, 0}, {16, 0, 1},
+                                       {16, 1, 1}, {40, 0, 1}, {40, 1, 1}};
+    enum { NS = sizeof shapes / sizeof shapes[0] };
+    tu_rng r = {g_seed ^ 10};
+    rfs_enc *e = rfs_enc_create(CAP);
+    rfs_dec *d = rfs_dec_create(CAP);
+    uint8_t *src[NS], *enc[NS], *a = malloc(CAP), *b[2] = {malloc(CAP), malloc(CAP)};
+    size_t size[NS];
+    for (unsigned w = 2; w <= 4; w += 2) {
+        unsigned forms = 0; /* bit 2 * nwin + big of every pair's form */
+        unsigned nwin[NS], big[NS];
+        for (unsigned s = 0; s < NS; s++) {
+            src[s] = malloc(CAP), enc[s] = malloc(rfs_tile_bound(CAP, 4));
+            fill_shape(src[s], N, w, shapes[s], &r);
+            rfs_tile_params p = {.width = w, .transform = RFS_XF_ROT1};
+            assert_int_equal(rfs_tile_encode(e, enc[s], rfs_tile_bound(CAP, 4), &size[s], src[s],
+                                             (size_t)N * w, &p),
+                             RFS_OK);
+            unsigned nsym = 0;
+            assert_true(top_plane_small(enc[s], size[s], &nwin[s], &nsym));
+            big[s] = nsym > 32;
+        }
+        for (unsigned i = 0; i < NS; i++)
+            for (unsigned j = 0; j < NS; j++) {
+                unsigned nw = nwin[i] > nwin[j] ? nwin[i] : nwin[j];
+                forms |= 1u << (2 * nw + (big[i] | big[j]));
+                for (const char *const *bk = tu_backends(); *bk; bk++) {
+                    assert_int_equal(rfs_dec_set_backend(d, *bk), RFS_OK);
+                    rfs_tile_io io[2];
+                    const unsigned t[2] = {i, j};
+                    for (unsigned k = 0; k < 2; k++) {
+                        memset(b[k], 0x5a, CAP);
+                        io[k] = (rfs_tile_io){.dst = b[k], .dst_cap = CAP, .src = enc[t[k]],
+                                              .src_size = size[t[k]]};
+                    }
+                    assert_int_equal(rfs_tile_decode2(d, io), RFS_OK);
+                    for (unsigned k = 0; k < 2; k++) {
+                        size_t got = 0;
+                        assert_int_equal(rfs_tile_decode(d, a, CAP, &got, enc[t[k]],
+                                                         size[t[k]], NULL),
+                                         RFS_OK);
+                        assert_int_equal(io[k].dst_size, got);
+                        assert_memory_equal(b[k], a, got);
+                        assert_memory_equal(b[k], src[t[k]], (size_t)N * w);
+                    }
+                }
+            }
+        /* all six forms were decoded (as pairs of equal shapes or mixed) */
+        if (forms != 0x3f)
+            fail_msg("width %u: pair forms 0x%x, not all six", w, forms);
+        for (unsigned s = 0; s < NS; s++)
+            free(src[s]), free(enc[s]);
+    }
+    if (!rfs_cpu_supports("avx512vbmi"))
+        print_message("no AVX-512 VBMI here: the pairs were decoded, not by that path\n");
+    rfs_enc_destroy(e);
+    rfs_dec_destroy(d);
+    free(a), free(b[0]), free(b[1]);
+}
+
 int main(void)
 {
     g_seed = tu_seed("codec_tile_roundtrip");
@@ -493,6 +594,7 @@ int main(void)
         cmocka_unit_test(test_raw_only),      cmocka_unit_test(test_given_counts),
         cmocka_unit_test(test_encoder_paths), cmocka_unit_test(test_in_place),
         cmocka_unit_test(test_small_alphabet), cmocka_unit_test(test_decode2),
+        cmocka_unit_test(test_decode2_forms),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
