@@ -213,21 +213,39 @@ int pk_src_open(const pk_plan *p, const pk_file *f, int *fd, char *err, size_t e
     return -1;
 }
 
+/* WILLNEED for bytes [off, off + len) of file f, at most *left in all. */
+static void readahead_file(const pk_plan *p, const pk_file *f, uint64_t off, uint64_t len,
+                           uint64_t *left)
+{
+    char err[512];
+    int fd;
+    if (len > *left)
+        len = *left;
+    if (len == 0 || pk_src_open(p, f, &fd, err, sizeof err))
+        return; /* the stream reports it, if it still matters then */
+    posix_fadvise(fd, (off_t)off, (off_t)len, POSIX_FADV_WILLNEED);
+    close(fd);
+    *left -= len;
+}
+
+/* Two passes: first the head of every file, then the rest of the big ones.
+ * Why: the plan reads the head of every file (its type, a safetensors
+ * header) one after the other, and a file's head queued behind the whole
+ * of a big file before it waited for that read (all-MiniLM-L6-v2, cold: 9
+ * of the pack's 79 ms were the plan). */
 static void *readahead_main(void *arg)
 {
     const pk_readahead *ra = arg;
     const pk_plan *p = ra->p;
     uint64_t left = PK_READAHEAD;
-    char err[512];
     for (size_t i = 0; i < p->n_files && left; i++) {
         const pk_file *f = &p->files[i];
-        int fd;
-        if (f->size == 0 || pk_src_open(p, f, &fd, err, sizeof err))
-            continue; /* the stream reports it, if it still matters then */
-        uint64_t n = f->size < left ? f->size : left;
-        posix_fadvise(fd, 0, (off_t)n, POSIX_FADV_WILLNEED);
-        close(fd);
-        left -= n;
+        readahead_file(p, f, 0, f->size < PK_RA_HEAD ? f->size : PK_RA_HEAD, &left);
+    }
+    for (size_t i = 0; i < p->n_files && left; i++) {
+        const pk_file *f = &p->files[i];
+        if (f->size > PK_RA_HEAD)
+            readahead_file(p, f, PK_RA_HEAD, f->size - PK_RA_HEAD, &left);
     }
     return NULL;
 }
