@@ -301,9 +301,10 @@ static inline size_t vb_pair_fast(vb_plane sp[2], const vb_tabs t[2], unsigned n
 }
 
 /* vb_pair_fast in the form of the two plans' larger window count and
- * size: the permutes of windows and entries a plan does not need are a
- * chain the loop waits on (real bf16 pairs: most need no second entry
- * pair; bench_loader's shard needs one window). */
+ * size, not always the largest form: a window neither plan needs still
+ * costs the loop its permutes (bf16 pairs of normal weights, which need one
+ * window, decode 13% faster so; most real bf16 pairs need both windows, and
+ * the entries past 32 measured free, docs/benchmarks.md). */
 static size_t vb_pair(vb_plane s[2], const rfs_small_plan plan[2], unsigned w,
                       uint8_t *const dst[2], size_t n, const uint8_t *const *const p[2],
                       const int rot[2])
