@@ -224,6 +224,12 @@ static inline size_t vb_top_fast(vb_plane *sp, const vb_tabs *t, unsigned nwin, 
     return i;
 }
 
+/* The table forms (windows, more than 32 symbols) the loops are built for,
+ * one list for the single-tile and the pair dispatch; the general form
+ * (RFS_SMALL_MAX_WIN windows, 64 symbols) is each dispatch's fallback and
+ * serves every plan. */
+#define VB_SMALL_FORMS(X) X(0, 0) X(1, 0) X(2, 0) X(0, 1) X(1, 1)
+
 /* vb_top_fast for the plan's window count and size. */
 static size_t vb_fast(vb_plane *s, const rfs_small_plan *plan, unsigned w, uint8_t *dst, size_t i,
                       size_t n, const uint8_t *const p[4], int rot)
@@ -235,14 +241,10 @@ static size_t vb_fast(vb_plane *s, const rfs_small_plan *plan, unsigned w, uint8
     if (plan->nwin == nw && big == bg)                                                           \
         return w == 2 ? vb_top_fast(s, &t, nw, bg, 2, dst, i, n, p, rot)                         \
                       : vb_top_fast(s, &t, nw, bg, 4, dst, i, n, p, rot);
-    VB_CASE(0, 0)
-    VB_CASE(1, 0)
-    VB_CASE(0, 1)
-    VB_CASE(1, 1)
-    VB_CASE(2, 0)
+    VB_SMALL_FORMS(VB_CASE)
 #undef VB_CASE
-    return w == 2 ? vb_top_fast(s, &t, 2, 1, 2, dst, i, n, p, rot)
-                  : vb_top_fast(s, &t, 2, 1, 4, dst, i, n, p, rot);
+    return w == 2 ? vb_top_fast(s, &t, RFS_SMALL_MAX_WIN, 1, 2, dst, i, n, p, rot)
+                  : vb_top_fast(s, &t, RFS_SMALL_MAX_WIN, 1, 4, dst, i, n, p, rot);
 }
 
 /* From element i: the fast steps left, the checked tail to job->out, then
@@ -318,14 +320,10 @@ static size_t vb_pair(vb_plane s[2], const rfs_small_plan plan[2], unsigned w,
     if (nwin == nw && big == bg)                                                                 \
         return w == 2 ? vb_pair_fast(s, t, nw, bg, 2, dst, n, p, rot)                            \
                       : vb_pair_fast(s, t, nw, bg, 4, dst, n, p, rot);
-    VB_PAIR_CASE(0, 0)
-    VB_PAIR_CASE(1, 0)
-    VB_PAIR_CASE(2, 0)
-    VB_PAIR_CASE(0, 1)
-    VB_PAIR_CASE(1, 1)
+    VB_SMALL_FORMS(VB_PAIR_CASE)
 #undef VB_PAIR_CASE
-    return w == 2 ? vb_pair_fast(s, t, 2, 1, 2, dst, n, p, rot)
-                  : vb_pair_fast(s, t, 2, 1, 4, dst, n, p, rot);
+    return w == 2 ? vb_pair_fast(s, t, RFS_SMALL_MAX_WIN, 1, 2, dst, n, p, rot)
+                  : vb_pair_fast(s, t, RFS_SMALL_MAX_WIN, 1, 4, dst, n, p, rot);
 }
 
 /* One W = 2 tile alone goes to the gather path's scalar-load loop on AMD:
