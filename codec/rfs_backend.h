@@ -37,6 +37,7 @@ typedef struct rfs_plane_job {
     const uint8_t *stream;
     size_t stream_size;
     const uint32_t *dec;
+    const struct rfs_small_plan *plan; /* dec's, where prebuilt (rfs_table.plan), or NULL */
     rfs_err err;
 } rfs_plane_job;
 

@@ -307,15 +307,15 @@ static inline size_t vb_pair_fast(vb_plane sp[2], const vb_tabs t[2], unsigned n
  * costs the loop its permutes (bf16 pairs of normal weights, which need one
  * window, decode 13% faster so; most real bf16 pairs need both windows, and
  * the entries past 32 measured free, docs/benchmarks.md). */
-static size_t vb_pair(vb_plane s[2], const rfs_small_plan plan[2], unsigned w,
+static size_t vb_pair(vb_plane s[2], const rfs_small_plan *const plan[2], unsigned w,
                       uint8_t *const dst[2], size_t n, const uint8_t *const *const p[2],
                       const int rot[2])
 {
     vb_tabs t[2];
-    vb_tabs_load(&t[0], &plan[0]);
-    vb_tabs_load(&t[1], &plan[1]);
-    unsigned nwin = plan[0].nwin > plan[1].nwin ? plan[0].nwin : plan[1].nwin;
-    int big = plan[0].nsym > 32 || plan[1].nsym > 32;
+    vb_tabs_load(&t[0], plan[0]);
+    vb_tabs_load(&t[1], plan[1]);
+    unsigned nwin = plan[0]->nwin > plan[1]->nwin ? plan[0]->nwin : plan[1]->nwin;
+    int big = plan[0]->nsym > 32 || plan[1]->nsym > 32;
 #define VB_PAIR_CASE(nw, bg)                                                                     \
     if (nwin == nw && big == bg)                                                                 \
         return w == 2 ? vb_pair_fast(s, t, nw, bg, 2, dst, n, p, rot)                            \
@@ -338,13 +338,24 @@ static int vb_w2_alone_here(void)
     return !__builtin_cpu_is("amd");
 }
 
+/* The job's plan: its table's, where prebuilt (an image's shared table: no
+ * plan per tile, 1.6% of the daemon's CPU in a dd of the 5 GiB shard), else
+ * built into *buf.  NULL where dec does not fit the plan. */
+static const rfs_small_plan *vb_plan(const rfs_plane_job *job, rfs_small_plan *buf)
+{
+    if (job->plan)
+        return job->plan;
+    return rfs_small_plan_build(buf, job->dec) ? buf : NULL;
+}
+
 static void vbmi_rans_w2(uint8_t *dst, size_t n, rfs_plane_job *jobs, unsigned k, unsigned plane,
                          const uint8_t *other, rfs_transform xf)
 {
-    rfs_small_plan plan;
-    if (k == 1 && plane == 1 && vb_w2_alone_here() && rfs_small_plan_build(&plan, jobs[0].dec)) {
+    rfs_small_plan buf;
+    const rfs_small_plan *plan;
+    if (k == 1 && plane == 1 && vb_w2_alone_here() && (plan = vb_plan(&jobs[0], &buf))) {
         const uint8_t *p[4] = {other, NULL, NULL, NULL};
-        vb_top_plane(dst, n, 2, &jobs[0], &plan, p, xf);
+        vb_top_plane(dst, n, 2, &jobs[0], plan, p, xf);
         return;
     }
     rfs_backend_gather_best()->rans_w2(dst, n, jobs, k, plane, other, xf);
@@ -354,9 +365,10 @@ static void vbmi_rans_w4(uint8_t *dst, size_t n, rfs_plane_job *jobs, unsigned k
                          const unsigned *jplane, const uint8_t *const planes[RFS_MAX_WIDTH],
                          rfs_transform xf)
 {
-    rfs_small_plan plan;
+    rfs_small_plan buf;
     rfs_plane_job *last = &jobs[k - 1];
-    if (jplane[k - 1] != 3 || !rfs_small_plan_build(&plan, last->dec)) {
+    const rfs_small_plan *plan = jplane[k - 1] == 3 ? vb_plan(last, &buf) : NULL;
+    if (!plan) {
         rfs_backend_gather_best()->rans_w4(dst, n, jobs, k, jplane, planes, xf);
         return;
     }
@@ -367,7 +379,7 @@ static void vbmi_rans_w4(uint8_t *dst, size_t n, rfs_plane_job *jobs, unsigned k
             if (jobs[j].err != RFS_OK)
                 return;
     }
-    vb_top_plane(dst, n, 4, last, &plan, planes, xf);
+    vb_top_plane(dst, n, 4, last, plan, planes, xf);
 }
 
 static void vbmi_interleave(uint8_t *dst, const uint8_t *const planes[RFS_MAX_WIDTH], size_t n,
@@ -396,11 +408,12 @@ static void vbmi_rans_top2(uint8_t *const dst[2], const uint32_t n[2], unsigned 
                            rfs_plane_job *const jobs[2], const uint8_t *const *const planes[2],
                            const rfs_transform xf[2])
 {
-    rfs_small_plan plan[2];
+    rfs_small_plan buf[2];
+    const rfs_small_plan *plan[2];
     vb_plane s[2];
     int ok = 1;
     for (unsigned j = 0; j < 2 && ok; j++)
-        ok = rfs_small_plan_build(&plan[j], jobs[j]->dec) &&
+        ok = (plan[j] = vb_plan(jobs[j], &buf[j])) != NULL &&
              vb_begin(&s[j], jobs[j]->stream, jobs[j]->stream_size) == RFS_OK;
     if (!ok) { /* apart: each as rans_w2 / rans_w4 would */
         for (unsigned j = 0; j < 2; j++)
@@ -411,7 +424,7 @@ static void vbmi_rans_top2(uint8_t *const dst[2], const uint32_t n[2], unsigned 
     size_t m = n[0] < n[1] ? n[0] : n[1];
     size_t i = vb_pair(s, plan, w, dst, m, planes, rot);
     for (unsigned j = 0; j < 2; j++)
-        vb_top_end(&s[j], i, dst[j], n[j], w, jobs[j], &plan[j], planes[j], xf[j]);
+        vb_top_end(&s[j], i, dst[j], n[j], w, jobs[j], plan[j], planes[j], xf[j]);
 }
 
 const rfs_backend rfs_backend_avx512vbmi = {"avx512vbmi", vbmi_interleave, vbmi_rans_planes,

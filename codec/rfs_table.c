@@ -19,6 +19,7 @@ void rfs_table_build_lookup(rfs_table *t)
             t->dec[start + k] = entry;
         start += f;
     }
+    t->plan = NULL;
 }
 
 /* Index of the largest value in f[] among symbols with f > floor_. */

@@ -113,6 +113,8 @@ typedef enum rfs_plane_mode {
 #define RFS_CTX_PLANE(w) ((w) - 2u)
 #define RFS_CTX_SRC_PLANE(w) ((w) - 1u)
 
+struct rfs_small_plan; /* rfs_backend.h */
+
 /*
  * A normalised order-0 frequency table (sum exactly 2^12, every present
  * symbol >= 1) with its decode lookup.  dec[slot] packs
@@ -122,6 +124,10 @@ typedef struct rfs_table {
     uint16_t freq[256];
     uint16_t start[256];
     uint32_t dec[RFS_PROB_SCALE];
+    /* dec's permute-lookup plan (rfs_small_plan_build) where it was built
+     * once for many tiles (an image's shared tables), else NULL and built
+     * per tile; rfs_table_build_lookup sets NULL */
+    const struct rfs_small_plan *plan;
 } rfs_table;
 
 /* Shared tables of one tensor: plane[p] is NULL where none exists. */

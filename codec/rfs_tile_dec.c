@@ -105,6 +105,7 @@ static rfs_err rans_job(dec_slot *d, rfs_plane_job *job, unsigned p, const uint8
     job->stream = src + off;
     job->stream_size = size;
     job->dec = t->dec;
+    job->plan = t->plan;
     job->err = RFS_OK;
     return RFS_OK;
 }

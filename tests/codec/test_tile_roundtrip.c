@@ -585,6 +585,82 @@ static void test_decode2_forms(void **state)
     free(a), free(b[0]), free(b[1]);
 }
 
+/* Tiles coded with a tensor's shared table decode the same, on every
+ * backend, alone and in pairs, whether the table carries its prebuilt
+ * permute-lookup plan (rfs_table.plan, as an image's shared tables do) or
+ * leaves the VBMI backend to build it per tile. */
+static void test_shared_plan(void **state)
+{
+    (void)state;
+    enum { TILES = 4, N = 65536, CAP = N * 4 };
+    tu_rng r = {g_seed ^ 12};
+    uint8_t *src = malloc((size_t)TILES * CAP), *enc[TILES], *out[2];
+    for (unsigned j = 0; j < TILES; j++)
+        enc[j] = malloc(rfs_tile_bound(CAP, 4));
+    out[0] = malloc(CAP), out[1] = malloc(CAP);
+    rfs_enc *e = rfs_enc_create(CAP);
+    rfs_dec *d = rfs_dec_create(CAP);
+    static rfs_table tab;
+    static rfs_small_plan plan;
+    for (unsigned w = 2; w <= 4; w += 2) {
+        fill_weights(src, (size_t)TILES * N, w, 0.02, &r);
+        uint64_t counts[256] = {0};
+        rfs_plane_histogram(counts, src, (size_t)TILES * N, w, RFS_XF_ROT1, w - 1);
+        assert_int_equal(rfs_table_from_counts(&tab, counts), RFS_OK);
+        assert_null(tab.plan);
+        assert_true(rfs_small_plan_build(&plan, tab.dec));
+        rfs_table_set set = {{NULL, NULL, NULL, NULL}};
+        set.plane[w - 1] = &tab;
+        size_t size[TILES];
+        unsigned shared = 0;
+        for (unsigned j = 0; j < TILES; j++) {
+            rfs_tile_params p = {.width = w, .transform = RFS_XF_ROT1, .shared = &set};
+            assert_int_equal(rfs_tile_encode(e, enc[j], rfs_tile_bound(CAP, 4), &size[j],
+                                             src + (size_t)j * N * w, (size_t)N * w, &p),
+                             RFS_OK);
+            rfs_tile_layout lay;
+            assert_int_equal(rfs_tile_parse(&lay, enc[j], size[j]), RFS_OK);
+            shared += lay.plane[w - 1].mode == RFS_PM_RANS_SHARED;
+        }
+        assert_int_equal(shared, TILES);
+        for (unsigned pre = 0; pre < 2; pre++) {
+            tab.plan = pre ? &plan : NULL;
+            for (const char *const *bk = tu_backends(); *bk; bk++) {
+                assert_int_equal(rfs_dec_set_backend(d, *bk), RFS_OK);
+                for (unsigned j = 0; j < TILES; j++) {
+                    size_t got = 0;
+                    memset(out[0], 0xa5, CAP);
+                    assert_int_equal(
+                        rfs_tile_decode(d, out[0], CAP, &got, enc[j], size[j], &set), RFS_OK);
+                    assert_int_equal(got, (size_t)N * w);
+                    assert_memory_equal(out[0], src + (size_t)j * N * w, got);
+                }
+                for (unsigned j = 0; j < TILES; j += 2) {
+                    rfs_tile_io io[2];
+                    for (unsigned k = 0; k < 2; k++) {
+                        memset(out[k], 0x5a, CAP);
+                        io[k] = (rfs_tile_io){.dst = out[k], .dst_cap = CAP, .src = enc[j + k],
+                                              .src_size = size[j + k], .shared = &set};
+                    }
+                    assert_int_equal(rfs_tile_decode2(d, io), RFS_OK);
+                    for (unsigned k = 0; k < 2; k++) {
+                        if (io[k].dst_size != (size_t)N * w ||
+                            memcmp(out[k], src + (size_t)(j + k) * N * w, io[k].dst_size))
+                            fail_msg("%s w %u plan %s: pair %u tile %u differs", *bk, w,
+                                     pre ? "prebuilt" : "per tile", j, k);
+                    }
+                }
+            }
+        }
+        tab.plan = NULL;
+    }
+    rfs_enc_destroy(e);
+    rfs_dec_destroy(d);
+    for (unsigned j = 0; j < TILES; j++)
+        free(enc[j]);
+    free(src), free(out[0]), free(out[1]);
+}
+
 int main(void)
 {
     g_seed = tu_seed("codec_tile_roundtrip");
@@ -594,7 +670,7 @@ int main(void)
         cmocka_unit_test(test_raw_only),      cmocka_unit_test(test_given_counts),
         cmocka_unit_test(test_encoder_paths), cmocka_unit_test(test_in_place),
         cmocka_unit_test(test_small_alphabet), cmocka_unit_test(test_decode2),
-        cmocka_unit_test(test_decode2_forms),
+        cmocka_unit_test(test_decode2_forms), cmocka_unit_test(test_shared_plan),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
