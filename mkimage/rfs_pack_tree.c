@@ -228,11 +228,16 @@ static void readahead_file(const pk_plan *p, const pk_file *f, uint64_t off, uin
     *left -= len;
 }
 
-/* Two passes: first the head of every file, then the rest of the big ones.
- * Why: the plan reads the head of every file (its type, a safetensors
- * header) one after the other, and a file's head queued behind the whole
- * of a big file before it waited for that read (all-MiniLM-L6-v2, cold: 9
- * of the pack's 79 ms were the plan). */
+/* Two passes: first the head of every file, then the rest of the files up
+ * to PK_RA_BULK_MAX.  Why: the plan reads the head of every file (its type,
+ * a safetensors header) one after the other, and a file's head queued
+ * behind the whole of a big file before it waited for that read
+ * (all-MiniLM-L6-v2, cold: 9 of the pack's 79 ms were the plan).  A bigger
+ * file is left to the kernel's own readahead of the stream's sequential
+ * reads (pk_src_open asks for POSIX_FADV_SEQUENTIAL): WILLNEED fills the
+ * page cache in 4 KiB folios, on this thread, while the stream's reader
+ * waits for the same pages (MiniLM in bf16, cold: its 24 MB first group read
+ * in 29 ms instead of 20, the pack 71 ms instead of 57; docs/benchmarks.md). */
 static void *readahead_main(void *arg)
 {
     const pk_readahead *ra = arg;
@@ -244,7 +249,7 @@ static void *readahead_main(void *arg)
     }
     for (size_t i = 0; i < p->n_files && left; i++) {
         const pk_file *f = &p->files[i];
-        if (f->size > PK_RA_HEAD)
+        if (f->size > PK_RA_HEAD && f->size <= PK_RA_BULK_MAX)
             readahead_file(p, f, PK_RA_HEAD, f->size - PK_RA_HEAD, &left);
     }
     return NULL;
