@@ -102,7 +102,7 @@ sweep=("$@")
 tile=262144
 work=$(mktemp -d /tmp/rfs-bench-pack-XXXXXX)
 trap 'rm -rf "$work"' EXIT
-input=$(find "$src" -type f -printf "%s\n" | awk "{s+=\$1} END {print s}")
+input=$(find "$src" -type f -printf "%s\n" | awk "{s+=\$1} END {printf \"%.0f\\n\", s}")
 
 runs=${RUNS:-9}
 jobs=${JOBS:-2}
