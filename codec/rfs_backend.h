@@ -121,6 +121,13 @@ typedef struct rfs_small_plan {
  * Returns 1 when the rule above is exact for dec, else 0 (p then unused). */
 int rfs_small_plan_build(rfs_small_plan *p, const uint32_t *dec);
 
+/* The plans of n tables that decode many tiles each (an image's shared
+ * tables), built once: each table that fits one gets its plan in
+ * tabs[i].plan.  Returns the array of plans for the caller to free, or NULL
+ * where this CPU cannot run the VBMI backend or memory is short (the plans
+ * are an optimisation: without one the backend builds it per tile). */
+rfs_small_plan *rfs_tables_plan(rfs_table *tabs, size_t n);
+
 extern const rfs_backend rfs_backend_scalar;
 extern const rfs_backend rfs_backend_avx2;
 extern const rfs_backend rfs_backend_avx2_loads;

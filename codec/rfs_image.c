@@ -680,23 +680,6 @@ static rfs_err tensor_tables_build(rfs_image *img, uint64_t t, rfs_table **next,
     return RFS_OK;
 }
 
-/* The permute-lookup plan of every shared table that fits one, built here
- * once rather than by the VBMI backend for each tile that uses the table
- * (only where this CPU can run that backend). */
-static rfs_err tables_plan(rfs_image *img, uint64_t n_tables, char *why, size_t why_cap)
-{
-    if (!n_tables || !rfs_cpu_supports("avx512vbmi"))
-        return RFS_OK;
-    /* aligned as the plan's type asks (calloc gives 16 bytes) */
-    if (n_tables > SIZE_MAX / sizeof *img->plans ||
-        !(img->plans = aligned_alloc(_Alignof(rfs_small_plan), n_tables * sizeof *img->plans)))
-        return FAIL(RFS_E_NOMEM, "out of memory for table plans");
-    for (uint64_t i = 0; i < n_tables; i++)
-        if (rfs_small_plan_build(&img->plans[i], img->tables[i].dec))
-            img->tables[i].plan = &img->plans[i];
-    return RFS_OK;
-}
-
 static rfs_err tensors_check(rfs_image *img, char *why, size_t why_cap)
 {
     rfs_err err;
@@ -728,7 +711,8 @@ static rfs_err tensors_check(rfs_image *img, char *why, size_t why_cap)
     for (uint64_t t = 0; t < img->n_tensors; t++)
         if ((err = tensor_tables_build(img, t, &next, why, why_cap)))
             return err;
-    return tables_plan(img, n_tables, why, why_cap);
+    img->plans = rfs_tables_plan(img->tables, (size_t)n_tables);
+    return RFS_OK;
 }
 
 /* -------------------------------------------------------- open, close */

@@ -40,7 +40,7 @@ struct rfs_image {
     uint32_t *parent;      /* per inode: the directory of its first entry (root: itself) */
     uint64_t n_links;      /* entries beyond the first naming an inode (hard links) */
     rfs_table *tables;     /* all parsed shared tables */
-    struct rfs_small_plan *plans; /* their permute-lookup plans (tables_plan), or NULL */
+    struct rfs_small_plan *plans; /* their permute-lookup plans (rfs_tables_plan), or NULL */
     rfs_table_set *tsets;  /* per tensor, pointing into tables */
 };
 

@@ -1,7 +1,10 @@
 /*
  * rfs_table.c - normalised order-0 frequency tables: build from counts,
- * serialise, parse (untrusted) and build the decode lookup.
+ * serialise, parse (untrusted), build the decode lookup and the VBMI
+ * permute-lookup plans (rfs_backend.h).
  */
+#include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "rfs_backend.h"
@@ -194,4 +197,16 @@ int rfs_small_plan_build(rfs_small_plan *p, const uint32_t *dec)
         covered = w + 128;
     }
     return 1;
+}
+
+rfs_small_plan *rfs_tables_plan(rfs_table *tabs, size_t n)
+{
+    if (!n || n > SIZE_MAX / sizeof(rfs_small_plan) || !rfs_cpu_supports("avx512vbmi"))
+        return NULL;
+    /* aligned as the plan's type asks (malloc gives 16 bytes) */
+    rfs_small_plan *plans = aligned_alloc(_Alignof(rfs_small_plan), n * sizeof *plans);
+    for (size_t i = 0; plans && i < n; i++)
+        if (rfs_small_plan_build(&plans[i], tabs[i].dec))
+            tabs[i].plan = &plans[i];
+    return plans;
 }

@@ -165,9 +165,10 @@ int pk_src_read(const pk_plan *p, const pk_file *f, int fd, void *buf, uint64_t 
  * (POSIX_FADV_WILLNEED), the first PK_RA_HEAD bytes of every file first and
  * then the rest of the files of at most PK_RA_BULK_MAX bytes in the order
  * the stream reads them, so that with a cold page cache the reading
- * overlaps the dedup pass and the safetensors headers, not the stream.  pk_readahead_start after the walk (nothing
- * happens when the thread cannot start); pk_readahead_join before the nodes
- * or files are freed.  Nothing it does can fail the pack.
+ * overlaps the dedup pass and the safetensors headers, not the stream.
+ * pk_readahead_start after the walk (nothing happens when the thread cannot
+ * start); pk_readahead_join before the nodes or files are freed.  Nothing
+ * it does can fail the pack.
  */
 #define PK_READAHEAD ((uint64_t)128 << 20)
 #define PK_RA_HEAD ((uint64_t)256 << 10) /* the head of a file, read first */
