@@ -174,10 +174,13 @@ void rfs_plane_histogram(uint64_t counts[256], const void *src, size_t n, unsign
  * p (the sum over t) and its ROT1 histogram (byte (b << 1 | t) & 0xff)
  * follow from it (rfs_pair_to_bytes), so one pass over a tensor gives the
  * transform choice and the tables for either transform.  Counts are 32-bit:
- * n < 2^32.
+ * n < 2^32.  ws is NULL or RFS_PAIR_WS counters of scratch (any contents,
+ * left undefined), which width 2 uses to count each element once: pass it
+ * where the histogram is the caller's hot loop.
  */
+#define RFS_PAIR_WS 65536u
 void rfs_pair_histogram(uint32_t h[RFS_MAX_WIDTH][512], const void *src, size_t n,
-                        unsigned width);
+                        unsigned width, uint32_t *ws);
 
 /* Byte histogram (out is overwritten) of one plane under transform xf, from
  * that plane's pair histogram h. */

@@ -99,6 +99,7 @@ typedef struct pk_worker {
     ZSTD_CCtx *zc;
     uint64_t head[RFS_MAX_WIDTH][512], all[RFS_MAX_WIDTH][512]; /* tensor_finish */
     uint32_t counts[RFS_MAX_WIDTH][256];                        /* phase B: one tile's */
+    uint32_t *pair_ws;         /* phase A: rfs_pair_histogram's scratch */
 } pk_worker;
 
 typedef struct pk_stream {
@@ -477,7 +478,7 @@ static int tile_hist_whole(const pk_plan *p, const pk_tensor *t, const pk_chunk 
     return tensor_shared(p, t) || tile_head(t, c) == c->len / t->width;
 }
 
-static void tile_analyse(pk_stream *s, pk_slot *sl, size_t k, const pk_chunk *c,
+static void tile_analyse(pk_stream *s, pk_worker *wk, pk_slot *sl, size_t k, const pk_chunk *c,
                          const uint8_t *src)
 {
     const pk_tensor *t = &s->p->tensors[c->tensor];
@@ -486,9 +487,9 @@ static void tile_analyse(pk_stream *s, pk_slot *sl, size_t k, const pk_chunk *c,
     uint64_t n = c->len / w, head = tile_head(t, c);
     pk_hist *h = &sl->hist[k];
     if (head)
-        rfs_pair_histogram(h->head, src, head, w);
+        rfs_pair_histogram(h->head, src, head, w, wk->pair_ws);
     if (tensor_shared(s->p, t) && n > head)
-        rfs_pair_histogram(h->tail, src + head * w, n - head, w);
+        rfs_pair_histogram(h->tail, src + head * w, n - head, w, wk->pair_ws);
 }
 
 /* The tile's byte counts per plane under transform xf, from its pair
@@ -552,7 +553,7 @@ static void phase_a_job(pk_stream *s, unsigned worker, size_t k)
         blob_compress(s, &s->w[worker], sl, k, c, src);
         return;
     }
-    tile_analyse(s, sl, k, c, src);
+    tile_analyse(s, &s->w[worker], sl, k, c, src);
     uint64_t first = s->p->tensors[c->tensor].first_chunk;
     if (atomic_fetch_sub(&sl->pend[first - s->groups[sl->g].c0], 1) == 1 &&
         tensor_finish(s, &s->w[worker], sl, first))
@@ -910,7 +911,8 @@ static int stream_init(pk_stream *s)
     for (unsigned w = 0; w < nt; w++) {
         s->w[w].enc = rfs_enc_create(p->o->tile_size);
         s->w[w].zc = ZSTD_createCCtx();
-        if (!s->w[w].enc || !s->w[w].zc)
+        s->w[w].pair_ws = malloc(RFS_PAIR_WS * sizeof *s->w[w].pair_ws);
+        if (!s->w[w].enc || !s->w[w].zc || !s->w[w].pair_ws)
             return pk_fail(p, "out of memory");
     }
     if (groups_plan(s))
@@ -924,6 +926,7 @@ static void stream_free(pk_stream *s)
     for (unsigned w = 0; s->w && w < s->p->o->n_threads; w++) {
         rfs_enc_destroy(s->w[w].enc);
         ZSTD_freeCCtx(s->w[w].zc);
+        free(s->w[w].pair_ws);
     }
     for (unsigned i = 0; i < PK_SLOTS; i++) {
         pk_slot *sl = &s->slot[i];

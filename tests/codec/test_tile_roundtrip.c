@@ -661,6 +661,65 @@ static void test_shared_plan(void **state)
     free(src), free(out[0]), free(out[1]);
 }
 
+/* The pair histogram with its scratch (width 2: one count per element in a
+ * 16-bit histogram, only the rows the data reaches summed) equals the one
+ * without, for every data kind and length above plus weights of narrow and
+ * wide exponent ranges, rows at both ends (zeros, NaNs) and a tail that is
+ * not a multiple of four; the scratch starts as garbage.  The 16-bit path
+ * must have run where the data's rows are few (the scratch changed), and
+ * widths 1 and 4 must not touch it. */
+static void test_pair_histogram_ws(void **state)
+{
+    (void)state;
+    tu_rng r = {g_seed ^ 0x9a1};
+    uint32_t *ws = malloc(RFS_PAIR_WS * sizeof *ws);
+    static uint32_t want[RFS_MAX_WIDTH][512], got[RFS_MAX_WIDTH][512];
+    const size_t n_max = 65537 + 3;
+    uint8_t *buf = malloc(n_max * 4);
+    static const unsigned widths[] = {1, 2, 4};
+    static const size_t more[] = {4096, 8191, 40000, 65537 + 3};
+    for (unsigned wi = 0; wi < 3; wi++) {
+        unsigned w = widths[wi];
+        for (int k = 0; k < K_COUNT + 2; k++) {
+            for (size_t li = 0; li < N_LENGTHS + 4; li++) {
+                size_t n = li < N_LENGTHS ? lengths[li] : more[li - N_LENGTHS];
+                if (k < K_COUNT) {
+                    fill(buf, n, w, (kind)k, &r);
+                } else {
+                    /* weights of scale 1e-3 (narrow) or 1e-30..1e30 (wide) */
+                    for (size_t i = 0; i < n; i++) {
+                        double g = tu_gauss(&r);
+                        float f = (float)(k == K_COUNT ? g * 1e-3 : g * pow(10.0, (double)(tu_next(&r) % 61) - 30));
+                        uint32_t v;
+                        memcpy(&v, &f, 4);
+                        if (w == 2)
+                            v = tu_f32_to_bf16(f);
+                        memcpy(buf + i * w, &v, w);
+                    }
+                }
+                memset(ws, 0xab, RFS_PAIR_WS * sizeof *ws);
+                memset(want, 0x5a, sizeof want);
+                memset(got, 0xa5, sizeof got);
+                rfs_pair_histogram(want, buf, n, w, NULL);
+                rfs_pair_histogram(got, buf, n, w, ws);
+                for (unsigned p = 0; p < w; p++)
+                    if (memcmp(want[p], got[p], sizeof want[p]))
+                        fail_msg("width %u kind %d n %zu: plane %u differs", w, k, n, p);
+                int touched = 0;
+                for (size_t x = 0; x < RFS_PAIR_WS && !touched; x++)
+                    touched = ws[x] != 0xababababu;
+                if (w != 2 && touched)
+                    fail_msg("width %u: the scratch was used", w);
+                /* narrow weights: 1e-3 spans a few exponents */
+                if (w == 2 && k == K_COUNT && n >= 4096 && !touched)
+                    fail_msg("kind %d n %zu: the 16-bit path did not run", k, n);
+            }
+        }
+    }
+    free(buf);
+    free(ws);
+}
+
 int main(void)
 {
     g_seed = tu_seed("codec_tile_roundtrip");
@@ -671,6 +730,7 @@ int main(void)
         cmocka_unit_test(test_encoder_paths), cmocka_unit_test(test_in_place),
         cmocka_unit_test(test_small_alphabet), cmocka_unit_test(test_decode2),
         cmocka_unit_test(test_decode2_forms), cmocka_unit_test(test_shared_plan),
+        cmocka_unit_test(test_pair_histogram_ws),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
