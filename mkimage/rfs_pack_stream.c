@@ -19,6 +19,9 @@
  *     B. per tile, in parallel: rfs_tile_encode (given the tile's plane
  *        counts, from its pair histogram) and the unit's XXH3-64;
  *   writer thread: the group's output in chunk order, with writev.
+ * The first group's read has nothing to overlap but its own phase A, so the
+ * pool loop of that phase A begins with blob blocks of later groups,
+ * compressed early (see "early blob blocks" below).
  * The image depends only on the chunks and their order, never on timing,
  * grouping or the thread count.
  *
@@ -100,7 +103,19 @@ typedef struct pk_worker {
     uint64_t head[RFS_MAX_WIDTH][512], all[RFS_MAX_WIDTH][512]; /* tensor_finish */
     uint32_t counts[RFS_MAX_WIDTH][256];                        /* phase B: one tile's */
     uint32_t *pair_ws;         /* phase A: rfs_pair_histogram's scratch */
+    uint8_t *early_src;        /* early blob blocks: the block's source bytes */
 } pk_worker;
+
+/* A blob block compressed early (early_job), for phase A of its group. */
+typedef struct pk_early {
+    uint64_t chunk;
+    uint64_t off;              /* its room in early_buf: ZSTD_compressBound(len) */
+    uint64_t src_h;            /* XXH3-64 of the source bytes it was made from */
+    uint64_t out_h;            /* XXH3-64 of the compressed bytes */
+    size_t n;                  /* compressed size */
+    int raw;                   /* incompressible: stored as its source bytes */
+    int done;                  /* 0: not made (a read failed): phase A does it */
+} pk_early;
 
 typedef struct pk_stream {
     pk_plan *p;
@@ -115,7 +130,12 @@ typedef struct pk_stream {
     int64_t *dedup;            /* open addressing on the tensor hash */
     size_t dedup_mask;
     pk_slot *cur_a, *cur_b;    /* slots of the running phases A and B */
+    size_t n_e;                /* early blob blocks in the running pool loop (the first) */
     size_t n_b;                /* items of phase B in the running pool loop */
+    pk_early *early;           /* by chunk index */
+    size_t n_early;
+    uint32_t early_len;        /* the longest early block */
+    uint8_t *early_buf;
     atomic_int a_failed, b_failed;
     atomic_int read_waiters;   /* phase A jobs in chunk_wait */
     uint64_t done, total;
@@ -507,18 +527,134 @@ static void tile_counts(uint32_t out[RFS_MAX_WIDTH][256], const pk_hist *h, int 
     }
 }
 
+/* zstd of a blob block's len bytes into out (ZSTD_compressBound(len) of
+ * room): its compressed size, or 0 when it is stored raw (incompressible). */
+static size_t blob_zstd(pk_stream *s, pk_worker *w, uint8_t *out, const uint8_t *src,
+                        size_t len)
+{
+    size_t n = ZSTD_compressCCtx(w->zc, out, ZSTD_compressBound(len), src, len,
+                                 s->p->o->zstd_level);
+    return ZSTD_isError(n) || n >= len ? 0 : n;
+}
+
+static int early_take(pk_stream *s, pk_slot *sl, size_t k, pk_chunk *c, const uint8_t *src);
+
 static void blob_compress(pk_stream *s, pk_worker *w, pk_slot *sl, size_t k, pk_chunk *c,
                           const uint8_t *src)
 {
+    if (early_take(s, sl, k, c, src))
+        return;
     uint8_t *out = sl->buf + sl->out_off[k];
-    size_t cap = ZSTD_compressBound(c->len);
-    size_t n = ZSTD_compressCCtx(w->zc, out, cap, src, c->len, s->p->o->zstd_level);
-    c->raw = ZSTD_isError(n) || n >= c->len;
+    size_t n = blob_zstd(s, w, out, src, c->len);
+    c->raw = n == 0;
     c->out_len = c->raw ? c->len : (uint32_t)n;
     if (c->raw)
         c->raw_xxh3 = XXH3_64bits(src, c->len);
     else
         sl->uh[k] = XXH3_64bits(out, n);
+}
+
+/* ---------------------------------------------------- early blob blocks */
+
+/*
+ * Blob blocks compressed early.  While the first group is read (on
+ * all-MiniLM-L6-v2 as bf16, its 24 MB embedding: ~20 ms cold) the cores
+ * wait on the disk; the blob blocks of later groups (tokenizer and
+ * vocabulary files, which sort after the weights) need nothing from any
+ * other chunk, and zstd at level 3 makes ~140 MB/s of such text.  So the
+ * first pool loop begins with them: each is pread on its own and
+ * compressed into early_buf, and phase A of its group takes the result
+ * where the group's bytes hash the same (the file changed in between:
+ * compressed again, as if never made early; the end-of-pack check of the
+ * files reports the change).  The image is the same bytes either way.
+ * At most PK_EARLY_MAX source bytes, and at most an eighth of the first
+ * group's (compressed on two cores, that still ends well within its read);
+ * only blocks of PK_EARLY_MIN_LEN or more, where compressing costs more
+ * than the extra open and pread.
+ */
+#define PK_EARLY_MAX ((uint64_t)8 << 20)
+#define PK_EARLY_MIN_LEN (16u << 10)
+
+static int early_plan(pk_stream *s)
+{
+    pk_plan *p = s->p;
+    if (s->n_groups < 2)
+        return 0;
+    uint64_t budget = s->groups[0].bytes / 8, bytes = 0, room = 0;
+    if (budget > PK_EARLY_MAX)
+        budget = PK_EARLY_MAX;
+    size_t cap = 0;
+    for (uint64_t i = s->groups[1].c0; i < p->n_chunks; i++) {
+        const pk_chunk *c = &p->chunks[i];
+        if (c->tensor >= 0 || c->len < PK_EARLY_MIN_LEN || bytes + c->len > budget)
+            continue;
+        if (rfs_array_reserve(&s->early, &cap, s->n_early + 1, sizeof *s->early))
+            return pk_fail(p, "out of memory");
+        s->early[s->n_early++] = (pk_early){.chunk = i, .off = room};
+        bytes += c->len;
+        room += ZSTD_compressBound(c->len);
+        if (c->len > s->early_len)
+            s->early_len = c->len;
+    }
+    if (s->n_early && !(s->early_buf = malloc(room)))
+        return pk_fail(p, "out of memory");
+    return 0;
+}
+
+/* Early item k: read and compress its block; on any failure leave it to
+ * phase A, which reads the block again and reports what fails. */
+static void early_job(pk_stream *s, unsigned worker, size_t k)
+{
+    pk_plan *p = s->p;
+    pk_early *e = &s->early[k];
+    pk_worker *w = &s->w[worker];
+    const pk_chunk *c = &p->chunks[e->chunk];
+    const pk_file *f = &p->files[c->file];
+    char err[256];
+    int fd = -1;
+    if (!w->early_src && !(w->early_src = malloc(s->early_len)))
+        return;
+    if (pk_src_open(p, f, &fd, err, sizeof err))
+        return;
+    int rc = pk_src_read(p, f, fd, w->early_src, c->file_off, c->len, err, sizeof err);
+    close(fd);
+    if (rc)
+        return;
+    uint8_t *out = s->early_buf + e->off;
+    e->n = blob_zstd(s, w, out, w->early_src, c->len);
+    e->raw = e->n == 0;
+    e->src_h = XXH3_64bits(w->early_src, c->len);
+    e->out_h = e->raw ? e->src_h : XXH3_64bits(out, e->n);
+    e->done = 1;
+}
+
+/* Phase A of blob chunk c (slot index k, source bytes src): take its early
+ * result if it was made from these bytes; 1 when taken. */
+static int early_take(pk_stream *s, pk_slot *sl, size_t k, pk_chunk *c, const uint8_t *src)
+{
+    size_t lo = 0, hi = s->n_early;
+    uint64_t i = (uint64_t)(c - s->p->chunks);
+    while (lo < hi) { /* early is sorted by chunk */
+        size_t mid = lo + (hi - lo) / 2;
+        if (s->early[mid].chunk < i)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    if (lo == s->n_early || s->early[lo].chunk != i || !s->early[lo].done)
+        return 0;
+    const pk_early *e = &s->early[lo];
+    if (XXH3_64bits(src, c->len) != e->src_h)
+        return 0;
+    c->raw = e->raw;
+    c->out_len = e->raw ? c->len : (uint32_t)e->n;
+    if (e->raw) {
+        c->raw_xxh3 = e->src_h;
+    } else {
+        memcpy(sl->buf + sl->out_off[k], s->early_buf + e->off, e->n);
+        sl->uh[k] = e->out_h;
+    }
+    return 1;
 }
 
 static int tensor_finish(pk_stream *s, pk_worker *w, pk_slot *sl, uint64_t i);
@@ -705,14 +841,17 @@ static void phase_b_job(pk_stream *s, unsigned worker, size_t k)
     sl->uh[k] = XXH3_64bits(out, n);
 }
 
-/* One pool loop: phase B of cur_b's items first, then phase A of cur_a's. */
+/* One pool loop: the early blob blocks (first loop only), then phase B of
+ * cur_b's items, then phase A of cur_a's. */
 static void phase_ba_job(void *ctx, unsigned worker, size_t k)
 {
     pk_stream *s = ctx;
-    if (k < s->n_b)
-        phase_b_job(s, worker, k);
+    if (k < s->n_e)
+        early_job(s, worker, k);
+    else if (k - s->n_e < s->n_b)
+        phase_b_job(s, worker, k - s->n_e);
     else
-        phase_a_job(s, worker, k - s->n_b);
+        phase_a_job(s, worker, k - s->n_e - s->n_b);
 }
 
 static size_t slot_items(const pk_stream *s, const pk_slot *sl)
@@ -760,7 +899,8 @@ static int encode_run(pk_stream *s, pk_slot *b, pk_slot *a)
     s->cur_b = b;
     s->cur_a = a;
     s->n_b = slot_items(s, b);
-    rfs_pool_for(s->p->pool, RFS_PRIO_HIGH, s->n_b + slot_items(s, a), phase_ba_job, s);
+    rfs_pool_for(s->p->pool, RFS_PRIO_HIGH, s->n_e + s->n_b + slot_items(s, a), phase_ba_job, s);
+    s->n_e = 0;
     if (b && atomic_load(&s->b_failed))
         return pk_fail(s->p, "internal error: tile encoder failed");
     if (b)
@@ -915,8 +1055,9 @@ static int stream_init(pk_stream *s)
         if (!s->w[w].enc || !s->w[w].zc || !s->w[w].pair_ws)
             return pk_fail(p, "out of memory");
     }
-    if (groups_plan(s))
+    if (groups_plan(s) || early_plan(s))
         return -1;
+    s->n_e = s->n_early; /* the first pool loop is phase A of the first group */
     slot_want(s);
     return 0;
 }
@@ -927,6 +1068,7 @@ static void stream_free(pk_stream *s)
         rfs_enc_destroy(s->w[w].enc);
         ZSTD_freeCCtx(s->w[w].zc);
         free(s->w[w].pair_ws);
+        free(s->w[w].early_src);
     }
     for (unsigned i = 0; i < PK_SLOTS; i++) {
         pk_slot *sl = &s->slot[i];
@@ -941,6 +1083,8 @@ static void stream_free(pk_stream *s)
     free(s->w);
     free(s->dedup);
     free(s->groups);
+    free(s->early);
+    free(s->early_buf);
 }
 
 /* 1 when the reader has begun (or finished) slot sl's group (without
