@@ -570,7 +570,10 @@ static void blob_compress(pk_stream *s, pk_worker *w, pk_slot *sl, size_t k, pk_
  * At most PK_EARLY_MAX source bytes, and at most an eighth of the first
  * group's (compressed on two cores, that still ends well within its read);
  * only blocks of PK_EARLY_MIN_LEN or more, where compressing costs more
- * than the extra open and pread.
+ * than the extra open and pread, and only of files whose bytes the
+ * readahead thread asks for whole (at most PK_RA_BULK_MAX): a block inside
+ * a big file (the corpus's integer tensors) would be a read from the disk
+ * away from the stream's, which it slowed.
  */
 #define PK_EARLY_MAX ((uint64_t)8 << 20)
 #define PK_EARLY_MIN_LEN (16u << 10)
@@ -586,7 +589,8 @@ static int early_plan(pk_stream *s)
     size_t cap = 0;
     for (uint64_t i = s->groups[1].c0; i < p->n_chunks; i++) {
         const pk_chunk *c = &p->chunks[i];
-        if (c->tensor >= 0 || c->len < PK_EARLY_MIN_LEN || bytes + c->len > budget)
+        if (c->tensor >= 0 || c->len < PK_EARLY_MIN_LEN || bytes + c->len > budget ||
+            p->files[c->file].size > PK_RA_BULK_MAX)
             continue;
         if (rfs_array_reserve(&s->early, &cap, s->n_early + 1, sizeof *s->early))
             return pk_fail(p, "out of memory");
