@@ -1,0 +1,50 @@
+#!/usr/bin/python3
+"""pack_ab.py RUNS SOURCE_DIR MKIMAGE... : alternating cold packs, nothing else between.
+
+Packs SOURCE_DIR with each ransfs-mkimage binary in turn, RUNS rounds,
+dropping SOURCE_DIR's pages from the page cache (POSIX_FADV_DONTNEED)
+before every pack and removing the image after it, and prints per binary
+the median, mean and quartiles of the wall times in ms.  Unlike
+bench_pack.sh no other program runs between the packs, so the binaries
+compared see the same memory state in turn.  Not run by CTest.
+"""
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+
+def page_out(root):
+    for d, _, names in os.walk(root):
+        for n in names:
+            q = os.path.join(d, n)
+            if os.path.isfile(q) and not os.path.islink(q):
+                fd = os.open(q, os.O_RDONLY)
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+                os.close(fd)
+
+
+def main():
+    if len(sys.argv) < 4:
+        sys.exit(__doc__.strip().splitlines()[0])
+    runs, src, bins = int(sys.argv[1]), sys.argv[2], sys.argv[3:]
+    walls = {b: [] for b in bins}
+    with tempfile.TemporaryDirectory(dir=os.environ.get("TMPDIR", "/var/tmp")) as work:
+        img = os.path.join(work, "ab.img")
+        for _ in range(runs):
+            for b in bins:
+                page_out(src)
+                t0 = time.perf_counter()
+                subprocess.run([b, "-q", src, img], check=True)
+                walls[b].append((time.perf_counter() - t0) * 1e3)
+                os.unlink(img)
+    for b in bins:
+        w = sorted(walls[b])
+        print("%-48s median %.1f mean %.1f p25 %.1f p75 %.1f ms" %
+              (b, statistics.median(w), statistics.mean(w), w[len(w) // 4], w[3 * len(w) // 4]))
+
+
+if __name__ == "__main__":
+    main()
