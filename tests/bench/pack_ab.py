@@ -2,8 +2,8 @@
 """pack_ab.py RUNS SOURCE_DIR MKIMAGE... : alternating cold packs, nothing else between.
 
 Packs SOURCE_DIR with each ransfs-mkimage binary in turn, RUNS rounds,
-dropping SOURCE_DIR's pages from the page cache (POSIX_FADV_DONTNEED)
-before every pack and removing the image after it, and prints per binary
+dropping SOURCE_DIR's pages from the page cache before every pack (the
+rule of page_cache.sh, which bench_pack.sh uses too) and removing the image after it, and prints per binary
 the median, mean and quartiles of the wall times in ms.  Unlike
 bench_pack.sh no other program runs between the packs, so the binaries
 compared see the same memory state in turn.  Not run by CTest.
@@ -17,13 +17,10 @@ import time
 
 
 def page_out(root):
-    for d, _, names in os.walk(root):
-        for n in names:
-            q = os.path.join(d, n)
-            if os.path.isfile(q) and not os.path.islink(q):
-                fd = os.open(q, os.O_RDONLY)
-                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-                os.close(fd)
+    """The packing benchmarks' one cold-cache rule: page_cache.sh's rfs_page_out."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    subprocess.run(["bash", "-c", '. "$0/page_cache.sh" && rfs_page_out "$1"', here, root],
+                   check=True)
 
 
 def main():

@@ -1,6 +1,6 @@
 # shellcheck shell=bash
 # page_cache.sh - sourced by the packing benchmarks (bench_pack.sh,
-# pack_profile.sh): their one cold-cache rule.
+# pack_profile.sh, pack_ab.py): their one cold-cache rule.
 
 # rfs_page_out DIR: drop DIR's regular files from the page cache
 # (posix_fadvise DONTNEED on each; symlinks are left alone, they point

@@ -7,24 +7,20 @@ execute_process(COMMAND ${PYTHON} ${GEN} --synthetic ${data} --mib 1
 if(NOT rc EQUAL 0)
   message(FATAL_ERROR "generating ${data} failed: ${rc}")
 endif()
-execute_process(COMMAND ${BENCH} codec ${data} --dtype bf16 --from-f32 --json
-                        --tile-size 65536 --min-time 0.01
-                RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
-message("${out}${err}")
-if(NOT rc EQUAL 0)
-  message(FATAL_ERROR "ransfs-bench codec exited with ${rc}")
-endif()
-if(NOT out MATCHES "\"codec\": *\"ransfs\"")
-  message(FATAL_ERROR "no ransfs line in the output")
-endif()
+# run_bench(NEEDLE ARGS...): ransfs-bench codec on the file with ARGS; it
+# must exit 0 and print a JSON line for codec NEEDLE.
+function(run_bench needle)
+  execute_process(COMMAND ${BENCH} codec ${data} --dtype bf16 --from-f32 --json
+                          --tile-size 65536 --min-time 0.01 ${ARGN}
+                  RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+  message("${out}${err}")
+  if(NOT rc EQUAL 0)
+    message(FATAL_ERROR "ransfs-bench codec ${ARGN} exited with ${rc}")
+  endif()
+  if(NOT out MATCHES "\"codec\": *\"${needle}\"")
+    message(FATAL_ERROR "no ${needle} line in the output")
+  endif()
+endfunction()
+run_bench(ransfs)
 # The pair-histogram rows: exit 0 means the two histograms agreed.
-execute_process(COMMAND ${BENCH} codec ${data} --dtype bf16 --from-f32 --json
-                        --tile-size 65536 --min-time 0.01 --only pair-hist
-                RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
-message("${out}${err}")
-if(NOT rc EQUAL 0)
-  message(FATAL_ERROR "ransfs-bench codec --only pair-hist exited with ${rc}")
-endif()
-if(NOT out MATCHES "\"codec\": *\"pair-hist-ws\"")
-  message(FATAL_ERROR "no pair-hist-ws line in the output")
-endif()
+run_bench(pair-hist-ws --only pair-hist)
