@@ -23,20 +23,10 @@ void rfs_plane_histogram(uint64_t counts[256], const void *src, size_t n, unsign
         counts[(rfs_xf_apply(rfs_ld_elem(s, i, width), width, xf) >> (8 * plane)) & 0xff]++;
 }
 
-/*
- * Width 2 through a 16-bit histogram of whole elements (ws, RFS_PAIR_WS
- * counters): the 16 bits of an element hold both of its pair indices, so
- * this counts once per element where the loop below counts once per plane,
- * and the pairs are summed from it afterwards (measured twice as fast on
- * tiles of real bf16 weights).  Only the rows (high bytes) between the
+/* Width 2, the rows (high bytes) an element can have: those between the
  * smallest and the largest high byte without its sign bit, in both signs,
- * can be counted: those alone are cleared and summed, a few dozen of the
- * 256 for weights, whose exponents are few.  Returns 0, leaving h alone,
- * where those rows are too many for n elements to pay for summing them
- * (small tiles of noise-like data).
- */
-static int pair_histogram16(uint32_t h[RFS_MAX_WIDTH][512], const uint8_t *src, size_t n,
-                            uint32_t *ws)
+ * [r0, r0 + rows) and [128 + r0, 128 + r0 + rows). */
+static unsigned pair16_rows(const uint8_t *src, size_t n, unsigned *r0)
 {
     int16_t lo = 0x7fff, hi = 0;
     for (size_t i = 0; i < n; i++) {
@@ -46,29 +36,16 @@ static int pair_histogram16(uint32_t h[RFS_MAX_WIDTH][512], const uint8_t *src, 
         lo = r < lo ? r : lo;
         hi = r > hi ? r : hi;
     }
-    if (n == 0)
-        return 0;
-    unsigned r0 = (unsigned)lo >> 8, rows = ((unsigned)hi >> 8) - r0 + 1;
-    if (n < (size_t)rows * 256) /* 2 x rows x 256 counters to sum: pays at n / 2 */
-        return 0;
-    for (unsigned s = 0; s < 2; s++)
-        memset(ws + ((128 * s + r0) << 8), 0, (size_t)rows * 256 * sizeof *ws);
-    size_t i = 0;
-    for (; i + 4 <= n; i += 4) {
-        uint64_t v;
-        memcpy(&v, src + 2 * i, 8);
-        ws[v & 0xffff]++;
-        ws[(v >> 16) & 0xffff]++;
-        ws[(v >> 32) & 0xffff]++;
-        ws[v >> 48]++;
-    }
-    for (; i < n; i++) {
-        uint16_t u;
-        memcpy(&u, src + 2 * i, 2);
-        ws[u]++;
-    }
-    /* Plane 0's pair is (low byte, sign): 2 * low + (row >= 128); plane 1's
-     * is element >> 7: each half of a row. */
+    *r0 = (unsigned)lo >> 8;
+    return ((unsigned)hi >> 8) - *r0 + 1;
+}
+
+/* h's two pair histograms from the 16-bit histogram ws (rows as
+ * pair16_rows gave).  Plane 0's pair is (low byte, sign): 2 * low +
+ * (row >= 128); plane 1's is element >> 7: each half of a row. */
+static void pair16_sum(uint32_t h[RFS_MAX_WIDTH][512], const uint32_t *ws, unsigned r0,
+                       unsigned rows)
+{
     uint32_t low[2][256] = {{0}};
     memset(h[1], 0, sizeof h[1]);
     for (unsigned s = 0; s < 2; s++)
@@ -90,6 +67,45 @@ static int pair_histogram16(uint32_t h[RFS_MAX_WIDTH][512], const uint8_t *src, 
         h[0][2 * x] = low[0][x];
         h[0][2 * x + 1] = low[1][x];
     }
+}
+
+/*
+ * Width 2 through a 16-bit histogram of whole elements (ws, RFS_PAIR_WS
+ * counters): the 16 bits of an element hold both of its pair indices, so
+ * this counts once per element where the loop below counts once per plane,
+ * and the pairs are summed from it afterwards (measured twice as fast on
+ * tiles of real bf16 weights).  Only the rows of pair16_rows can be
+ * non-zero: those alone are cleared and summed, a few dozen of the 256 for
+ * weights, whose exponents are few.  Returns 0, leaving h alone, where
+ * those rows are too many for n elements to pay for summing them (small
+ * tiles of noise-like data).
+ */
+static int pair_histogram16(uint32_t h[RFS_MAX_WIDTH][512], const uint8_t *src, size_t n,
+                            uint32_t *ws)
+{
+    unsigned r0, rows;
+    if (n == 0)
+        return 0;
+    rows = pair16_rows(src, n, &r0);
+    if (n < (size_t)rows * 256) /* 2 x rows x 256 counters to sum: pays at n / 2 */
+        return 0;
+    for (unsigned s = 0; s < 2; s++)
+        memset(ws + ((128 * s + r0) << 8), 0, (size_t)rows * 256 * sizeof *ws);
+    size_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        uint64_t v;
+        memcpy(&v, src + 2 * i, 8);
+        ws[v & 0xffff]++;
+        ws[(v >> 16) & 0xffff]++;
+        ws[(v >> 32) & 0xffff]++;
+        ws[v >> 48]++;
+    }
+    for (; i < n; i++) {
+        uint16_t u;
+        memcpy(&u, src + 2 * i, 2);
+        ws[u]++;
+    }
+    pair16_sum(h, ws, r0, rows);
     return 1;
 }
 
