@@ -173,6 +173,12 @@ int pk_src_read(const pk_plan *p, const pk_file *f, int fd, void *buf, uint64_t 
 #define PK_READAHEAD ((uint64_t)128 << 20)
 #define PK_RA_HEAD ((uint64_t)256 << 10) /* the head of a file, read first */
 #define PK_RA_BULK_MAX ((uint64_t)16 << 20) /* bigger files: only their head */
+/* Whether the readahead thread asks for file f whole (its head, then its
+ * bulk), as far as PK_READAHEAD lasts. */
+static inline int pk_readahead_whole(const pk_file *f)
+{
+    return f->size <= PK_RA_BULK_MAX;
+}
 typedef struct pk_readahead {
     const pk_plan *p;
     pthread_t thread;

@@ -571,7 +571,7 @@ static void blob_compress(pk_stream *s, pk_worker *w, pk_slot *sl, size_t k, pk_
  * group's (compressed on two cores, that still ends well within its read);
  * only blocks of PK_EARLY_MIN_LEN or more, where compressing costs more
  * than the extra open and pread, and only of files whose bytes the
- * readahead thread asks for whole (at most PK_RA_BULK_MAX): a block inside
+ * readahead thread asks for whole (pk_readahead_whole): a block inside
  * a big file (the corpus's integer tensors) would be a read from the disk
  * away from the stream's, which it slowed.
  */
@@ -590,7 +590,7 @@ static int early_plan(pk_stream *s)
     for (uint64_t i = s->groups[1].c0; i < p->n_chunks; i++) {
         const pk_chunk *c = &p->chunks[i];
         if (c->tensor >= 0 || c->len < PK_EARLY_MIN_LEN || bytes + c->len > budget ||
-            p->files[c->file].size > PK_RA_BULK_MAX)
+            !pk_readahead_whole(&p->files[c->file]))
             continue;
         if (rfs_array_reserve(&s->early, &cap, s->n_early + 1, sizeof *s->early))
             return pk_fail(p, "out of memory");

@@ -249,7 +249,7 @@ static void *readahead_main(void *arg)
     }
     for (size_t i = 0; i < p->n_files && left; i++) {
         const pk_file *f = &p->files[i];
-        if (f->size > PK_RA_HEAD && f->size <= PK_RA_BULK_MAX)
+        if (f->size > PK_RA_HEAD && pk_readahead_whole(f))
             readahead_file(p, f, PK_RA_HEAD, f->size - PK_RA_HEAD, &left);
     }
     return NULL;

@@ -406,8 +406,7 @@ static int run_codec(const bench_opts *o, const codec_ops *op, const codec_ops *
 /* The pair-histogram rows (only with --only pair-hist: not a codec). */
 static int bench_hist(const bench_opts *o, chunked *c)
 {
-    static hist_ctx plain, ws;
-    plain.width = ws.width = o->width;
+    hist_ctx plain = {.width = o->width}, ws = {.width = o->width};
     ws.ws = malloc(RFS_PAIR_WS * sizeof *ws.ws);
     if (!ws.ws) {
         fprintf(stderr, "ransfs-bench: out of memory\n");
