@@ -7,8 +7,9 @@
 # zstd -processors JOBS at the same block size (JOBS=2 by default), at
 # -Xcompression-level 3 and at its default level (15); prints input MB/s and
 # wall ms (median wall), the median CPU ms (user + system) and the image
-# size for each.  Runs alternate (ransfs, squashfs 3, then the other order)
-# so that a change in the machine's load hits both; before each run the
+# size for each.  Runs alternate, each round in another order in which
+# every tool follows every other equally often (order()), so that a change
+# in the machine's load or memory state hits all alike; before each run the
 # image is removed and, with COLD=1 (the default), SOURCE_DIR's files are
 # dropped from the page cache.  RUNS (default 9) runs each; BASE_BIN=DIR
 # adds DIR/ransfs-mkimage to the rotation (a before/after in one run) and
@@ -134,6 +135,25 @@ once() { # name image command...: one run, its wall and CPU seconds appended
     imgs[$name]=$img
 }
 
+order() { # n round -> the indices 0..n-1 in round's order
+    # A Williams design: over n rounds (2n where n is odd) each tool runs
+    # right after each other tool equally often, so no tool always follows
+    # the same one (a pack after mksquashfs meets a different memory state
+    # than one after cat; a fixed order biased before/after comparisons).
+    local n=$1 r=$2 j k rows out=()
+    rows=$(( n % 2 ? 2 * n : n ))
+    r=$(( r % rows ))
+    for ((j = 0; j < n; j++)); do # 0, 1, n-1, 2, n-2, ... shifted by r
+        if ((j == 0)); then k=0; elif ((j % 2)); then k=$(((j + 1) / 2)); else k=$((n - j / 2)); fi
+        out+=($(( (k + r) % n )))
+    done
+    if ((r >= n)); then # an odd design's second half: its first rows backwards
+        for ((j = n - 1; j >= 0; j--)); do echo -n "${out[j]} "; done; echo
+    else
+        echo "${out[@]}"
+    fi
+}
+
 best() { # best wall time of $runs runs of "$@", in seconds (the tile-size sweep)
     local b=""
     for _ in $(seq "$runs"); do
@@ -167,14 +187,18 @@ sq=(-noappend -quiet -no-progress -comp zstd -b "$tile" -processors "$jobs")
 echo "source: $src ($input bytes), $jobs threads each, tile/block $tile," \
      "median of $runs alternating runs, $([ "$cold" = 1 ] && echo cold || echo warm) page cache;" \
      "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
-for i in $(seq "$runs"); do # alternate, and swap the order every other round
-    a=("$R" "$work/r.img" "$bin/ransfs-mkimage" -q "-j$jobs" "$src" "$work/r.img")
-    b=("$S3" "$work/s3.img" mksquashfs "$src" "$work/s3.img" "${sq[@]}" -Xcompression-level 3)
-    if [ $((i % 2)) = 1 ]; then once "${a[@]}"; once "${b[@]}"; else once "${b[@]}"; once "${a[@]}"; fi
-    if [ -n "${BASE_BIN:-}" ]; then
-        once "$B" "$work/b.img" "$BASE_BIN/ransfs-mkimage" -q "-j$jobs" "$src" "$work/b.img"
-    fi
-    once "$RD" "$work/none" find "$src" -type f -exec cat {} +
+tools=(R S3)
+[ -n "${BASE_BIN:-}" ] && tools+=(B)
+tools+=(RD)
+for i in $(seq 0 $((runs - 1))); do # each round in its own order (see order())
+    for k in $(order "${#tools[@]}" "$i"); do
+        case ${tools[$k]} in
+        R) once "$R" "$work/r.img" "$bin/ransfs-mkimage" -q "-j$jobs" "$src" "$work/r.img" ;;
+        S3) once "$S3" "$work/s3.img" mksquashfs "$src" "$work/s3.img" "${sq[@]}" -Xcompression-level 3 ;;
+        B) once "$B" "$work/b.img" "$BASE_BIN/ransfs-mkimage" -q "-j$jobs" "$src" "$work/b.img" ;;
+        RD) once "$RD" "$work/none" find "$src" -type f -exec cat {} + ;;
+        esac
+    done
 done
 for _ in $(seq $(( ${L15:-1} == 0 ? 0 : runs < 2 ? 1 : 2 ))); do # level 15 is slow: at most 2 runs
     once "$S15" "$work/s15.img" mksquashfs "$src" "$work/s15.img" "${sq[@]}"

@@ -6,7 +6,9 @@ dropping SOURCE_DIR's pages from the page cache before every pack (the
 rule of page_cache.sh, which bench_pack.sh uses too) and removing the image after it, and prints per binary
 the median, mean and quartiles of the wall times in ms.  Unlike
 bench_pack.sh no other program runs between the packs, so the binaries
-compared see the same memory state in turn.  Not run by CTest.
+compared see the same memory state in turn; each round runs them in the
+order of bench_pack.sh's order() (for two: A B, B A, ...), so that each
+follows each other equally often.  Not run by CTest.
 """
 import os
 import statistics
@@ -23,6 +25,14 @@ def page_out(root):
                    check=True)
 
 
+def order(n, r):
+    """The indices 0..n-1 in round r's order: bench_pack.sh's order() (a Williams design)."""
+    row = [(0 if j == 0 else (j + 1) // 2 if j % 2 else n - j // 2) for j in range(n)]
+    r %= 2 * n if n % 2 else n
+    out = [(k + r) % n for k in row]
+    return out[::-1] if r >= n else out
+
+
 def main():
     if len(sys.argv) < 4:
         sys.exit(__doc__.strip().splitlines()[0])
@@ -30,8 +40,8 @@ def main():
     walls = {b: [] for b in bins}
     with tempfile.TemporaryDirectory(dir=os.environ.get("TMPDIR", "/var/tmp")) as work:
         img = os.path.join(work, "ab.img")
-        for _ in range(runs):
-            for b in bins:
+        for r in range(runs):
+            for b in (bins[k] for k in order(len(bins), r)):
                 page_out(src)
                 t0 = time.perf_counter()
                 subprocess.run([b, "-q", src, img], check=True)
