@@ -311,7 +311,13 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
     pthread_mutex_init(&fh->mu, NULL);
     rfs_prefetch_init(&fh->pf, rfs_engine_prefetch_min(fs->eng), rfs_engine_prefetch_max(fs->eng));
     fi->fh = (uint64_t)(uintptr_t)fh;
-    fi->keep_cache = !fs->direct_io; /* the image never changes */
+    /* keep_cache even for direct_io: the image never changes, and without
+     * it the kernel would drop the file's pages (another handle's mmap) at
+     * every open.  A direct_io file is read by the daemon straight into the
+     * reader's buffer; its mmaps still go through the page cache, shared
+     * ones only where the connection took FUSE_DIRECT_IO_ALLOW_MMAP
+     * (rfs_fuse_io.h; without it the kernel refuses them with ENODEV). */
+    fi->keep_cache = 1;
     fi->direct_io = fs->direct_io;
     fi->noflush = 1;
     fh_link(fs, fh);

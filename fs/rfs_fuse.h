@@ -33,6 +33,7 @@ typedef struct rfs_fs {
     uid_t uid;
     gid_t gid;
     int direct_io;
+    struct rfs_fuse_io *io; /* the session's I/O hook (rfs_fuse_io.h); NULL: none */
     uint64_t max_readahead; /* bytes offered to the kernel at init */
     double timeout;         /* entry and attribute timeout, seconds */
     /* libfuse's -o max_background=, congestion_threshold=, max_write=,

@@ -34,6 +34,7 @@
 #include "rfs_build.h"
 #include "rfs_engine.h"
 #include "rfs_fuse.h"
+#include "rfs_fuse_io.h"
 #include "rfs_gpu.h"
 #include "rfs_main_remote.h"
 
@@ -67,6 +68,7 @@ typedef struct rfs_main {
     rfs_fs fs;
     rfs_engine *eng;
     struct fuse_session *se;
+    rfs_fuse_io fio; /* the session's I/O hook */
     int notify_fd; /* pipe to the waiting parent, -1 when none */
     pthread_t ready_thread;
     int ready_started;
@@ -107,7 +109,8 @@ static void usage(FILE *f, const char *prog)
            "    -o gpu=auto|on|off     decode bulk reads on a GPU (default auto)\n"
            "    -o gpu_min=SIZE        smallest batch decoded on the GPU (default 8M)\n"
            "    -o uid=N -o gid=N      owner of all files (default: the mounting user)\n"
-           "    -o direct_io           bypass the page cache (one-pass streaming; breaks mmap)\n"
+           "    -o direct_io           reads bypass the page cache (one-pass loaders reading\n"
+           "                           1 MiB or more at a time; docs/mount.md)\n"
            "%s"
            "    IMAGE may be a URL: http://..., https://..., s3://BUCKET/KEY (docs/remote.md).\n"
            "    SIZE takes K, M, G suffixes (powers of 1024).\n"
@@ -565,6 +568,8 @@ int main(int argc, char **argv)
     if (fuse_session_mount(m.se, m.opts.mountpoint) != 0)
         goto out_signals;
     mounted = 1;
+    if (rfs_fuse_io_attach(m.se, &m.fs, &m.fio) != 0)
+        goto out_unmount;
     if (!m.opts.foreground && (daemon_fork(&m) != 0 || start_engine(&m) != 0))
         goto out_unmount;
     if (start_ready_thread(&m) != 0)

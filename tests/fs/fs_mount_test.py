@@ -17,6 +17,7 @@ import json
 import mmap
 import os
 import random
+import re
 import shutil
 import signal
 import stat
@@ -286,8 +287,24 @@ def t_pread():
     log(json.dumps(stats(mnt)))
 
 
+def kernel_at_least(major, minor):
+    k = tuple(int(x) for x in re.match(r"(\d+)\.(\d+)", os.uname().release).groups())
+    return k >= (major, minor)
+
+
+def resident_bytes(path):
+    """Bytes of path in the page cache (util-linux fincore)."""
+    r = subprocess.run(["fincore", "--bytes", "--noheadings", "--raw", "-o", "RES", path],
+                       capture_output=True, text=True, check=True)
+    return int(r.stdout.split()[0])
+
+
 def t_pread_direct_io():
-    """With -o direct_io every read reaches the daemon (no page cache)."""
+    """With -o direct_io every read reaches the daemon and leaves nothing in
+    the page cache; shared mmap (Python's mmap, numpy.memmap: MAP_SHARED)
+    still works and gives the same bytes where the kernel lets the daemon
+    allow it (FUSE_DIRECT_IO_ALLOW_MMAP, Linux 6.6: fs/rfs_fuse_io.c, as
+    libfuse 3.14 cannot ask for it), and fails with ENODEV on older ones."""
     s = seed()
     rng = random.Random(s)
     d, src, img, mnt = model_mount(4, "direct_io", "cache=4M")
@@ -300,6 +317,30 @@ def t_pread_direct_io():
             assert os.pread(fb.fileno(), n, off) == os.pread(fa.fileno(), n, off)
         fb.seek(0)
         assert fb.read() == fa.read()
+    assert resident_bytes(b) == 0, "direct_io reads left pages in the page cache"
+    with open(a, "rb") as fa:
+        want = fa.read()
+    if not kernel_at_least(6, 6):
+        with open(b, "rb") as fb:
+            try:
+                mmap.mmap(fb.fileno(), 0, access=mmap.ACCESS_READ)
+                raise AssertionError("shared mmap of a direct_io file on Linux < 6.6")
+            except OSError as e:
+                assert e.errno == errno.ENODEV, e
+        return
+    with open(b, "rb") as fb:
+        mb = mmap.mmap(fb.fileno(), 0, access=mmap.ACCESS_READ)
+        for _ in range(500):
+            p = rng.randrange(0, size)
+            q = min(size, p + rng.choice([1, 4096, 100000]))
+            assert mb[p:q] == want[p:q], "shared mmap of a direct_io file at %d" % p
+        # the direct reads of the same handle, beside the mapping
+        assert os.pread(fb.fileno(), 1 << 20, size // 3) == want[size // 3:size // 3 + (1 << 20)]
+        assert mb[:] == want
+        mb.close()
+    m = np.memmap(b, dtype=np.uint8, mode="r")
+    assert m.tobytes() == want
+    del m
 
 
 def t_mmap():
