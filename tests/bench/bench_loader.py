@@ -26,7 +26,10 @@ and on the plain file:
                 every tensor, so the faults reach the file as several
                 sequential streams at once;
   mmap-16M      Python mmap, sequential 16 MiB copies;
-  read-1M       read() in 1 MiB blocks.
+  read-1M       read() in 1 MiB blocks;
+  read-1M-odirect  the same on a file opened O_DIRECT (the mount then
+                replies straight into the buffer; the plain file is read
+                from its disk, page cache or not).
 Page cache: by default the image and the plain file are read once before
 each run (the issue's "cached" conditions).  RFS_BENCH_COLD=1: cold disk
 instead: `sync; echo 3 > /proc/sys/vm/drop_caches` before every run, so
@@ -170,6 +173,25 @@ def read_blocks(path, hdr, base, threads):
             total += len(b)
 
 
+def read_blocks_direct(path, hdr, base, threads):
+    """read() in 1 MiB blocks of a file opened O_DIRECT: through the mount
+    the daemon's reply lands straight in the buffer (no page cache, as with
+    -o direct_io); the plain file then comes from its disk, not the cache."""
+    total, off = 0, 0
+    buf = mmap.mmap(-1, 1 << 20)  # page-aligned, as O_DIRECT on ext4 needs
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECT)
+    try:
+        while True:
+            n = os.preadv(fd, [buf], off)
+            if n <= 0:
+                return total
+            total += n
+            off += n
+    finally:
+        os.close(fd)
+        buf.close()
+
+
 def torch_usable():
     try:
         import safetensors.torch  # noqa: F401
@@ -180,7 +202,7 @@ def torch_usable():
 
 
 READERS = [("mmap-threads", read_mmap_threads), ("mmap-16M", read_mmap_seq),
-           ("read-1M", read_blocks)]
+           ("read-1M", read_blocks), ("read-1M-odirect", read_blocks_direct)]
 
 
 def self_cpu():
