@@ -343,6 +343,30 @@ def t_pread_direct_io():
     del m
 
 
+def t_pread_odirect():
+    """A file opened O_DIRECT on a default mount is read by FUSE's direct
+    I/O: the bytes are the source's at any offset and length, and nothing
+    lands in the page cache (docs/mount.md: loaders may ask for this path)."""
+    rng = random.Random(seed())
+    d, src, img, mnt = model_mount(4)
+    a, b = os.path.join(src, "model.safetensors"), os.path.join(mnt, "model.safetensors")
+    with open(a, "rb") as fa:
+        want = fa.read()
+    buf = mmap.mmap(-1, 2 << 20)
+    fd = os.open(b, os.O_RDONLY | os.O_DIRECT)
+    try:
+        for _ in range(300):
+            off = rng.randrange(0, len(want))
+            n = rng.choice([1, 4096, 65536, 1 << 20, 2 << 20])
+            got = os.preadv(fd, [memoryview(buf)[:n]], off)
+            assert got == min(n, len(want) - off), (off, n, got)
+            assert buf[:got] == want[off:off + got], "O_DIRECT read at %d+%d" % (off, n)
+    finally:
+        os.close(fd)
+        buf.close()
+    assert resident_bytes(b) == 0, "O_DIRECT reads left pages in the page cache"
+
+
 def t_mmap():
     s = seed()
     rng = random.Random(s)
