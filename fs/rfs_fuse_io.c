@@ -62,7 +62,6 @@ static void amend_init(rfs_fuse_io *io, struct iovec *iov, int count, struct fus
         return;
     out->flags2 |= ALLOW_MMAP_FLAGS2;
     iov[1].iov_base = out;
-    atomic_store_explicit(&io->allow_mmap, 1, memory_order_release);
 }
 
 static ssize_t io_writev(int fd, struct iovec *iov, int count, void *userdata)
@@ -93,12 +92,6 @@ int rfs_fuse_io_attach(struct fuse_session *se, rfs_fs *fs, rfs_fuse_io *io)
     io->init_unique = 0;
     io->offered = 0;
     atomic_init(&io->init_due, 0);
-    atomic_init(&io->allow_mmap, 0);
     fs->io = io;
     return fuse_session_custom_io(se, &ops, fuse_session_fd(se)) == 0 ? 0 : -1;
-}
-
-int rfs_fuse_io_allow_mmap(const rfs_fuse_io *io)
-{
-    return io && atomic_load_explicit(&io->allow_mmap, memory_order_acquire);
 }

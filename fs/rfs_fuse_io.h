@@ -13,9 +13,9 @@
  *
  * Contract:
  *  - rfs_fuse_io_attach after fuse_session_mount, before the loop; the
- *    hook's state lives in *io, which must outlive the session.
- *  - rfs_fuse_io_allow_mmap is safe from any thread: it is set once, while
- *    the INIT reply is written, before the kernel sends any other request.
+ *    hook's state lives in *io, which must outlive the session.  Its
+ *    fields are written while the INIT request and reply pass, before the
+ *    kernel sends any other request.
  *  - Returns 0, or -1 (libfuse has logged why) and the session is unchanged.
  */
 #ifndef RFS_FUSE_IO_H
@@ -30,13 +30,9 @@ typedef struct rfs_fuse_io {
     uint64_t init_unique;  /* the INIT request's id (written before init_due) */
     int offered;           /* the kernel offered FUSE_DIRECT_IO_ALLOW_MMAP */
     atomic_int init_due;   /* the INIT request came and its reply did not */
-    atomic_int allow_mmap; /* the reply took the flag: MAP_SHARED of direct files works */
 } rfs_fuse_io;
 
 /* Route se's I/O through the hook; fs (the session's userdata) gets fs->io = io. */
 int rfs_fuse_io_attach(struct fuse_session *se, rfs_fs *fs, rfs_fuse_io *io);
-
-/* Whether FOPEN_DIRECT_IO files may be mmapped shared on this connection. */
-int rfs_fuse_io_allow_mmap(const rfs_fuse_io *io);
 
 #endif
