@@ -444,8 +444,9 @@ def main():
                     got[i] = mounted_run(variants[i], img, mnt, fn, hdr, base, threads, units,
                                          cold)
                 plain, cpu, pc = plain_run(src, fn, hdr, base, threads, cold)
+                how = "disk" if fn is read_blocks_direct else "cold" if cold else "cached"
                 print("round %d %-13s plain(%s) %7.0f MB/s (reader cpu %.2f s, page cache "
-                      "%+.0f MiB)" % (r + 1, name, "cold" if cold else "cached", plain, cpu, pc))
+                      "%+.0f MiB)" % (r + 1, name, how, plain, cpu, pc))
                 for a, (mbs, line, hist, mem) in zip(args, got):
                     print("    mount %7.0f MB/s  %.2fx  [%s]" % (mbs, mbs / plain, a))
                     print("      %s" % line)
