@@ -135,23 +135,12 @@ once() { # name image command...: one run, its wall and CPU seconds appended
     imgs[$name]=$img
 }
 
-order() { # n round -> the indices 0..n-1 in round's order
-    # A Williams design: over n rounds (2n where n is odd) each tool runs
-    # right after each other tool equally often, so no tool always follows
-    # the same one (a pack after mksquashfs meets a different memory state
-    # than one after cat; a fixed order biased before/after comparisons).
-    local n=$1 r=$2 j k rows out=()
-    rows=$(( n % 2 ? 2 * n : n ))
-    r=$(( r % rows ))
-    for ((j = 0; j < n; j++)); do # 0, 1, n-1, 2, n-2, ... shifted by r
-        if ((j == 0)); then k=0; elif ((j % 2)); then k=$(((j + 1) / 2)); else k=$((n - j / 2)); fi
-        out+=($(( (k + r) % n )))
-    done
-    if ((r >= n)); then # an odd design's second half: its first rows backwards
-        for ((j = n - 1; j >= 0; j--)); do echo -n "${out[j]} "; done; echo
-    else
-        echo "${out[@]}"
-    fi
+order() { # n round -> the indices 0..n-1 in round's order: pack_ab.py's order()
+    # (a Williams design: over n rounds, 2n where n is odd, each tool runs
+    # right after each other tool equally often; a fixed order biased
+    # before/after comparisons)
+    /usr/bin/python3 -c 'import sys; sys.path.insert(0, sys.argv[1]); import pack_ab
+print(*pack_ab.order(int(sys.argv[2]), int(sys.argv[3])))' "$(dirname "$0")" "$1" "$2"
 }
 
 best() { # best wall time of $runs runs of "$@", in seconds (the tile-size sweep)

@@ -7,8 +7,9 @@ rule of page_cache.sh, which bench_pack.sh uses too) and removing the image afte
 the median, mean and quartiles of the wall times in ms.  Unlike
 bench_pack.sh no other program runs between the packs, so the binaries
 compared see the same memory state in turn; each round runs them in the
-order of bench_pack.sh's order() (for two: A B, B A, ...), so that each
-follows each other equally often.  Not run by CTest.
+order of order() (for two: A B, B A, ...), so that each follows each other
+equally often; bench_pack.sh takes its rounds' order from it too.  Not run
+by CTest.
 """
 import os
 import statistics
@@ -26,7 +27,10 @@ def page_out(root):
 
 
 def order(n, r):
-    """The indices 0..n-1 in round r's order: bench_pack.sh's order() (a Williams design)."""
+    """The indices 0..n-1 in round r's order, a Williams design: over n
+    rounds (2n where n is odd) each index comes right after each other one
+    equally often.  Row 0 is 0, 1, n-1, 2, n-2, ...; row r adds r (mod n);
+    an odd n's rows n..2n-1 are rows 0..n-1 backwards."""
     row = [(0 if j == 0 else (j + 1) // 2 if j % 2 else n - j // 2) for j in range(n)]
     r %= 2 * n if n % 2 else n
     out = [(k + r) % n for k in row]
