@@ -1,7 +1,8 @@
 /*
  * fuzz_image_open.c - any byte string as an image: rfs_image_open must
  * refuse it or give an image whose whole tree can be walked and read
- * (every unit decoded and checked) without a crash or out-of-bounds access.
+ * (every unit decoded and checked) without a crash or out-of-bounds access,
+ * and whose units decode as pairs exactly as they do alone.
  *
  * Input: byte 0 bit 0 set = "reseal": recompute the metadata section and
  * superblock checksums after mutation, so the fuzzer reaches the reader's
@@ -47,6 +48,33 @@ static void walk(rfs_image *img, rfs_rctx *ctx, uint8_t *buf)
     }
 }
 
+/* Decode neighbouring units as pairs (rfs_image_unit_decode2, as the
+ * daemon's batches and ransfs-fsck do): each must get exactly what it gets
+ * alone (rfs_image_unit_decode). */
+static void pairs(rfs_image *img, rfs_rctx *ctx)
+{
+    static uint8_t want[2][MAX_READ], got[2][MAX_READ];
+    rfs_image_summary sum;
+    rfs_image_get_summary(img, &sum);
+    for (uint64_t u = 0; u + 1 < sum.n_units && u < 64; u += 2) {
+        rfs_unit_io io[2];
+        rfs_err err[2];
+        size_t len[2];
+        for (unsigned j = 0; j < 2; j++) {
+            len[j] = 0;
+            err[j] = rfs_image_unit_decode(img, ctx, u + j, want[j], MAX_READ, &len[j]);
+            io[j] = (rfs_unit_io){.unit = u + j, .dst = got[j], .dst_cap = MAX_READ};
+        }
+        rfs_err r = rfs_image_unit_decode2(img, ctx, io);
+        if (r != (err[0] != RFS_OK ? err[0] : err[1]))
+            abort(); /* the pair's result is not the first failing unit's */
+        for (unsigned j = 0; j < 2; j++)
+            if (io[j].err != err[j] || (err[j] == RFS_OK && (io[j].dst_size != len[j] ||
+                                                             memcmp(got[j], want[j], len[j]))))
+                abort(); /* a unit of the pair decodes otherwise than alone */
+    }
+}
+
 /* Make every section checksum and the superblock checksum match.  When
  * the stub at offset 0 says TRAILER, the superblock is the last
  * RFS_IMG_SB_SIZE bytes (docs/format.md 2.1.3) and the stub is left as is. */
@@ -89,8 +117,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         rfs_image *img = NULL;
         if (rfs_image_open(&img, path, why, sizeof(why)) == RFS_OK) {
             rfs_rctx *ctx = rfs_rctx_create(img);
-            if (ctx)
+            if (ctx) {
                 walk(img, ctx, buf);
+                pairs(img, ctx);
+            }
             rfs_rctx_destroy(ctx);
             rfs_image_close(img);
         }
