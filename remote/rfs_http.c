@@ -101,7 +101,9 @@ static size_t on_header(char *data, size_t size, size_t nmemb, void *arg)
     size_t n = size * nmemb;
     char v[256];
     if (n > 5 && !strncmp(data, "HTTP/", 5)) { /* a new response (after a 100 or redirect) */
-        const char *sp = memchr(data, ' ', n);
+        /* curl's header bytes are not NUL-terminated: parse a bounded copy */
+        header_value(v, sizeof v, data, n);
+        const char *sp = strchr(v, ' ');
         g->resp->status = sp ? strtol(sp + 1, NULL, 10) : 0;
         g->resp->has_range = 0;
         g->resp->etag[0] = g->resp->last_modified[0] = '\0';

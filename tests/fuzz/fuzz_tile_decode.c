@@ -12,13 +12,14 @@
  * parser does, and the emulated kernels must decode exactly the tiles the
  * CPU decodes, to the same bytes.
  *
- * Input: byte 0 selects whether a shared table is supplied for plane 1
- * (built from the next 64 bytes as counts); the rest is the tile.
+ * Input: the shared-table prefix of fuzz_shared.h (plane 1 only); the rest
+ * is the tile.
  */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "fuzz_shared.h"
 #include "rfs_gpu_plan.h"
 #include "rfs_tile.h"
 #include "warp_emu.h"
@@ -126,17 +127,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (size < 1 || !dec)
         return 0;
     rfs_table_set set = {{NULL, NULL, NULL, NULL}};
-    if (data[0] & 1 && size >= 65) {
-        uint64_t counts[256] = {0};
-        for (unsigned i = 0; i < 64; i++)
-            counts[data[1 + i]] += 1 + i;
-        rfs_table_from_counts(&shared, counts);
-        set.plane[1] = &shared;
-        data += 64;
-        size -= 64;
-    }
-    data++;
-    size--;
+    fuzz_take_shared(&data, &size, 1, &shared, &set);
     rfs_err first = RFS_OK;
     size_t first_len = 0;
     const char *const *paths = rfs_dec_backend_names();

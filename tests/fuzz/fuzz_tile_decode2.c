@@ -9,39 +9,19 @@
  * (vbmi_rans_top2), a loop that single-tile decodes never reach, and the
  * daemon's batches, ransfs-fsck and ransfs_read_tensors all decode pairs.
  *
- * Input: byte 0 selects whether a shared table is supplied (bit 0: for
- * plane 1, bit 1: for plane 3; built from the next 64 bytes as counts, as
- * fuzz_tile_decode does); then 3 bytes, the first tile's length
- * (little-endian, cut to what is left); the first tile; the second tile is
- * the rest.  Each tile is copied to a heap buffer of its exact size, so
+ * Input: the shared-table prefix of fuzz_shared.h (planes 1 and 3); then
+ * 3 bytes, the first tile's length (little-endian, cut to what is left);
+ * the first tile; the second tile is the rest.  Each tile is copied to a heap buffer of its exact size, so
  * that ASan catches a read past either tile's end.
  */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "fuzz_shared.h"
 #include "rfs_tile.h"
 
 #define MAX_TILE (1u << 18) /* fuzz builds cap sizes */
-
-/* The shared table set selected by data[0] (consuming its 64 bytes). */
-static void take_shared(const uint8_t **data, size_t *size, rfs_table *tab, rfs_table_set *set)
-{
-    uint8_t sel = (*data)[0];
-    (*data)++, (*size)--;
-    if (!(sel & 3) || *size < 64)
-        return;
-    uint64_t counts[256] = {0};
-    for (unsigned i = 0; i < 64; i++)
-        counts[(*data)[i]] += 1 + i;
-    if (rfs_table_from_counts(tab, counts) == RFS_OK) {
-        if (sel & 1)
-            set->plane[1] = tab;
-        if (sel & 2)
-            set->plane[3] = tab;
-    }
-    *data += 64, *size -= 64;
-}
 
 /* The two tiles of the input after the shared-table part: each in a heap
  * buffer of its exact size (the caller frees them); 0 when too short or
@@ -99,7 +79,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (size < 1 || !dec)
         return 0;
     rfs_table_set set = {{NULL, NULL, NULL, NULL}};
-    take_shared(&data, &size, &shared, &set);
+    fuzz_take_shared(&data, &size, 3, &shared, &set);
     uint8_t *tile[2] = {NULL, NULL};
     size_t len[2];
     if (take_tiles(data, size, tile, len)) {
