@@ -76,7 +76,7 @@ import numpy as np
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "pylib"))
-import rfs_testlib  # noqa: E402  (daemon_pid, wait_gone, proc_status)
+import rfs_testlib  # noqa: E402  (daemon_pid, wait_gone, proc_status, resident_bytes)
 
 STATS = "user.ransfs.stats"
 ROWS = 8192
@@ -233,10 +233,11 @@ def meminfo_cached():
 
 
 def resident(path):
-    """Bytes of path in the page cache (util-linux fincore)."""
-    r = subprocess.run(["fincore", "-b", "-n", "-o", "RES", path], capture_output=True,
-                       text=True)
-    return int(r.stdout.split()[0]) if r.returncode == 0 and r.stdout.strip() else -1
+    """Bytes of path in the page cache, or -1 where fincore cannot tell."""
+    try:
+        return rfs_testlib.resident_bytes(path)
+    except (OSError, subprocess.CalledProcessError, ValueError, IndexError):
+        return -1
 
 
 def daemon_pid(mnt):

@@ -292,13 +292,6 @@ def kernel_at_least(major, minor):
     return k >= (major, minor)
 
 
-def resident_bytes(path):
-    """Bytes of path in the page cache (util-linux fincore)."""
-    r = subprocess.run(["fincore", "--bytes", "--noheadings", "--raw", "-o", "RES", path],
-                       capture_output=True, text=True, check=True)
-    return int(r.stdout.split()[0])
-
-
 def t_pread_direct_io():
     """With -o direct_io every read reaches the daemon and leaves nothing in
     the page cache; shared mmap (Python's mmap, numpy.memmap: MAP_SHARED)
@@ -317,7 +310,7 @@ def t_pread_direct_io():
             assert os.pread(fb.fileno(), n, off) == os.pread(fa.fileno(), n, off)
         fb.seek(0)
         assert fb.read() == fa.read()
-    assert resident_bytes(b) == 0, "direct_io reads left pages in the page cache"
+    assert rfs_testlib.resident_bytes(b) == 0, "direct_io reads left pages in the page cache"
     with open(a, "rb") as fa:
         want = fa.read()
     if not kernel_at_least(6, 6):
@@ -364,7 +357,7 @@ def t_pread_odirect():
     finally:
         os.close(fd)
         buf.close()
-    assert resident_bytes(b) == 0, "O_DIRECT reads left pages in the page cache"
+    assert rfs_testlib.resident_bytes(b) == 0, "O_DIRECT reads left pages in the page cache"
 
 
 def t_mmap():

@@ -176,6 +176,14 @@ def proc_status(pid):
     return out
 
 
+def resident_bytes(path):
+    """Bytes of path in the page cache (util-linux fincore); raises when
+    fincore fails."""
+    r = subprocess.run(["fincore", "--bytes", "--noheadings", "--raw", "-o", "RES", path],
+                       capture_output=True, text=True, check=True)
+    return int(r.stdout.split()[0])
+
+
 class PeakRss:
     """`with PeakRss(pid, period) as peak:` samples pid's RssAnon and VmRSS
     every period seconds on a thread while the block runs; peak.anon and
